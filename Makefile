@@ -1,0 +1,53 @@
+# wlmd — developer and install targets. `make run` and `make test` need nothing but python3.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PORT    ?= 11112
+LISTEN  ?= 127.0.0.1
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+MANDIR    := $(PREFIX)/share/man
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+
+.PHONY: run test lint fuzz soak bench examples install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+## Serve the bundled example worklists on $(LISTEN):$(PORT) in the foreground (Ctrl-C stops).
+run: $(STAMP)
+	$(BIN)/wlmd -v --listen-address $(LISTEN) -dfp examples/worklists $(PORT)
+
+## The test suite (interop tests need DCMTK: apt-get install -y dcmtk).
+test: $(STAMP)
+	$(BIN)/ruff check wlmd tests benchmarks examples
+	$(BIN)/python -m pytest -q -x --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check wlmd tests benchmarks examples
+
+## Regenerate examples/worklists and examples/queries (deterministic).
+examples: $(STAMP)
+	$(BIN)/python examples/make_worklists.py
+
+install:
+	$(PYTHON) -m pip install --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
+	install -Dm644 man/wlmd.8 $(DESTDIR)$(MANDIR)/man8/wlmd.8
+	install -Dm644 man/wlmd.conf.5 $(DESTDIR)$(MANDIR)/man5/wlmd.conf.5
+	install -Dm644 man/findscu.1 $(DESTDIR)$(MANDIR)/man1/wlmd-findscu.1
+	install -Dm644 systemd/wlmd.service $(DESTDIR)$(UNITDIR)/wlmd.service
+	install -Dm644 systemd/wlmd.socket $(DESTDIR)$(UNITDIR)/wlmd.socket
+	install -Dm644 systemd/wlmd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/wlmd.conf
+	install -Dm644 systemd/wlmd.tmpfiles.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/wlmd.conf
+	install -Dm644 etc/wlmd.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/wlmd.conf.example
+	install -Dm644 etc/logging.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/logging.conf.example
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,105 @@
+"""Shared helpers for tests that run real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+DCMTK_TOOLS = ("wlmscpfs", "findscu", "dump2dcm", "dcmdump")
+DCMTK_EXAMPLES = Path("/usr/share/doc/dcmtk/examples")
+
+
+def require_dcmtk(*tools: str) -> None:
+    """Skip when a DCMTK tool is missing; under CI (CI=true) fail instead, as interop is required."""
+    missing = [t for t in (tools or DCMTK_TOOLS) if shutil.which(t) is None]
+    if not missing:
+        return
+    message = f"DCMTK tools missing: {', '.join(missing)} (apt-get install -y dcmtk)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0,
+                  proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def start_wlmd(args: Sequence[str], port: int, host: str = "127.0.0.1",
+               **popen: object) -> subprocess.Popen:
+    """Start ``python -m wlmd ARGS PORT`` listening on loopback and wait until it accepts.
+
+    Connecting to probe readiness opens (and at once closes) one TCP connection.
+    """
+    cmd = [sys.executable, "-m", "wlmd", "--listen-address", host, *args, str(port)]
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    proc = subprocess.Popen(cmd, **popen)  # type: ignore[call-overload]
+    try:
+        wait_for_port(port, host, proc=proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+def start_wlmscpfs(args: Sequence[str], port: int, **popen: object) -> subprocess.Popen:
+    """Start DCMTK's wlmscpfs (it listens on every address; tests only send it loopback traffic)."""
+    require_dcmtk("wlmscpfs")
+    env = dict(os.environ, TCP_NODELAY="1")
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    proc = subprocess.Popen(["wlmscpfs", *args, str(port)], env=env, **popen)  # type: ignore[call-overload]
+    try:
+        wait_for_port(port, proc=proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate a process this test started (by its PID) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            stream.close()
+
+
+def dump2dcm(dump: Path, out: Path) -> Path:
+    """Convert a dcmdump text file to a DICOM file with DCMTK's dump2dcm."""
+    require_dcmtk("dump2dcm")
+    subprocess.run(["dump2dcm", "-q", "-g", str(dump), str(out)], check=True)
+    return out

@@ -1,0 +1,294 @@
+"""The pre-forking supervisor as a real process on loopback, driven by a pynetdicom SCU.
+
+The worklist side is a stub application (C-ECHO is all these tests need): what is under test is
+process management — the exact association limit, a silent client, dead and stopped workers,
+signals — not matching.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
+
+from tests.helpers import free_port, stop_process, wait_for_port
+
+LAUNCHER = """
+import json, logging, sys
+from wlmd.dicom.types import STATUS_SUCCESS, FindResponse
+from wlmd.listeners import bind_listeners
+from wlmd.settings import Settings
+from wlmd.supervisor import Supervisor
+
+class EchoOnly:
+    def __init__(self, settings): pass
+    def knows_called_ae(self, ae): return True
+    def find(self, assoc, identifier, ts):
+        yield FindResponse(STATUS_SUCCESS)
+
+def reload():
+    with open(sys.argv[3]) as f:
+        return Settings(port=settings.port, **{**options, **json.load(f)}), None
+
+logging.basicConfig(level=logging.DEBUG, format="%(process)d %(name)s: %(message)s")
+options = json.loads(sys.argv[2])
+settings = Settings(port=int(sys.argv[1]), **options)
+sys.exit(Supervisor(settings, bind_listeners(settings), EchoOnly, reload=reload).run())
+"""
+BASE = {"listen_address": "127.0.0.1", "max_associations": 2, "min_spare_workers": 1,
+        "max_spare_workers": 2, "worker_timeout": 5, "graceful_timeout": 10, "acse_timeout": 5}
+
+
+class Server:
+    """One supervisor process this test started, its port and its log."""
+
+    def __init__(self, tmp_path: Path, **overrides: object) -> None:
+        options = {**BASE, **overrides}
+        self.host = str(options["listen_address"])
+        self.port = free_port(self.host)
+        self.log_path = tmp_path / "wlmd.log"
+        self.reload_path = tmp_path / "reload.json"  # what the reload hook reads on SIGHUP
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, str(self.port), json.dumps(options),
+             str(self.reload_path)],
+            stdout=subprocess.DEVNULL, stderr=self._log,
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+        )
+        wait_for_port(self.port, self.host, proc=self.proc)
+
+    def workers(self) -> list[psutil.Process]:
+        return [p for p in psutil.Process(self.proc.pid).children()
+                if p.status() != psutil.STATUS_ZOMBIE]
+
+    def worker_serving(self, assoc: Association) -> psutil.Process:
+        """The worker whose TCP connection has the client's local port."""
+        local_port = assoc.dul.socket.socket.getsockname()[1]
+        for worker in self.workers():
+            if any(c.raddr and c.raddr.port == local_port
+                   for c in worker.net_connections(kind="tcp")):
+                return worker
+        raise AssertionError(f"no worker serves client port {local_port}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self._log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(**overrides: object) -> Server:
+        started.append(Server(tmp_path, **overrides))
+        return started[-1]
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def scu() -> Iterator[Callable[[int], Association]]:
+    """Open associations (Verification only) and release whatever is left at the end."""
+    opened: list[Association] = []
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+
+    def associate(port: int, host: str = "127.0.0.1") -> Association:
+        opened.append(ae.associate(host, port, ae_title="ANYSCP"))
+        return opened[-1]
+
+    yield associate
+    for assoc in opened:
+        if assoc.is_established:
+            assoc.release()
+    ae.shutdown()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Seconds until ``condition()`` held; fails after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def echo_ok(assoc: Association) -> bool:
+    status = assoc.send_c_echo()
+    return status is not None and status.Status == 0x0000
+
+
+def test_ipv6_loopback(server, scu):
+    srv = server(listen_address="::1", ip_family="ipv6")
+    assoc = scu(srv.port, "::1")
+    assert assoc.is_established and echo_ok(assoc)
+    assoc.release()
+    wait_until(lambda: "association from ::1:" in srv.log())
+
+
+def test_limit_is_exact_and_a_release_frees_its_slot_at_once(server, scu):
+    srv = server(max_associations=2)
+    held = [scu(srv.port), scu(srv.port)]
+    assert all(a.is_established for a in held)
+
+    over = scu(srv.port)
+    assert over.is_rejected
+    rj = over.acceptor.primitive
+    assert (rj.result, rj.result_source, rj.diagnostic) == (2, 3, 2)
+
+    held[0].release()
+    start = time.monotonic()
+    fresh = scu(srv.port)
+    assert fresh.is_established, "a released association must free its slot immediately"
+    assert time.monotonic() - start < 1.0
+    assert echo_ok(fresh) and echo_ok(held[1])
+    wait_until(lambda: "outcome=refused-limit" in srv.log())
+
+
+def test_silent_client_delays_nobody_and_is_closed_after_acse_timeout(server, scu):
+    srv = server(acse_timeout=2, max_associations=4)
+    silent = socket.create_connection(("127.0.0.1", srv.port))
+    silent.settimeout(6)
+    connected = time.monotonic()
+
+    start = time.monotonic()
+    assoc = scu(srv.port)
+    assert assoc.is_established and echo_ok(assoc)
+    assert time.monotonic() - start < 1.0
+    assoc.release()
+
+    assert silent.recv(1) == b""  # closed by the server, not by our timeout
+    closed_after = time.monotonic() - connected
+    silent.close()
+    assert 1.5 < closed_after < 4.0
+
+
+def test_kill_9_of_a_busy_worker_fails_only_its_association(server, scu):
+    srv = server(max_associations=4, min_spare_workers=2)
+    victim_assoc, other_assoc = scu(srv.port), scu(srv.port)
+    victim = srv.worker_serving(victim_assoc)
+
+    victim.send_signal(signal.SIGKILL)
+    wait_until(lambda: not victim_assoc.is_established)
+    assert echo_ok(other_assoc)
+    wait_until(lambda: f"worker {victim.pid} serving 127.0.0.1" in srv.log())
+    wait_until(lambda: sum(1 for _ in srv.workers()) >= 3)  # 1 busy + min_spare 2
+
+    later = scu(srv.port)
+    assert later.is_established and echo_ok(later)
+
+
+def test_stopped_busy_worker_is_detected_killed_and_replaced(server, scu):
+    srv = server(max_associations=4, worker_timeout=1.5)
+    assoc = scu(srv.port)
+    worker = srv.worker_serving(assoc)
+
+    worker.send_signal(signal.SIGSTOP)
+    detected = wait_until(lambda: not psutil.pid_exists(worker.pid)
+                          or worker.status() == psutil.STATUS_ZOMBIE)
+    assert detected < 4.0
+    assert f"killing worker {worker.pid} serving 127.0.0.1" in srv.log()
+    later = scu(srv.port)
+    assert later.is_established and echo_ok(later)
+
+
+def sigterm_to_exit(srv: Server) -> float:
+    start = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    srv.proc.wait(30)
+    return time.monotonic() - start
+
+
+def test_sigterm_idle_exits_promptly(server):
+    srv = server()
+    elapsed = sigterm_to_exit(srv)
+    print(f"SIGTERM to exit, idle: {elapsed:.3f}s")
+    assert srv.proc.returncode == 0
+    assert elapsed < 2.0
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_sigterm_lets_an_open_association_finish(server, scu):
+    srv = server(graceful_timeout=10)
+    assoc = scu(srv.port)
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: refused(srv.port), 3)  # the listener closes at once
+    time.sleep(1.0)
+    assert srv.proc.poll() is None and echo_ok(assoc)
+    assoc.release()
+    start = time.monotonic()
+    srv.proc.wait(10)
+    elapsed = time.monotonic() - start
+    print(f"release to exit after SIGTERM with one association open: {elapsed:.3f}s")
+    assert srv.proc.returncode == 0
+    assert elapsed < 1.0
+
+
+def test_sigterm_ends_associations_after_the_grace_period(server, scu):
+    srv = server(graceful_timeout=1)
+    assoc = scu(srv.port)
+    elapsed = sigterm_to_exit(srv)
+    print(f"SIGTERM to exit, one association held open, 1 s grace: {elapsed:.3f}s")
+    assert 0.9 < elapsed < 3.0
+    wait_until(lambda: not assoc.is_established)
+
+
+def test_sighup_recycles_workers_without_dropping_an_association(server, scu):
+    srv = server(max_associations=4, min_spare_workers=2)
+    assoc = scu(srv.port)
+    busy = srv.worker_serving(assoc)
+    wait_until(lambda: len(srv.workers()) == 3)
+    idle_before = {p.pid for p in srv.workers()} - {busy.pid}
+
+    srv.reload_path.write_text("{}")
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: not idle_before & {p.pid for p in srv.workers()})
+    assert busy.is_running() and echo_ok(assoc)
+    assoc.release()
+    wait_until(lambda: not psutil.pid_exists(busy.pid) or busy.status() == "zombie")
+    later = scu(srv.port)
+    assert later.is_established and echo_ok(later)
+    assert "worker generation 1" in srv.log()
+
+
+def test_sighup_applies_reloaded_settings_and_survives_a_failed_reload(server, scu):
+    srv = server(max_associations=1)
+    held = scu(srv.port)
+    assert scu(srv.port).is_rejected
+
+    srv.reload_path.write_text("{not json")
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reload failed, keeping the running configuration" in srv.log())
+    assert scu(srv.port).is_rejected and echo_ok(held)
+
+    srv.reload_path.write_text(json.dumps({"max_associations": 2}))
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "worker generation 1" in srv.log())
+    second = scu(srv.port)
+    assert second.is_established and echo_ok(second) and echo_ok(held)

@@ -1,0 +1,119 @@
+"""The systemd units and snippets in systemd/, checked by systemd's own tools."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wlmd.settings import Settings
+
+SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
+INSTALLED_PATH = "/usr/bin/wlmd"
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip without it, but fail under CI where .ci/run installs systemd."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} missing (apt-get install -y systemd)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def unit_settings(name: str) -> dict[str, list[str]]:
+    """``Key=value`` lines of a unit file, every value of a repeated key in order."""
+    settings: dict[str, list[str]] = {}
+    for line in (SYSTEMD_DIR / name).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+@pytest.fixture
+def unit_dir(tmp_path: Path) -> Path:
+    """Copies of both units whose ExecStart names a program that exists on this machine."""
+    program = shutil.which("wlmd") or sys.executable
+    service = (SYSTEMD_DIR / "wlmd.service").read_text()
+    assert f"ExecStart={INSTALLED_PATH} " in service
+    (tmp_path / "wlmd.service").write_text(service.replace(INSTALLED_PATH, program))
+    shutil.copy(SYSTEMD_DIR / "wlmd.socket", tmp_path)
+    return tmp_path
+
+
+def test_systemd_analyze_verify_is_clean(unit_dir: Path) -> None:
+    tool = require_tool("systemd-analyze")
+    result = subprocess.run(
+        [tool, "verify", "--man=no", "wlmd.service", "wlmd.socket"], cwd=unit_dir,
+        capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "")
+
+
+def test_verify_notices_a_broken_unit(unit_dir: Path) -> None:
+    """Guards the test above: the same command does complain about a bad key."""
+    tool = require_tool("systemd-analyze")
+    service = unit_dir / "wlmd.service"
+    service.write_text(service.read_text().replace("NoNewPrivileges=", "NoNewPrivilege="))
+    result = subprocess.run([tool, "verify", "--man=no", "wlmd.service"], cwd=unit_dir,
+                            capture_output=True, text=True, timeout=60)
+    assert "Unknown key" in result.stderr
+
+
+def test_sandbox_exposure_stays_low(unit_dir: Path) -> None:
+    tool = require_tool("systemd-analyze")
+    result = subprocess.run(
+        [tool, "security", "--offline=yes", "--threshold=20", "--no-pager", "wlmd.service"],
+        cwd=unit_dir, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-400:]
+
+
+def test_service_contract() -> None:
+    """What wlmd's supervisor relies on (notify, HUP reload, stop timeout, one capability)."""
+    service = unit_settings("wlmd.service")
+    single = {key: values[-1] for key, values in service.items()}
+    assert single["Type"] == "notify"
+    assert single["NotifyAccess"] == "main"
+    assert single["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert single["ExecStart"] == f"{INSTALLED_PATH} --config /etc/wlmd/wlmd.conf"
+    assert single["KillMode"] == "mixed"
+    stop = int(re.fullmatch(r"(\d+)s?", single["TimeoutStopSec"])[1])
+    assert stop > Settings(port=104).graceful_timeout
+    assert int(re.fullmatch(r"(\d+)s?", single["WatchdogSec"])[1]) > 0
+    assert (single["User"], single["Group"]) == ("wlmd", "wlmd")
+    assert single["CapabilityBoundingSet"] == single["AmbientCapabilities"] == (
+        "CAP_NET_BIND_SERVICE")
+    assert single["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
+    assert "/var/lib/wlmd" in single["ReadWritePaths"].split()
+
+
+def test_socket_contract() -> None:
+    socket_unit = unit_settings("wlmd.socket")
+    assert socket_unit["ListenStream"] == ["104"]
+    assert socket_unit["Service"] == ["wlmd.service"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating owned files in a --root needs root")
+def test_sysusers_and_tmpfiles_create_user_and_worklist_dir(tmp_path: Path) -> None:
+    sysusers, tmpfiles = require_tool("systemd-sysusers"), require_tool("systemd-tmpfiles")
+    (tmp_path / "etc").mkdir()
+    subprocess.run([sysusers, f"--root={tmp_path}", str(SYSTEMD_DIR / "wlmd.sysusers.conf")],
+                   check=True, capture_output=True, timeout=60)
+    passwd = {line.split(":")[0]: line.split(":") for line in
+              (tmp_path / "etc/passwd").read_text().splitlines()}
+    assert passwd["wlmd"][5] == "/var/lib/wlmd"
+    assert passwd["wlmd"][6] in {"/usr/sbin/nologin", "/sbin/nologin"}
+    subprocess.run([tmpfiles, f"--root={tmp_path}", "--create",
+                    str(SYSTEMD_DIR / "wlmd.tmpfiles.conf")],
+                   check=True, capture_output=True, timeout=60)
+    worklists = (tmp_path / "var/lib/wlmd/worklists").stat()
+    assert (worklists.st_uid, worklists.st_gid) == (int(passwd["wlmd"][2]),
+                                                    int(passwd["wlmd"][3]))
+    assert oct(worklists.st_mode & 0o7777) == "0o2770"

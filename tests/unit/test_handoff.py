@@ -1,0 +1,84 @@
+"""The supervisor ⇄ worker channel, within one process: real sockets, real fd passing."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from wlmd import handoff
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected loopback TCP pair: (client, server side as accept() returns it)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    yield client, server
+    client.close()
+    server.close()
+
+
+@pytest.fixture
+def channel() -> Iterator[tuple[socket.socket, socket.socket]]:
+    parent, child = handoff.channel_pair()
+    yield parent, child
+    parent.close()
+    child.close()
+
+
+def test_connection_arrives_usable_blocking_and_not_inheritable(tcp_pair, channel):
+    client, server = tcp_pair
+    parent, child = channel
+    server.setblocking(False)  # as the supervisor's listener hands it out
+    handoff.send_connection(parent, server, ("127.0.0.1", 4242))
+    server.close()  # the supervisor's copy: the connection must survive it
+
+    message = handoff.receive(child)
+    assert message.op == handoff.OP_SERVE
+    assert message.data["peer"] == ["127.0.0.1", 4242]
+    conn = message.conn
+    assert conn is not None
+    with conn:
+        assert conn.getblocking()
+        assert not conn.get_inheritable()
+        client.sendall(b"A-ASSOCIATE-RQ")
+        assert conn.recv(64) == b"A-ASSOCIATE-RQ"
+        conn.sendall(b"A-ASSOCIATE-AC")
+        assert client.recv(64) == b"A-ASSOCIATE-AC"
+
+
+def test_messages_keep_their_boundaries_and_fields(channel):
+    parent, child = channel
+    handoff.send_message(child, handoff.OP_READY)
+    handoff.send_message(child, handoff.OP_DONE, outcome="released", queries=3, matches=7)
+    first, second = handoff.receive(parent), handoff.receive(parent)
+    assert (first.op, first.data, first.conn) == (handoff.OP_READY, {}, None)
+    assert second.op == handoff.OP_DONE
+    assert second.data == {"outcome": "released", "queries": 3, "matches": 7}
+
+
+def test_eof_means_the_other_side_is_gone(channel):
+    parent, child = channel
+    parent.close()
+    with pytest.raises(handoff.ChannelClosed):
+        handoff.receive(child)
+
+
+def test_a_serve_message_without_a_connection_is_refused(channel):
+    parent, child = channel
+    handoff.send_message(parent, handoff.OP_SERVE, peer=["127.0.0.1", 1])
+    with pytest.raises(ValueError, match="without a connection"):
+        handoff.receive(child)
+
+
+def test_oversized_message_is_refused_before_sending(channel):
+    parent, child = channel
+    with pytest.raises(ValueError, match="too long"):
+        handoff.send_message(child, handoff.OP_DONE, detail="x" * handoff.MAX_MESSAGE)
+    child.setblocking(False)
+    parent.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        parent.recv(1)

@@ -1,0 +1,159 @@
+"""Logging: DCMTK-style stderr lines, levels, syslog on a real datagram socket, -lc files."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import require_dcmtk
+from wlmd.config import TRACE
+from wlmd.logs import LogConfigError, configure_logging, log_always, syslog_address
+from wlmd.options import parse_command_line
+from wlmd.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        if handler not in handlers:
+            handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def emit_all(logger: logging.Logger) -> None:
+    logger.critical("fatal one")
+    logger.error("error one")
+    logger.warning("warn one")
+    logger.info("info one")
+    logger.debug("debug one")
+    logger.log(TRACE, "trace one")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ([], ["F: fatal one", "E: error one", "W: warn one"]),
+    (["-q"], ["F: fatal one"]),
+    (["-v"], ["F: fatal one", "E: error one", "W: warn one", "I: info one"]),
+    (["-d"], ["F: fatal one", "E: error one", "W: warn one", "I: info one", "D: debug one"]),
+    (["-ll", "trace"], ["F: fatal one", "E: error one", "W: warn one", "I: info one",
+                        "D: debug one", "T: trace one"]),
+    (["-ll", "off"], []),
+])
+def test_levels_and_dcmtk_prefixes(args: list[str], expected: list[str]) -> None:
+    parsed = parse_command_line([*args, "104"], default_config=Path("/nonexistent"))
+    stream = io.StringIO()
+    configure_logging(parsed.settings, parsed.log_level, stream=stream)
+    emit_all(logging.getLogger("wlmd.test"))
+    assert stream.getvalue().splitlines() == expected
+
+
+def test_arguments_line_is_logged_whatever_the_level() -> None:
+    parsed = parse_command_line(["-q", "--arguments", "104"], default_config=Path("/nonexistent"))
+    stream = io.StringIO()
+    configure_logging(parsed.settings, parsed.log_level, stream=stream)
+    log_always(parsed.arguments_message("wlmscpfs") or "")
+    assert stream.getvalue() == (
+        "I: calling 'wlmscpfs' with 3 arguments: '--quiet' '--arguments' '104' \nI: \n")
+
+
+@pytest.mark.interop
+def test_arguments_line_matches_wlmscpfs(tmp_path: Path) -> None:
+    """wlmscpfs prints the line, then fails on the missing data directory: no port is bound."""
+    require_dcmtk("wlmscpfs")
+    argv = ["--arguments", "-q", "-dfp", str(tmp_path / "missing"), "104"]
+    real = subprocess.run(["wlmscpfs", *argv], capture_output=True, text=True, timeout=10)
+    parsed = parse_command_line(argv, default_config=Path("/nonexistent"))
+    stream = io.StringIO()
+    configure_logging(parsed.settings, parsed.log_level, stream=stream)
+    log_always(parsed.arguments_message("wlmscpfs") or "")
+    assert real.stderr == stream.getvalue()
+
+
+def test_reconfiguring_replaces_the_handler() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging(Settings(port=104), logging.WARNING, stream=first)
+    configure_logging(Settings(port=104), logging.INFO, stream=second)
+    logging.getLogger("wlmd").info("after")
+    assert (first.getvalue(), second.getvalue()) == ("", "I: after\n")
+
+
+def test_syslog_on_a_datagram_socket(tmp_path: Path) -> None:
+    address = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(address)
+        server.settimeout(5)
+        settings = Settings(port=104, syslog=True, syslog_facility="local3",
+                            syslog_socket=address)
+        configure_logging(settings, logging.INFO)
+        logging.getLogger("wlmd").warning("disk %s", "full")
+        logging.getLogger("wlmd").debug("not sent")
+        logging.getLogger("wlmd").info("two\nlines")
+        first, second = server.recv(4096), server.recv(4096)
+    # priority = facility local3 (19) * 8 + severity (warning 4, info 6)
+    assert first == f"<156>wlmd[{os.getpid()}]: disk full\x00".encode()
+    assert second == f"<158>wlmd[{os.getpid()}]: two | lines\x00".encode()
+
+
+def test_syslog_socket_missing_is_an_error(tmp_path: Path) -> None:
+    settings = Settings(port=104, syslog=True, syslog_socket=str(tmp_path / "none"))
+    with pytest.raises(LogConfigError, match="cannot open syslog socket"):
+        configure_logging(settings, logging.INFO)
+
+
+def test_syslog_addresses() -> None:
+    assert syslog_address("/dev/log") == "/dev/log"
+    assert syslog_address("loghost:1514") == ("loghost", 1514)
+    assert syslog_address("[::1]:514") == ("::1", 514)
+    assert syslog_address("loghost") == ("loghost", 514)
+
+
+def test_shipped_example_log_config(tmp_path: Path) -> None:
+    text = (REPO / "etc" / "logging.conf").read_text().replace(
+        "/var/log/wlmd/wlmd.log", str(tmp_path / "wlmd.log")).replace("sys.stderr", "sys.stdout")
+    conf = tmp_path / "logging.conf"
+    conf.write_text(text)
+    code = (
+        "import logging, pathlib; from wlmd.logs import configure_logging; "
+        "from wlmd.settings import Settings; "
+        f"configure_logging(Settings(port=104), 0, pathlib.Path({str(conf)!r})); "
+        "logging.getLogger('wlmd').info('hello'); logging.getLogger('wlmd').debug('detail')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, cwd=REPO, check=True)
+    assert out.stdout == "I: hello\n"
+    logged = (tmp_path / "wlmd.log").read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in logged] == ["hello", "detail"]
+
+
+def test_dict_config_json_and_bad_files(tmp_path: Path) -> None:
+    log_file = tmp_path / "out.log"
+    conf = tmp_path / "log.json"
+    conf.write_text(json.dumps({
+        "version": 1,
+        "handlers": {"f": {"class": "logging.FileHandler", "filename": str(log_file)}},
+        "root": {"level": "INFO", "handlers": ["f"]},
+    }))
+    configure_logging(Settings(port=104), logging.WARNING, conf)
+    logging.getLogger("wlmd").info("via json")
+    logging.getLogger().handlers[0].flush()
+    assert log_file.read_text() == "via json\n"
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[loggers]\nkeys = root\n")
+    with pytest.raises(LogConfigError, match="not valid"):
+        configure_logging(Settings(port=104), logging.WARNING, bad)

@@ -1,0 +1,156 @@
+"""WorkerPool with real forked children running tiny worker bodies, and the spare-count plan."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from wlmd import handoff
+from wlmd.pool import WORKER_BOOT_ERROR, ChildExit, Heartbeat, WorkerPool, spawn_plan
+from wlmd.settings import Settings
+from wlmd.worker import start_heartbeat
+
+SETTINGS = Settings(port=0, worker_max_uses=100)
+
+
+def ready_then_wait(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
+    """A well-behaved worker: beat, say ready, exit 0 on stop or EOF."""
+    start_heartbeat(heartbeat, 0.2)
+    handoff.send_message(channel, handoff.OP_READY)
+    try:
+        message = handoff.receive(channel)
+    except handoff.ChannelClosed:
+        return 0
+    return 0 if message.op == handoff.OP_STOP else 1
+
+
+def cannot_boot(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
+    return WORKER_BOOT_ERROR
+
+
+def crashes(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
+    raise RuntimeError("bug in worker")
+
+
+@pytest.fixture
+def make_pool() -> Iterator[Callable[..., WorkerPool]]:
+    pools: list[WorkerPool] = []
+
+    def make(main=ready_then_wait) -> WorkerPool:
+        pool = WorkerPool(main, after_fork=lambda: None)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:  # never leave a child behind, whatever the test did
+        pool.kill_all()
+        wait_for_exits(pool, len(pool.slots) + len(pool.refusers))
+        pool.close()
+
+
+def wait_for_exits(pool: WorkerPool, count: int, timeout: float = 5.0) -> list[ChildExit]:
+    exits: list[ChildExit] = []
+    deadline = time.monotonic() + timeout
+    while len(exits) < count and time.monotonic() < deadline:
+        exits += pool.reap()
+        time.sleep(0.01)
+    return exits
+
+
+def ready(slot) -> None:
+    slot.channel.setblocking(True)
+    slot.channel.settimeout(5)
+    assert handoff.receive(slot.channel).op == handoff.OP_READY
+
+
+def test_retired_worker_exits_cleanly_and_is_reaped(make_pool):
+    pool = make_pool()
+    slot = pool.spawn(SETTINGS, generation=0)
+    ready(slot)
+    pool.retire(slot)
+    (exit_,) = wait_for_exits(pool, 1)
+    assert (exit_.pid, exit_.slot, exit_.exit_code, exit_.signal) == (slot.pid, slot, 0, None)
+    assert pool.slots == {}
+
+
+def test_worker_sees_eof_when_the_supervisor_end_closes(make_pool):
+    """The child must not keep a copy of the supervisor's end, or EOF would never come."""
+    pool = make_pool()
+    first, second = pool.spawn(SETTINGS, 0), pool.spawn(SETTINGS, 0)
+    ready(first)
+    ready(second)
+    first.channel.close()
+    (exit_,) = wait_for_exits(pool, 1)
+    assert (exit_.pid, exit_.exit_code) == (first.pid, 0)
+    assert second.pid in pool.slots
+
+
+def test_boot_failure_and_crash_have_distinct_exit_codes(make_pool):
+    pool = make_pool(cannot_boot)
+    boot = pool.spawn(SETTINGS, 0)
+    (exit_,) = wait_for_exits(pool, 1)
+    assert (exit_.pid, exit_.exit_code) == (boot.pid, WORKER_BOOT_ERROR)
+
+    pool = make_pool(crashes)
+    crash = pool.spawn(SETTINGS, 0)
+    (exit_,) = wait_for_exits(pool, 1)
+    assert (exit_.pid, exit_.exit_code) == (crash.pid, 1)
+
+
+def test_stopped_worker_goes_silent_and_is_killed(make_pool):
+    pool = make_pool()
+    stopped, healthy = pool.spawn(SETTINGS, 0), pool.spawn(SETTINGS, 0)
+    ready(stopped)
+    ready(healthy)
+    os.kill(stopped.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while not stopped.killed and time.monotonic() < deadline:
+        pool.murder_silent(timeout=0.6)
+        time.sleep(0.05)
+    (exit_,) = wait_for_exits(pool, 1)
+    assert (exit_.pid, exit_.signal) == (stopped.pid, signal.SIGKILL)
+    assert not healthy.killed
+    assert healthy.heartbeat.silence() < 0.6
+
+
+def test_refuser_runs_its_body_and_overdue_refusers_are_killed(make_pool):
+    pool = make_pool()
+    quick = pool.spawn_refuser(lambda: 7, lifetime=10)
+    slow = pool.spawn_refuser(lambda: time.sleep(30) or 0, lifetime=0.2)
+    time.sleep(0.3)
+    pool.murder_late_refusers()
+    exits = {e.pid: e for e in wait_for_exits(pool, 2)}
+    assert exits[quick].exit_code == 7
+    assert exits[slow].signal == signal.SIGKILL
+    assert pool.refusers == {}
+
+
+def test_recycling_limit_is_jittered_within_a_tenth(make_pool):
+    pool = make_pool(cannot_boot)
+    limits = {pool.spawn(SETTINGS, 0).max_uses for _ in range(6)}
+    assert all(100 <= n <= 110 for n in limits)
+    unlimited = pool.spawn(Settings(port=0, worker_max_uses=0), 0)
+    assert unlimited.max_uses == 0
+    wait_for_exits(pool, 7)
+
+
+@pytest.mark.parametrize(
+    ("idle", "busy", "waiting", "expected"),
+    [
+        (0, 0, 0, 2),  # start: min_spare
+        (2, 0, 0, 0),  # within bounds
+        (1, 3, 0, 1),  # refill to min_spare
+        (0, 0, 3, 5),  # waiting connections need workers too
+        (6, 0, 0, -2),  # above max_spare: retire the excess
+        (0, 9, 0, 1),  # capped by max_associations (10)
+        (1, 9, 0, 0),  # at the cap
+    ],
+)
+def test_spawn_plan(idle, busy, waiting, expected):
+    settings = Settings(port=0, min_spare_workers=2, max_spare_workers=4, max_associations=10)
+    assert spawn_plan(settings, idle=idle, busy=busy, wanted_extra=waiting) == expected

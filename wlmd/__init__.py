@@ -1,0 +1,3 @@
+"""wlmd: a DICOM Modality Worklist server, drop-in successor to DCMTK's wlmscpfs."""
+
+__version__ = "0.1.0"

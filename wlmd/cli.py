@@ -1,0 +1,174 @@
+"""``wlmd``: parse the wlmscpfs command line, check the environment, then serve.
+
+Start-up failures that wlmscpfs reports (missing data path, unusable request file directory)
+give the same message and exit status 1; wlmd's own checks (access rules, listeners, privilege
+drop) fail the same way, before any association is accepted.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import socket
+import sys
+from collections.abc import Sequence
+
+from wlmd import systemd
+from wlmd.access import AccessPolicy, AccessRuleError, check_rules
+from wlmd.listeners import ListenerError, adopt_listeners, bind_listeners
+from wlmd.logs import LogConfigError, configure_logging, log_always
+from wlmd.options import CommandLineExit, ParsedCommandLine, parse_command_line
+from wlmd.server import SingleProcessServer
+from wlmd.service import WorklistService
+from wlmd.settings import Settings
+from wlmd.supervisor import Supervisor
+from wlmd.worklist.store import DataSourceError, WorklistStore
+
+LOGGER = logging.getLogger("wlmd")
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+class StartupError(Exception):
+    """A condition that stops wlmd before it serves; the message is logged as an error."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wlmd`` console script; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parsed = parse_command_line(args)
+    except CommandLineExit as exc:
+        return exc.emit()
+    try:
+        configure_logging(parsed.settings, parsed.log_level, parsed.log_config)
+    except LogConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if (message := parsed.arguments_message()) is not None:
+        log_always(message)
+    if parsed.check_config:
+        return check_config(parsed.settings)
+    try:
+        return serve(parsed, args)
+    except StartupError as exc:
+        LOGGER.error("%s", exc)
+        return EXIT_FAILURE
+
+
+def check_config(settings: Settings) -> int:
+    """``--check-config``: the options and config already parsed; now the access rules."""
+    problems = check_rules(settings.hosts_allow, settings.hosts_deny,
+                           host_lookup=settings.host_lookup)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if any(problem.fatal for problem in problems):
+        return EXIT_FAILURE
+    print("configuration OK")
+    return EXIT_OK
+
+
+def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
+    """Check the data sources, bind, drop privileges and run the chosen server."""
+    settings = parsed.settings
+    check_data_sources(settings)
+    policy = load_access_policy(settings)
+    listeners = open_listeners(settings)
+    drop_privileges(settings)
+    if settings.daemon:
+        detach(settings, listeners)
+    if settings.single_process:
+        service = WorklistService(settings)
+        server = SingleProcessServer(settings, listeners, service, policy,
+                                     on_ready=lambda: systemd.ready("serving (single process)"))
+        return server.run()
+
+    def reload() -> tuple[Settings, AccessPolicy | None]:
+        """SIGHUP: re-read options, config, access rules and logging; keep the old on error."""
+        fresh = parse_command_line(args)
+        configure_logging(fresh.settings, fresh.log_level, fresh.log_config)
+        return fresh.settings, load_access_policy(fresh.settings)
+
+    supervisor = Supervisor(settings, listeners, WorklistService, policy, reload=reload,
+                            notify=systemd.notify)
+    return supervisor.run()
+
+
+def check_data_sources(settings: Settings) -> None:
+    """The checks wlmscpfs makes at start-up, with its messages."""
+    try:
+        WorklistStore(settings.data_files_path, file_reject=settings.file_reject).check_root()
+    except DataSourceError as exc:
+        raise StartupError("Cannot connect to data source.") from exc
+    path = settings.request_file_path
+    if path is not None and not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+        raise StartupError(f"Request file directory ({path}) does not exist or is not writable")
+
+
+def load_access_policy(settings: Settings) -> AccessPolicy | None:
+    """The hosts.allow/hosts.deny rules when ``+ac`` asks for them."""
+    if not settings.access_control:
+        return None
+    try:
+        return AccessPolicy.load(settings.hosts_allow, settings.hosts_deny,
+                                 host_lookup=settings.host_lookup)
+    except AccessRuleError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def open_listeners(settings: Settings) -> list[socket.socket]:
+    """Sockets passed by systemd socket activation, else the ones the options ask for."""
+    try:
+        inherited = systemd.listen_fds()
+        return adopt_listeners(inherited) if inherited else bind_listeners(settings)
+    except (ListenerError, ValueError) as exc:
+        raise StartupError(str(exc)) from exc
+
+
+def drop_privileges(settings: Settings) -> None:
+    """``--user``/``--group``: give up root once the (possibly privileged) port is bound."""
+    if settings.group is None and settings.user is None:
+        return
+    try:
+        if settings.group is not None:
+            gid = grp.getgrnam(settings.group).gr_gid
+            os.setgroups([gid])
+            os.setgid(gid)
+        if settings.user is not None:
+            entry = pwd.getpwnam(settings.user)
+            if settings.group is None:
+                os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
+                os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+    except (KeyError, PermissionError) as exc:
+        raise StartupError(f"cannot switch to user {settings.user!r} group "
+                           f"{settings.group!r}: {exc}") from exc
+    LOGGER.info("running as uid %d gid %d", os.getuid(), os.getgid())
+
+
+def detach(settings: Settings, listeners: Sequence[socket.socket]) -> None:
+    """``--daemon``: the classic double fork for init systems without systemd."""
+    import daemon  # python-daemon; imported here as only --daemon needs it
+    import daemon.pidfile
+
+    context = daemon.DaemonContext(
+        files_preserve=[*listeners, *_log_handler_streams()],
+        pidfile=(daemon.pidfile.TimeoutPIDLockFile(str(settings.pid_file))
+                 if settings.pid_file else None),
+        working_directory=os.getcwd(),
+        umask=0o022,
+    )
+    context.open()
+
+
+def _log_handler_streams() -> list[object]:
+    """Files and sockets the log handlers write to, which must survive detaching."""
+    kept: list[object] = []
+    for handler in logging.getLogger().handlers:
+        for attribute in ("stream", "socket"):
+            target = getattr(handler, attribute, None)
+            if target is not None:
+                kept.append(target)
+    return kept

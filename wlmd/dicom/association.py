@@ -1,0 +1,423 @@
+"""One DICOM association, from the A-ASSOCIATE-RQ to the closed socket, in the calling thread.
+
+Why not pynetdicom's Association: it runs two threads per association that poll with 1 ms sleeps,
+and it cannot reproduce wlmscpfs's reject order, cancel polling and timeouts. This engine uses
+blocking socket I/O only: it waits in ``recv`` and polls (with a zero timeout) only where
+wlmscpfs does, for a C-CANCEL-RQ before each C-FIND response. Each response (command plus
+identifier PDUs) goes out in one ``sendall`` on a TCP_NODELAY socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+
+from wlmd.dicom import dimse, pdu
+from wlmd.dicom.dimse import (
+    DEFLATED_LITTLE,
+    EXPLICIT_BIG,
+    EXPLICIT_LITTLE,
+    IMPLICIT_LITTLE,
+    DimseError,
+    Pdv,
+)
+from wlmd.dicom.types import (
+    STATUS_CANCEL,
+    STATUS_PENDING,
+    STATUS_PENDING_WARNING,
+    STATUS_SUCCESS,
+    AssociationInfo,
+    AssociationReport,
+    FindResponse,
+    WorklistApplication,
+)
+from wlmd.settings import Settings, TransferSyntaxPreference
+
+LOG = logging.getLogger("wlmd.association")
+
+VERIFICATION = "1.2.840.10008.1.1"
+MWL_FIND = "1.2.840.10008.5.1.4.31"
+SUPPORTED_ABSTRACT_SYNTAXES = frozenset((VERIFICATION, MWL_FIND))
+
+_LITTLE_FIRST = (EXPLICIT_LITTLE, EXPLICIT_BIG)
+_LOCAL_EXPLICIT = _LITTLE_FIRST if sys.byteorder == "little" else _LITTLE_FIRST[::-1]
+TRANSFER_SYNTAX_PREFERENCES: dict[TransferSyntaxPreference, tuple[str, ...]] = {
+    TransferSyntaxPreference.UNCOMPRESSED: (*_LOCAL_EXPLICIT, IMPLICIT_LITTLE),
+    TransferSyntaxPreference.LITTLE: (EXPLICIT_LITTLE, EXPLICIT_BIG, IMPLICIT_LITTLE),
+    TransferSyntaxPreference.BIG: (EXPLICIT_BIG, EXPLICIT_LITTLE, IMPLICIT_LITTLE),
+    TransferSyntaxPreference.DEFLATED: (
+        DEFLATED_LITTLE,
+        EXPLICIT_LITTLE,
+        EXPLICIT_BIG,
+        IMPLICIT_LITTLE,
+    ),
+    TransferSyntaxPreference.IMPLICIT: (IMPLICIT_LITTLE,),
+}
+
+# A-ASSOCIATE-RJ (result, source, reason), PS3.8 §9.3.4
+RJ_NO_REASON = (1, 1, 1)
+RJ_CONTEXT_NAME = (2, 1, 2)
+RJ_LOCAL_LIMIT = (2, 3, 2)
+RJ_CALLED_AE = (1, 1, 7)
+
+MAX_COMMAND_BYTES = 64 * 1024
+_PENDING = frozenset((STATUS_PENDING, STATUS_PENDING_WARNING))
+
+
+class _Stop(Exception):
+    """Ends the association: ``reply`` (a PDU, if any) is sent, then the socket is closed."""
+
+    def __init__(self, outcome: str, detail: str, reply: bytes = b"") -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+        self.reply = reply
+
+
+def _abort(detail: str, source: int = pdu.ABORT_SOURCE_USER, reason: int = 0) -> _Stop:
+    """An A-ABORT; (0,0) is what wlmscpfs's ASC_abortAssociation sends on DIMSE errors."""
+    return _Stop("aborted", detail, pdu.encode_abort(source, reason))
+
+
+def negotiate_contexts(
+    request: pdu.AssociateRequest, preference: TransferSyntaxPreference
+) -> list[pdu.PresentationContextAC]:
+    """Accept each proposed context by server transfer syntax preference (COMPAT §6)."""
+    order = TRANSFER_SYNTAX_PREFERENCES[preference]
+    results = []
+    for ctx in request.contexts:
+        if ctx.abstract_syntax not in SUPPORTED_ABSTRACT_SYNTAXES:
+            result, ts = pdu.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED, IMPLICIT_LITTLE
+        else:
+            ts = next((t for t in order if t in ctx.transfer_syntaxes), "")
+            result = pdu.PC_ACCEPTED if ts else pdu.PC_TRANSFER_SYNTAX_NOT_SUPPORTED
+            ts = ts or IMPLICIT_LITTLE
+        results.append(pdu.PresentationContextAC(ctx.context_id, result, ts))
+    return results
+
+
+class _Association:
+    """State of one association; ``run`` drives it and raises _Stop to end it."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        settings: Settings,
+        app: WorklistApplication,
+    ) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.settings = settings
+        self.app = app
+        self.stream = pdu.PduStream(sock)
+        self.report = AssociationReport(outcome="error")
+        self.info = AssociationInfo(peer[0], peer[1], "", "")
+        self.contexts: dict[int, str] = {}  # accepted context ID -> transfer syntax UID
+        self.peer_max_pdu = 0
+        self.pdvs: deque[Pdv] = deque()
+        self.limits = {pdu.P_DATA_TF: settings.max_pdu}
+
+    # --- establishment ----------------------------------------------------------------------
+
+    def establish(self, over_limit: bool) -> None:
+        """Read the A-ASSOCIATE-RQ within the ACSE timeout and answer with AC, RJ or silence."""
+        try:
+            pdu_type, body = self.stream.read({}, self.settings.acse_timeout)
+        except TimeoutError as exc:
+            raise _Stop("timeout", "no A-ASSOCIATE-RQ within the ACSE timeout") from exc
+        if pdu_type == pdu.A_ABORT:
+            raise _Stop("aborted", "peer aborted before associating")
+        if pdu_type != pdu.A_ASSOCIATE_RQ:
+            raise _abort(
+                f"PDU type 0x{pdu_type:02x} instead of A-ASSOCIATE-RQ",
+                pdu.ABORT_SOURCE_PROVIDER,
+                pdu.REASON_UNEXPECTED_PDU,
+            )
+        request = pdu.parse_associate_rq(body)
+        self.report.calling_ae, self.report.called_ae = request.calling_ae, request.called_ae
+        self.info = AssociationInfo(
+            self.peer[0],
+            self.peer[1],
+            request.calling_ae,
+            request.called_ae,
+            request.implementation_class_uid,
+            request.implementation_version_name,
+        )
+        LOG.debug(
+            "A-ASSOCIATE-RQ from %s: implementation %s %s, max PDU %d, %d context(s)",
+            self.peer[0],
+            request.implementation_class_uid,
+            request.implementation_version_name,
+            request.max_pdu,
+            len(request.contexts),
+        )
+        self._check_rejects(request, over_limit)
+        answers = negotiate_contexts(request, self.settings.transfer_syntax)
+        self.contexts = {a.context_id: a.transfer_syntax for a in answers if a.result == 0}
+        if not self.contexts:
+            raise _Stop("rejected", "no presentation context accepted", _rj(RJ_NO_REASON))
+        self.peer_max_pdu = request.max_pdu
+        self.sock.sendall(pdu.encode_associate_ac(request, answers, self.settings.max_pdu))
+
+    def _check_rejects(self, request: pdu.AssociateRequest, over_limit: bool) -> None:
+        """The reject order of wlmscpfs (COMPAT §6), steps 1-6."""
+        if self.settings.refuse:
+            raise _Stop("rejected", "refusing all associations (--refuse)", _rj(RJ_NO_REASON))
+        if request.application_context != pdu.APPLICATION_CONTEXT:
+            detail = f"unknown application context {request.application_context!r}"
+            raise _Stop("rejected", detail, _rj(RJ_CONTEXT_NAME))
+        if self.settings.reject and not request.implementation_class_uid:
+            raise _Stop("rejected", "no implementation class UID (--reject)", _rj(RJ_NO_REASON))
+        if over_limit:
+            raise _Stop("refused-limit", "too many associations", _rj(RJ_LOCAL_LIMIT))
+        if not self.app.knows_called_ae(request.called_ae):
+            detail = f"unknown called AE title {request.called_ae!r}"
+            raise _Stop("rejected", detail, _rj(RJ_CALLED_AE))
+        if not request.contexts:
+            raise _Stop("closed", "no presentation contexts proposed")
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def _next_pdv(self, timeout: float | None) -> Pdv:
+        """The next PDV, reading P-DATA PDUs as needed; release and abort end the association."""
+        while not self.pdvs:
+            pdu_type, body = self.stream.read(self.limits, timeout)
+            if pdu_type == pdu.P_DATA_TF:
+                try:
+                    self.pdvs.extend(dimse.parse_pdata(body))
+                except DimseError as exc:
+                    raise _abort(
+                        str(exc), pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_INVALID_PARAMETER
+                    ) from exc
+            elif pdu_type == pdu.A_RELEASE_RQ:
+                raise _Stop("released", "", pdu.encode_release_rp())
+            elif pdu_type == pdu.A_ABORT:
+                raise _Stop("aborted", "peer aborted the association")
+            else:
+                raise _abort(
+                    f"unexpected PDU type 0x{pdu_type:02x}",
+                    pdu.ABORT_SOURCE_PROVIDER,
+                    pdu.REASON_UNEXPECTED_PDU,
+                )
+        pdv = self.pdvs.popleft()
+        if pdv.context_id not in self.contexts:
+            raise _abort(
+                f"PDV on presentation context {pdv.context_id}, which was not accepted",
+                pdu.ABORT_SOURCE_PROVIDER,
+                pdu.REASON_INVALID_PARAMETER,
+            )
+        return pdv
+
+    def _reassemble(self, command: bool, timeout: float | None, limit: int) -> tuple[int, bytes]:
+        """Collect the fragments of one command set or data set: (context ID, bytes)."""
+        parts: list[bytes] = []
+        size = 0
+        context_id = -1
+        while True:
+            pdv = self._next_pdv(timeout)
+            if pdv.is_command != command or context_id not in (-1, pdv.context_id):
+                raise _abort("P-DATA fragments out of order")
+            context_id = pdv.context_id
+            size += len(pdv.data)
+            if size > limit:
+                raise _abort(f"message part exceeds {limit} bytes")
+            parts.append(pdv.data)
+            if pdv.is_last:
+                return context_id, b"".join(parts)
+
+    def _receive_command(
+        self, timeout: float | None, what: str = "idle timeout"
+    ) -> tuple[int, dict[int, bytes]]:
+        try:
+            context_id, data = self._reassemble(True, timeout, MAX_COMMAND_BYTES)
+            return context_id, dimse.decode_command(data)
+        except TimeoutError as exc:
+            raise _Stop("timeout", what, _abort_bytes()) from exc
+        except DimseError as exc:
+            raise _abort(str(exc)) from exc
+
+    # --- services -----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Answer commands until the peer releases or aborts."""
+        while True:
+            context_id, command = self._receive_command(self.settings.idle_timeout)
+            field = dimse.command_us(command, dimse.COMMAND_FIELD)
+            has_dataset = dimse.command_us(command, dimse.COMMAND_DATASET_TYPE) != dimse.NO_DATASET
+            if field == dimse.C_ECHO_RQ:
+                self._echo(context_id, command)
+            elif field == dimse.C_FIND_RQ and has_dataset:
+                self._find(context_id, command)
+            elif field == dimse.C_CANCEL_RQ:
+                LOG.warning("C-CANCEL-RQ received while no C-FIND is running, ignored")
+            else:
+                raise _abort(f"unsupported command 0x{field or 0:04x} (dataset: {has_dataset})")
+
+    def _echo(self, context_id: int, command: dict[int, bytes]) -> None:
+        LOG.debug("C-ECHO-RQ on context %d", context_id)
+        rsp = dimse.echo_response_command(
+            dimse.command_ui(command, dimse.AFFECTED_SOP_CLASS_UID),
+            dimse.command_us(command, dimse.MESSAGE_ID) or 0,
+        )
+        self.sock.sendall(dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu))
+
+    def _find(self, context_id: int, command: dict[int, bytes]) -> None:
+        """Receive the identifier (DIMSE timeout), then send the application's responses."""
+        message_id = dimse.command_us(command, dimse.MESSAGE_ID) or 0
+        sop_class = dimse.command_ui(command, dimse.AFFECTED_SOP_CLASS_UID)
+        ts_uid = self.contexts[context_id]
+        try:
+            _, data = self._reassemble(
+                False, self.settings.dimse_timeout, self.settings.max_identifier_bytes
+            )
+        except TimeoutError as exc:
+            detail = "DIMSE timeout receiving the identifier"
+            raise _Stop("timeout", detail, _abort_bytes()) from exc
+        try:
+            identifier = dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
+        except DimseError as exc:
+            raise _abort(str(exc)) from exc
+        self.report.queries += 1
+        LOG.debug("C-FIND-RQ message %d on context %d (%s)", message_id, context_id, ts_uid)
+        responses = self.app.find(self.info, identifier, ts_uid)
+        try:
+            self._respond(responses, context_id, message_id, sop_class, ts_uid)
+        finally:
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()
+        if self.settings.sleep_after:
+            time.sleep(self.settings.sleep_after)
+
+    def _respond(
+        self,
+        responses: Iterator[FindResponse],
+        context_id: int,
+        message_id: int,
+        sop_class: str,
+        ts_uid: str,
+    ) -> None:
+        """Poll for a cancel before each response, as DIMSE_findProvider does, and send it."""
+        while True:
+            if self._cancel_requested(message_id):
+                LOG.debug("C-CANCEL-RQ for message %d, remaining results dropped", message_id)
+                response = FindResponse(STATUS_CANCEL)
+            else:
+                response = next(responses, None) or FindResponse(STATUS_SUCCESS)
+            if self.settings.sleep_during:
+                time.sleep(self.settings.sleep_during)
+            self._send_find_response(response, context_id, message_id, sop_class, ts_uid)
+            if response.status not in _PENDING:
+                LOG.debug("C-FIND final status 0x%04x", response.status)
+                return
+            self.report.matches += 1
+
+    def _cancel_requested(self, message_id: int) -> bool:
+        """Non-blocking: a matching C-CANCEL-RQ is True, anything else aborts (COMPAT §5)."""
+        if not self.pdvs and not self.stream.has_data():
+            return False
+        _, command = self._receive_command(self.settings.dimse_timeout, "DIMSE timeout")
+        field = dimse.command_us(command, dimse.COMMAND_FIELD)
+        responded_to = dimse.command_us(command, dimse.MESSAGE_ID_RESPONDED_TO)
+        if field == dimse.C_CANCEL_RQ and responded_to == message_id:
+            return True
+        raise _abort(f"command 0x{field or 0:04x} (for {responded_to}) during C-FIND {message_id}")
+
+    def _send_find_response(
+        self, response: FindResponse, context_id: int, message_id: int, sop_class: str, ts: str
+    ) -> None:
+        dataset = b""
+        if response.identifier is not None:
+            try:
+                dataset = dimse.encode_dataset(
+                    response.identifier,
+                    ts,
+                    new_vr=self.settings.new_vr,
+                    compression_level=self.settings.compression_level,
+                )
+            except Exception as exc:  # pydicom raises many types for unencodable values
+                raise _Stop("error", f"cannot encode a response: {exc}", _abort_bytes()) from exc
+        rsp = dimse.find_response_command(
+            sop_class,
+            message_id,
+            response.status,
+            has_dataset=response.identifier is not None,
+            offending=response.offending_elements,
+            comment=response.error_comment,
+        )
+        out = dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu)
+        if response.identifier is not None:
+            out += dimse.encode_pdata(context_id, False, dataset, self.peer_max_pdu)
+        self.sock.sendall(out)
+
+
+def _rj(values: tuple[int, int, int]) -> bytes:
+    return pdu.encode_associate_rj(*values)
+
+
+def _abort_bytes() -> bytes:
+    return pdu.encode_abort(pdu.ABORT_SOURCE_USER, 0)
+
+
+def _finish(assoc: _Association, over_limit: bool) -> AssociationReport:
+    """Run the association and turn every way it can end into a report."""
+    report = assoc.report
+    try:
+        assoc.establish(over_limit)
+        assoc.serve()
+    except _Stop as stop:
+        report.outcome, report.detail = stop.outcome, stop.detail
+        if stop.reply:
+            with contextlib.suppress(OSError):
+                assoc.sock.sendall(stop.reply)
+    except pdu.PduError as exc:
+        report.outcome, report.detail = "aborted", str(exc)
+        with contextlib.suppress(OSError):
+            assoc.sock.sendall(pdu.encode_abort(pdu.ABORT_SOURCE_PROVIDER, exc.reason))
+    except pdu.ConnectionClosed as exc:
+        report.outcome, report.detail = "closed", str(exc)
+    except OSError as exc:
+        report.outcome, report.detail = "closed", f"connection error: {exc}"
+    except Exception as exc:  # the application failed: never let it take the worker down
+        LOG.exception("association with %s failed", assoc.peer[0])
+        report.outcome, report.detail = "error", f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(OSError):
+            assoc.sock.sendall(_abort_bytes())
+    return report
+
+
+def serve_association(
+    sock: socket.socket,
+    peer: tuple[str, int],
+    settings: Settings,
+    app: WorklistApplication,
+    *,
+    over_limit: bool = False,
+) -> AssociationReport:
+    """Run one association on a connected socket to its end, close the socket, report."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assoc = _Association(sock, peer, settings, app)
+    try:
+        report = _finish(assoc, over_limit)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+    LOG.info(
+        "association %s:%d calling=%r called=%r: %s, %d queries, %d matches%s",
+        peer[0],
+        peer[1],
+        report.calling_ae,
+        report.called_ae,
+        report.outcome,
+        report.queries,
+        report.matches,
+        f" ({report.detail})" if report.detail else "",
+    )
+    return report

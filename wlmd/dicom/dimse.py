@@ -1,0 +1,281 @@
+"""DIMSE message codecs (PS3.7): command sets, P-DATA fragments and identifier datasets.
+
+Command sets are always implicit VR little endian and small, so they are encoded by hand with
+``struct``. Identifiers go through pydicom, except that sequences and items are given explicit
+lengths (as DCMTK sends them) by this module's own writer.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag
+
+# Transfer syntaxes the engine speaks.
+IMPLICIT_LITTLE = "1.2.840.10008.1.2"
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+EXPLICIT_BIG = "1.2.840.10008.1.2.2"
+DEFLATED_LITTLE = "1.2.840.10008.1.2.1.99"
+
+# Command set elements (group 0000).
+AFFECTED_SOP_CLASS_UID = 0x00000002
+COMMAND_FIELD = 0x00000100
+MESSAGE_ID = 0x00000110
+MESSAGE_ID_RESPONDED_TO = 0x00000120
+COMMAND_DATASET_TYPE = 0x00000800
+STATUS = 0x00000900
+OFFENDING_ELEMENT = 0x00000901
+ERROR_COMMENT = 0x00000902
+
+# Command field values.
+C_FIND_RQ = 0x0020
+C_FIND_RSP = 0x8020
+C_ECHO_RQ = 0x0030
+C_ECHO_RSP = 0x8030
+C_CANCEL_RQ = 0x0FFF
+
+DATASET_PRESENT = 0x0001
+NO_DATASET = 0x0101
+
+_ELEMENT = struct.Struct("<HHL")
+_PDV = struct.Struct(">LBB")
+_PDU_HEADER = struct.Struct(">BxL")
+_ITEM_TAG = 0xFFFEE000
+
+
+class DimseError(Exception):
+    """A command set, P-DATA value or identifier that cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class Pdv:
+    """One presentation data value item of a P-DATA-TF PDU."""
+
+    context_id: int
+    is_command: bool
+    is_last: bool
+    data: bytes
+
+
+def parse_pdata(body: bytes) -> list[Pdv]:
+    """Split a P-DATA-TF body into its PDV items."""
+    pdvs = []
+    pos, end = 0, len(body)
+    while pos < end:
+        if end - pos < _PDV.size:
+            raise DimseError("truncated PDV item header")
+        length, context_id, header = _PDV.unpack_from(body, pos)
+        if length < 2 or pos + 4 + length > end:
+            raise DimseError(f"PDV item length {length} does not fit its PDU")
+        data = body[pos + _PDV.size : pos + 4 + length]
+        pdvs.append(Pdv(context_id, bool(header & 1), bool(header & 2), data))
+        pos += 4 + length
+    return pdvs
+
+
+def encode_pdata(context_id: int, is_command: bool, payload: bytes, peer_max_pdu: int) -> bytes:
+    """P-DATA-TF PDUs, one PDV each, fragmenting ``payload`` to the peer's max PDU (0 = none)."""
+    # Fragments of even length: DCMTK refuses odd ones ("Odd Fragment Length").
+    chunk = max((peer_max_pdu - _PDV.size) & ~1, 2) if peer_max_pdu else max(len(payload), 1)
+    flags = 1 if is_command else 0
+    view = memoryview(payload)
+    parts = []
+    for start in range(0, max(len(payload), 1), chunk):
+        fragment = view[start : start + chunk]
+        last = start + chunk >= len(payload)
+        header = flags | (2 if last else 0)
+        parts.append(_PDU_HEADER.pack(0x04, len(fragment) + _PDV.size))
+        parts.append(_PDV.pack(len(fragment) + 2, context_id, header))
+        parts.append(fragment)
+    return b"".join(parts)
+
+
+# --- command sets -------------------------------------------------------------------------------
+
+
+def decode_command(data: bytes) -> dict[int, bytes]:
+    """A command set as {tag: raw value}; implicit VR little endian, group 0000 only."""
+    elements: dict[int, bytes] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < _ELEMENT.size:
+            raise DimseError("truncated command element")
+        group, elem, length = _ELEMENT.unpack_from(data, pos)
+        pos += _ELEMENT.size
+        if group != 0 or pos + length > end:
+            raise DimseError(f"bad command element ({group:04x},{elem:04x}) length {length}")
+        elements[elem] = data[pos : pos + length]
+        pos += length
+    return elements
+
+
+def command_us(command: dict[int, bytes], tag: int) -> int | None:
+    """A US value of a decoded command set, or None when absent or malformed."""
+    raw = command.get(tag)
+    return struct.unpack("<H", raw)[0] if raw is not None and len(raw) == 2 else None
+
+
+def command_ui(command: dict[int, bytes], tag: int) -> str:
+    """A UI value of a decoded command set, padding removed ('' when absent)."""
+    return command.get(tag, b"").rstrip(b"\0 ").decode("latin-1")
+
+
+def _uid_value(uid: str) -> bytes:
+    raw = uid.encode("latin-1")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def _text_value(text: str) -> bytes:
+    raw = text.encode("latin-1", "replace")
+    return raw + b" " if len(raw) % 2 else raw
+
+
+def encode_command(elements: list[tuple[int, bytes]]) -> bytes:
+    """A command set from (tag, even-length value) pairs in tag order, with its group length."""
+    body = b"".join(_ELEMENT.pack(0, tag, len(value)) + value for tag, value in elements)
+    return _ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + body
+
+
+def find_response_command(
+    sop_class_uid: str,
+    message_id: int,
+    status: int,
+    *,
+    has_dataset: bool,
+    offending: tuple[BaseTag, ...] = (),
+    comment: str | None = None,
+) -> bytes:
+    """The C-FIND-RSP command set exactly as wlmscpfs builds it (COMPAT §5)."""
+    elements = [
+        (AFFECTED_SOP_CLASS_UID, _uid_value(sop_class_uid)),
+        (COMMAND_FIELD, struct.pack("<H", C_FIND_RSP)),
+        (MESSAGE_ID_RESPONDED_TO, struct.pack("<H", message_id)),
+        (COMMAND_DATASET_TYPE, struct.pack("<H", DATASET_PRESENT if has_dataset else NO_DATASET)),
+        (STATUS, struct.pack("<H", status)),
+    ]
+    if offending:
+        at = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in offending)
+        elements.append((OFFENDING_ELEMENT, at))
+    if comment is not None:
+        elements.append((ERROR_COMMENT, _text_value(comment)))
+    return encode_command(elements)
+
+
+def echo_response_command(sop_class_uid: str, message_id: int) -> bytes:
+    """The C-ECHO-RSP command set with status success."""
+    return encode_command(
+        [
+            (AFFECTED_SOP_CLASS_UID, _uid_value(sop_class_uid)),
+            (COMMAND_FIELD, struct.pack("<H", C_ECHO_RSP)),
+            (MESSAGE_ID_RESPONDED_TO, struct.pack("<H", message_id)),
+            (COMMAND_DATASET_TYPE, struct.pack("<H", NO_DATASET)),
+            (STATUS, struct.pack("<H", 0)),
+        ]
+    )
+
+
+# --- identifiers --------------------------------------------------------------------------------
+
+
+def _syntax(ts_uid: str) -> tuple[bool, bool, bool]:
+    """(implicit VR, little endian, deflated) for a transfer syntax the engine accepts."""
+    if ts_uid == IMPLICIT_LITTLE:
+        return True, True, False
+    if ts_uid == EXPLICIT_BIG:
+        return False, False, False
+    return False, True, ts_uid == DEFLATED_LITTLE
+
+
+def _inflate(data: bytes, max_bytes: int) -> bytes:
+    """Raw-deflate decompression with an output cap, so a small bomb cannot exhaust memory."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise DimseError(f"bad deflated identifier: {exc}") from exc
+    if len(out) > max_bytes:
+        raise DimseError(f"inflated identifier exceeds {max_bytes} bytes")
+    return out
+
+
+def decode_dataset(data: bytes, ts_uid: str, max_bytes: int) -> Dataset:
+    """An identifier received in ``ts_uid``; elements stay raw until the application reads them."""
+    implicit, little, deflated = _syntax(ts_uid)
+    if deflated:
+        data = _inflate(data, max_bytes)
+    try:
+        dataset = read_dataset(BytesIO(data), implicit, little)
+    except Exception as exc:  # pydicom signals malformed input with many exception types
+        raise DimseError(f"undecodable identifier: {exc}") from exc
+    dataset.set_original_encoding(implicit, little, dataset._character_set)
+    return dataset
+
+
+def _tag_bytes(tag: int, little: bool) -> bytes:
+    return struct.pack("<HH" if little else ">HH", tag >> 16, tag & 0xFFFF)
+
+
+class _Writer:
+    """Writes a dataset with explicit sequence and item lengths in one transfer syntax."""
+
+    def __init__(self, implicit: bool, little: bool, new_vr: bool) -> None:
+        self.implicit = implicit
+        self.little = little
+        self.old_vr = not new_vr and not implicit
+        self.item_tag = _tag_bytes(_ITEM_TAG, little)
+        self.ul = struct.Struct("<L" if little else ">L")
+
+    def dataset(self, dataset: Dataset, parent_charset: str | list[str]) -> bytes:
+        charset = dataset.get("SpecificCharacterSet", parent_charset)
+        parts = []
+        for tag in sorted(dataset.keys()):
+            if tag.element == 0:  # group lengths are not sent (PS3.5 §7.2)
+                continue
+            element = dataset[tag]
+            if element.VR == "SQ":
+                parts.append(self.sequence(tag, element.value or [], charset))
+            else:
+                parts.append(self.element(element, charset))
+        return b"".join(parts)
+
+    def sequence(self, tag: BaseTag, items: list[Dataset], charset: str | list[str]) -> bytes:
+        body = b"".join(
+            self.item_tag + self.ul.pack(len(encoded)) + encoded
+            for encoded in (self.dataset(item, charset) for item in items)
+        )
+        header = _tag_bytes(tag, self.little)
+        if not self.implicit:
+            header += b"SQ\0\0"
+        return header + self.ul.pack(len(body)) + body
+
+    def element(self, element: object, charset: str | list[str]) -> bytes:
+        fp = DicomBytesIO()
+        fp.is_little_endian = self.little
+        fp.is_implicit_VR = self.implicit
+        write_data_element(fp, element, charset)  # type: ignore[arg-type]
+        raw = fp.getvalue()
+        if self.old_vr and raw[4:6] in (b"UN", b"UT"):
+            # -u: DCMTK writes the post-1993 VRs as OB; both have a 32-bit length, same layout.
+            raw = raw[:4] + b"OB" + raw[6:]
+        return raw
+
+
+def encode_dataset(
+    dataset: Dataset, ts_uid: str, *, new_vr: bool = True, compression_level: int = 6
+) -> bytes:
+    """An identifier in ``ts_uid`` (deflated = raw deflate of explicit VR little endian)."""
+    implicit, little, deflated = _syntax(ts_uid)
+    encoded = _Writer(implicit, little, new_vr).dataset(dataset, "iso8859")
+    if deflated:
+        compressor = zlib.compressobj(compression_level, zlib.DEFLATED, -zlib.MAX_WBITS)
+        encoded = compressor.compress(encoded) + compressor.flush()
+        if len(encoded) % 2:  # DCMTK pads the deflated stream to even length, and needs it
+            encoded += b"\0"
+    return encoded

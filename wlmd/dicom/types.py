@@ -1,0 +1,68 @@
+"""The contract between the association engine and the worklist application it serves.
+
+The engine (``wlmd.dicom.association``) speaks the DICOM upper layer and DIMSE; the application
+(``wlmd.service``) knows the worklist. Neither imports the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydicom import Dataset
+from pydicom.tag import BaseTag
+
+# DIMSE status values used by the Basic Worklist Management service (PS3.4 K.4.1.1.4).
+STATUS_SUCCESS = 0x0000
+STATUS_PENDING = 0xFF00
+STATUS_PENDING_WARNING = 0xFF01  # pending, some optional keys were not supported
+STATUS_CANCEL = 0xFE00
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_IDENTIFIER_MISMATCH = 0xA900
+
+
+@dataclass(frozen=True)
+class AssociationInfo:
+    """Who is asking: taken from the TCP peer and the A-ASSOCIATE-RQ."""
+
+    peer_address: str
+    peer_port: int
+    calling_ae: str
+    called_ae: str
+    implementation_class_uid: str = ""
+    implementation_version_name: str = ""
+
+
+@dataclass(frozen=True)
+class FindResponse:
+    """One C-FIND-RSP: a pending match with its identifier, or the final status."""
+
+    status: int
+    identifier: Dataset | None = None
+    offending_elements: tuple[BaseTag, ...] = ()  # (0000,0901), only with 0xA900
+    error_comment: str | None = None  # (0000,0902)
+
+
+class WorklistApplication(Protocol):
+    """What the association engine needs from the worklist side."""
+
+    def knows_called_ae(self, called_ae: str) -> bool:
+        """True if ``called_ae`` is a safe AE title with a directory under the data path."""
+
+    def find(
+        self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str
+    ) -> Iterator[FindResponse]:
+        """Answer one C-FIND: yield the pending responses, then exactly one final response."""
+
+
+@dataclass
+class AssociationReport:
+    """What happened on one association, for the per-association log line."""
+
+    outcome: str  # "released", "aborted", "rejected", "refused-limit", "closed", "timeout", "error"
+    calling_ae: str = ""
+    called_ae: str = ""
+    queries: int = 0
+    matches: int = 0
+    detail: str = ""

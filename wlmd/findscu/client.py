@@ -1,0 +1,232 @@
+"""One findscu run: associate, send each query (``--repeat`` times), then release or abort.
+
+Built on pynetdicom's SCU. Two pynetdicom events give what DCMTK's output needs and the
+high-level API hides: ``EVT_ACSE_RECV`` (the A-ASSOCIATE-RJ reason codes) and
+``EVT_DIMSE_RECV`` (each response identifier's bytes exactly as received, for dumps and
+``rsp0001.dcm`` files).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pydicom import Dataset
+from pynetdicom import AE, Association, evt
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+
+from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from wlmd.findscu.dump import dump_dataset
+from wlmd.findscu.output import Received
+
+LOG = logging.getLogger("wlmd.findscu")
+
+EXIT_OK = 0
+EXIT_ASSOCIATION = 2  # DCMTK findscu: no connection, or the association was rejected
+
+_STATUS_TEXT = {
+    0x0000: "Success",
+    0xFF00: "Pending",
+    0xFF01: "Pending: WarningUnsupportedOptionalKeys",
+    0xFE00: "Cancel: MatchingTerminatedDueToCancelRequest",
+    0xA700: "Refused: OutOfResources",
+    0x0122: "Refused: SOPClassNotSupported",
+    0xA900: "Error: DataSetDoesNotMatchSOPClass",
+}
+_RESULT = {1: "Rejected Permanent", 2: "Rejected Transient"}
+_SOURCE = {1: "Service User", 2: "Service Provider (ACSE Related Function)",
+           3: "Service Provider (Presentation Related Function)"}
+_REASON = {
+    (1, 1): "No Reason", (1, 2): "App Context Name Not Supported",
+    (1, 3): "Calling AE Title Not Recognized", (1, 7): "Called AE Title Not Recognized",
+    (2, 1): "No Reason", (2, 2): "Protocol Version Not Supported",
+    (3, 1): "Temporary Congestion", (3, 2): "Local Limit Exceeded",
+}
+
+
+def status_text(status: int) -> str:
+    """DCMTK's wording for a C-FIND status (``DU_cfindStatusString``)."""
+    if status in _STATUS_TEXT:
+        return _STATUS_TEXT[status]
+    if status & 0xF000 == 0xC000:
+        return "Failed: UnableToProcess"
+    return f"Unknown Status: 0x{status:x}"
+
+
+class QueryFailed(Exception):
+    """A query that could not be sent or answered: logged as ``Find SCU Failed: ...``."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Where to connect and how to negotiate."""
+
+    host: str
+    port: int
+    calling_ae: str
+    called_ae: str
+    abstract_syntax: str
+    transfer_syntaxes: Sequence[str]
+    max_pdu: int
+    acse_timeout: float | None
+    dimse_timeout: float | None
+    connect_timeout: float | None
+    socket_timeout: float | None
+    ssl_context: ssl.SSLContext | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do once associated."""
+
+    queries: Sequence[Callable[[], tuple[Dataset, str]]]  # identifier and its TS (may raise)
+    repeat: int = 1
+    abort: bool = False
+    cancel_after: int | None = None
+
+
+class Client:
+    """Runs one association as DCMTK's findscu does and reports each response to a callback."""
+
+    def __init__(self, peer: Peer, on_response: Callable[[Received, int], None]) -> None:
+        self.peer = peer
+        self.on_response = on_response
+        self.counter = 0  # DCMTK numbers responses across the run, finals included
+        self._raw: deque[tuple[bytes, int]] = deque()
+        self._reject: A_ASSOCIATE | None = None
+        self._msg_id = 0
+
+    def run(self, plan: Plan) -> int:
+        """Associate, run the plan, release or abort; the process exit code."""
+        if not self._resolves():
+            return EXIT_ASSOCIATION
+        LOG.info("Requesting Association")
+        assoc = self._associate()
+        if assoc is None:
+            return EXIT_ASSOCIATION
+        failed = False
+        try:
+            for _ in range(plan.repeat):
+                for build in plan.queries:
+                    self._query(assoc, build, plan.cancel_after)
+        except QueryFailed as exc:
+            LOG.error("Find SCU Failed: %s", exc)
+            failed = True
+        if (plan.abort or failed) and assoc.is_established:
+            LOG.info("Aborting Association")
+            assoc.abort()
+        elif assoc.is_established:
+            LOG.info("Releasing Association")
+            assoc.release()
+        return EXIT_OK
+
+    def _resolves(self) -> bool:
+        try:
+            socket.getaddrinfo(self.peer.host, self.peer.port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            LOG.error("Association Request Failed: 0006:0320 Attempt to connect to unknown"
+                      " host: %s", self.peer.host)
+            return False
+        return True
+
+    def _associate(self) -> Association | None:
+        peer = self.peer
+        ae = AE(ae_title=peer.calling_ae)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.acse_timeout = peer.acse_timeout
+        ae.dimse_timeout = peer.dimse_timeout
+        ae.connection_timeout = peer.connect_timeout
+        ae.network_timeout = peer.socket_timeout
+        ae.add_requested_context(peer.abstract_syntax, list(peer.transfer_syntaxes))
+        handlers = [(evt.EVT_ACSE_RECV, self._on_acse), (evt.EVT_DIMSE_RECV, self._on_dimse)]
+        tls = (peer.ssl_context, peer.server_name) if peer.ssl_context else None
+        capture = _ConnectErrorCapture()
+        logging.getLogger("pynetdicom").addHandler(capture)
+        try:
+            assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_ae,
+                                 max_pdu=peer.max_pdu, evt_handlers=handlers,
+                                 tls_args=tls)  # type: ignore[arg-type]
+        finally:
+            logging.getLogger("pynetdicom").removeHandler(capture)
+        if assoc.is_established:
+            max_send = assoc.acceptor.maximum_length
+            LOG.info("Association Accepted (Max Send PDV: %s)", max_send - 12 if max_send else 0)
+            return assoc
+        self._report_failure(assoc, capture.text)
+        return None
+
+    def _report_failure(self, assoc: Association, connect_error: str) -> None:
+        rj = self._reject
+        if assoc.is_rejected and rj is not None:
+            source = int(rj.result_source or 0)
+            LOG.error("Association Rejected:\nResult: %s, Source: %s\nReason: %s",
+                      _RESULT.get(int(rj.result or 0), "Unknown"),
+                      _SOURCE.get(source, "Unknown"),
+                      _REASON.get((source, int(rj.diagnostic or 0)), "Unknown"))
+        elif connect_error:
+            LOG.error("Association Request Failed: 0006:031c TCP Initialization Error: %s",
+                      connect_error)
+        elif assoc.is_aborted and not assoc.accepted_contexts:
+            LOG.error("No Acceptable Presentation Contexts")
+        else:
+            LOG.error("Association Request Failed: 0006:0317 Peer aborted Association"
+                      " (or never connected)")
+
+    def _on_acse(self, event: evt.Event) -> None:
+        primitive = event.primitive  # type: ignore[attr-defined]
+        if isinstance(primitive, A_ASSOCIATE) and primitive.result in (1, 2):
+            self._reject = primitive
+
+    def _on_dimse(self, event: evt.Event) -> None:
+        message = event.message
+        data = message.data_set.getvalue() if message.data_set is not None else b""
+        self._raw.append((data, int(message.context_id or 0)))
+
+    def _query(self, assoc: Association, build: Callable[[], tuple[Dataset, str]],
+               cancel_after: int | None) -> None:
+        identifier, request_ts = build()
+        self._msg_id += 1
+        msg_id = self._msg_id
+        context = assoc.accepted_contexts[0]
+        LOG.info("Sending Find Request (MsgID %d)", msg_id)
+        LOG.info("Request Identifiers:\n\n%s\n", "\n".join(dump_dataset(identifier, request_ts)))
+        self._raw.clear()
+        responses = assoc.send_c_find(identifier, context.abstract_syntax, msg_id)
+        for received, (status, response) in enumerate(responses):
+            if "Status" not in status:
+                raise QueryFailed("0006:0207 DIMSE No data available (timeout in non-blocking"
+                                  " mode)" if assoc.is_established else
+                                  "0006:020e DIMSE Failed to receive message")
+            raw, _ = self._raw.popleft() if self._raw else (b"", 0)
+            self.counter += 1
+            code = int(status.Status)
+            if code not in (0xFF00, 0xFF01):
+                LOG.info("Received Final Find Response (%s)", status_text(code))
+                return
+            ts = str(context.transfer_syntax[0])
+            self.on_response(Received(self.counter, response or Dataset(), raw, ts), code)
+            if cancel_after is not None and received + 1 == cancel_after:
+                LOG.info("Sending Cancel Request (MsgID %d, PresID %d)", msg_id,
+                         context.context_id)
+                assoc.send_c_cancel(msg_id, context.context_id)
+
+
+class _ConnectErrorCapture(logging.Handler):
+    """Keeps the OS error text pynetdicom logs when the TCP connection fails."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        prefix = "TCP Initialisation Error: "
+        if message.startswith(prefix):
+            text = message[len(prefix):]
+            self.text = text.split("] ", 1)[1] if text.startswith("[Errno") else text

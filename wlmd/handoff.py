@@ -1,0 +1,98 @@
+"""The supervisor ⇄ worker channel: one SOCK_SEQPACKET socketpair per worker.
+
+Each message is one JSON object (SEQPACKET keeps message boundaries, so no framing is needed);
+a connection travels as an SCM_RIGHTS file descriptor attached to its header message.
+
+supervisor → worker: ``{"op": "serve", "peer": [host, port]}`` + fd, ``{"op": "stop"}``.
+worker → supervisor: ``{"op": "ready"}``, ``{"op": "done", ...report fields}``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_MESSAGE = 65536
+OP_SERVE = "serve"
+OP_STOP = "stop"
+OP_READY = "ready"
+OP_DONE = "done"
+
+
+class ChannelClosed(Exception):
+    """The other end of the channel is gone (EOF): for a worker, the supervisor has died."""
+
+
+@dataclass
+class Message:
+    """One decoded channel message, with the connection it carried (``serve`` only)."""
+
+    op: str
+    data: dict[str, Any] = field(default_factory=dict)
+    conn: socket.socket | None = None
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """A (supervisor end, worker end) pair; neither end leaks into exec'd programs."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return parent, child
+
+
+def _encode(op: str, data: dict[str, Any]) -> bytes:
+    payload = json.dumps({"op": op, **data}, separators=(",", ":")).encode()
+    if len(payload) > MAX_MESSAGE:
+        raise ValueError(f"channel message too long ({len(payload)} bytes)")
+    return payload
+
+
+def _decode(payload: bytes) -> Message:
+    if not payload:
+        raise ChannelClosed("channel closed by peer")
+    obj = json.loads(payload)
+    if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
+        raise ValueError(f"malformed channel message {payload[:80]!r}")
+    op = obj.pop("op")
+    return Message(op=op, data=obj)
+
+
+def send_connection(chan: socket.socket, conn: socket.socket, peer: tuple[str, int]) -> None:
+    """Pass ``conn`` to the worker at the other end; the caller must then close its own copy."""
+    socket.send_fds(chan, [_encode(OP_SERVE, {"peer": [peer[0], peer[1]]})], [conn.fileno()])
+
+
+def send_message(chan: socket.socket, op: str, **data: Any) -> None:
+    """Send a message without a file descriptor."""
+    chan.send(_encode(op, data))
+
+
+def receive(chan: socket.socket) -> Message:
+    """Read one message; a received connection is made blocking and non-inheritable.
+
+    ``recv_fds`` ignores MSG_CMSG_CLOEXEC (gh-107898), so the fd arrives inheritable and its
+    O_NONBLOCK state is whatever the sender's socket had: both are fixed here, once.
+    """
+    payload, fds, _flags, _addr = socket.recv_fds(chan, MAX_MESSAGE, 1)
+    conns = [_adopt(fd) for fd in fds]
+    try:
+        message = _decode(payload)
+    except BaseException:
+        for conn in conns:
+            conn.close()
+        raise
+    if message.op == OP_SERVE:
+        if len(conns) != 1:
+            raise ValueError("serve message without a connection")
+        message.conn = conns[0]
+    else:
+        for conn in conns:
+            conn.close()
+    return message
+
+
+def _adopt(fd: int) -> socket.socket:
+    conn = socket.socket(fileno=fd)
+    conn.set_inheritable(False)
+    conn.setblocking(True)
+    return conn

@@ -1,0 +1,127 @@
+"""Logging: DCMTK-style lines on stderr, syslog for daemons, or a logging config file (-lc).
+
+Named ``logs`` so it does not shadow the standard library's ``logging``. ``configure_logging``
+replaces what it installed before, so the supervisor calls it again on SIGHUP (new settings) or
+SIGUSR1 (reopen files and sockets).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import stat
+import sys
+import tomllib
+from logging.handlers import SysLogHandler
+from pathlib import Path
+from typing import TextIO
+
+from wlmd.config import TRACE
+from wlmd.settings import Settings
+
+IDENT = "wlmd"
+logging.addLevelName(TRACE, "TRACE")
+
+# DCMTK's %P pattern: one letter per level, on every line of a message.
+_LETTERS = ((logging.CRITICAL, "F"), (logging.ERROR, "E"), (logging.WARNING, "W"),
+            (logging.INFO, "I"), (logging.DEBUG, "D"))
+
+
+class LogConfigError(Exception):
+    """The logging destination cannot be set up (bad -lc file, unreachable syslog)."""
+
+
+def level_letter(levelno: int) -> str:
+    """F, E, W, I, D or T, as DCMTK prefixes its log lines."""
+    return next((letter for level, letter in _LETTERS if levelno >= level), "T")
+
+
+class DcmtkFormatter(logging.Formatter):
+    """``W: message``, the prefix repeated on each line, as DCMTK's console layout does."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        letter = level_letter(record.levelno)
+        text = super().format(record)
+        return "\n".join(f"{letter}: {line}" for line in text.split("\n"))
+
+
+class SyslogFormatter(logging.Formatter):
+    """``wlmd[pid]: message``; syslog carries the level in the priority."""
+
+    def __init__(self) -> None:
+        super().__init__(f"{IDENT}[%(process)d]: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).rstrip("\n").replace("\n", " | ")
+
+
+def syslog_address(socket_spec: str) -> str | tuple[str, int]:
+    """A socket path (``/dev/log``) or ``host[:port]`` for UDP (port 514 by default)."""
+    if socket_spec.startswith("/"):
+        return socket_spec
+    host, colon, port = socket_spec.rpartition(":")
+    if colon and host and port.isdigit():
+        return host.strip("[]"), int(port)
+    return socket_spec, 514
+
+
+def _syslog_handler(settings: Settings) -> logging.Handler:
+    facility = SysLogHandler.facility_names.get(settings.syslog_facility)
+    if facility is None:
+        raise LogConfigError(f"unknown syslog facility {settings.syslog_facility!r}")
+    address = syslog_address(settings.syslog_socket)
+    try:
+        if isinstance(address, str) and not stat.S_ISSOCK(os.stat(address).st_mode):
+            raise OSError(f"{address} is not a socket")
+        handler = SysLogHandler(address, facility)
+    except OSError as exc:
+        raise LogConfigError(f"cannot open syslog socket {settings.syslog_socket}: {exc}") from None
+    handler.setFormatter(SyslogFormatter())
+    return handler
+
+
+def _apply_config_file(path: Path) -> None:
+    """-lc: fileConfig (INI), or dictConfig from ``.json`` / ``.toml``."""
+    try:
+        if path.suffix in (".json", ".toml"):
+            text = path.read_text(encoding="utf-8")
+            config = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+            config.setdefault("disable_existing_loggers", False)  # keep module loggers working
+            logging.config.dictConfig(config)
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError,
+            RuntimeError) as exc:  # logging.config reports bad content with all of these
+        raise LogConfigError(f"Specified --log-config file is not valid: {exc}") from None
+
+
+def _remove_handlers(root: logging.Logger) -> None:
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+
+
+def configure_logging(
+    settings: Settings, level: int, log_config: Path | None = None, *, stream: TextIO | None = None
+) -> None:
+    """Route the root logger: -lc file, else syslog (``--syslog``), else stderr (default)."""
+    root = logging.getLogger()
+    _remove_handlers(root)
+    if log_config is not None:
+        _apply_config_file(log_config)
+        return
+    if settings.syslog:
+        handler = _syslog_handler(settings)
+    else:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        handler.setFormatter(DcmtkFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def log_always(message: str, logger: str = IDENT) -> None:
+    """Log at INFO whatever the level (DCMTK's forcedLog, used by ``--arguments``)."""
+    target = logging.getLogger(logger)
+    target.handle(target.makeRecord(target.name, logging.INFO, "(wlmd)", 0, message, None, None))

@@ -1,0 +1,284 @@
+"""The worker table: spawn, reap, recycle and watch pre-forked workers. The only caller of fork.
+
+The supervisor decides *when* (signals, accepted connections); this module knows *how*: each
+worker has a SEQPACKET channel and a heartbeat file (gunicorn's WorkerTmp: an anonymous file
+whose mtime the worker keeps touching), and dies with an exit status the supervisor can read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import psutil
+
+from wlmd import handoff
+from wlmd.settings import Settings
+
+LOGGER = logging.getLogger("wlmd.pool")
+
+WORKER_BOOT_ERROR = 3  # a worker exits with this when it cannot build the application
+MAX_REAP_PER_PASS = 1024  # bound on one waitpid(WNOHANG) loop
+
+
+class SlotState(enum.Enum):
+    """Where a worker is in its life, as the supervisor sees it."""
+
+    BOOTING = "booting"  # forked, has not said "ready" yet
+    IDLE = "idle"  # waiting for a connection
+    BUSY = "busy"  # serving one association
+
+
+class Heartbeat:
+    """An anonymous file whose mtime the worker sets to CLOCK_MONOTONIC: no disk, no wakeups."""
+
+    def __init__(self) -> None:
+        self.fd = os.memfd_create("wlmd-heartbeat", os.MFD_CLOEXEC)
+        self.beat()
+
+    def beat(self) -> None:
+        """Record "alive now"."""
+        now = time.monotonic_ns()
+        os.utime(self.fd, ns=(now, now))
+
+    def silence(self) -> float:
+        """Seconds since the last beat."""
+        return (time.monotonic_ns() - os.fstat(self.fd).st_mtime_ns) / 1e9
+
+    def close(self) -> None:
+        """Release the file (each side of the fork closes its own copy)."""
+        os.close(self.fd)
+
+
+@dataclass(eq=False)
+class WorkerSlot:
+    """One worker as the supervisor tracks it."""
+
+    pid: int
+    channel: socket.socket  # the supervisor's end
+    heartbeat: Heartbeat
+    generation: int
+    max_uses: int  # 0 = unlimited; jittered so that workers do not all recycle together
+    state: SlotState = SlotState.BOOTING
+    busy_since: float | None = None
+    served: int = 0
+    peer: tuple[str, int] | None = None
+    retiring: bool = False  # told to stop: it exits once free, and gets no more connections
+    retire_when_free: bool = False  # over the memory limit while busy
+    killed: bool = False  # SIGKILL sent; waiting to be reaped
+    started: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        """Close the supervisor's end of the channel and its copy of the heartbeat."""
+        self.channel.close()
+        self.heartbeat.close()
+
+    def describe(self) -> str:
+        """pid and peer, for log lines about this worker."""
+        peer = f" serving {self.peer[0]}:{self.peer[1]}" if self.peer else ""
+        return f"worker {self.pid}{peer}"
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    """A reaped child: its slot (None for a refuser) and how it ended."""
+
+    pid: int
+    slot: WorkerSlot | None
+    exit_code: int | None  # None when killed by a signal
+    signal: int | None
+
+    def describe(self) -> str:
+        """"exit 3" or "signal 9"."""
+        return f"signal {self.signal}" if self.signal is not None else f"exit {self.exit_code}"
+
+
+# What a forked worker runs: (its channel end, its heartbeat, the settings) -> exit status.
+WorkerMain = Callable[[socket.socket, Heartbeat, Settings], int]
+
+
+class WorkerPool:
+    """The table of workers and short-lived refusers, and every fork, kill and waitpid."""
+
+    def __init__(self, worker_main: WorkerMain, after_fork: Callable[[], None]) -> None:
+        """``after_fork`` runs first in every child: it closes what the supervisor owns."""
+        self._worker_main = worker_main
+        self._after_fork = after_fork
+        self.slots: dict[int, WorkerSlot] = {}
+        self.refusers: dict[int, float] = {}  # pid -> monotonic deadline
+
+    def __iter__(self) -> Iterator[WorkerSlot]:
+        return iter(list(self.slots.values()))
+
+    def busy_count(self) -> int:
+        """Workers holding an association: what the association limit counts."""
+        return sum(1 for s in self.slots.values() if s.state is SlotState.BUSY)
+
+    def spares(self, generation: int) -> list[WorkerSlot]:
+        """Idle or booting workers that may still be handed a connection, oldest first."""
+        return sorted((s for s in self.slots.values()
+                       if s.state is not SlotState.BUSY and s.generation == generation
+                       and not s.retiring and not s.killed), key=lambda s: s.started)
+
+    def idle_slot(self, generation: int) -> WorkerSlot | None:
+        """An idle worker of the current generation (the oldest: it is surely warm)."""
+        return next((s for s in self.spares(generation) if s.state is SlotState.IDLE), None)
+
+    def spawn(self, settings: Settings, generation: int) -> WorkerSlot:
+        """Fork one worker running ``worker_main`` with ``settings``."""
+        parent_end, child_end = handoff.channel_pair()
+        heartbeat = Heartbeat()
+        pid = self._fork(lambda: self._worker_main(child_end, heartbeat, settings),
+                         close=(parent_end,))
+        child_end.close()
+        parent_end.setblocking(False)  # the supervisor never waits on a worker
+        jitter = random.randint(0, settings.worker_max_uses // 10)
+        slot = WorkerSlot(pid=pid, channel=parent_end, heartbeat=heartbeat,
+                          generation=generation,
+                          max_uses=settings.worker_max_uses + jitter
+                          if settings.worker_max_uses > 0 else 0)
+        self.slots[pid] = slot
+        LOGGER.debug("spawned worker %d (generation %d)", pid, generation)
+        return slot
+
+    def spawn_refuser(self, body: Callable[[], int], lifetime: float) -> int:
+        """Fork a short-lived child for one over-limit connection; killed after ``lifetime``."""
+        pid = self._fork(body, close=())
+        self.refusers[pid] = time.monotonic() + lifetime
+        return pid
+
+    def _fork(self, body: Callable[[], int], close: tuple[socket.socket, ...]) -> int:
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            for sock in close:
+                sock.close()
+            self.close()
+            self.refusers.clear()
+            self._after_fork()
+            code = body()
+        except BaseException:  # never let a child fall back into the supervisor's loop
+            LOGGER.exception("child %d failed", os.getpid())
+        finally:
+            os._exit(code)
+
+    def reap(self) -> list[ChildExit]:
+        """Collect every exited child now (SIGCHLD has no count: loop until none is left).
+
+        A reaped worker leaves the table; the caller closes its slot (after unregistering it).
+        """
+        exits: list[ChildExit] = []
+        for _ in range(MAX_REAP_PER_PASS):
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            slot = self.slots.pop(pid, None)
+            self.refusers.pop(pid, None)
+            exits.append(ChildExit(
+                pid=pid, slot=slot,
+                exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            ))
+        return exits
+
+    def kill(self, slot: WorkerSlot, reason: str) -> None:
+        """SIGKILL one worker now (a stopped process ignores anything gentler); reaped later."""
+        if slot.killed:
+            return
+        LOGGER.error("killing %s: %s", slot.describe(), reason)
+        slot.killed = True
+        _signal(slot.pid, signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        """SIGKILL every worker and refuser."""
+        for slot in self:
+            slot.killed = True
+            _signal(slot.pid, signal.SIGKILL)
+        for pid in list(self.refusers):
+            _signal(pid, signal.SIGKILL)
+
+    def retire(self, slot: WorkerSlot) -> None:
+        """Ask a worker to exit once it is free (at once if idle)."""
+        if slot.retiring or slot.killed:
+            return
+        slot.retiring = True
+        with contextlib.suppress(OSError):  # already gone: the reaper will see it
+            handoff.send_message(slot.channel, handoff.OP_STOP)
+
+    def murder_silent(self, timeout: float) -> None:
+        """Kill workers whose heartbeat has been silent for ``timeout`` seconds."""
+        for slot in self:
+            if not slot.killed and slot.heartbeat.silence() > timeout:
+                self.kill(slot, f"no heartbeat for {timeout:g}s")
+
+    def murder_late_refusers(self) -> None:
+        """Kill refusers past their lifetime (a client that never sends its request)."""
+        now = time.monotonic()
+        for pid, deadline in list(self.refusers.items()):
+            if now > deadline:
+                _signal(pid, signal.SIGKILL)
+
+    def check_memory(self, limit_mb: int) -> None:
+        """Recycle workers above ``limit_mb`` of RSS; kill one above twice the limit."""
+        limit = limit_mb * 1024 * 1024
+        for slot in self:
+            rss = _rss(slot.pid)
+            if slot.killed or rss <= limit:
+                continue
+            if rss > 2 * limit:
+                self.kill(slot, f"RSS {rss >> 20} MiB > 2 x {limit_mb} MiB")
+            elif slot.state is SlotState.BUSY:
+                if not slot.retire_when_free:
+                    LOGGER.warning("%s: RSS %d MiB > %d MiB, recycling it after its association",
+                                   slot.describe(), rss >> 20, limit_mb)
+                slot.retire_when_free = True
+            elif not slot.retiring:
+                LOGGER.warning("%s: RSS %d MiB > %d MiB, recycling it",
+                               slot.describe(), rss >> 20, limit_mb)
+                self.retire(slot)
+
+    def close(self) -> None:
+        """Close the supervisor's ends of every channel and heartbeat."""
+        for slot in self.slots.values():
+            slot.close()
+        self.slots.clear()
+
+
+def spawn_plan(settings: Settings, idle: int, busy: int, wanted_extra: int) -> int:
+    """How many workers to start (>0) or retire (<0) to keep the spare count in bounds.
+
+    ``idle`` counts idle and booting workers of the current generation, ``busy`` every worker
+    holding an association, ``wanted_extra`` connections waiting for a worker. The total never
+    exceeds ``max_associations``: a worker beyond that could never be handed a connection.
+    """
+    room = max(0, settings.max_associations - busy - idle)
+    if idle < settings.min_spare_workers + wanted_extra:
+        return min(settings.min_spare_workers + wanted_extra - idle, room)
+    if idle > max(settings.max_spare_workers, settings.min_spare_workers) + wanted_extra:
+        return max(settings.max_spare_workers, settings.min_spare_workers) + wanted_extra - idle
+    return 0
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _rss(pid: int) -> int:
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return 0

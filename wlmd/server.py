@@ -1,0 +1,88 @@
+"""``--single-process``: the whole server in one process, one association at a time.
+
+The same accept → access check → serve path as a worker, inline, so that a person can follow an
+association under pdb or strace. Later connections wait in the listen backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+
+from wlmd.access import AccessPolicy
+from wlmd.dicom.association import serve_association
+from wlmd.dicom.types import AssociationReport, WorklistApplication
+from wlmd.settings import Settings
+
+LOGGER = logging.getLogger("wlmd.server")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+class SingleProcessServer:
+    """Accept and serve associations one after another until a stop signal arrives."""
+
+    def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
+                 app: WorklistApplication, access_policy: AccessPolicy | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        self._settings = settings
+        self._listeners = list(listeners)
+        self._app = app
+        self._access = access_policy
+        self._on_ready = on_ready
+        self._stopping = False
+
+    def run(self) -> int:
+        """Serve until SIGTERM, SIGINT or SIGQUIT; an open association is finished first."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._request_stop)
+        with selectors.DefaultSelector() as selector:
+            for listener in self._listeners:
+                listener.setblocking(False)
+                selector.register(listener, selectors.EVENT_READ)
+            if self._on_ready is not None:
+                self._on_ready()
+            while not self._stopping:
+                for key, _ in selector.select(timeout=1.0):
+                    self._accept_and_serve(key.fileobj)  # type: ignore[arg-type]
+                    if self._stopping:
+                        break
+        for listener in self._listeners:
+            listener.close()
+        LOGGER.info("stopped")
+        return 0
+
+    def _request_stop(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+
+    def _accept_and_serve(self, listener: socket.socket) -> None:
+        try:
+            conn, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if self._access is not None:
+            decision = self._access.check(peer[0])
+            if not decision.allowed:
+                LOGGER.warning("refused connection from %s (%s)", peer[0], decision.rule)
+                conn.close()
+                return
+        conn.setblocking(True)
+        started = time.monotonic()
+        report = serve_association(conn, peer, self._settings, self._app)
+        log_association(report, peer, started)
+
+
+def log_association(report: AssociationReport, peer: tuple, started: float,
+                    worker_pid: int | None = None) -> None:
+    """The one line per association an administrator reads in syslog."""
+    LOGGER.info(
+        "association from %s:%s calling=%r called=%r%s outcome=%s queries=%d matches=%d "
+        "duration=%.3fs%s",
+        peer[0], peer[1], report.calling_ae, report.called_ae,
+        f" worker={worker_pid}" if worker_pid else "", report.outcome, report.queries,
+        report.matches, time.monotonic() - started,
+        f" ({report.detail})" if report.detail else "",
+    )

@@ -1,0 +1,123 @@
+"""The worklist application: turns one C-FIND identifier into the responses wlmscpfs would send.
+
+Pipeline (COMPAT §"Pipeline per C-FIND"): write the request file, sleep, validate and clean the
+search mask, take a consistent snapshot of the called AE's worklist, match, build every
+response, and only then hand them out one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+from pydicom import Dataset
+
+from wlmd.dicom.dump import dump_request
+from wlmd.dicom.types import (
+    STATUS_IDENTIFIER_MISMATCH,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_PENDING,
+    STATUS_PENDING_WARNING,
+    STATUS_SUCCESS,
+    AssociationInfo,
+    FindResponse,
+)
+from wlmd.settings import Settings
+from wlmd.worklist.matching import matches
+from wlmd.worklist.query import InvalidQuery, prepare_query
+from wlmd.worklist.response import build_response
+from wlmd.worklist.store import LockfileError, WorklistStore
+
+LOGGER = logging.getLogger("wlmd.service")
+
+
+class WorklistService:
+    """Answers C-FIND requests from the worklist directory; one instance per process."""
+
+    def __init__(self, settings: Settings, store: WorklistStore | None = None) -> None:
+        self._settings = settings
+        self._store = store or WorklistStore(
+            settings.data_files_path, file_reject=settings.file_reject
+        )
+
+    def knows_called_ae(self, called_ae: str) -> bool:
+        """True if the called AE title is safe and has a directory under ``-dfp``."""
+        return self._store.knows_called_ae(called_ae)
+
+    def find(
+        self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str
+    ) -> Iterator[FindResponse]:
+        """Yield one pending response per matching record, then the final status."""
+        settings = self._settings
+        if settings.request_file_path is not None:
+            write_request_file(settings, assoc, identifier, transfer_syntax_uid)
+        if settings.sleep_before:
+            time.sleep(settings.sleep_before)
+        try:
+            query = prepare_query(
+                identifier,
+                no_fail=settings.no_fail,
+                expand_sequences=settings.sequence_expansion,
+            )
+        except InvalidQuery as error:
+            LOGGER.info("Invalid query from %s (%s): %s", assoc.calling_ae,
+                        assoc.peer_address, error.comment)
+            yield FindResponse(STATUS_IDENTIFIER_MISMATCH, offending_elements=error.offending,
+                               error_comment=error.comment)
+            return
+        try:
+            records = self._store.records(assoc.called_ae)
+        except LockfileError as error:
+            LOGGER.error("%s", error)
+            yield FindResponse(STATUS_OUT_OF_RESOURCES)
+            return
+        responses = [
+            build_response(query, record.dataset, settings.return_charset)
+            for record in sorted(records, key=lambda record: record.sort_key)
+            if matches(query, record.dataset)
+        ]
+        LOGGER.debug("%d of %d worklist records in %s match", len(responses), len(records),
+                     assoc.called_ae)
+        status = STATUS_PENDING_WARNING if query.unsupported_removed else STATUS_PENDING
+        for response in responses:
+            yield FindResponse(status, response)
+        yield FindResponse(STATUS_SUCCESS)
+
+
+def request_file_name(fmt: str, assoc: AssociationInfo, patient_id: str) -> str:
+    """Expand ``-rff`` placeholders in wlmscpfs's order: #c, #a, #i, #t, #p.
+
+    Substituted values cannot contain a path separator, so a Patient ID or AE title can never
+    name a file outside ``-rfp``.
+    """
+    name = fmt.replace("#c", _path_safe(assoc.called_ae))
+    name = name.replace("#a", _path_safe(assoc.calling_ae))
+    name = name.replace("#i", str(os.getpid()))
+    if "#t" in name:
+        name = name.replace("#t", datetime.now().strftime("%Y%m%d%H%M%S%f"))
+    return name.replace("#p", _path_safe(patient_id))
+
+
+def _path_safe(value: str) -> str:
+    """Replace characters that could change which directory a file name lands in."""
+    return "".join("_" if ch in "/\\" or ord(ch) < 0x20 else ch for ch in value)
+
+
+def write_request_file(settings: Settings, assoc: AssociationInfo, identifier: Dataset,
+                       transfer_syntax_uid: str) -> None:
+    """Store the identifier as received, in dcmdump format, as ``-rfp``/``-rff`` ask."""
+    assert settings.request_file_path is not None
+    directory = settings.request_file_path.resolve()
+    patient_id = str(identifier.get("PatientID", "") or "")
+    path = (directory / request_file_name(settings.request_file_format, assoc, patient_id))
+    if path.resolve().parent != directory:
+        LOGGER.error("Request file name %r would leave %s; not written", path.name, directory)
+        return
+    try:
+        path.write_text(dump_request(identifier, transfer_syntax_uid), encoding="utf-8",
+                        errors="replace")
+    except OSError as error:
+        LOGGER.error("Cannot write request file %s: %s", path, error)

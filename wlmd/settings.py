@@ -1,0 +1,106 @@
+"""The server's settings: one immutable value built by the option parser and read everywhere.
+
+Field names follow the long option names of wlmscpfs(1); defaults are wlmscpfs's defaults.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class CharsetMode(enum.Enum):
+    """What to put in (0008,0005) of responses (``-cs0``, ``-cs1``, ``-csk``)."""
+
+    NONE = "none"
+    ISO_IR_100 = "iso-ir-100"
+    KEEP = "keep"
+
+
+class IpFamily(enum.Enum):
+    """Which listening sockets to open (``-i4``, ``-i6``, ``-i0``)."""
+
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+    AUTO = "auto"
+
+
+class TransferSyntaxPreference(enum.Enum):
+    """The server's order of preference when accepting a presentation context (``+x…``)."""
+
+    UNCOMPRESSED = "uncompr"  # +x= : explicit VR in local byte order first
+    LITTLE = "little"  # +xe
+    BIG = "big"  # +xb
+    DEFLATED = "deflated"  # +xd
+    IMPLICIT = "implicit"  # +xi
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the command line of wlmscpfs(1) can set, plus wlmd's own additions."""
+
+    port: int
+    # multi-process options
+    single_process: bool = False
+    # input options
+    data_files_path: Path = Path(".")
+    file_reject: bool = True
+    # processing options
+    return_charset: CharsetMode = CharsetMode.NONE
+    sequence_expansion: bool = True
+    # network options
+    ip_family: IpFamily = IpFamily.IPV4
+    listen_address: str | None = None  # wlmd addition; None = all addresses of ip_family
+    transfer_syntax: TransferSyntaxPreference = TransferSyntaxPreference.UNCOMPRESSED
+    access_control: bool = False
+    new_vr: bool = True
+    compression_level: int = 6
+    acse_timeout: float = 30
+    dimse_timeout: float | None = None
+    max_associations: int = 50
+    refuse: bool = False
+    reject: bool = False
+    no_fail: bool = False
+    sleep_before: int = 0
+    sleep_after: int = 0
+    sleep_during: int = 0
+    max_pdu: int = 16384
+    host_lookup: bool = True
+    # output options
+    request_file_path: Path | None = None
+    request_file_format: str = "#t.dump"
+
+    # --- wlmd additions (not in wlmscpfs) ---
+    # configuration and daemon
+    config_file: Path | None = None  # --config; /etc/wlmd/wlmd.conf is read when it exists
+    daemon: bool = False  # --daemon: detach (python-daemon), for init systems without systemd
+    pid_file: Path | None = None
+    user: str | None = None  # --user/--group: drop privileges after binding
+    group: str | None = None
+    # worker pool (--fork)
+    min_spare_workers: int = 2
+    max_spare_workers: int = 8
+    worker_max_uses: int = 1000  # recycle a worker after this many associations
+    worker_timeout: float = 30  # a busy worker silent (no heartbeat) this long is killed
+    worker_max_memory_mb: int = 512  # a worker above this RSS is recycled
+    graceful_timeout: float = 30  # SIGTERM: how long open associations may finish
+    # logging
+    syslog: bool = False  # log to syslog instead of stderr
+    syslog_facility: str = "daemon"
+    syslog_socket: str = "/dev/log"
+    # access control (+ac)
+    hosts_allow: Path = Path("/etc/hosts.allow")
+    hosts_deny: Path = Path("/etc/hosts.deny")
+    # resource limits (hardening)
+    max_identifier_bytes: int = 1 << 20
+    max_sequence_depth: int = 8
+    max_sequence_items: int = 64
+    max_responses: int = 0  # 0 = unlimited
+    idle_timeout: float | None = None  # close an association idle between commands this long
+    max_associations_per_host: int = 0  # 0 = unlimited
+    # TLS (server side)
+    tls_key: Path | None = None
+    tls_cert: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_require_peer_cert: bool = False

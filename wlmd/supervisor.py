@@ -1,0 +1,449 @@
+"""``--fork`` (the default): a supervisor that accepts and a pool of pre-forked workers that serve.
+
+The supervisor never blocks on a client: it accepts, applies the access rules and the exact
+association limit, and passes each connection to an idle worker. One ``selectors`` loop watches
+the listeners, every worker's channel and a wakeup socket that ``signal.set_wakeup_fd`` writes
+signal numbers to; the handlers themselves do nothing (gunicorn's arbiter, minus its globals).
+
+Over the limit, a short-lived forked *refuser* reads the A-ASSOCIATE-RQ and answers RJ 2/3/2.
+Not an idle worker: the pool is capped at ``max_associations``, so when the limit is reached
+there may be no idle worker at all, and a refused client that sends nothing would hold a
+worker for the whole ACSE timeout. Refusers are few (``MAX_REFUSERS``) and die within the
+ACSE timeout; beyond that cap an over-limit connection is simply closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from wlmd import handoff
+from wlmd.access import AccessPolicy
+from wlmd.dicom.association import serve_association
+from wlmd.dicom.types import AssociationReport
+from wlmd.pool import (
+    WORKER_BOOT_ERROR,
+    ChildExit,
+    Heartbeat,
+    SlotState,
+    WorkerPool,
+    WorkerSlot,
+    spawn_plan,
+)
+from wlmd.server import log_association
+from wlmd.settings import Settings
+from wlmd.worker import AppFactory, reset_signals, run_worker
+
+LOGGER = logging.getLogger("wlmd.supervisor")
+
+EXIT_OK = 0
+EXIT_HALTED = 1  # workers cannot boot: respawning would only loop
+ACCEPT_BATCH = 64  # connections accepted per readable event, so signals are not starved
+MAX_REFUSERS = 8
+TICK = 1.0  # longest sleep of the loop: the watchdog and the pool are tended at least this often
+MEMORY_CHECK_INTERVAL = 5.0
+ACCEPT_PAUSE = 0.5  # after EMFILE and friends, instead of spinning on a readable listener
+REAP_GRACE = 5.0  # after SIGKILL, how long to wait for the children to be reaped
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+
+# The reload hook re-reads configuration and access rules; it raises to keep the old ones.
+ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
+Notify = Callable[[str], object]
+
+
+@dataclass
+class Pending:
+    """An accepted connection admitted under the limit, waiting for a worker to become idle."""
+
+    conn: socket.socket
+    peer: tuple[str, int]
+    since: float
+
+
+class Supervisor:
+    """Owns the listeners and the pool; ``run()`` returns the process exit status."""
+
+    def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
+                 app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
+                 reload: ReloadHook | None = None, notify: Notify | None = None) -> None:
+        self.settings = settings
+        self._listeners = list(listeners)
+        self._app_factory = app_factory
+        self._access = access_policy
+        self._reload_hook = reload
+        self._notify = notify or (lambda _state: None)
+        self._generation = 0
+        self._pending: deque[Pending] = deque()
+        self._signals: deque[int] = deque()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._pool = WorkerPool(self._worker_main, self._after_fork)
+        self._exit_code: int | None = None
+        self._stopping = False
+        self._stop_code = EXIT_OK
+        self._drain_deadline = 0.0
+        self._killed_all = False
+        self._next_memory_check = 0.0
+        self._accept_paused_until = 0.0
+
+    # ---- main loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until a stop signal (or a halt); return the exit status."""
+        self._install_signals()
+        try:
+            self._watch_listeners()
+            self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
+            self._manage_workers()
+            LOGGER.info("supervisor %d listening on %s", os.getpid(),
+                        ", ".join(_address(s) for s in self._listeners))
+            self._notify("READY=1\nSTATUS=accepting associations")
+            while self._exit_code is None:
+                self._wait()
+                self._handle_signals()
+                self._tend()
+        finally:
+            self._shutdown()
+        return self._exit_code
+
+    def _wait(self) -> None:
+        timeout = min(TICK, max(0.05, self.settings.worker_timeout / 2))
+        if self._stopping:
+            timeout = min(timeout, max(0.0, self._drain_deadline - time.monotonic()) + 0.01)
+        for key, _events in self._selector.select(timeout):
+            key.data(key.fileobj)
+
+    def _tend(self) -> None:
+        """Reap, watch, then keep the pool and the waiting connections moving."""
+        for child in self._pool.reap():
+            self._on_exit(child)
+        self._pool.murder_silent(self.settings.worker_timeout)
+        self._pool.murder_late_refusers()
+        now = time.monotonic()
+        if now >= self._next_memory_check:
+            self._next_memory_check = now + MEMORY_CHECK_INTERVAL
+            self._pool.check_memory(self.settings.worker_max_memory_mb)
+        if self._stopping:
+            self._check_drained(now)
+            return
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            self._watch_listeners()
+        self._expire_pending(now)
+        self._manage_workers()
+        self._dispatch_pending()
+
+    # ---- signals ---------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, _record_nothing)
+
+    def _on_wakeup(self, _sock: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(64):
+                data = self._wake_r.recv(4096)
+                if not data:
+                    break
+                self._signals.extend(data)
+
+    def _handle_signals(self) -> None:
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: self.stop,
+            signal.SIGINT: self._interrupt,
+            signal.SIGQUIT: self.stop_now,
+            signal.SIGHUP: self.reload,
+        }
+        while self._signals:
+            handler = handlers.get(self._signals.popleft())
+            if handler is not None:  # SIGCHLD only wakes the loop; _tend reaps
+                handler()
+
+    def _interrupt(self) -> None:
+        """SIGINT: graceful, or fast when a graceful stop is already under way (gunicorn)."""
+        if self._stopping:
+            self.stop_now()
+        else:
+            self.stop()
+
+    def stop(self) -> None:
+        """Graceful stop: no new connections; open associations get ``graceful_timeout``."""
+        if self._stopping:
+            return
+        busy = self._pool.busy_count()
+        LOGGER.info("stopping: %d association(s) open, waiting up to %gs", busy,
+                    self.settings.graceful_timeout)
+        self._notify("STOPPING=1")
+        self._begin_stop(time.monotonic() + self.settings.graceful_timeout)
+        for slot in self._pool:
+            self._pool.retire(slot)
+
+    def stop_now(self) -> None:
+        """Fast stop: end every association now."""
+        LOGGER.info("stopping now")
+        self._notify("STOPPING=1")
+        self._begin_stop(time.monotonic())
+        self._kill_all()
+
+    def _halt(self, reason: str) -> None:
+        LOGGER.critical("%s; stopping", reason)
+        self._stop_code = EXIT_HALTED
+        self.stop_now()
+
+    def _begin_stop(self, deadline: float) -> None:
+        if not self._stopping:
+            self._drain_deadline = deadline
+        self._drain_deadline = min(self._drain_deadline, deadline)
+        self._stopping = True
+        self._close_listeners()
+        while self._pending:
+            self._pending.popleft().conn.close()
+
+    def _check_drained(self, now: float) -> None:
+        if not self._pool.slots and not self._pool.refusers:
+            self._exit_code = self._stop_code
+        elif now >= self._drain_deadline + REAP_GRACE:
+            LOGGER.error("children did not exit: %s", sorted(self._pool.slots))
+            self._exit_code = self._stop_code
+        elif now >= self._drain_deadline and not self._killed_all:
+            LOGGER.warning("grace period over, ending %d association(s)",
+                           self._pool.busy_count())
+            self._kill_all()
+
+    def _kill_all(self) -> None:
+        self._killed_all = True
+        self._pool.kill_all()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read configuration and rules, then replace the workers by generation.
+
+        Idle workers of the old generation stop at once; busy ones finish their association
+        first. Listening sockets are kept: a changed port or address needs a restart.
+        """
+        if self._stopping:
+            return
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+        if self._reload_hook is not None:
+            try:
+                self.settings, self._access = self._reload_hook()
+            except Exception as exc:
+                LOGGER.error("reload failed, keeping the running configuration: %s", exc)
+                self._notify("READY=1")
+                return
+        self._generation += 1
+        LOGGER.info("reloaded: starting worker generation %d", self._generation)
+        for slot in self._pool:
+            self._pool.retire(slot)
+        self._manage_workers()
+        self._notify("READY=1")
+
+    # ---- accepting -------------------------------------------------------------------------
+
+    def _watch_listeners(self) -> None:
+        for listener in self._listeners:
+            listener.setblocking(False)
+            self._selector.register(listener, selectors.EVENT_READ, self._on_listener)
+
+    def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            _unregister(self._selector, listener)
+            listener.close()
+        self._listeners.clear()
+
+    def _on_listener(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, peer = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: back off instead of spinning
+                LOGGER.error("accept failed: %s; pausing for %gs", exc, ACCEPT_PAUSE)
+                for sock in self._listeners:
+                    _unregister(self._selector, sock)
+                self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+                return
+            self._admit(conn, (peer[0], peer[1]))
+
+    def _admit(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """Access rules, then the exact limit, then a worker (now or when one is free)."""
+        if self._access is not None:
+            decision = self._access.check(peer[0])
+            if not decision.allowed:
+                LOGGER.warning("refused connection from %s (%s)", peer[0], decision.rule)
+                conn.close()
+                return
+        if self._pool.busy_count() + len(self._pending) >= self.settings.max_associations:
+            self._refuse(conn, peer)
+            return
+        self._pending.append(Pending(conn, peer, time.monotonic()))
+        self._dispatch_pending()
+
+    def _dispatch_pending(self) -> None:
+        while self._pending:
+            slot = self._pool.idle_slot(self._generation)
+            if slot is None:
+                return
+            waiting = self._pending.popleft()
+            try:
+                handoff.send_connection(slot.channel, waiting.conn, waiting.peer)
+            except OSError as exc:  # the worker is dying; its CHLD will follow
+                LOGGER.warning("%s cannot take a connection: %s", slot.describe(), exc)
+                self._pool.kill(slot, "broken channel")
+                self._pending.appendleft(waiting)
+                continue
+            waiting.conn.close()
+            slot.state, slot.peer, slot.busy_since = SlotState.BUSY, waiting.peer, time.monotonic()
+
+    def _expire_pending(self, now: float) -> None:
+        """A connection no worker could take within the ACSE timeout is closed."""
+        while self._pending and now - self._pending[0].since > self.settings.acse_timeout:
+            waiting = self._pending.popleft()
+            LOGGER.error("no worker became free for %s:%s, closing", *waiting.peer)
+            waiting.conn.close()
+
+    def _refuse(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            if len(self._pool.refusers) >= MAX_REFUSERS:
+                LOGGER.warning("association limit reached and %d refusers busy: closing %s:%s",
+                               MAX_REFUSERS, *peer)
+                return
+            self._pool.spawn_refuser(lambda: self._refuser_main(conn, peer),
+                                     lifetime=self.settings.acse_timeout + REAP_GRACE)
+        finally:
+            conn.close()
+
+    # ---- workers ---------------------------------------------------------------------------
+
+    def _manage_workers(self) -> None:
+        """Keep between min and max spare workers, within the association limit."""
+        spares = self._pool.spares(self._generation)
+        delta = spawn_plan(self.settings, idle=len(spares), busy=self._pool.busy_count(),
+                           wanted_extra=len(self._pending))
+        for _ in range(delta):
+            slot = self._pool.spawn(self.settings, self._generation)
+            self._selector.register(slot.channel, selectors.EVENT_READ,
+                                    functools.partial(self._on_channel, slot))
+        idle = [s for s in spares if s.state is SlotState.IDLE]
+        for slot in idle[:max(0, -delta)]:
+            self._pool.retire(slot)
+
+    def _on_channel(self, slot: WorkerSlot, channel: socket.socket) -> None:
+        try:
+            message = handoff.receive(channel)
+        except BlockingIOError:
+            return
+        except (handoff.ChannelClosed, OSError, ValueError) as exc:
+            _unregister(self._selector, channel)  # a dead worker's EOF; its CHLD follows
+            if not isinstance(exc, handoff.ChannelClosed):
+                self._pool.kill(slot, f"bad channel message: {exc}")
+            return
+        if message.op == handoff.OP_READY:
+            slot.state = SlotState.IDLE
+        elif message.op == handoff.OP_DONE:
+            self._on_done(slot, message.data)
+
+    def _on_done(self, slot: WorkerSlot, data: dict[str, object]) -> None:
+        """A worker is free again: log its association's one line, then reuse or recycle it."""
+        report = AssociationReport(
+            outcome=str(data.get("outcome", "")), calling_ae=str(data.get("calling_ae", "")),
+            called_ae=str(data.get("called_ae", "")), queries=_int(data.get("queries")),
+            matches=_int(data.get("matches")), detail=str(data.get("detail", "")),
+        )
+        log_association(report, slot.peer or ("?", 0), slot.busy_since or time.monotonic(),
+                        slot.pid)
+        slot.state, slot.peer, slot.busy_since = SlotState.IDLE, None, None
+        slot.served += 1
+        if (slot.retire_when_free or slot.generation != self._generation
+                or 0 < slot.max_uses <= slot.served):
+            self._pool.retire(slot)
+
+    def _on_exit(self, child: ChildExit) -> None:
+        slot = child.slot
+        if slot is None:
+            return  # a refuser, or an unknown child (we may be PID 1 in a container)
+        _unregister(self._selector, slot.channel)
+        slot.close()
+        if slot.state is SlotState.BOOTING and child.exit_code == WORKER_BOOT_ERROR:
+            if not self._stopping:
+                self._halt(f"worker {slot.pid} could not start")
+        elif slot.state is SlotState.BUSY:
+            LOGGER.error("%s died (%s) during its association", slot.describe(),
+                         child.describe())
+        elif not (slot.retiring or slot.killed) or child.exit_code not in (0, None):
+            LOGGER.warning("worker %d exited (%s)", slot.pid, child.describe())
+
+    def _worker_main(self, channel: socket.socket, heartbeat: Heartbeat,
+                     settings: Settings) -> int:
+        return run_worker(channel, heartbeat, settings, self._app_factory)
+
+    def _refuser_main(self, conn: socket.socket, peer: tuple[str, int]) -> int:
+        """In a forked child: answer RJ 2/3/2 after reading the request, log it, exit."""
+        started = time.monotonic()
+        report = serve_association(conn, peer, self.settings, self._app_factory(self.settings),
+                                   over_limit=True)
+        log_association(report, peer, started, os.getpid())
+        return 0
+
+    def _after_fork(self) -> None:
+        """In every child: drop the supervisor's signal plumbing, listeners and waiting clients.
+
+        A waiting client's fd left open in a child would keep its TCP connection alive after
+        the supervisor hands it on and closes its own copy.
+        """
+        reset_signals()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        for listener in self._listeners:
+            listener.close()
+        while self._pending:
+            self._pending.popleft().conn.close()
+
+    def _shutdown(self) -> None:
+        """Leave nothing behind, whatever ended the loop."""
+        signal.set_wakeup_fd(-1)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        self._begin_stop(time.monotonic())
+        if self._pool.slots or self._pool.refusers:
+            self._pool.kill_all()
+            deadline = time.monotonic() + REAP_GRACE
+            while (self._pool.slots or self._pool.refusers) and time.monotonic() < deadline:
+                self._pool.reap()
+                time.sleep(0.02)
+        self._pool.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        LOGGER.info("supervisor %d stopped", os.getpid())
+
+
+def _record_nothing(_signum: int, _frame: object) -> None:
+    """Signal handler: the number already went to the wakeup fd; act on it in the loop."""
+
+
+def _unregister(selector: selectors.BaseSelector, fileobj: socket.socket) -> None:
+    with contextlib.suppress(KeyError, ValueError):
+        selector.unregister(fileobj)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,77 @@
+"""A pre-forked worker: receive a connection, serve one association, report, repeat.
+
+A worker obeys its supervisor only: it ignores TERM, INT and HUP (a Ctrl-C or a systemd
+control-group TERM must not cut an association the supervisor means to drain) and exits when
+told ``stop``, when its channel reaches EOF (the supervisor died) or on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from wlmd import handoff
+from wlmd.dicom.association import serve_association
+from wlmd.dicom.types import WorklistApplication
+from wlmd.pool import WORKER_BOOT_ERROR, Heartbeat
+from wlmd.settings import Settings
+
+LOGGER = logging.getLogger("wlmd.worker")
+
+AppFactory = Callable[[Settings], WorklistApplication]
+IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+DEFAULT_SIGNALS = (signal.SIGQUIT, signal.SIGCHLD)
+
+
+def reset_signals() -> None:
+    """Undo the supervisor's handlers and wakeup fd, which fork copied into this process."""
+    signal.set_wakeup_fd(-1)
+    for signum in IGNORED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def start_heartbeat(heartbeat: Heartbeat, timeout: float) -> None:
+    """Beat from a thread, so that a long association is not mistaken for a hang.
+
+    A stopped (SIGSTOP) or GIL-starved worker stops beating, which is what the watchdog is for.
+    """
+    interval = max(0.05, min(timeout / 4, 5.0))
+
+    def beat_forever() -> None:
+        while True:
+            heartbeat.beat()
+            time.sleep(interval)
+
+    threading.Thread(target=beat_forever, name="heartbeat", daemon=True).start()
+
+
+def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
+               app_factory: AppFactory) -> int:
+    """The worker's life after fork (and after ``reset_signals``); returns its exit status."""
+    start_heartbeat(heartbeat, settings.worker_timeout)
+    try:
+        app = app_factory(settings)
+    except Exception:
+        LOGGER.exception("worker cannot build the worklist application")
+        return WORKER_BOOT_ERROR
+    handoff.send_message(channel, handoff.OP_READY)
+    while True:
+        try:
+            message = handoff.receive(channel)
+        except handoff.ChannelClosed:
+            LOGGER.warning("supervisor gone, worker exiting")
+            return 0
+        if message.op != handoff.OP_SERVE or message.conn is None:
+            return 0
+        peer = (message.data["peer"][0], message.data["peer"][1])
+        report = serve_association(message.conn, peer, settings, app)
+        handoff.send_message(channel, handoff.OP_DONE, outcome=report.outcome,
+                             calling_ae=report.calling_ae, called_ae=report.called_ae,
+                             queries=report.queries, matches=report.matches,
+                             detail=report.detail)

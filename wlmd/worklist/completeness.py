@@ -1,0 +1,161 @@
+"""The file-reject rules of wlmscpfs (``--enable-file-reject``, COMPAT §2).
+
+A worklist file is served only if it carries every return key of type 1 that a modality relies
+on. The rules, their order, their short-circuiting and their DEBUG lines follow DCMTK 3.6.7
+``WlmFileSystemInteractionManager::DatasetIsComplete`` (dcmwlm/libsrc/wlfsim.cc), so the log of
+a rejected file reads the same. Values are judged by their raw length, as DCMTK does: a value of
+only spaces is not empty, except for the descriptions, which are compared after trimming.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
+
+LOGGER = logging.getLogger("wlmd.store")
+
+SPS = Tag(0x0040, 0x0100)  # ScheduledProcedureStepSequence
+SPS_REQUIRED = tuple(Tag(t) for t in (
+    0x00400001,  # ScheduledStationAETitle
+    0x00400002,  # ScheduledProcedureStepStartDate
+    0x00400003,  # ScheduledProcedureStepStartTime
+    0x00080060,  # Modality
+    0x00400009,  # ScheduledProcedureStepID
+))
+TOP_REQUIRED = tuple(Tag(t) for t in (
+    0x00401001,  # RequestedProcedureID
+    0x0020000D,  # StudyInstanceUID
+    0x00100010,  # PatientName
+    0x00100020,  # PatientID
+))
+SPS_DESCRIPTION, SPS_CODES = Tag(0x00400007), Tag(0x00400008)
+RP_DESCRIPTION, RP_CODES = Tag(0x00321060), Tag(0x00321064)
+CODE_VALUE, CODING_SCHEME = Tag(0x00080100), Tag(0x00080102)
+REFERENCED_SEQUENCES = (Tag(0x00081110), Tag(0x00081120))  # ReferencedStudy/PatientSequence
+REFERENCED_UIDS = (Tag(0x00081150), Tag(0x00081155))  # ReferencedSOPClass/InstanceUID
+
+
+def is_complete(dataset: Dataset) -> bool:
+    """True if wlmscpfs would serve ``dataset``; logs the first failing rule at DEBUG.
+
+    Like DCMTK, a missing (0008,1110) or (0008,1120) is inserted as an empty sequence (in
+    memory only) when the checks get that far, so the record answers for it.
+    """
+    LOGGER.debug("Checking whether dataset is complete ...")
+    steps = sequence_of(dataset, SPS)
+    if steps is None or len(steps) != 1:
+        LOGGER.debug("- %s is missing or does not have exactly one item", _named(SPS))
+        return False
+    step = steps[0]
+    return not (
+        any(_absent_or_empty(step, tag) for tag in SPS_REQUIRED)
+        or any(_absent_or_empty(dataset, tag) for tag in TOP_REQUIRED)
+        or _description_and_codes_incomplete(step, SPS_DESCRIPTION, SPS_CODES)
+        or _description_and_codes_incomplete(dataset, RP_DESCRIPTION, RP_CODES)
+        or any(_reference_incomplete(dataset, tag) for tag in REFERENCED_SEQUENCES)
+    )
+
+
+def sequence_of(dataset: Dataset, tag: BaseTag) -> Sequence | None:
+    """The items of sequence ``tag``, or None if it is absent or not a sequence."""
+    element = dataset.get_item(tag)
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement) and (element.VR or dictionary_vr(tag)) != "SQ":
+        return None
+    value = dataset[tag].value
+    return value if isinstance(value, Sequence) else None
+
+
+def raw_value(dataset: Dataset, tag: BaseTag) -> bytes | None:
+    """The value of ``tag`` as stored in the file (padding kept), or None if it is absent.
+
+    Elements pydicom has already converted (such as (0008,0005), which it decodes while
+    reading) are re-encoded as text; their padding is not needed by any rule here.
+    """
+    element = dataset.get_item(tag)
+    if element is None:
+        return None
+    if isinstance(element, RawDataElement):
+        return element.value or b""
+    value = element.value
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, MultiValue):
+        value = "\\".join(str(v) for v in value)
+    return str(value).encode("utf-8", "replace")
+
+
+def dictionary_vr(tag: BaseTag) -> str | None:
+    """The data dictionary VR of ``tag``; None for tags pydicom does not know."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _absent_or_empty(dataset: Dataset, tag: BaseTag) -> bool:
+    """DCMTK ``AttributeIsAbsentOrEmpty``: missing, or a raw length of zero."""
+    if raw_value(dataset, tag):
+        return False
+    LOGGER.debug("- %s is missing or empty", _named(tag))
+    return True
+
+
+def _description_and_codes_incomplete(dataset: Dataset, description: BaseTag,
+                                      codes: BaseTag) -> bool:
+    """DCMTK ``DescriptionAndCodeSequenceAttributesAreIncomplete`` for one pair."""
+    items = sequence_of(dataset, codes)
+    if items is not None:
+        if len(items) == 0:
+            LOGGER.debug("- %s is empty", _named(codes))
+            return True
+        for item in items:
+            if _absent_or_empty(item, CODE_VALUE) or _absent_or_empty(item, CODING_SCHEME):
+                LOGGER.debug("- %s has incomplete or empty code entries", _named(codes))
+                return True
+    text = raw_value(dataset, description)
+    if text is None:
+        if items is None:
+            # DCMTK prints the description's tag twice here (DcmTag streams as its key).
+            LOGGER.debug("- %s and %s %s are both not set", _named(codes),
+                         _tag_text(description), _tag_text(description))
+            return True
+    elif b"\\" not in text and not text.strip(b" "):  # one value, only spaces
+
+        LOGGER.debug("- %s is empty", _named(description))
+        return True
+    return False
+
+
+def _reference_incomplete(dataset: Dataset, tag: BaseTag) -> bool:
+    """DCMTK ``ReferencedStudyOrPatientSequenceIsAbsentOrExistentButNonEmptyAndIncomplete``."""
+    if dataset.get_item(tag) is None:
+        LOGGER.debug("- %s is missing", _named(tag))
+        dataset.add(DataElement(tag, "SQ", Sequence()))
+        LOGGER.warning("Added missing type 2 sequence attribute %s to the current record",
+                       _tag_text(tag))
+        return False
+    for item in sequence_of(dataset, tag) or ():
+        if any(_absent_or_empty(item, uid) for uid in REFERENCED_UIDS):
+            LOGGER.debug("- %s is incomplete", _named(tag))
+            return True
+    return False
+
+
+def _named(tag: BaseTag) -> str:
+    """``Keyword (gggg,eeee)`` as DCMTK's log lines print a tag."""
+    return f"{keyword_for_tag(tag) or 'Unknown Tag & Data'} {_tag_text(tag)}"
+
+
+def _tag_text(tag: BaseTag) -> str:
+    """``(gggg,eeee)`` in DCMTK's lower-case hex."""
+    return f"({tag.group:04x},{tag.element:04x})"
