@@ -43,11 +43,14 @@ install:
 	install -Dm644 man/wlmd.conf.5 $(DESTDIR)$(MANDIR)/man5/wlmd.conf.5
 	install -Dm644 man/findscu.1 $(DESTDIR)$(MANDIR)/man1/wlmd-findscu.1
 	install -Dm644 systemd/wlmd.service $(DESTDIR)$(UNITDIR)/wlmd.service
+	sed -i 's#^ExecStart=/usr/bin/wlmd#ExecStart=$(PREFIX)/bin/wlmd#' $(DESTDIR)$(UNITDIR)/wlmd.service
 	install -Dm644 systemd/wlmd.socket $(DESTDIR)$(UNITDIR)/wlmd.socket
 	install -Dm644 systemd/wlmd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/wlmd.conf
 	install -Dm644 systemd/wlmd.tmpfiles.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/wlmd.conf
 	install -Dm644 etc/wlmd.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/wlmd.conf.example
 	install -Dm644 etc/logging.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/logging.conf.example
+	install -Dm644 etc/hosts.allow.example $(DESTDIR)$(SYSCONFDIR)/wlmd/hosts.allow.example
+	install -Dm644 etc/hosts.deny.example $(DESTDIR)$(SYSCONFDIR)/wlmd/hosts.deny.example
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

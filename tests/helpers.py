@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,11 +14,18 @@ import pytest
 
 DCMTK_TOOLS = ("wlmscpfs", "findscu", "dump2dcm", "dcmdump")
 DCMTK_EXAMPLES = Path("/usr/share/doc/dcmtk/examples")
+DCMTK_BIN = Path("/usr/bin")  # Debian's dcmtk; our own `findscu` console script may shadow PATH
+
+
+def dcmtk_tool(name: str) -> str:
+    """Absolute path of a DCMTK program, never wlmd's same-named companion client."""
+    require_dcmtk(name)
+    return str(DCMTK_BIN / name)
 
 
 def require_dcmtk(*tools: str) -> None:
-    """Skip when a DCMTK tool is missing; under CI (CI=true) fail instead, as interop is required."""
-    missing = [t for t in (tools or DCMTK_TOOLS) if shutil.which(t) is None]
+    """Skip when a DCMTK tool is missing; under CI (CI=true) fail instead: interop is required."""
+    missing = [t for t in (tools or DCMTK_TOOLS) if not (DCMTK_BIN / t).is_file()]
     if not missing:
         return
     message = f"DCMTK tools missing: {', '.join(missing)} (apt-get install -y dcmtk)"
@@ -75,7 +81,7 @@ def start_wlmscpfs(args: Sequence[str], port: int, **popen: object) -> subproces
     env = dict(os.environ, TCP_NODELAY="1")
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
-    proc = subprocess.Popen(["wlmscpfs", *args, str(port)], env=env, **popen)  # type: ignore[call-overload]
+    proc = subprocess.Popen([str(DCMTK_BIN / "wlmscpfs"), *args, str(port)], env=env, **popen)  # type: ignore[call-overload]
     try:
         wait_for_port(port, proc=proc)
     except BaseException:
@@ -101,5 +107,5 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 def dump2dcm(dump: Path, out: Path) -> Path:
     """Convert a dcmdump text file to a DICOM file with DCMTK's dump2dcm."""
     require_dcmtk("dump2dcm")
-    subprocess.run(["dump2dcm", "-q", "-g", str(dump), str(out)], check=True)
+    subprocess.run([str(DCMTK_BIN / "dump2dcm"), "-q", "-g", str(dump), str(out)], check=True)
     return out

@@ -7,6 +7,7 @@ response, and only then hand them out one by one.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -108,16 +109,19 @@ def _path_safe(value: str) -> str:
 
 def write_request_file(settings: Settings, assoc: AssociationInfo, identifier: Dataset,
                        transfer_syntax_uid: str) -> None:
-    """Store the identifier as received, in dcmdump format, as ``-rfp``/``-rff`` ask."""
+    """Store the identifier as received, in dcmdump format, as ``-rfp``/``-rff`` ask.
+
+    A copy is dumped: printing decodes values, and the query must keep the received bytes.
+    """
     assert settings.request_file_path is not None
     directory = settings.request_file_path.resolve()
-    patient_id = str(identifier.get("PatientID", "") or "")
+    patient_id = str(copy.deepcopy(identifier).get("PatientID", "") or "")
     path = (directory / request_file_name(settings.request_file_format, assoc, patient_id))
     if path.resolve().parent != directory:
         LOGGER.error("Request file name %r would leave %s; not written", path.name, directory)
         return
     try:
-        path.write_text(dump_request(identifier, transfer_syntax_uid), encoding="utf-8",
+        path.write_text(dump_request(copy.deepcopy(identifier), transfer_syntax_uid), encoding="utf-8",
                         errors="replace")
     except OSError as error:
         LOGGER.error("Cannot write request file %s: %s", path, error)

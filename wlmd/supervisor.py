@@ -113,7 +113,7 @@ class Supervisor:
                 self._tend()
         finally:
             self._shutdown()
-        return self._exit_code
+        return self._stop_code if self._exit_code is None else self._exit_code
 
     def _wait(self) -> None:
         timeout = min(TICK, max(0.05, self.settings.worker_timeout / 2))
@@ -285,11 +285,22 @@ class Supervisor:
                 LOGGER.warning("refused connection from %s (%s)", peer[0], decision.rule)
                 conn.close()
                 return
-        if self._pool.busy_count() + len(self._pending) >= self.settings.max_associations:
+        if self._over_limit(peer[0]):
             self._refuse(conn, peer)
             return
         self._pending.append(Pending(conn, peer, time.monotonic()))
         self._dispatch_pending()
+
+    def _over_limit(self, host: str) -> bool:
+        """``--max-associations`` (and ``--max-associations-per-host``) counting every worker
+        holding an association and every connection already admitted to wait for one."""
+        limit, per_host = self.settings.max_associations, self.settings.max_associations_per_host
+        if self._pool.busy_count() + len(self._pending) >= limit:
+            return True
+        if per_host <= 0:
+            return False
+        peers = [s.peer for s in self._pool if s.peer] + [p.peer for p in self._pending]
+        return sum(1 for peer in peers if peer[0] == host) >= per_host
 
     def _dispatch_pending(self) -> None:
         while self._pending:

@@ -1,18 +1,15 @@
-"""The pre-forking supervisor as a real process on loopback, driven by a pynetdicom SCU.
+"""The pre-forking supervisor: ``python -m wlmd`` on loopback, driven by a pynetdicom SCU.
 
-The worklist side is a stub application (C-ECHO is all these tests need): what is under test is
-process management — the exact association limit, a silent client, dead and stopped workers,
-signals — not matching.
+C-ECHO is all these tests need: what is under test is process management (the exact
+association limit, a silent client, dead and stopped workers, signals), not matching.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,51 +20,27 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
-from tests.helpers import free_port, stop_process, wait_for_port
+from tests.helpers import free_port, start_wlmd, stop_process
 
-LAUNCHER = """
-import json, logging, sys
-from wlmd.dicom.types import STATUS_SUCCESS, FindResponse
-from wlmd.listeners import bind_listeners
-from wlmd.settings import Settings
-from wlmd.supervisor import Supervisor
-
-class EchoOnly:
-    def __init__(self, settings): pass
-    def knows_called_ae(self, ae): return True
-    def find(self, assoc, identifier, ts):
-        yield FindResponse(STATUS_SUCCESS)
-
-def reload():
-    with open(sys.argv[3]) as f:
-        return Settings(port=settings.port, **{**options, **json.load(f)}), None
-
-logging.basicConfig(level=logging.DEBUG, format="%(process)d %(name)s: %(message)s")
-options = json.loads(sys.argv[2])
-settings = Settings(port=int(sys.argv[1]), **options)
-sys.exit(Supervisor(settings, bind_listeners(settings), EchoOnly, reload=reload).run())
-"""
-BASE = {"listen_address": "127.0.0.1", "max_associations": 2, "min_spare_workers": 1,
-        "max_spare_workers": 2, "worker_timeout": 5, "graceful_timeout": 10, "acse_timeout": 5}
+CALLED_AE = "ANYSCP"
 
 
 class Server:
-    """One supervisor process this test started, its port and its log."""
+    """One ``python -m wlmd`` this test started, its port, its log and its config file."""
 
-    def __init__(self, tmp_path: Path, **overrides: object) -> None:
-        options = {**BASE, **overrides}
-        self.host = str(options["listen_address"])
-        self.port = free_port(self.host)
+    def __init__(self, tmp_path: Path, options: dict[str, object], host: str) -> None:
+        (tmp_path / "db" / CALLED_AE).mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = free_port(host)
         self.log_path = tmp_path / "wlmd.log"
-        self.reload_path = tmp_path / "reload.json"  # what the reload hook reads on SIGHUP
+        self.config_path = tmp_path / "wlmd.toml"  # re-read on SIGHUP
+        self.config_path.write_text(_toml(options))
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, str(self.port), json.dumps(options),
-             str(self.reload_path)],
-            stdout=subprocess.DEVNULL, stderr=self._log,
-            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
-        )
-        wait_for_port(self.port, self.host, proc=self.proc)
+        self.proc = start_wlmd(["-v", "--config", str(self.config_path),
+                                "-dfp", str(tmp_path / "db")],
+                               self.port, host, stderr=self._log, stdout=subprocess.DEVNULL)
+        # the readiness probe holds a slot until its worker reports: let it free the slot
+        wait_until(lambda: "outcome=closed" in self.log())
 
     def workers(self) -> list[psutil.Process]:
         return [p for p in psutil.Process(self.proc.pid).children()
@@ -82,6 +55,10 @@ class Server:
                 return worker
         raise AssertionError(f"no worker serves client port {local_port}")
 
+    def reconfigure(self, text: str) -> None:
+        self.config_path.write_text(text)
+        self.proc.send_signal(signal.SIGHUP)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -90,12 +67,20 @@ class Server:
         self._log.close()
 
 
+def _toml(options: dict[str, object]) -> str:
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in options.items())
+
+
+BASE = {"max_associations": 2, "min_spare_workers": 1, "max_spare_workers": 2,
+        "worker_timeout": 5, "graceful_timeout": 10, "acse_timeout": 5}
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(**overrides: object) -> Server:
-        started.append(Server(tmp_path, **overrides))
+    def start(host: str = "127.0.0.1", **overrides: object) -> Server:
+        started.append(Server(tmp_path, {**BASE, **overrides}, host))
         return started[-1]
 
     yield start
@@ -111,8 +96,9 @@ def scu() -> Iterator[Callable[[int], Association]]:
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
 
-    def associate(port: int, host: str = "127.0.0.1") -> Association:
-        opened.append(ae.associate(host, port, ae_title="ANYSCP"))
+    def associate(port: int, host: str = "127.0.0.1", source: str | None = None) -> Association:
+        bind = (source, 0) if source else None
+        opened.append(ae.associate(host, port, ae_title=CALLED_AE, bind_address=bind))
         return opened[-1]
 
     yield associate
@@ -138,7 +124,7 @@ def echo_ok(assoc: Association) -> bool:
 
 
 def test_ipv6_loopback(server, scu):
-    srv = server(listen_address="::1", ip_family="ipv6")
+    srv = server(host="::1", ip_family="ipv6")
     assoc = scu(srv.port, "::1")
     assert assoc.is_established and echo_ok(assoc)
     assoc.release()
@@ -266,7 +252,6 @@ def test_sighup_recycles_workers_without_dropping_an_association(server, scu):
     wait_until(lambda: len(srv.workers()) == 3)
     idle_before = {p.pid for p in srv.workers()} - {busy.pid}
 
-    srv.reload_path.write_text("{}")
     srv.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: not idle_before & {p.pid for p in srv.workers()})
     assert busy.is_running() and echo_ok(assoc)
@@ -282,13 +267,23 @@ def test_sighup_applies_reloaded_settings_and_survives_a_failed_reload(server, s
     held = scu(srv.port)
     assert scu(srv.port).is_rejected
 
-    srv.reload_path.write_text("{not json")
-    srv.proc.send_signal(signal.SIGHUP)
+    srv.reconfigure("max_associations = [not toml")
     wait_until(lambda: "reload failed, keeping the running configuration" in srv.log())
     assert scu(srv.port).is_rejected and echo_ok(held)
 
-    srv.reload_path.write_text(json.dumps({"max_associations": 2}))
-    srv.proc.send_signal(signal.SIGHUP)
+    srv.reconfigure(_toml({**BASE, "max_associations": 2}))
     wait_until(lambda: "worker generation 1" in srv.log())
     second = scu(srv.port)
     assert second.is_established and echo_ok(second) and echo_ok(held)
+
+
+def test_per_host_limit_counts_each_peer_address(server, scu):
+    srv = server(max_associations=4, max_associations_per_host=1)
+    held = scu(srv.port)
+    assert held.is_established
+    same_host = scu(srv.port)
+    assert same_host.is_rejected
+    rj = same_host.acceptor.primitive
+    assert (rj.result, rj.result_source, rj.diagnostic) == (2, 3, 2)
+    other_host = scu(srv.port, source="127.0.0.2")
+    assert other_host.is_established and echo_ok(other_host)

@@ -10,6 +10,7 @@ Response order is not compared: it is a documented departure of wlmd.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import subprocess
@@ -118,6 +119,18 @@ def run_findscu(port: int, ae: str, queries: dict[str, Path], out_dir: Path,
                    parse_log(log, list(queries)))
 
 
+def similarity(a: str, b: str) -> float:
+    """How alike two canonical datasets are (to pair a missing response with its twin)."""
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def dataset_diff(expected: str, got: str) -> str:
+    """Only the lines that differ between two canonical datasets (with their nesting)."""
+    diff = difflib.unified_diff(expected.splitlines(), got.splitlines(), lineterm="", n=0)
+    return "\n".join(f"      {line}" for line in diff
+                     if not line.startswith(("---", "+++", "@@")))
+
+
 def difference(name: str, expected: Outcome, got: Outcome) -> list[str]:
     """Human-readable differences between the reference's and the candidate's outcome."""
     found = []
@@ -125,14 +138,21 @@ def difference(name: str, expected: Outcome, got: Outcome) -> list[str]:
         found.append(f"{name}: final status expected {expected.final} got {got.final}")
     if expected.detail != got.detail:
         found.append(f"{name}: status detail expected {expected.detail} got {got.detail}")
-    missing = expected.responses - got.responses
-    extra = got.responses - expected.responses
+    missing = list((expected.responses - got.responses).elements())
+    extra = list((got.responses - expected.responses).elements())
     if missing or extra:
         found.append(f"{name}: {sum(expected.responses.values())} responses expected, "
                      f"{sum(got.responses.values())} received; "
-                     f"{sum(missing.values())} missing, {sum(extra.values())} unexpected")
-        found += [f"  missing ({status}):\n{text}" for status, text in list(missing)[:2]]
-        found += [f"  unexpected ({status}):\n{text}" for status, text in list(extra)[:2]]
+                     f"{len(missing)} missing, {len(extra)} unexpected")
+    for status, text in missing[:3]:
+        if not extra:
+            found.append(f"  missing {status}:\n{text}")
+            continue
+        other_status, other = max(extra, key=lambda pair: similarity(text, pair[1]))
+        found.append(f"  expected {status} (-) vs closest received {other_status} (+):\n"
+                     + dataset_diff(text, other))
+    if not missing:
+        found += [f"  unexpected {status}:\n{text}" for status, text in extra[:3]]
     return found
 
 

@@ -215,7 +215,7 @@ def test_a_failed_rule_stops_the_checks_before_any_insertion(tmp_path: Path) -> 
 
 
 @pytest.mark.interop
-def test_rules_and_reasons_match_wlmscpfs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_rules_and_reasons_match_wlmscpfs(tmp_path: Path) -> None:
     """Every case, served or rejected by the real wlmscpfs with the same DEBUG reasons."""
     require_dcmtk("wlmscpfs", "findscu")
     ae_dir = tmp_path / "db" / "RULES"

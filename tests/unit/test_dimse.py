@@ -8,6 +8,7 @@ from io import BytesIO
 
 import pytest
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
@@ -256,3 +257,39 @@ class TestDatasets:
         ds.PatientID = "12"
         data = dimse.encode_dataset(ds, dimse.EXPLICIT_LITTLE)
         assert list(reread(data, dimse.EXPLICIT_LITTLE).keys()) == [0x00100020]
+
+
+def raw(tag: int, vr: str | None, value: bytes, little: bool = True) -> RawDataElement:
+    return RawDataElement(Tag(tag), vr, len(value), value, 0, vr is None, little)
+
+
+class TestVerbatimValues:
+    @pytest.mark.parametrize("ts_uid", ALL_SYNTAXES)
+    def test_raw_strings_keep_their_padding(self, ts_uid: str) -> None:
+        ds = Dataset()
+        ds[0x00100020] = raw(0x00100020, "LO", b" AV35674  ")
+        ds[0x00100010] = raw(0x00100010, "PN", b"VIVALDI^ANTONIO ")
+        ds[0x0020000D] = raw(0x0020000D, "UI", b"1.2.3\0")
+        data = dimse.encode_dataset(ds, ts_uid)
+        plain = zlib.decompress(data, -15) if ts_uid == dimse.DEFLATED_LITTLE else data
+        assert b" AV35674  " in plain and b"VIVALDI^ANTONIO " in plain
+        back = reread(data, ts_uid)
+        assert back[0x00100020].VR == "LO"
+        assert back.StudyInstanceUID == "1.2.3"
+
+    def test_raw_number_in_other_byte_order_is_converted(self) -> None:
+        ds = Dataset()
+        ds[0x001021C0] = raw(0x001021C0, "US", b"\x00\x04", little=False)
+        data = dimse.encode_dataset(ds, dimse.EXPLICIT_LITTLE)
+        assert data.endswith(b"US\x02\x00\x04\x00")
+
+    def test_raw_without_vr_gets_the_dictionary_vr(self) -> None:
+        ds = Dataset()
+        ds[0x00100020] = raw(0x00100020, None, b"ID12")
+        assert dimse.encode_dataset(ds, dimse.EXPLICIT_LITTLE) == b"\x10\x00\x20\x00LO\x04\x00ID12"
+
+    def test_raw_ut_goes_out_as_ob_with_old_vrs(self) -> None:
+        ds = Dataset()
+        ds[0x00400400] = raw(0x00400400, "UT", b"note")
+        old = dimse.encode_dataset(ds, dimse.EXPLICIT_LITTLE, new_vr=False)
+        assert old == b"\x40\x00\x00\x04OB\x00\x00\x04\x00\x00\x00note"

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
+import psutil
 import pytest
 
 from wlmd import handoff
@@ -154,3 +155,22 @@ def test_recycling_limit_is_jittered_within_a_tenth(make_pool):
 def test_spawn_plan(idle, busy, waiting, expected):
     settings = Settings(port=0, min_spare_workers=2, max_spare_workers=4, max_associations=10)
     assert spawn_plan(settings, idle=idle, busy=busy, wanted_extra=waiting) == expected
+
+
+def test_memory_limit_recycles_an_idle_worker_and_kills_a_runaway(make_pool):
+    pool = make_pool()
+    over, runaway = pool.spawn(SETTINGS, 0), pool.spawn(SETTINGS, 0)
+    ready(over)
+    ready(runaway)
+    rss_mb = psutil.Process(over.pid).memory_info().rss / 2**20
+    limit = int(rss_mb * 0.75)  # over the limit, under twice the limit
+    pool.slots.pop(runaway.pid)
+    pool.check_memory(limit)
+    assert over.retiring and not over.killed
+    pool.slots[runaway.pid] = runaway
+    pool.slots.pop(over.pid)
+    pool.check_memory(1)
+    assert runaway.killed
+    pool.slots[over.pid] = over
+    exits = {e.pid: e for e in wait_for_exits(pool, 2)}
+    assert (exits[over.pid].exit_code, exits[runaway.pid].signal) == (0, signal.SIGKILL)

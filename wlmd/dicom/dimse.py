@@ -1,8 +1,10 @@
 """DIMSE message codecs (PS3.7): command sets, P-DATA fragments and identifier datasets.
 
 Command sets are always implicit VR little endian and small, so they are encoded by hand with
-``struct``. Identifiers go through pydicom, except that sequences and items are given explicit
-lengths (as DCMTK sends them) by this module's own writer.
+``struct``. Identifiers are read by pydicom and written by this module's own writer: sequences
+and items get explicit lengths (as DCMTK sends them), raw elements with a known VR go out
+byte for byte (the worklist hands over the files' verbatim values, padding included), and only
+decoded values are encoded by pydicom.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element
@@ -48,6 +51,17 @@ _ELEMENT = struct.Struct("<HHL")
 _PDV = struct.Struct(">LBB")
 _PDU_HEADER = struct.Struct(">BxL")
 _ITEM_TAG = 0xFFFEE000
+# VRs with a 32-bit length in explicit VR syntaxes (PS3.5 §7.1.2).
+_LONG_VRS = frozenset(
+    ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
+)
+# VRs whose encoded value does not depend on the byte order.
+_BYTE_ORDER_FREE_VRS = frozenset(
+    (
+        "AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "OB",
+        "PN", "SH", "ST", "TM", "UC", "UI", "UN", "UR", "UT",
+    )
+)
 
 
 class DimseError(Exception):
@@ -231,6 +245,7 @@ class _Writer:
         self.old_vr = not new_vr and not implicit
         self.item_tag = _tag_bytes(_ITEM_TAG, little)
         self.ul = struct.Struct("<L" if little else ">L")
+        self.us = struct.Struct("<H" if little else ">H")
 
     def dataset(self, dataset: Dataset, parent_charset: str | list[str]) -> bytes:
         charset = dataset.get("SpecificCharacterSet", parent_charset)
@@ -238,12 +253,35 @@ class _Writer:
         for tag in sorted(dataset.keys()):
             if tag.element == 0:  # group lengths are not sent (PS3.5 §7.2)
                 continue
+            raw = dataset.get_item(tag)
+            if isinstance(raw, RawDataElement) and self._verbatim(raw):
+                parts.append(self.header(tag, raw.VR, len(raw.value)) + raw.value)
+                continue
             element = dataset[tag]
             if element.VR == "SQ":
                 parts.append(self.sequence(tag, element.value or [], charset))
             else:
                 parts.append(self.element(element, charset))
         return b"".join(parts)
+
+    def _verbatim(self, raw: RawDataElement) -> bool:
+        """A raw value whose bytes are right in this syntax: sent as is, padding and all."""
+        if raw.VR is None or raw.value is None or len(raw.value) % 2:
+            return False
+        if not self.implicit and raw.VR not in _LONG_VRS and len(raw.value) > 0xFFFF:
+            return False
+        return raw.VR in _BYTE_ORDER_FREE_VRS or raw.is_little_endian == self.little
+
+    def header(self, tag: int, vr: str, length: int) -> bytes:
+        """Tag, VR (explicit syntaxes) and length of a non-sequence element."""
+        head = _tag_bytes(tag, self.little)
+        if self.implicit:
+            return head + self.ul.pack(length)
+        if self.old_vr and vr in ("UN", "UT"):
+            vr = "OB"
+        if vr in _LONG_VRS:
+            return head + vr.encode() + b"\0\0" + self.ul.pack(length)
+        return head + vr.encode() + self.us.pack(length)
 
     def sequence(self, tag: BaseTag, items: list[Dataset], charset: str | list[str]) -> bytes:
         body = b"".join(

@@ -11,12 +11,21 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 
 from pydicom import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import AE, Association, evt
+from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -57,6 +66,10 @@ def status_text(status: int) -> str:
     return f"Unknown Status: 0x{status:x}"
 
 
+# Builds one identifier at send time: (dataset, its transfer syntax, made from -k only).
+QueryBuilder = Callable[[], tuple[Dataset, str, bool]]
+
+
 class QueryFailed(Exception):
     """A query that could not be sent or answered: logged as ``Find SCU Failed: ...``."""
 
@@ -84,7 +97,7 @@ class Peer:
 class Plan:
     """What to do once associated."""
 
-    queries: Sequence[Callable[[], tuple[Dataset, str]]]  # identifier and its TS (may raise)
+    queries: Sequence[QueryBuilder]
     repeat: int = 1
     abort: bool = False
     cancel_after: int | None = None
@@ -93,13 +106,16 @@ class Plan:
 class Client:
     """Runs one association as DCMTK's findscu does and reports each response to a callback."""
 
-    def __init__(self, peer: Peer, on_response: Callable[[Received, int], None]) -> None:
+    def __init__(self, peer: Peer, on_response: Callable[[Received, int], None],
+                 on_associated: Callable[[], None] = lambda: None) -> None:
         self.peer = peer
         self.on_response = on_response
+        self.on_associated = on_associated
         self.counter = 0  # DCMTK numbers responses across the run, finals included
         self._raw: deque[tuple[bytes, int]] = deque()
         self._reject: A_ASSOCIATE | None = None
         self._msg_id = 0
+        self._sent: dict[int, Dataset] = {}
 
     def run(self, plan: Plan) -> int:
         """Associate, run the plan, release or abort; the process exit code."""
@@ -111,9 +127,10 @@ class Client:
             return EXIT_ASSOCIATION
         failed = False
         try:
+            self.on_associated()
             for _ in range(plan.repeat):
-                for build in plan.queries:
-                    self._query(assoc, build, plan.cancel_after)
+                for index, build in enumerate(plan.queries):
+                    self._query(assoc, index, build, plan.cancel_after)
         except QueryFailed as exc:
             LOG.error("Find SCU Failed: %s", exc)
             failed = True
@@ -188,14 +205,22 @@ class Client:
         data = message.data_set.getvalue() if message.data_set is not None else b""
         self._raw.append((data, int(message.context_id or 0)))
 
-    def _query(self, assoc: Association, build: Callable[[], tuple[Dataset, str]],
+    def _query(self, assoc: Association, index: int, build: QueryBuilder,
                cancel_after: int | None) -> None:
-        identifier, request_ts = build()
+        context = assoc.accepted_contexts[0]
+        ts = str(context.transfer_syntax[0])
+        if index in self._sent:  # --repeat: DCMTK re-sends its (now padded) encoded dataset
+            identifier, request_ts, built = self._sent[index], ts, False
+        else:
+            identifier, request_ts, built = build()
+            encoded = encode(identifier, ts == ImplicitVRLittleEndian,
+                             ts != ExplicitVRBigEndian, ts == DeflatedExplicitVRLittleEndian)
+            self._sent[index] = decode_identifier(encoded or b"", ts)
         self._msg_id += 1
         msg_id = self._msg_id
-        context = assoc.accepted_contexts[0]
         LOG.info("Sending Find Request (MsgID %d)", msg_id)
-        LOG.info("Request Identifiers:\n\n%s\n", "\n".join(dump_dataset(identifier, request_ts)))
+        lines = dump_dataset(identifier, request_ts, built=built)
+        LOG.info("Request Identifiers:\n\n%s\n", "\n".join(lines))
         self._raw.clear()
         responses = assoc.send_c_find(identifier, context.abstract_syntax, msg_id)
         for received, (status, response) in enumerate(responses):
@@ -209,12 +234,21 @@ class Client:
             if code not in (0xFF00, 0xFF01):
                 LOG.info("Received Final Find Response (%s)", status_text(code))
                 return
-            ts = str(context.transfer_syntax[0])
-            self.on_response(Received(self.counter, response or Dataset(), raw, ts), code)
+            match = decode_identifier(raw, ts) if raw else response or Dataset()
+            self.on_response(Received(self.counter, match, raw, ts), code)
             if cancel_after is not None and received + 1 == cancel_after:
                 LOG.info("Sending Cancel Request (MsgID %d, PresID %d)", msg_id,
                          context.context_id)
                 assoc.send_c_cancel(msg_id, context.context_id)
+
+
+def decode_identifier(raw: bytes, transfer_syntax: str) -> Dataset:
+    """The identifier as received, its elements left raw so padding and lengths survive."""
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        raw = zlib.decompress(raw, -zlib.MAX_WBITS)
+    implicit = transfer_syntax == ImplicitVRLittleEndian
+    little = transfer_syntax != ExplicitVRBigEndian
+    return read_dataset(BytesIO(raw), implicit, little)
 
 
 class _ConnectErrorCapture(logging.Handler):

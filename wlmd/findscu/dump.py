@@ -43,22 +43,27 @@ def transfer_syntax_name(uid: str) -> str:
     return TRANSFER_SYNTAX_NAMES.get(uid, "Unknown Transfer Syntax")
 
 
-def dump_dataset(dataset: Dataset, transfer_syntax: str) -> list[str]:
-    """The lines of ``DcmDataset::print``: two header comments, then one line per element."""
+def dump_dataset(dataset: Dataset, transfer_syntax: str, *, built: bool = False) -> list[str]:
+    """The lines of ``DcmDataset::print``: two header comments, then one line per element.
+
+    ``built``: the dataset was made in memory (``-k`` only), where DCMTK has not computed
+    sequence and item lengths yet and prints 0 for them.
+    """
     header = ["# Dicom-Data-Set", f"# Used TransferSyntax: {transfer_syntax_name(transfer_syntax)}"]
-    return header + _dump_items(dataset, _Encoding.of(transfer_syntax), 0)
+    return header + _dump_items(dataset, _Encoding.of(transfer_syntax, built), 0)
 
 
 class _Encoding:
     """How lengths are computed: the negotiated transfer syntax's VR mode and byte order."""
 
-    def __init__(self, implicit: bool, little: bool) -> None:
+    def __init__(self, implicit: bool, little: bool, built: bool = False) -> None:
         self.implicit = implicit
         self.little = little
+        self.built = built
 
     @classmethod
-    def of(cls, uid: str) -> _Encoding:
-        return cls(uid == ImplicitVRLittleEndian, uid != ExplicitVRBigEndian)
+    def of(cls, uid: str, built: bool = False) -> _Encoding:
+        return cls(uid == ImplicitVRLittleEndian, uid != ExplicitVRBigEndian, built)
 
     def stream(self) -> DicomBytesIO:
         out = DicomBytesIO()
@@ -82,6 +87,8 @@ def _dump_sequence(element: DataElement, enc: _Encoding, level: int) -> list[str
     undefined = bool(element.is_undefined_length)
     kind = "undefined" if undefined else "explicit"
     length = None if undefined else sum(8 + _item_length(item, enc) for item in items)
+    if enc.built:
+        length = 0
     lines = [_line(element.tag, "SQ", f"(Sequence with {kind} length #={len(items)})",
                    length, 1, level)]
     for item in items:
@@ -101,7 +108,7 @@ def _dump_sequence(element: DataElement, enc: _Encoding, level: int) -> list[str
 
 
 def _item_length(item: Dataset, enc: _Encoding) -> int:
-    return item_length(item, _uid_of(enc))
+    return 0 if enc.built else item_length(item, _uid_of(enc))
 
 
 def item_length(item: Dataset, transfer_syntax: str) -> int:
@@ -184,7 +191,7 @@ def _raw_text(vr: str, data: bytes, little: bool) -> tuple[str, int]:
         chunks = [data[i : i + width] for i in range(0, len(data), width)]
         text = "\\".join(_hex_word(chunk, little) for chunk in chunks)
         return text, 1
-    text = data.decode("utf-8", "replace").rstrip("\0")
+    text = data.decode("utf-8", "replace")
     vm = 1 if vr in _SINGLE_VALUED else text.count("\\") + 1
     return f"[{text}]", vm
 

@@ -67,6 +67,10 @@ class _Unreadable(Exception):
     """One worklist file cannot be used; the message is the reason DCMTK-style logs give."""
 
 
+class _Unstable(Exception):
+    """The file changed while it was being read."""
+
+
 @dataclass(frozen=True)
 class WorklistRecord:
     """One served worklist file: the dataset as loaded (shared between queries: do not modify).
@@ -151,9 +155,10 @@ class WorklistStore:
         longer than ``lock_wait`` before any snapshot of this AE exists.
         """
         ae_dir = self._ae_dir(ae)
-        lock_path = os.path.join(ae_dir or os.path.join(self._root_text, ae), LOCKFILE)
         if ae_dir is None:
-            raise LockfileError(_open_failure(lock_path, errno.ENOENT))
+            raise LockfileError(_open_failure(os.path.join(self._root_text, ae, LOCKFILE),
+                                              errno.ENOENT))
+        lock_path = os.path.join(ae_dir, LOCKFILE)
         fd = _open_lockfile(lock_path)
         try:
             cache = self._caches.setdefault(ae, _AeCache())
@@ -300,10 +305,6 @@ class WorklistStore:
         return path
 
 
-class _Unstable(Exception):
-    """The file changed while it was being read."""
-
-
 def parse_worklist_bytes(data: bytes) -> Dataset:
     """Parse a worklist file's bytes like DCMTK's ``loadFile``: meta header optional.
 
@@ -319,12 +320,11 @@ def parse_worklist_bytes(data: bytes) -> Dataset:
             dataset = dcmread(buffer, force=True)
             truncated = buffer.truncated or _has_short_value(dataset.file_meta) \
                 or _has_short_value(dataset)
-    except _Unreadable:
-        raise
     except Exception as error:  # pydicom raises many types on malformed input
         raise _Unreadable(f"{type(error).__name__}: {error}") from error
     if truncated:
         raise _Unreadable(PREMATURE_END)
+    dataset.buffer = None  # records live long: keep the parsed elements, not the file's bytes
     return dataset
 
 

@@ -1,0 +1,236 @@
+"""Our findscu and DCMTK's, side by side against DCMTK's wlmscpfs and against wlmd."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from tests.helpers import (
+    DCMTK_EXAMPLES,
+    dump2dcm,
+    free_port,
+    require_dcmtk,
+    start_wlmd,
+    start_wlmscpfs,
+    stop_process,
+)
+
+pytestmark = pytest.mark.interop
+HOST = "127.0.0.1"
+
+
+def dcmtk_findscu() -> str:
+    """DCMTK's findscu, found next to wlmscpfs (pynetdicom also installs a 'findscu')."""
+    require_dcmtk("wlmscpfs", "findscu", "dump2dcm")
+    return str(Path(shutil.which("wlmscpfs") or "").with_name("findscu"))
+
+
+def ours(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "wlmd.findscu", *args], capture_output=True,
+                          timeout=60, cwd=cwd, check=False)
+
+
+def theirs(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([dcmtk_findscu(), *args], capture_output=True, timeout=60, cwd=cwd,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def worklist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The DCMTK example worklist (AE OFFIS), converted with dump2dcm."""
+    require_dcmtk("dump2dcm")
+    root = tmp_path_factory.mktemp("wlistdb")
+    source = DCMTK_EXAMPLES / "wlistdb" / "OFFIS"
+    (root / "OFFIS").mkdir()
+    shutil.copy(source / "lockfile", root / "OFFIS" / "lockfile")
+    for dump in sorted(source.glob("*.dump")):
+        dump2dcm(dump, root / "OFFIS" / f"{dump.stem}.wl")
+    return root
+
+
+@pytest.fixture(scope="module")
+def queries(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The DCMTK example queries as DICOM files."""
+    out = tmp_path_factory.mktemp("wlistqry")
+    for dump in sorted((DCMTK_EXAMPLES / "wlistqry").glob("*.dump")):
+        dump2dcm(dump, out / f"{dump.stem}.dcm")
+    return out
+
+
+@pytest.fixture(scope="module")
+def wlmscpfs(worklist: Path) -> str:
+    port = free_port()
+    proc = start_wlmscpfs(["-dfp", str(worklist)], port)
+    yield str(port)
+    stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def wlmd_port(worklist: Path) -> str:
+    port = free_port()
+    try:
+        proc = start_wlmd(["--single-process", "-dfp", str(worklist)], port)
+    except (RuntimeError, TimeoutError) as exc:
+        pytest.skip(f"wlmd does not start yet: {exc}")
+    yield str(port)
+    stop_process(proc)
+
+
+KEY_SETS = [
+    ["-k", "PatientName=VIV*", "-k", "PatientID", "-k", "(0040,0100)[0].Modality",
+     "-k", "(0040,0100)[0].ScheduledStationAETitle", "-k", "StudyInstanceUID"],
+    ["-v", "-k", "(0040,0100)[0].Modality=XX", "-k", "(0040,0100)[1].Modality=YY",
+     "-k", "(0040,0100)[0].(0008,1110)[0].ReferencedSOPClassUID", "-k", "Columns=5",
+     "-k", "0010,0020", "-k", "(0011,0010)=X"],
+    ["-v", "-xi", "-k", "PatientName=MOZ*", "-k", "InstitutionalDepartmentName"],
+    ["-v", "-k", "PatientName=BEET*", "--repeat", "2", "-sr"],
+    ["-v", "-k", "PatientName", "--cancel", "2"],
+    ["-v", "-k", "PatientName=BEET*", "--abort"],
+    ["-v", "-k", "Foo=1"],
+    ["-v", "-k", "(0040,0100).Modality"],
+    ["-q", "-k", "PatientName"],
+]
+
+
+@pytest.mark.parametrize("keys", KEY_SETS, ids=lambda k: " ".join(k))
+def test_same_log_and_exit_code_against_wlmscpfs(wlmscpfs: str, keys: list[str]) -> None:
+    args = ["-aec", "OFFIS", HOST, wlmscpfs, *keys]
+    mine, reference = ours(*args), theirs(*args)
+    assert mine.stderr.decode() == reference.stderr.decode()
+    assert mine.returncode == reference.returncode
+
+
+@pytest.mark.parametrize("name", ["wlistqry0", "wlistqry1", "wlistqry5", "wlistqry9"])
+def test_same_output_for_query_files(wlmscpfs: str, queries: Path, name: str) -> None:
+    args = ["-aec", "OFFIS", HOST, wlmscpfs, str(queries / f"{name}.dcm")]
+    mine, reference = ours(*args), theirs(*args)
+    assert reference.stderr.count(b"Find Response:") > 0
+    assert mine.stderr == reference.stderr
+
+
+def _extract_both(port: str, tmp_path: Path, *mode: str) -> tuple[Path, Path]:
+    args = ["-aec", "OFFIS", HOST, port, *KEY_SETS[0]]
+    mine, reference = tmp_path / "ours", tmp_path / "theirs"
+    mine.mkdir()
+    reference.mkdir()
+    assert ours(*args, *mode, "-od", str(mine)).returncode == 0
+    assert theirs(*args, *mode, "-od", str(reference)).returncode == 0
+    return mine, reference
+
+
+def _datasets(directory: Path) -> list[object]:
+    return [dcmread(path) for path in sorted(directory.glob("rsp*.dcm"))]
+
+
+def _assert_same_datasets(mine: Path, reference: Path) -> None:
+    names = sorted(p.name for p in reference.iterdir())
+    assert names and sorted(p.name for p in mine.iterdir()) == names
+    for a, b in zip(_datasets(mine), _datasets(reference), strict=True):
+        assert a.file_meta.TransferSyntaxUID == b.file_meta.TransferSyntaxUID
+        assert a.file_meta.MediaStorageSOPClassUID == b.file_meta.MediaStorageSOPClassUID
+        assert a == b
+
+
+def test_extracted_dicom_files_match(wlmscpfs: str, tmp_path: Path) -> None:
+    _assert_same_datasets(*_extract_both(wlmscpfs, tmp_path, "-X"))
+
+
+def test_limit_output_counts_responses(wlmscpfs: str, tmp_path: Path) -> None:
+    mine, reference = _extract_both(wlmscpfs, tmp_path, "-X", "-Xlo", "2")
+    assert sorted(p.name for p in mine.iterdir()) == ["rsp0001.dcm", "rsp0002.dcm"]
+    _assert_same_datasets(mine, reference)
+
+
+@pytest.mark.parametrize("mode", [("-Xx",), ("-Xs", "all.xml")], ids=["Xx", "Xs"])
+def test_xml_files_identical(wlmscpfs: str, tmp_path: Path, mode: tuple[str, ...]) -> None:
+    mine, reference = _extract_both(wlmscpfs, tmp_path, *mode)
+    names = sorted(p.name for p in reference.iterdir())
+    assert sorted(p.name for p in mine.iterdir()) == names
+    for name in names:
+        assert (mine / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_xml_single_spans_repeats(wlmscpfs: str, tmp_path: Path) -> None:
+    args = ["-aec", "OFFIS", HOST, wlmscpfs, "-k", "PatientName=VIV*", "--repeat", "2",
+            "-Xs", "s.xml", "-od", str(tmp_path)]
+    assert ours(*args).returncode == 0
+    text = (tmp_path / "s.xml").read_text()
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<responses type="C-FIND">')
+    assert text.count("<data-set ") == 6 and text.endswith("</responses>\n")
+
+
+@pytest.mark.parametrize("args", [
+    ["--bogus", HOST, "104", "-k", "PatientName"],
+    [HOST],
+    [HOST, "104"],
+    [HOST, "99999", "-k", "PatientName"],
+    [HOST, "104", "nonexistent.dcm"],
+    [HOST, "104", "-k", "PatientName", "--repeat", "0"],
+    [HOST, "104", "-k", "PatientName", "--repeat", "x"],
+    [HOST, "104", "-k", "PatientName", "-pdu", "100"],
+    [HOST, "104", "-k", "PatientName", "-Xlo", "1"],
+    [HOST, "104", "-k", "PatientName", "+cl", "5"],
+    [HOST, "104", "-k", "PatientName", "+pw", "secret"],
+    [HOST, "104", "-k", "PatientName", "-X", "-od", "/nonexistent/dir"],
+], ids=lambda a: " ".join(a))
+def test_command_line_errors_match(args: list[str]) -> None:
+    mine, reference = ours(*args), theirs(*args)
+    assert mine.returncode == reference.returncode == 1
+    assert _last_line(mine.stderr) == _last_line(reference.stderr)
+
+
+def _last_line(data: bytes) -> str:
+    return data.decode().strip().splitlines()[-1]
+
+
+def test_rejected_association(wlmscpfs: str) -> None:
+    args = ["-aec", "NOSUCHAE", HOST, wlmscpfs, "-k", "PatientName"]
+    mine, reference = ours(*args), theirs(*args)
+    assert reference.returncode == 2 and b"Called AE Title Not Recognized" in reference.stderr
+    assert (mine.returncode, mine.stderr) == (reference.returncode, reference.stderr)
+
+
+def test_unreachable_peer() -> None:
+    args = [HOST, str(free_port()), "-k", "PatientName"]
+    mine, reference = ours(*args), theirs(*args)
+    assert reference.returncode == 2
+    assert (mine.returncode, mine.stderr) == (reference.returncode, reference.stderr)
+
+
+def test_unknown_host() -> None:
+    args = ["no-such-host.invalid", "104", "-k", "PatientName"]
+    mine, reference = ours(*args), theirs(*args)
+    assert (mine.returncode, mine.stderr) == (2, reference.stderr)
+
+
+def test_arguments_from_command_file(wlmscpfs: str, tmp_path: Path) -> None:
+    (tmp_path / "args.txt").write_text('-aec OFFIS -k "PatientName=HAY*"\n')
+    args = [f"@{tmp_path / 'args.txt'}", HOST, wlmscpfs]
+    mine, reference = ours(*args), theirs(*args)
+    assert mine.stderr.count(b"Find Response:") == 3
+    assert mine.stderr == reference.stderr
+
+
+def test_help_lists_every_option_of_dcmtk() -> None:
+    reference = theirs("-h").stdout.decode().splitlines()
+    mine = ours("-h").stdout.decode().splitlines()
+    assert ours("-h").returncode == 0
+    dcmtk_options = [line for line in reference if line.lstrip().startswith(("-", "+"))]
+    missing = [line for line in dcmtk_options if line not in mine and
+               "profile" not in line and line.split()[-1] not in {"(default)", "Profile"}]
+    assert not missing
+
+
+def test_same_extracted_datasets_from_wlmd(wlmd_port: str, tmp_path: Path) -> None:
+    mine, reference = _extract_both(wlmd_port, tmp_path, "-X")
+    _assert_same_datasets(mine, reference)
+
+
+def test_same_xml_from_wlmd(wlmd_port: str, tmp_path: Path) -> None:
+    mine, reference = _extract_both(wlmd_port, tmp_path, "-Xs", "all.xml")
+    assert (mine / "all.xml").read_text() == (reference / "all.xml").read_text()
