@@ -1,4 +1,4 @@
-"""Build benchmark worklist databases (10, 10,000, 100,000 entries) and the queries that go with them.
+"""Benchmark worklist databases (10, 10,000, 100,000 entries) and the queries that go with them.
 
 Parsing and encoding 100,000 datasets with pydicom would take minutes, so pydicom encodes one
 template dataset whose varying values are placeholder tokens; each entry is then that template
@@ -226,7 +226,7 @@ class Template:
         for slot in SLOTS:
             hits = [m.start() for m in re.finditer(re.escape(_token(slot).encode()), data)]
             if len(hits) != 1:
-                raise RuntimeError(f"placeholder of {slot} occurs {len(hits)} times in the template")
+                raise RuntimeError(f"placeholder of {slot} occurs {len(hits)} times")
             found.append((hits[0], slot))
         found.sort()
         self.order = [slot for _, slot in found]
@@ -281,6 +281,11 @@ def build(size: int, *, log: bool = True) -> Path:
     return root
 
 
+def database_size(root: Path) -> int:
+    """How many entries the database at ``root`` was built with."""
+    return int((root / "complete").read_text())
+
+
 def selective_index(size: int) -> int:
     """The first entry that the selective query matches (the one the change scenario rewrites)."""
     for index in range(size):
@@ -290,8 +295,8 @@ def selective_index(size: int) -> int:
     raise ValueError(f"no entry of a {size}-entry database matches the selective query")
 
 
-def rewrite_entry(root: Path, index: int, patient_name: str) -> Path:
-    """Replace entry ``index`` (write a new file, then rename) with a new patient name."""
+def rewrite_entry(root: Path, index: int, patient_name: str | None) -> Path:
+    """Replace entry ``index`` (new file, then rename) with a new (or its own) patient name."""
     target = root / CALLED_AE / file_name(index)
     staging = target.with_name(f".{target.name}.new")
     staging.write_bytes(Template().render(entry(index, patient_name).values))

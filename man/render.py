@@ -10,7 +10,9 @@ prose around them is written by hand. Run ``python3 man/render.py`` after changi
 from __future__ import annotations
 
 import enum
+import re
 import sys
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -39,17 +41,19 @@ def mdoc_flag(spelling: str) -> str:
     return f"Fl {spelling[1:]}" if spelling.startswith("-") else f"Cm {spelling}"
 
 
-def _key_type(field: str) -> tuple[type, bool]:
-    """The value type of a config key, and whether it may be left unset (``| None``)."""
+def _key_type(field: str) -> type:
+    """The value type of a config key, without the ``| None`` of keys that may stay unset."""
     hint = typing.get_type_hints(Settings)[field]
     if isinstance(hint, types.UnionType):
-        return next(a for a in typing.get_args(hint) if a is not type(None)), True
-    return hint, False
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
 
 
 def _type_line(field: str) -> str:
-    """``Type: integer, 4096..131072.`` (ranges as the file loader enforces them)."""
-    kind, _optional = _key_type(field)
+    """``Type: integer, 4096 to 131072.``: the ranges the file loader enforces."""
+    if field == "port":
+        return "Type: integer, 1 to 65535."
+    kind = _key_type(field)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         names = ", ".join(f'"{member.value}"' for member in kind)
         return f"Type: string, one of {names}."
@@ -74,7 +78,9 @@ def mdoc_literal(value: object) -> str:
 def _default_lines(field: str) -> list[str]:
     default = field_default(field)
     if default is None:
-        return ["Default: not set."]
+        spec = spec_for(field)
+        meaning = re.search(r"\(default: (.*)\)", spec.description) if spec else None
+        return [f"Default: not set ({meaning[1]})." if meaning else "Default: not set."]
     return ["Default:", f".Li {mdoc_literal(default)} ."]
 
 
@@ -107,7 +113,7 @@ def render_man_config_keys() -> str:
         helps = dict.fromkeys(o.help.replace("\n", " ") for o in options)
         if not options:
             helps = {"tcp/ip port number to listen on": None}
-        out += [".Pp", "; ".join(helps) + "."]
+        out += [".Pp", *textwrap.wrap("; ".join(helps) + ".", width=80, break_on_hyphens=False)]
     out.append(".El")
     return "\n".join(out) + "\n"
 

@@ -61,11 +61,12 @@ def start_wlmd(args: Sequence[str], port: int, host: str = "127.0.0.1",
                **popen: object) -> subprocess.Popen:
     """Start ``python -m wlmd ARGS PORT`` listening on loopback and wait until it accepts.
 
-    Connecting to probe readiness opens (and at once closes) one TCP connection.
+    Connecting to probe readiness opens (and at once closes) one TCP connection. Output goes
+    to /dev/null unless the caller passes files: an unread pipe would fill and stall the server.
     """
     cmd = [sys.executable, "-m", "wlmd", "--listen-address", host, *args, str(port)]
-    popen.setdefault("stdout", subprocess.PIPE)
-    popen.setdefault("stderr", subprocess.PIPE)
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
     proc = subprocess.Popen(cmd, **popen)  # type: ignore[call-overload]
     try:
         wait_for_port(port, host, proc=proc)
@@ -79,8 +80,8 @@ def start_wlmscpfs(args: Sequence[str], port: int, **popen: object) -> subproces
     """Start DCMTK's wlmscpfs (it listens on every address; tests only send it loopback traffic)."""
     require_dcmtk("wlmscpfs")
     env = dict(os.environ, TCP_NODELAY="1")
-    popen.setdefault("stdout", subprocess.PIPE)
-    popen.setdefault("stderr", subprocess.PIPE)
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
     proc = subprocess.Popen([str(DCMTK_BIN / "wlmscpfs"), *args, str(port)], env=env, **popen)  # type: ignore[call-overload]
     try:
         wait_for_port(port, proc=proc)

@@ -92,7 +92,8 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
         return fresh.settings, load_access_policy(fresh.settings)
 
     supervisor = Supervisor(settings, listeners, WorklistService, policy, reload=reload,
-                            notify=systemd.notify)
+                            notify=systemd.notify,
+                            watchdog_interval=systemd.watchdog_interval())
     return supervisor.run()
 
 

@@ -74,13 +74,17 @@ class Supervisor:
 
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
                  app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
-                 reload: ReloadHook | None = None, notify: Notify | None = None) -> None:
+                 reload: ReloadHook | None = None, notify: Notify | None = None,
+                 watchdog_interval: float | None = None) -> None:
         self.settings = settings
         self._listeners = list(listeners)
         self._app_factory = app_factory
         self._access = access_policy
         self._reload_hook = reload
         self._notify = notify or (lambda _state: None)
+        self._watchdog_interval = watchdog_interval
+        self._next_watchdog = 0.0
+        self._last_status = ""
         self._generation = 0
         self._pending: deque[Pending] = deque()
         self._signals: deque[int] = deque()
@@ -129,6 +133,7 @@ class Supervisor:
         self._pool.murder_silent(self.settings.worker_timeout)
         self._pool.murder_late_refusers()
         now = time.monotonic()
+        self._report_health(now)
         if now >= self._next_memory_check:
             self._next_memory_check = now + MEMORY_CHECK_INTERVAL
             self._pool.check_memory(self.settings.worker_max_memory_mb)
@@ -141,6 +146,17 @@ class Supervisor:
         self._expire_pending(now)
         self._manage_workers()
         self._dispatch_pending()
+
+    def _report_health(self, now: float) -> None:
+        """Ping the systemd watchdog and keep ``systemctl status`` showing the pool's load."""
+        if self._watchdog_interval and now >= self._next_watchdog:
+            self._notify("WATCHDOG=1")
+            self._next_watchdog = now + self._watchdog_interval / 2
+        busy = self._pool.busy_count()
+        status = f"STATUS={busy} association(s) open, {len(self._pool.slots) - busy} idle worker(s)"
+        if status != self._last_status:
+            self._last_status = status
+            self._notify(status)
 
     # ---- signals ---------------------------------------------------------------------------
 
@@ -415,6 +431,7 @@ class Supervisor:
         the supervisor hands it on and closes its own copy.
         """
         reset_signals()
+        os.environ.pop("NOTIFY_SOCKET", None)  # NotifyAccess=main: only the supervisor reports
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -259,12 +259,12 @@ def pdata(context_id: int, is_command: bool, payload: bytes, last: bool = True) 
     return b"\x04\x00" + struct.pack(">L", len(item)) + item
 
 
-def identifier_bytes(implicit: bool = False) -> bytes:
+def identifier_bytes(little: bool = True) -> bytes:
     ds = Dataset()
     ds.PatientName = "*"
     ds.ScheduledProcedureStepSequence = [Dataset()]
     fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    fp.is_little_endian, fp.is_implicit_VR = little, False
     write_dataset(fp, ds)
     return fp.getvalue()
 
@@ -303,10 +303,13 @@ def associated(port: int, contexts: list[tuple[str, list[str]]] | None = None,
     return sock
 
 
-def send_find(sock: socket.socket, message_id: int = 1, context_id: int = 1) -> None:
+def send_find(
+    sock: socket.socket, message_id: int = 1, context_id: int = 1, little: bool = True
+) -> None:
+    """A C-FIND-RQ with an explicit VR identifier in the given byte order."""
     sock.sendall(
         pdata(context_id, True, command_bytes(0x0020, message_id=message_id, has_dataset=True))
-        + pdata(context_id, False, identifier_bytes())
+        + pdata(context_id, False, identifier_bytes(little))
     )
 
 
@@ -664,6 +667,29 @@ class TestTimeouts:
 
 
 class TestDimse:
+    def test_sleep_during_and_after(self, engine_factory) -> None:
+        engine = engine_factory(FakeApp(records=[]), sleep_during=1, sleep_after=1)
+        with associated(engine.port) as sock:
+            started = time.monotonic()
+            send_find(sock)
+            assert read_message(sock)[0].Status == 0
+            answered = time.monotonic()
+            sock.sendall(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")
+            assert recv_pdu(sock)[:1] == b"\x06"
+            released = time.monotonic()
+        assert answered - started >= 0.95  # --sleep-during before the (only) response
+        assert released - answered >= 0.9  # --sleep-after before the next command is read
+
+    def test_undecodable_identifier_aborts(self, engine_factory) -> None:
+        engine = engine_factory()
+        with associated(engine.port) as sock:
+            sock.sendall(
+                pdata(1, True, command_bytes(0x0020, has_dataset=True))
+                + pdata(1, False, b"\x10\x00\x10\x00PN\xff\x7f")
+            )
+            assert recv_pdu(sock)[:1] == b"\x07"
+        assert engine.report().outcome == "aborted"
+
     def test_fragmented_request_and_response(self, engine_factory) -> None:
         records = canned_records(1)
         records[0].PatientComments = "y" * 1000
@@ -686,7 +712,7 @@ class TestDimse:
         engine = engine_factory()
         contexts = [(MWL, [EBE])]
         with associated(engine.port, contexts=contexts) as sock:
-            send_find(sock)
+            send_find(sock, little=False)
             _, data, _ = read_message(sock)
         assert read_dataset(BytesIO(data), False, False).PatientName == "Test^Patient0"
 

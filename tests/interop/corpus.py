@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pydicom import Dataset, Sequence
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from tests.helpers import DCMTK_EXAMPLES
+from tests.helpers import DCMTK_EXAMPLES, dump2dcm
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -303,14 +302,8 @@ def build_database(root: Path) -> Path:
     return root
 
 
-def dump2dcm(dump: Path, out: Path) -> Path:
-    """Convert dump text to a DICOM file with DCMTK's dump2dcm (group lengths removed)."""
-    subprocess.run([dcmtk("dump2dcm"), "-q", "-g", str(dump), str(out)], check=True)
-    return out
-
-
 def dcmtk(tool: str) -> str:
-    """The DCMTK binary ``tool``: PATH may hold pynetdicom's same-named apps first."""
+    """The DCMTK binary ``tool``: PATH may hold pynetdicom's findscu (and friends) first."""
     for directory in ("/usr/bin", "/usr/local/bin"):
         candidate = Path(directory) / tool
         if candidate.exists():

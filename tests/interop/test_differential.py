@@ -107,6 +107,7 @@ OPTION_SETS = [
     OptionSet("prefer_big", ("+xb",), ("-xb",), tagged("ts")),
     OptionSet("prefer_deflated", ("+xd",), ("-xd",), tagged("ts")),
     OptionSet("accept_implicit_only", ("+xi",), (), tagged("ts")),
+    OptionSet("single_process", ("--single-process",), (), tagged("ts", "charset")),
 ]
 
 

@@ -62,6 +62,6 @@ def test_wlmscpfs_serves_every_example_entry(tmp_path: Path) -> None:
 def test_query_dump_matches_dicom(tmp_path: Path, dump: Path) -> None:
     """Each example .dump converts (dump2dcm) to the same dataset as the committed .dcm."""
     helpers.require_dcmtk("dump2dcm")
-    converted = dcmread(corpus.dump2dcm(dump, tmp_path / "q.dcm"))
+    converted = dcmread(helpers.dump2dcm(dump, tmp_path / "q.dcm"))
     committed = dcmread(dump.with_suffix(".dcm"))
     assert list(harness.canonical(converted)) == list(harness.canonical(committed))

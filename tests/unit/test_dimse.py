@@ -247,6 +247,13 @@ class TestDatasets:
         with pytest.raises(dimse.DimseError):
             dimse.decode_dataset(data, dimse.DEFLATED_LITTLE, 1 << 16)
 
+    @pytest.mark.parametrize(
+        "data", [b"\x10\x00\x10\x00PN\xff\x7f", b"\x10\x00\x20\x00LO\x04\x00AB"]
+    )
+    def test_truncated_identifier(self, data: bytes) -> None:
+        with pytest.raises(dimse.DimseError):
+            dimse.decode_dataset(data, dimse.EXPLICIT_LITTLE, 1 << 16)
+
     def test_garbage_deflate(self) -> None:
         with pytest.raises(dimse.DimseError):
             dimse.decode_dataset(b"\xff\xff\xff\xff", dimse.DEFLATED_LITTLE, 1 << 16)

@@ -6,6 +6,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, A_RELEASE_RP
@@ -136,7 +137,7 @@ class TestAcceptorPdus:
 
 
 @pytest.fixture
-def pair() -> tuple[socket.socket, socket.socket]:
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     a, b = socket.socketpair()
     yield a, b
     a.close()

@@ -282,7 +282,8 @@ class _Association:
         try:
             identifier = dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
         except DimseError as exc:
-            raise _abort(str(exc)) from exc
+            LOG.debug("undecodable identifier: %s", exc)  # may quote patient data
+            raise _abort("undecodable C-FIND identifier") from exc
         self.report.queries += 1
         LOG.debug("C-FIND-RQ message %d on context %d (%s)", message_id, context_id, ts_uid)
         responses = self.app.find(self.info, identifier, ts_uid)
@@ -342,7 +343,9 @@ class _Association:
                     compression_level=self.settings.compression_level,
                 )
             except Exception as exc:  # pydicom raises many types for unencodable values
-                raise _Stop("error", f"cannot encode a response: {exc}", _abort_bytes()) from exc
+                LOG.debug("cannot encode a response: %s", exc)  # may quote patient data
+                detail = f"cannot encode a response ({type(exc).__name__})"
+                raise _Stop("error", detail, _abort_bytes()) from exc
         rsp = dimse.find_response_command(
             sop_class,
             message_id,

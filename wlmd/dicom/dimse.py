@@ -219,6 +219,17 @@ def _inflate(data: bytes, max_bytes: int) -> bytes:
     return out
 
 
+def _check_lengths(dataset: Dataset, size: int) -> None:
+    """pydicom quietly shortens a value cut off by the end of the data; DCMTK refuses it."""
+    for element in map(dataset.get_item, dataset.keys()):
+        if (
+            isinstance(element, RawDataElement)
+            and element.length != 0xFFFFFFFF
+            and element.value_tell + element.length > size
+        ):
+            raise DimseError(f"element {element.tag} runs past the end of the identifier")
+
+
 def decode_dataset(data: bytes, ts_uid: str, max_bytes: int) -> Dataset:
     """An identifier received in ``ts_uid``; elements stay raw until the application reads them."""
     implicit, little, deflated = _syntax(ts_uid)
@@ -228,6 +239,7 @@ def decode_dataset(data: bytes, ts_uid: str, max_bytes: int) -> Dataset:
         dataset = read_dataset(BytesIO(data), implicit, little)
     except Exception as exc:  # pydicom signals malformed input with many exception types
         raise DimseError(f"undecodable identifier: {exc}") from exc
+    _check_lengths(dataset, len(data))
     dataset.set_original_encoding(implicit, little, dataset._character_set)
     return dataset
 

@@ -245,7 +245,7 @@ class PduStream:
         ``timeout`` seconds (None = wait forever), so a trickling peer cannot stretch it.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if deadline is None:
+        if deadline is None and self.sock.gettimeout() is not None:
             self.sock.settimeout(None)
         self._fill(_HEADER.size, deadline)
         pdu_type, length = _HEADER.unpack_from(self._buf)

@@ -115,6 +115,7 @@ class Client:
         self._raw: deque[tuple[bytes, int]] = deque()
         self._reject: A_ASSOCIATE | None = None
         self._msg_id = 0
+        self._accepted = False
         self._sent: dict[int, Dataset] = {}
 
     def run(self, plan: Plan) -> int:
@@ -164,13 +165,17 @@ class Client:
         handlers = [(evt.EVT_ACSE_RECV, self._on_acse), (evt.EVT_DIMSE_RECV, self._on_dimse)]
         tls = (peer.ssl_context, peer.server_name) if peer.ssl_context else None
         capture = _ConnectErrorCapture()
-        logging.getLogger("pynetdicom").addHandler(capture)
+        transport = logging.getLogger("pynetdicom.transport")
+        saved_level = transport.level
+        transport.addHandler(capture)
+        transport.setLevel(min(logging.ERROR, transport.getEffectiveLevel()))
         try:
             assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_ae,
                                  max_pdu=peer.max_pdu, evt_handlers=handlers,
                                  tls_args=tls)  # type: ignore[arg-type]
         finally:
-            logging.getLogger("pynetdicom").removeHandler(capture)
+            transport.removeHandler(capture)
+            transport.setLevel(saved_level)
         if assoc.is_established:
             max_send = assoc.acceptor.maximum_length
             LOG.info("Association Accepted (Max Send PDV: %s)", max_send - 12 if max_send else 0)
@@ -189,7 +194,7 @@ class Client:
         elif connect_error:
             LOG.error("Association Request Failed: 0006:031c TCP Initialization Error: %s",
                       connect_error)
-        elif assoc.is_aborted and not assoc.accepted_contexts:
+        elif self._accepted and not assoc.accepted_contexts:
             LOG.error("No Acceptable Presentation Contexts")
         else:
             LOG.error("Association Request Failed: 0006:0317 Peer aborted Association"
@@ -199,6 +204,8 @@ class Client:
         primitive = event.primitive  # type: ignore[attr-defined]
         if isinstance(primitive, A_ASSOCIATE) and primitive.result in (1, 2):
             self._reject = primitive
+        elif isinstance(primitive, A_ASSOCIATE) and primitive.result == 0:
+            self._accepted = True
 
     def _on_dimse(self, event: evt.Event) -> None:
         message = event.message
