@@ -30,6 +30,10 @@ test: $(STAMP)
 	$(BIN)/ruff check wlmd tests benchmarks examples
 	$(BIN)/python -m pytest -q -x --durations=15
 
+## Benchmarks against DCMTK's wlmscpfs (issue #5): SCENARIOS="small medium large", QUICK=1.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick)
+
 lint: $(STAMP)
 	$(BIN)/ruff check wlmd tests benchmarks examples
 

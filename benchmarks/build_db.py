@@ -254,14 +254,9 @@ def file_name(index: int) -> str:
     return f"A{index:09d}.wl"
 
 
-def database_root(size: int) -> Path:
-    """Where the cached database of ``size`` entries lives (the -dfp directory)."""
-    return CACHE / f"db-{size}-v{FORMAT_VERSION}"
-
-
-def build(size: int, *, log: bool = True) -> Path:
-    """The root of a database of ``size`` entries under ``CALLED_AE``; built once, then cached."""
-    root = database_root(size)
+def build(size: int, *, cache: Path = CACHE, log: bool = True) -> Path:
+    """The root (-dfp) of a database of ``size`` entries under ``CALLED_AE``; built once, cached."""
+    root = cache / f"db-{size}-v{FORMAT_VERSION}"
     if (root / "complete").exists():
         return root
     started = time.monotonic()

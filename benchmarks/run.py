@@ -458,6 +458,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the selected scenarios and print the table."""
     args = parse_args(argv)
+    if shutil.which("wlmscpfs") is None:
+        raise SystemExit("wlmscpfs not found: the reference needs DCMTK (apt-get install dcmtk)")
     opts = Options(args.quick, args.rounds or (1 if args.quick else 3), args.start_timeout,
                    args.load_timeout)
     rows = select(scenarios(), args.scenario)

@@ -79,22 +79,41 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
     drop_privileges(settings)
     if settings.daemon:
         detach(settings, listeners)
+    running = RunningConfiguration(args, parsed)
     if settings.single_process:
-        service = WorklistService(settings)
-        server = SingleProcessServer(settings, listeners, service, policy,
-                                     on_ready=lambda: systemd.ready("serving (single process)"))
+        server = SingleProcessServer(settings, listeners, WorklistService, policy,
+                                     on_ready=lambda: systemd.ready("serving (single process)"),
+                                     reload=running.reload, reopen_logs=running.reopen_logs)
         return server.run()
-
-    def reload() -> tuple[Settings, AccessPolicy | None]:
-        """SIGHUP: re-read options, config, access rules and logging; keep the old on error."""
-        fresh = parse_command_line(args)
-        configure_logging(fresh.settings, fresh.log_level, fresh.log_config)
-        return fresh.settings, load_access_policy(fresh.settings)
-
-    supervisor = Supervisor(settings, listeners, WorklistService, policy, reload=reload,
+    supervisor = Supervisor(settings, listeners, WorklistService, policy,
+                            reload=running.reload, reopen_logs=running.reopen_logs,
                             notify=systemd.notify,
                             watchdog_interval=systemd.watchdog_interval())
     return supervisor.run()
+
+
+class RunningConfiguration:
+    """The command line and config file as last read: SIGHUP re-reads, SIGUSR1 reapplies logs."""
+
+    def __init__(self, args: list[str], parsed: ParsedCommandLine) -> None:
+        self._args = args
+        self._parsed = parsed
+
+    def reload(self) -> tuple[Settings, AccessPolicy | None]:
+        """Re-read options, config file, access rules and logging; raise to keep the old."""
+        try:
+            fresh = parse_command_line(self._args)
+        except CommandLineExit as exc:
+            raise StartupError(exc.stderr.strip() or "invalid configuration") from exc
+        policy = load_access_policy(fresh.settings)
+        configure_logging(fresh.settings, fresh.log_level, fresh.log_config)
+        self._parsed = fresh
+        return fresh.settings, policy
+
+    def reopen_logs(self) -> None:
+        """Close and reopen log files and syslog sockets (after rotation)."""
+        parsed = self._parsed
+        configure_logging(parsed.settings, parsed.log_level, parsed.log_config)
 
 
 def check_data_sources(settings: Settings) -> None:

@@ -20,25 +20,38 @@ from wlmd.settings import Settings
 
 LOGGER = logging.getLogger("wlmd.server")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
+AppFactory = Callable[[Settings], WorklistApplication]
 
 
 class SingleProcessServer:
     """Accept and serve associations one after another until a stop signal arrives."""
 
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
-                 app: WorklistApplication, access_policy: AccessPolicy | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
+                 on_ready: Callable[[], None] | None = None, reload: ReloadHook | None = None,
+                 reopen_logs: Callable[[], None] | None = None) -> None:
         self._settings = settings
         self._listeners = list(listeners)
-        self._app = app
+        self._app_factory = app_factory
+        self._app = app_factory(settings)
         self._access = access_policy
         self._on_ready = on_ready
+        self._reload_hook = reload
+        self._reopen_logs = reopen_logs
         self._stopping = False
+        self._reload_requested = False
+        self._reopen_requested = False
 
     def run(self) -> int:
-        """Serve until SIGTERM, SIGINT or SIGQUIT; an open association is finished first."""
+        """Serve until SIGTERM, SIGINT or SIGQUIT; an open association is finished first.
+
+        SIGHUP (reload) and SIGUSR1 (reopen logs) take effect between associations.
+        """
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._request_stop)
+        signal.signal(signal.SIGHUP, self._request_reload)
+        signal.signal(signal.SIGUSR1, self._request_reopen)
         with selectors.DefaultSelector() as selector:
             for listener in self._listeners:
                 listener.setblocking(False)
@@ -46,6 +59,7 @@ class SingleProcessServer:
             if self._on_ready is not None:
                 self._on_ready()
             while not self._stopping:
+                self._apply_requests()
                 for key, _ in selector.select(timeout=1.0):
                     self._accept_and_serve(key.fileobj)  # type: ignore[arg-type]
                     if self._stopping:
@@ -57,6 +71,27 @@ class SingleProcessServer:
 
     def _request_stop(self, signum: int, _frame: object) -> None:
         self._stopping = True
+
+    def _request_reload(self, signum: int, _frame: object) -> None:
+        self._reload_requested = True
+
+    def _request_reopen(self, signum: int, _frame: object) -> None:
+        self._reopen_requested = True
+
+    def _apply_requests(self) -> None:
+        """Act on SIGHUP/SIGUSR1 outside the signal handlers, between associations."""
+        if self._reopen_requested and self._reopen_logs is not None:
+            self._reopen_requested = False
+            self._reopen_logs()
+        if self._reload_requested and self._reload_hook is not None:
+            self._reload_requested = False
+            try:
+                self._settings, self._access = self._reload_hook()
+            except Exception as exc:
+                LOGGER.error("reload failed, keeping the running configuration: %s", exc)
+                return
+            self._app = self._app_factory(self._settings)
+            LOGGER.info("reloaded")
 
     def _accept_and_serve(self, listener: socket.socket) -> None:
         try:

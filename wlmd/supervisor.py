@@ -53,7 +53,8 @@ TICK = 1.0  # longest sleep of the loop: the watchdog and the pool are tended at
 MEMORY_CHECK_INTERVAL = 5.0
 ACCEPT_PAUSE = 0.5  # after EMFILE and friends, instead of spinning on a readable listener
 REAP_GRACE = 5.0  # after SIGKILL, how long to wait for the children to be reaped
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+                   signal.SIGCHLD)
 
 # The reload hook re-reads configuration and access rules; it raises to keep the old ones.
 ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
@@ -75,7 +76,8 @@ class Supervisor:
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
                  app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
                  reload: ReloadHook | None = None, notify: Notify | None = None,
-                 watchdog_interval: float | None = None) -> None:
+                 watchdog_interval: float | None = None,
+                 reopen_logs: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self._listeners = list(listeners)
         self._app_factory = app_factory
@@ -83,6 +85,7 @@ class Supervisor:
         self._reload_hook = reload
         self._notify = notify or (lambda _state: None)
         self._watchdog_interval = watchdog_interval
+        self._reopen_logs = reopen_logs
         self._next_watchdog = 0.0
         self._last_status = ""
         self._generation = 0
@@ -181,6 +184,7 @@ class Supervisor:
             signal.SIGINT: self._interrupt,
             signal.SIGQUIT: self.stop_now,
             signal.SIGHUP: self.reload,
+            signal.SIGUSR1: self.reopen_logs,
         }
         while self._signals:
             handler = handlers.get(self._signals.popleft())
@@ -259,12 +263,23 @@ class Supervisor:
                 LOGGER.error("reload failed, keeping the running configuration: %s", exc)
                 self._notify("READY=1")
                 return
+        self._start_generation("reloaded")
+        self._notify("READY=1")
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (after log rotation): reopen log files and sockets, here and in new workers."""
+        if self._stopping or self._reopen_logs is None:
+            return
+        self._reopen_logs()
+        self._start_generation("logs reopened")
+
+    def _start_generation(self, reason: str) -> None:
+        """Replace every worker: idle ones now, busy ones after their association."""
         self._generation += 1
-        LOGGER.info("reloaded: starting worker generation %d", self._generation)
+        LOGGER.info("%s: starting worker generation %d", reason, self._generation)
         for slot in self._pool:
             self._pool.retire(slot)
         self._manage_workers()
-        self._notify("READY=1")
 
     # ---- accepting -------------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ class _Encoding:
 def _dump_items(dataset: Dataset, enc: _Encoding, level: int) -> list[str]:
     lines: list[str] = []
     for tag in sorted(dataset.keys()):
-        if _vr(dataset, tag) == "SQ":
+        if element_vr_of(dataset, tag) == "SQ":
             lines += _dump_sequence(dataset[tag], enc, level)
         else:
             lines.append(_leaf_line(dataset, tag, enc, level))
@@ -116,7 +116,7 @@ def item_length(item: Dataset, transfer_syntax: str) -> int:
     implicit = transfer_syntax == ImplicitVRLittleEndian
     total = 0
     for tag in sorted(item.keys()):
-        vr = _vr(item, tag)
+        vr = element_vr_of(item, tag)
         if vr == "SQ":
             value = sum(8 + item_length(sub, transfer_syntax) for sub in item[tag].value or [])
         else:
@@ -144,11 +144,6 @@ def _explicit_header(vr: str) -> int:
 
 
 def element_vr_of(dataset: Dataset, tag: BaseTag) -> str:
-    """The VR of an element of ``dataset``, raw or not."""
-    return _vr(dataset, tag)
-
-
-def _vr(dataset: Dataset, tag: BaseTag) -> str:
     """The element's VR without converting a raw element (implicit VR has none: ask the dict)."""
     raw = dataset.get_item(tag)
     if isinstance(raw, RawDataElement):
@@ -157,7 +152,7 @@ def _vr(dataset: Dataset, tag: BaseTag) -> str:
 
 
 def _leaf_line(dataset: Dataset, tag: BaseTag, enc: _Encoding, level: int) -> str:
-    vr = _vr(dataset, tag)
+    vr = element_vr_of(dataset, tag)
     data = value_bytes(dataset, tag, _uid_of(enc))
     if not data:
         return _line(tag, vr, "(no value available)", 0, 0, level)

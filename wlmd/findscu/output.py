@@ -87,10 +87,9 @@ def xml_prolog(dataset: Dataset | None) -> str:
 
 
 def _charset(dataset: Dataset) -> str:
+    """The single Specific Character Set term; ISO 2022 (multi-valued) maps to none."""
     value = dataset.get("SpecificCharacterSet", "")
-    if isinstance(value, (list, tuple)) or not hasattr(value, "strip"):
-        value = list(value)[-1] if value else ""
-    return str(value).strip()
+    return value.strip() if isinstance(value, str) else ""
 
 
 def python_codec(dataset: Dataset | None) -> str:
