@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import glob
 import json
 import os
@@ -74,6 +75,7 @@ class Server:
     proc: subprocess.Popen | None = None
     port: int = 0
     root: Path = Path()
+    broken: str = ""  # why the server could not serve this group's database
 
     def start(self, root: Path, query: bytes, timeout: float) -> float:
         """Start on a free port; the seconds from process start until a query succeeds."""
@@ -97,9 +99,13 @@ class Server:
         raise TimeoutError(f"{self.label} did not answer a query within {timeout:.0f}s")
 
     def stop(self) -> None:
-        """Terminate the process this runner started (by its PID) and reap it."""
+        """Terminate the process this runner started and, by PID, any child it leaves behind."""
         if self.proc is None:
             return
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -108,6 +114,13 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        for child in children:  # e.g. a worker still busy when its supervisor was killed
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=3)
+        for child in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
     def forget_index(self) -> None:
         """Delete the server's on-disk index, so the next start is a first start."""
@@ -237,7 +250,8 @@ def change_then_query(server: Server, opts: Options) -> Sample:
     index = build_db.selective_index(build_db.database_size(server.root))
     client = Client(HOST, server.port, build_db.CALLED_AE, [selective_query()])
     result = LoadResult()
-    deadline = time.perf_counter() + opts.pick(8, 3)
+    started = time.perf_counter()
+    deadline = started + opts.pick(8, 3)
     stale = 0
     try:
         for _ in range(int(opts.pick(10, 3))):
@@ -250,6 +264,7 @@ def change_then_query(server: Server, opts: Options) -> Sample:
                 stale += 1
     finally:
         build_db.rewrite_entry(server.root, index, None)
+    result.wall = time.perf_counter() - started
     print(f"    {server.label}: {result.summary()} stale={stale}", file=sys.stderr)
     sample = latency_ms(result)
     sample.failures += stale
@@ -351,21 +366,35 @@ def run_group(size: int, rows: list[Scenario], servers: list[Server], opts: Opti
     root = build_db.build(size)
     try:
         for server in servers:
-            seconds = server.start(root, selective_query(), opts.start_timeout)
+            server.broken = ""
+            try:
+                seconds = server.start(root, selective_query(), opts.start_timeout)
+            except (RuntimeError, TimeoutError) as exc:
+                server.broken = "not serving"
+                print(f"  {server.label}: {exc}", file=sys.stderr)
+                continue
             print(f"  {server.label} serving {size} entries after {seconds:.2f}s", file=sys.stderr)
         for row in rows:
             for round_no in range(min(opts.rounds, row.max_rounds)):
                 for server in servers:
                     print(f"[{row.name}] round {round_no + 1} {server.label}", file=sys.stderr)
-                    try:
-                        sample = row.measure(server, opts)
-                    except (RuntimeError, TimeoutError) as exc:
-                        print(f"    {server.label}: {exc}", file=sys.stderr)
-                        sample = Sample(float("nan"), 1, str(exc))
+                    sample = measure(row, server, opts)
                     row.samples.setdefault(server.label, []).append(sample)
     finally:
         for server in servers:
             server.stop()
+
+
+def measure(row: Scenario, server: Server, opts: Options) -> Sample:
+    """One sample; a server that cannot serve (or stops serving) gives no value and a note."""
+    if server.broken:
+        return Sample(float("nan"), 0, server.broken)
+    try:
+        return row.measure(server, opts)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"    {server.label}: {exc}", file=sys.stderr)
+        server.broken = "not serving"
+        return Sample(float("nan"), 1, server.broken)
 
 
 def median(samples: list[Sample]) -> float:

@@ -27,6 +27,7 @@ from wlmd.dicom.types import (
     FindResponse,
 )
 from wlmd.settings import Settings
+from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
 from wlmd.worklist.query import InvalidQuery, prepare_query
 from wlmd.worklist.response import build_response
@@ -53,6 +54,9 @@ class WorklistService:
     ) -> Iterator[FindResponse]:
         """Yield one pending response per matching record, then the final status."""
         settings = self._settings
+        if (refusal := self._refusal(assoc, identifier)) is not None:
+            yield refusal
+            return
         if settings.request_file_path is not None:
             write_request_file(settings, assoc, identifier, transfer_syntax_uid)
         if settings.sleep_before:
@@ -82,10 +86,35 @@ class WorklistService:
         ]
         LOGGER.debug("%d of %d worklist records in %s match", len(responses), len(records),
                      assoc.called_ae)
+        if 0 < settings.max_responses < len(responses):
+            LOGGER.warning("Query from %s (%s) matches %d entries of %s, more than "
+                           "--max-responses %d: refused", assoc.calling_ae, assoc.peer_address,
+                           len(responses), assoc.called_ae, settings.max_responses)
+            yield FindResponse(STATUS_OUT_OF_RESOURCES, error_comment=(
+                f"Too many matches ({len(responses)} > {settings.max_responses}), refine query"))
+            return
         status = STATUS_PENDING_WARNING if query.unsupported_removed else STATUS_PENDING
         for response in responses:
             yield FindResponse(status, response)
         yield FindResponse(STATUS_SUCCESS)
+
+
+    def _refusal(self, assoc: AssociationInfo, identifier: Dataset) -> FindResponse | None:
+        """The response refusing an identifier that breaks a resource limit or cannot be read."""
+        settings = self._settings
+        try:
+            problem = identifier_limit_error(identifier, max_depth=settings.max_sequence_depth,
+                                             max_items=settings.max_sequence_items)
+        except Exception as exc:  # pydicom reports malformed nested data with many types
+            LOGGER.warning("Unreadable identifier from %s (%s): %s", assoc.calling_ae,
+                           assoc.peer_address, exc)
+            return FindResponse(STATUS_IDENTIFIER_MISMATCH,
+                                error_comment="Identifier could not be decoded")
+        if problem is None:
+            return None
+        LOGGER.warning("Query from %s (%s) refused: %s", assoc.calling_ae, assoc.peer_address,
+                       problem)
+        return FindResponse(STATUS_OUT_OF_RESOURCES, error_comment=f"Query refused: {problem}")
 
 
 def request_file_name(fmt: str, assoc: AssociationInfo, patient_id: str) -> str:
@@ -115,13 +144,14 @@ def write_request_file(settings: Settings, assoc: AssociationInfo, identifier: D
     """
     assert settings.request_file_path is not None
     directory = settings.request_file_path.resolve()
-    patient_id = str(copy.deepcopy(identifier).get("PatientID", "") or "")
+    received = copy.deepcopy(identifier)
+    patient_id = str(received.get("PatientID", "") or "")
     path = (directory / request_file_name(settings.request_file_format, assoc, patient_id))
     if path.resolve().parent != directory:
         LOGGER.error("Request file name %r would leave %s; not written", path.name, directory)
         return
     try:
-        path.write_text(dump_request(copy.deepcopy(identifier), transfer_syntax_uid), encoding="utf-8",
+        path.write_text(dump_request(received, transfer_syntax_uid), encoding="utf-8",
                         errors="replace")
     except OSError as error:
         LOGGER.error("Cannot write request file %s: %s", path, error)

@@ -412,7 +412,7 @@ def serve_association(
     finally:
         with contextlib.suppress(OSError):
             sock.close()
-    LOG.info(
+    LOG.debug(  # the supervisor (or single-process server) logs the one INFO line
         "association %s:%d calling=%r called=%r: %s, %d queries, %d matches%s",
         peer[0],
         peer[1],

@@ -185,7 +185,7 @@ class Client:
 
     def _report_failure(self, assoc: Association, connect_error: str) -> None:
         rj = self._reject
-        if assoc.is_rejected and rj is not None:
+        if rj is not None:
             source = int(rj.result_source or 0)
             LOG.error("Association Rejected:\nResult: %s, Source: %s\nReason: %s",
                       _RESULT.get(int(rj.result or 0), "Unknown"),
