@@ -1,14 +1,21 @@
-"""Datasets as text in the layout of DCMTK's dcmdump, for request files and client output.
+"""Datasets printed the way DCMTK prints them (``DcmDataset::print``): findscu's log and
+wlmscpfs's request files.
 
-Administrators read request files and findscu output side by side with DCMTK's, so the layout
-(tag, VR, value padded to a fixed column, ``# length, VM Name``) follows dcmdump's.
+Values are shown exactly as they arrived, padding included; each sequence and item is reported
+as encoded on the wire (explicit or undefined length), with lengths in the negotiated transfer
+syntax. People diff this output against DCMTK's.
 """
 
 from __future__ import annotations
 
+import struct
+
 from pydicom import Dataset
-from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -23,94 +30,211 @@ TRANSFER_SYNTAX_NAMES = {
     DeflatedExplicitVRLittleEndian: "Deflated Explicit VR Little Endian",
 }
 
-_VALUE_COLUMN_WIDTH = 40  # dcmdump pads "[value]" to this width before " # "
-_MAX_VALUE_TEXT = 70  # longer value texts are cut and end in "..."
-_BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
-_NUMERIC_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"}
+_VALUE_WIDTH = 40  # DCM_OptPrintValueLength: the value column is padded to this width
+_SINGLE_VALUED = {"LT", "ST", "UT", "UR", "OB", "OW", "OF", "OD", "OL", "OV", "UN"}
+_STRUCT = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d",
+           "UV": "Q", "SV": "q"}
+_WORDS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
 
-def dump_request(identifier: Dataset, transfer_syntax_uid: str) -> str:
-    """The text wlmscpfs writes to a request file: two header comments, then the dataset."""
-    ts_name = TRANSFER_SYNTAX_NAMES.get(transfer_syntax_uid, transfer_syntax_uid)
-    lines = ["", "# Dicom-Data-Set", f"# Used TransferSyntax: {ts_name}"]
-    lines += dump_lines(identifier)
-    return "\n".join(lines) + "\n"
+def element_vr(tag: BaseTag) -> str:
+    """The VR DCMTK's dictionary would give ``tag``: private creators are LO, unknowns UN."""
+    if tag.is_private:
+        return "LO" if tag.is_private_creator else "UN"
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return vr.split(" or ")[0]
 
 
-def dump_lines(dataset: Dataset, level: int = 0) -> list[str]:
-    """One dcmdump line per element, recursing into sequences with two spaces per level."""
+def dump_request(identifier: Dataset, transfer_syntax: str) -> str:
+    """The text of a wlmscpfs request file (``-rfp``): a blank line, then the dataset."""
+    return "\n".join(["", *dump_dataset(identifier, transfer_syntax)]) + "\n"
+
+
+def transfer_syntax_name(uid: str) -> str:
+    """DCMTK's name for a transfer syntax, as in ``# Used TransferSyntax: ...``."""
+    return TRANSFER_SYNTAX_NAMES.get(uid, "Unknown Transfer Syntax")
+
+
+def dump_dataset(dataset: Dataset, transfer_syntax: str, *, built: bool = False) -> list[str]:
+    """The lines of ``DcmDataset::print``: two header comments, then one line per element.
+
+    ``built``: the dataset was made in memory (``-k`` only), where DCMTK has not computed
+    sequence and item lengths yet and prints 0 for them.
+    """
+    header = ["# Dicom-Data-Set", f"# Used TransferSyntax: {transfer_syntax_name(transfer_syntax)}"]
+    return header + _dump_items(dataset, _Encoding.of(transfer_syntax, built), 0)
+
+
+class _Encoding:
+    """How lengths are computed: the negotiated transfer syntax's VR mode and byte order."""
+
+    def __init__(self, implicit: bool, little: bool, built: bool = False) -> None:
+        self.implicit = implicit
+        self.little = little
+        self.built = built
+
+    @classmethod
+    def of(cls, uid: str, built: bool = False) -> _Encoding:
+        return cls(uid == ImplicitVRLittleEndian, uid != ExplicitVRBigEndian, built)
+
+    def stream(self) -> DicomBytesIO:
+        out = DicomBytesIO()
+        out.is_implicit_VR = self.implicit
+        out.is_little_endian = self.little
+        return out
+
+
+def _dump_items(dataset: Dataset, enc: _Encoding, level: int) -> list[str]:
     lines: list[str] = []
-    for element in dataset:
-        if element.VR == "SQ":
-            items = element.value or []
-            lines.append(_line(element.tag, "SQ",
-                               f"(Sequence with explicit length #={len(items)})",
-                               _sequence_length(element), 1, level))
-            for item in items:
-                lines.append(_line(0xFFFEE000, "na", f"(Item with explicit length #={len(item)})",
-                                   _encoded_length(item), 1, level + 1, "Item"))
-                lines += dump_lines(item, level + 2)
-                lines.append(_line(0xFFFEE00D, "na", "(ItemDelimitationItem for re-encoding)",
-                                   0, 0, level + 1, "ItemDelimitationItem"))
-            lines.append(_line(0xFFFEE0DD, "na", "(SequenceDelimitationItem for re-encod.)",
-                               0, 0, level, "SequenceDelimitationItem"))
+    for tag in sorted(dataset.keys()):
+        if element_vr_of(dataset, tag) == "SQ":
+            lines += _dump_sequence(dataset[tag], enc, level)
         else:
-            text, length, vm = _value_text(element)
-            lines.append(_line(element.tag, element.VR, text, length, vm, level))
+            lines.append(_leaf_line(dataset, tag, enc, level))
     return lines
 
 
-def _line(tag: int, vr: str, text: str, length: int, vm: int, level: int,
-          name: str | None = None) -> str:
-    if len(text) > _MAX_VALUE_TEXT:
-        text = text[: _MAX_VALUE_TEXT - 3] + "..."
-    group, elem = tag >> 16, tag & 0xFFFF
-    name = name or keyword_for_tag(tag) or "Unknown Tag & Data"
-    head = f"{'  ' * level}({group:04x},{elem:04x}) {vr} {text.ljust(_VALUE_COLUMN_WIDTH)}"
-    return f"{head} # {length:3d},{vm:2d} {name}"
+def _dump_sequence(element: DataElement, enc: _Encoding, level: int) -> list[str]:
+    items = element.value or []
+    undefined = bool(element.is_undefined_length)
+    kind = "undefined" if undefined else "explicit"
+    length = None if undefined else sum(8 + _item_length(item, enc) for item in items)
+    if enc.built:
+        length = 0
+    lines = [_line(element.tag, "SQ", f"(Sequence with {kind} length #={len(items)})",
+                   length, 1, level)]
+    for item in items:
+        item_undefined = bool(getattr(item, "is_undefined_length_sequence_item", False))
+        item_kind = "undefined" if item_undefined else "explicit"
+        lines.append(_line(Tag(0xFFFEE000), "na", f"(Item with {item_kind} length #={len(item)})",
+                           None if item_undefined else _item_length(item, enc), 1, level + 1,
+                           "Item"))
+        lines += _dump_items(item, enc, level + 2)
+        suffix = "" if item_undefined else " for re-encoding"
+        lines.append(_line(Tag(0xFFFEE00D), "na", f"(ItemDelimitationItem{suffix})", 0, 0,
+                           level + 1, "ItemDelimitationItem"))
+    suffix = "" if undefined else " for re-encod."
+    lines.append(_line(Tag(0xFFFEE0DD), "na", f"(SequenceDelimitationItem{suffix})", 0, 0, level,
+                       "SequenceDelimitationItem"))
+    return lines
 
 
-def _value_text(element: DataElement) -> tuple[str, int, int]:
-    """The printed value, its encoded length and its VM, as dcmdump shows them."""
-    raw = _raw_bytes(element)
-    if not raw:
-        return "(no value available)", 0, 0
-    if element.VR in _BINARY_VRS:
-        return "\\".join(f"{b:02x}" for b in raw[:32]), len(raw), 1
-    values = element.value if element.VM > 1 else [element.value]
-    if element.VR in _NUMERIC_VRS:
-        return "\\".join(str(v) for v in values), len(raw), element.VM
-    return f"[{raw.decode('latin-1').rstrip(' ').rstrip(chr(0))}]", len(raw), element.VM
+def _item_length(item: Dataset, enc: _Encoding) -> int:
+    return 0 if enc.built else item_length(item, _uid_of(enc))
 
 
-def _raw_bytes(element: DataElement) -> bytes:
-    """The element's value bytes, even-padded as on the wire."""
-    value = element.value
-    if value is None or value == "" or value == []:
-        return b""
-    if isinstance(value, bytes):
-        raw = value
-    elif element.VR in _NUMERIC_VRS:
-        width = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "UV": 8, "SV": 8,
-                 "AT": 4}[element.VR]
-        return b"\0" * (width * element.VM)
-    else:
-        values = value if element.VM > 1 else [value]
-        raw = "\\".join(str(v) for v in values).encode("utf-8", "replace")
-    return raw + b" " * (len(raw) % 2)
-
-
-def _encoded_length(item: Dataset) -> int:
-    """Explicit-VR little endian length of an item's content, as dcmdump reports it."""
+def item_length(item: Dataset, transfer_syntax: str) -> int:
+    """An item's content length with explicit-length sequences, as DCMTK computes it."""
+    implicit = transfer_syntax == ImplicitVRLittleEndian
     total = 0
-    for element in item:
-        if element.VR == "SQ":
-            total += 12 + _sequence_length(element)
+    for tag in sorted(item.keys()):
+        vr = element_vr_of(item, tag)
+        if vr == "SQ":
+            value = sum(8 + item_length(sub, transfer_syntax) for sub in item[tag].value or [])
         else:
-            header = 12 if element.VR in _BINARY_VRS | {"SQ", "UT", "UR", "UC"} else 8
-            total += header + len(_raw_bytes(element))
+            value = len(value_bytes(item, tag, transfer_syntax))
+        total += (8 if implicit else _explicit_header(vr)) + value
     return total
 
 
-def _sequence_length(element: DataElement) -> int:
-    return sum(8 + _encoded_length(item) for item in element.value or [])
+def value_bytes(dataset: Dataset, tag: BaseTag, enc_uid: str) -> bytes:
+    """An element's value bytes as sent (even length), whether received raw or built locally."""
+    raw = dataset.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        return raw.value or b""
+    enc = _Encoding.of(enc_uid)
+    out = enc.stream()
+    write_data_element(out, dataset[tag])
+    data = out.getvalue()
+    header = 8 if enc.implicit or len(data) < 12 else _explicit_header(dataset[tag].VR)
+    return data[header:]
+
+
+def _explicit_header(vr: str) -> int:
+    return 12 if vr in {"OB", "OW", "OF", "OD", "OL", "OV", "SQ", "UT", "UN", "UC", "UR",
+                        "SV", "UV"} else 8
+
+
+def element_vr_of(dataset: Dataset, tag: BaseTag) -> str:
+    """The element's VR without converting a raw element (implicit VR has none: ask the dict)."""
+    raw = dataset.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        return raw.VR or element_vr(Tag(tag))
+    return dataset[tag].VR
+
+
+def _leaf_line(dataset: Dataset, tag: BaseTag, enc: _Encoding, level: int) -> str:
+    vr = element_vr_of(dataset, tag)
+    data = value_bytes(dataset, tag, _uid_of(enc))
+    if not data:
+        return _line(tag, vr, "(no value available)", 0, 0, level)
+    if isinstance(dataset.get_item(tag), RawDataElement):
+        text, vm = _raw_text(vr, data, enc.little)
+    else:
+        text, vm = _local_text(dataset[tag])
+    return _line(tag, vr, text, len(data), vm, level)
+
+
+def _uid_of(enc: _Encoding) -> str:
+    if enc.implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if enc.little else ExplicitVRBigEndian
+
+
+def _raw_text(vr: str, data: bytes, little: bool) -> tuple[str, int]:
+    """Printed value and VM of bytes received from the network, shown verbatim."""
+    order = "<" if little else ">"
+    if vr in _STRUCT:
+        size = struct.calcsize(_STRUCT[vr])
+        count = len(data) // size
+        values = struct.unpack(f"{order}{count}{_STRUCT[vr]}", data[: count * size])
+        return "\\".join(_number(v) for v in values), count
+    if vr == "AT":
+        words = struct.unpack(f"{order}{len(data) // 2}H", data[: len(data) // 2 * 2])
+        pairs = [f"({words[i]:04x},{words[i + 1]:04x})" for i in range(0, len(words) - 1, 2)]
+        return "\\".join(pairs), len(pairs)
+    if vr in _WORDS or vr in {"OB", "UN"}:
+        width = _WORDS.get(vr, 1)
+        chunks = [data[i : i + width] for i in range(0, len(data), width)]
+        text = "\\".join(_hex_word(chunk, little) for chunk in chunks)
+        return text, 1
+    text = data.decode("utf-8", "replace")
+    vm = 1 if vr in _SINGLE_VALUED else text.count("\\") + 1
+    return f"[{text}]", vm
+
+
+def _hex_word(chunk: bytes, little: bool) -> str:
+    return (chunk[::-1] if little else chunk).hex()
+
+
+def _number(value: float) -> str:
+    return f"{value:.8g}" if isinstance(value, float) else str(value)
+
+
+def _local_text(element: DataElement) -> tuple[str, int]:
+    """Printed value and VM of an element built from the command line (shown unpadded)."""
+    values = list(element.value) if element.VM > 1 else [element.value]
+    if element.VR in _STRUCT:
+        return "\\".join(_number(v) for v in values), len(values)
+    if isinstance(element.value, bytes):
+        return "\\".join(f"{b:02x}" for b in element.value), 1
+    return "[" + "\\".join(str(v) for v in values) + "]", len(values)
+
+
+def _line(tag: BaseTag, vr: str, text: str, length: int | None, vm: int, level: int,
+          name: str | None = None) -> str:
+    tag = Tag(tag)
+    shown_length = "u/l" if length is None else f"{length:3d}"
+    head = f"{'  ' * level}({tag.group:04x},{tag.element:04x}) {vr} {text.ljust(_VALUE_WIDTH)}"
+    return f"{head} # {shown_length},{vm:2d} {name or tag_name(tag)}"
+
+
+def tag_name(tag: BaseTag) -> str:
+    """DCMTK's dictionary name for a tag, or its placeholders for private and unknown tags."""
+    tag = Tag(tag)
+    if tag.is_private_creator:
+        return "PrivateCreator"
+    return keyword_for_tag(tag) or "Unknown Tag & Data"

@@ -28,8 +28,8 @@ from pynetdicom import AE, Association, evt
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
+from wlmd.dicom.dump import dump_dataset
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from wlmd.findscu.dump import dump_dataset
 from wlmd.findscu.output import Received
 
 LOG = logging.getLogger("wlmd.findscu")

@@ -12,10 +12,12 @@ import re
 from dataclasses import dataclass
 
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
+
+from wlmd.dicom.dump import element_vr
 
 _TAG = re.compile(r"\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)")
 _OLD_TAG = re.compile(r"([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})")
@@ -44,17 +46,6 @@ class OverrideKey:
     text: str
     steps: tuple[Step, ...]
     value: str | None
-
-
-def element_vr(tag: BaseTag) -> str:
-    """The VR DCMTK's dictionary would give ``tag``: private creators are LO, unknowns UN."""
-    if tag.is_private:
-        return "LO" if tag.is_private_creator else "UN"
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return "UN"
-    return vr.split(" or ")[0]
 
 
 def parse_key(text: str) -> OverrideKey:

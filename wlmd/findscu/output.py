@@ -20,14 +20,14 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import generate_uid
 
-from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from wlmd.findscu.dump import (
+from wlmd.dicom.dump import (
     element_vr_of,
     item_length,
     tag_name,
     transfer_syntax_name,
     value_bytes,
 )
+from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 # DCMTK's "private generic file" SOP class, which its findscu writes for identifiers
 # (they carry no SOP Class UID of their own); kept so tools that key on it still work.

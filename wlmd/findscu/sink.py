@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import TextIO
 
+from wlmd.dicom.dump import dump_dataset
 from wlmd.findscu.client import LOG, status_text
-from wlmd.findscu.dump import dump_dataset
 from wlmd.findscu.logs import RESPONSES
 from wlmd.findscu.output import (
     Extract,

@@ -1,0 +1,144 @@
+"""The worklist service: request files, resource limits, statuses (COMPAT §5, §6 request files)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset, Sequence
+
+from wlmd.dicom.types import (
+    STATUS_IDENTIFIER_MISMATCH,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_PENDING,
+    STATUS_SUCCESS,
+    AssociationInfo,
+    FindResponse,
+)
+from wlmd.service import WorklistService, request_file_name
+from wlmd.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
+ASSOC = AssociationInfo("127.0.0.1", 40000, calling_ae="MODALITY1", called_ae="CT01")
+ILE = "1.2.840.10008.1.2"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLES / "CT01", tmp_path / "db" / "CT01")
+    return tmp_path / "db"
+
+
+def query(**keys: str) -> Dataset:
+    ds = Dataset()
+    ds.PatientName = ""
+    ds.PatientID = keys.get("PatientID", "")
+    sps = Dataset()
+    sps.Modality = keys.get("Modality", "")
+    ds.ScheduledProcedureStepSequence = Sequence([sps])
+    return ds
+
+
+def run(root: Path, identifier: Dataset, **settings: object) -> list[FindResponse]:
+    service = WorklistService(Settings(port=0, data_files_path=root, **settings))  # type: ignore[arg-type]
+    return list(service.find(ASSOC, identifier, ILE))
+
+
+def test_s5_every_entry_pending_then_success(root: Path) -> None:
+    responses = run(root, query())
+    entries = len(list((root / "CT01").glob("*.wl")))
+    assert [r.status for r in responses] == [STATUS_PENDING] * entries + [STATUS_SUCCESS]
+
+
+def test_max_responses_refuses_instead_of_truncating(root: Path) -> None:
+    responses = run(root, query(), max_responses=3)
+    assert len(responses) == 1
+    assert responses[0].status == STATUS_OUT_OF_RESOURCES
+    assert "Too many matches" in (responses[0].error_comment or "")
+    assert run(root, query(), max_responses=100)[-1].status == STATUS_SUCCESS
+
+
+def nested(depth: int) -> Dataset:
+    """An identifier whose private sequence nests ``depth`` levels deep."""
+    inner = Dataset()
+    for _ in range(depth):
+        outer = Dataset()
+        outer.add_new(0x00091010, "SQ", Sequence([inner]))
+        inner = outer
+    return inner
+
+
+def test_sequence_depth_limit_refuses_with_a700(root: Path) -> None:
+    responses = run(root, nested(50), max_sequence_depth=8)
+    assert [r.status for r in responses] == [STATUS_OUT_OF_RESOURCES]
+    assert "nesting deeper than 8" in (responses[0].error_comment or "")
+
+
+def test_sequence_depth_within_limit_is_served(root: Path) -> None:
+    assert run(root, nested(3), max_sequence_depth=8)[-1].status == STATUS_SUCCESS
+
+
+def test_sequence_item_limit_refuses_with_a700(root: Path) -> None:
+    identifier = query()
+    identifier.add_new(0x00091010, "SQ", Sequence([Dataset() for _ in range(100)]))
+    responses = run(root, identifier, max_sequence_items=64)
+    assert [r.status for r in responses] == [STATUS_OUT_OF_RESOURCES]
+    assert "more than 64 sequence items" in (responses[0].error_comment or "")
+
+
+def test_s5_invalid_value_gives_a900_with_offending_element(root: Path) -> None:
+    identifier = query(Modality="ct")  # CS allows upper case only
+    responses = run(root, identifier)
+    assert [r.status for r in responses] == [STATUS_IDENTIFIER_MISMATCH]
+    assert responses[0].offending_elements == (0x00080060,)
+
+
+def test_missing_lockfile_gives_a700(root: Path) -> None:
+    (root / "CT01" / "lockfile").unlink()
+    assert [r.status for r in run(root, query())] == [STATUS_OUT_OF_RESOURCES]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "patient_id", "expected"),
+    [
+        ("#a_#c_#p.dump", "PID1", "MODALITY1_CT01_PID1.dump"),
+        ("req_#x_#p", "", "req_#x_"),  # unknown placeholders stay literal; empty Patient ID
+        ("#p.dump", "../../etc/passwd", ".._.._etc_passwd.dump"),
+        ("#p", "a\\b\x00c", "a_b_c"),
+    ],
+)
+def test_s6_request_file_placeholders(fmt: str, patient_id: str, expected: str) -> None:
+    assert request_file_name(fmt, ASSOC, patient_id) == expected
+
+
+def test_s6_request_file_pid_and_timestamp() -> None:
+    name = request_file_name("#i-#t", ASSOC, "")
+    pid, stamp = name.split("-")
+    assert pid == str(os.getpid())
+    assert len(stamp) == 20 and stamp.isdigit()
+
+
+def test_s6_request_file_is_written_inside_rfp(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "requests"
+    out.mkdir()
+    run(root, query(PatientID="../escape"), request_file_path=out, request_file_format="#p.dump")
+    written = list(out.iterdir())
+    assert [p.name for p in written] == [".._escape.dump"]
+    text = written[0].read_text()
+    assert "# Dicom-Data-Set" in text
+    assert "# Used TransferSyntax: Little Endian Implicit" in text
+    assert "(0010,0020) LO [../escape]" in text
+    assert not (tmp_path / "escape.dump").exists()
+
+
+def test_request_file_named_dotdot_is_not_written(root: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "requests"
+    out.mkdir()
+    responses = run(root, query(PatientID=".."), request_file_path=out,
+                    request_file_format="#p")
+    assert responses[-1].status == STATUS_SUCCESS  # the query itself is still answered
+    assert list(out.iterdir()) == []
+    assert "would leave" in caplog.text
