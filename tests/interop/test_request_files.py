@@ -55,5 +55,5 @@ def test_request_file_matches_wlmscpfs(tmp_path: Path) -> None:
                         "-rff", FORMAT], port)
         texts.append(_request_file(server, port, query, out))
     reference, ours = texts
-    assert "(0010,0020) LO [PID 7]" in reference
+    assert "(0010,0020) LO [PID 7 ]" in reference  # padded to even length, shown as sent
     assert ours == reference
