@@ -7,7 +7,6 @@ response, and only then hand them out one by one.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -131,6 +130,16 @@ def request_file_name(fmt: str, assoc: AssociationInfo, patient_id: str) -> str:
     return name.replace("#p", _path_safe(patient_id))
 
 
+def _patient_id(identifier: Dataset) -> str:
+    """(0010,0020) without its padding, read raw so the identifier keeps its received bytes."""
+    element = identifier.get_item(0x00100020)
+    if element is None or not element.value:
+        return ""
+    value = element.value
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return text.rstrip(" \0")
+
+
 def _path_safe(value: str) -> str:
     """Replace characters that could change which directory a file name lands in."""
     return "".join("_" if ch in "/\\" or ord(ch) < 0x20 else ch for ch in value)
@@ -138,20 +147,16 @@ def _path_safe(value: str) -> str:
 
 def write_request_file(settings: Settings, assoc: AssociationInfo, identifier: Dataset,
                        transfer_syntax_uid: str) -> None:
-    """Store the identifier as received, in dcmdump format, as ``-rfp``/``-rff`` ask.
-
-    A copy is dumped: printing decodes values, and the query must keep the received bytes.
-    """
+    """Store the identifier as received, in dcmdump format, as ``-rfp``/``-rff`` ask."""
     assert settings.request_file_path is not None
     directory = settings.request_file_path.resolve()
-    received = copy.deepcopy(identifier)
-    patient_id = str(received.get("PatientID", "") or "")
-    path = (directory / request_file_name(settings.request_file_format, assoc, patient_id))
+    path = directory / request_file_name(settings.request_file_format, assoc,
+                                         _patient_id(identifier))
     if path.resolve().parent != directory:
         LOGGER.error("Request file name %r would leave %s; not written", path.name, directory)
         return
     try:
-        path.write_text(dump_request(received, transfer_syntax_uid), encoding="utf-8",
+        path.write_text(dump_request(identifier, transfer_syntax_uid), encoding="utf-8",
                         errors="replace")
     except OSError as error:
         LOGGER.error("Cannot write request file %s: %s", path, error)
