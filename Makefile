@@ -52,6 +52,8 @@ install:
 	install -Dm644 systemd/wlmd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/wlmd.conf
 	install -Dm644 systemd/wlmd.tmpfiles.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/wlmd.conf
 	install -Dm644 etc/wlmd.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/wlmd.conf.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/wlmd/wlmd.conf || \
+		install -Dm644 etc/wlmd.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/wlmd.conf
 	install -Dm644 etc/logging.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/logging.conf.example
 	install -Dm644 etc/hosts.allow.example $(DESTDIR)$(SYSCONFDIR)/wlmd/hosts.allow.example
 	install -Dm644 etc/hosts.deny.example $(DESTDIR)$(SYSCONFDIR)/wlmd/hosts.deny.example

@@ -553,13 +553,18 @@ def _config_fields() -> Iterator[tuple[str, list[Option]]]:
             yield field, options_for(field)
 
 
+# Values the shipped file sets for the packaged systemd service (wlmd.service reads the file).
+PACKAGED_VALUES: dict[str, object] = {"port": 104, "data_files_path": "/var/lib/wlmd/worklists"}
+
+
 def render_config() -> str:
     """The annotated default configuration file shipped as ``etc/wlmd.conf``."""
     out = [
         "# wlmd configuration (TOML). Generated from the option table: do not edit by hand,",
         "# run `python -m wlmd.config > etc/wlmd.conf`.",
         "# Every key is a command-line option's setting; options on the command line win.",
-        "# Uncomment a line to change its default.",
+        "# Uncomment a line to change its default. The few active lines are what the packaged",
+        "# systemd service needs: where to listen and where the worklists are.",
     ]
     for field, options in _config_fields():
         out.append("")
@@ -576,6 +581,8 @@ def render_config() -> str:
             out.append(f"# {field} = (not set)")
         else:
             out.append(f"# {field} = {toml_literal(default)}")
+        if field in PACKAGED_VALUES:
+            out.append(f"{field} = {toml_literal(PACKAGED_VALUES[field])}")
     return "\n".join(out) + "\n"
 
 

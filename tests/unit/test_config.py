@@ -40,9 +40,10 @@ def test_shipped_config_is_generated_from_the_table() -> None:
     assert (REPO / "etc" / "wlmd.conf").read_text() == render_config()
 
 
-def test_shipped_config_sets_nothing_and_names_every_key() -> None:
+def test_shipped_config_sets_only_the_packaged_values_and_names_every_key() -> None:
     text = render_config()
-    assert load_config(REPO / "etc" / "wlmd.conf") == {}
+    loaded = load_config(REPO / "etc" / "wlmd.conf")
+    assert loaded == {"port": 104, "data_files_path": Path("/var/lib/wlmd/worklists")}
     for key in CONFIG_KEYS:
         assert f"# {key} = " in text
 
