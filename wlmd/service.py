@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
+from wlmd.dicom.dimse import encode_dataset
 from wlmd.dicom.dump import dump_request
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
@@ -26,11 +28,12 @@ from wlmd.dicom.types import (
     FindResponse,
 )
 from wlmd.settings import Settings
+from wlmd.worklist.cache import NO_MATCH, ResponseCache
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
-from wlmd.worklist.query import InvalidQuery, prepare_query
+from wlmd.worklist.query import InvalidQuery, PreparedQuery, prepare_query
 from wlmd.worklist.response import build_response
-from wlmd.worklist.store import LockfileError, WorklistStore
+from wlmd.worklist.store import LockfileError, WorklistRecord, WorklistStore
 
 LOGGER = logging.getLogger("wlmd.service")
 
@@ -43,6 +46,7 @@ class WorklistService:
         self._store = store or WorklistStore(
             settings.data_files_path, file_reject=settings.file_reject
         )
+        self._cache = ResponseCache()
 
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if the called AE title is safe and has a directory under ``-dfp``."""
@@ -78,11 +82,7 @@ class WorklistService:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)
             return
-        responses = [
-            build_response(query, record.dataset, settings.return_charset)
-            for record in sorted(records, key=lambda record: record.sort_key)
-            if matches(query, record.dataset)
-        ]
+        responses = self._answers(query, records, transfer_syntax_uid)
         LOGGER.debug("%d of %d worklist records in %s match", len(responses), len(records),
                      assoc.called_ae)
         if 0 < settings.max_responses < len(responses):
@@ -97,6 +97,30 @@ class WorklistService:
             yield FindResponse(status, response)
         yield FindResponse(STATUS_SUCCESS)
 
+    def _answers(self, query: PreparedQuery, records: list[WorklistRecord],
+                 transfer_syntax_uid: str) -> list[bytes]:
+        """The encoded response of every matching record, in the store's (stable) order.
+
+        Outcomes come from the response cache where this query was seen before for the same
+        record object; the store replaces the object whenever its file changes.
+        """
+        settings = self._settings
+        query_key = encode_dataset(query.mask, ExplicitVRLittleEndian)  # VRs matter
+        answers = self._cache.answers(query_key, transfer_syntax_uid)
+        encoded: list[bytes] = []
+        for record in records:
+            answer = answers.get(record)
+            if answer is None:
+                answer = NO_MATCH
+                if matches(query, record.dataset):
+                    response = build_response(query, record.dataset, settings.return_charset)
+                    answer = encode_dataset(response, transfer_syntax_uid,
+                                            new_vr=settings.new_vr,
+                                            compression_level=settings.compression_level)
+                answers[record] = answer
+            if answer is not NO_MATCH:
+                encoded.append(answer)
+        return encoded
 
     def _refusal(self, assoc: AssociationInfo, identifier: Dataset) -> FindResponse | None:
         """The response refusing an identifier that breaks a resource limit or cannot be read."""

@@ -191,7 +191,9 @@ def drive(port: int, case: Case, timing: Timing = Timing()) -> Outcome:
         for chunk in case.chunks:
             if not conn.send(chunk):
                 break
-        ended = conn.collect(received, timing.quiet, timing.hang)
+        # A case the server must end by itself gets the whole hang bound before any nudge.
+        ended = conn.collect(received, timing.hang if case.unprompted else timing.quiet,
+                             timing.hang)
         nudged = not ended
         if not ended:
             conn.send(wire.pdu(wire.RELEASE_RQ, bytes(4)))
@@ -508,6 +510,32 @@ def report(tally: Tally, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def replay_files(paths: list[Path], modes: Iterable[str]) -> int:
+    """Show what each reproducer does to a fresh server: the outcome, findings and log."""
+    failed = 0
+    for mode in modes:
+        with _workdir(None) as root:
+            server = Server(mode, root)
+            server.start()
+            try:
+                campaign = Campaign(server, Tally())
+                for path in paths:
+                    case = Case.from_json(path.read_text())
+                    outcome = drive(server.port, case, campaign.timing)
+                    log = server.new_log()
+                    found = judge(case, outcome) + [
+                        (f.kind, f.detail) for f in campaign.check_server(case)
+                    ]
+                    failed += bool(found)
+                    print(f"[{mode}] {path.name}: {outcome.end} ({outcome.shape}) "
+                          f"{found or 'OK'}")
+                    if log.strip():
+                        print(log.rstrip())
+            finally:
+                server.stop()
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("FUZZ_SECONDS",
@@ -519,9 +547,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, default=REGRESSIONS,
                         help="directory for reproducers of findings")
     parser.add_argument("--shapes", action="store_true", help="list the response classes")
+    parser.add_argument("--replay", type=Path, nargs="+", metavar="JSON",
+                        help="run these reproducers once each, print outcome and server log")
     args = parser.parse_args(argv)
-    coverage = args.coverage == "yes" or (args.coverage == "auto" and coverage_available())
     modes = MODES if args.mode == "both" else (args.mode,)
+    if args.replay:
+        return replay_files(args.replay, modes)
+    coverage = args.coverage == "yes" or (args.coverage == "auto" and coverage_available())
     print(f"fuzz: seed {args.seed}, {args.seconds:.0f}s, modes {', '.join(modes)}", flush=True)
     started = time.monotonic()
     tally = run(modes, args.seed, args.seconds, args.max_cases, coverage=coverage)

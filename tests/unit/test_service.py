@@ -142,3 +142,21 @@ def test_request_file_named_dotdot_is_not_written(root: Path, tmp_path: Path,
     assert responses[-1].status == STATUS_SUCCESS  # the query itself is still answered
     assert list(out.iterdir()) == []
     assert "would leave" in caplog.text
+
+
+def test_repeated_query_sees_a_changed_file(root: Path) -> None:
+    """Answers are cached per query and record; a rewritten file must not be answered stale."""
+    from pydicom import dcmread
+
+    service = WorklistService(Settings(port=0, data_files_path=root))
+    first = list(service.find(ASSOC, query(), ILE))
+    assert first == list(service.find(ASSOC, query(), ILE))  # served again, same bytes
+    path = sorted((root / "CT01").glob("*.wl"))[0]
+    dataset = dcmread(path)
+    dataset.PatientName = "CHANGED^NAME"
+    dataset.save_as(path)
+    os.utime(path, ns=(1, 1))  # a new stat key even within the same mtime tick
+    third = list(service.find(ASSOC, query(), ILE))
+    assert len(third) == len(first)
+    assert sum(b"CHANGED^NAME" in (r.identifier or b"") for r in third) == 1  # type: ignore[operator]
+    assert not any(b"CHANGED^NAME" in (r.identifier or b"") for r in first)  # type: ignore[operator]

@@ -334,7 +334,9 @@ class _Association:
         self, response: FindResponse, context_id: int, message_id: int, sop_class: str, ts: str
     ) -> None:
         dataset = b""
-        if response.identifier is not None:
+        if isinstance(response.identifier, bytes):
+            dataset = response.identifier
+        elif response.identifier is not None:
             try:
                 dataset = dimse.encode_dataset(
                     response.identifier,

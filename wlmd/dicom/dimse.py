@@ -237,9 +237,9 @@ def decode_dataset(data: bytes, ts_uid: str, max_bytes: int) -> Dataset:
         data = _inflate(data, max_bytes)
     try:
         dataset = read_dataset(BytesIO(data), implicit, little)
+        _check_lengths(dataset, len(data))  # may convert a deferred value: an unknown VR raises
     except Exception as exc:  # pydicom signals malformed input with many exception types
         raise DimseError(f"undecodable identifier: {exc}") from exc
-    _check_lengths(dataset, len(data))
     dataset.set_original_encoding(implicit, little, dataset._character_set)
     return dataset
 

@@ -39,7 +39,7 @@ class FindResponse:
     """One C-FIND-RSP: a pending match with its identifier, or the final status."""
 
     status: int
-    identifier: Dataset | None = None
+    identifier: Dataset | bytes | None = None  # bytes: already encoded in the negotiated TS
     offending_elements: tuple[BaseTag, ...] = ()  # (0000,0901), only with 0xA900
     error_comment: str | None = None  # (0000,0902)
 

@@ -71,12 +71,14 @@ class _Unstable(Exception):
     """The file changed while it was being read."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WorklistRecord:
     """One served worklist file: the dataset as loaded (shared between queries: do not modify).
 
     Elements keep pydicom's raw form until something converts them, so
-    ``dataset.get_item(tag).value`` gives the file's bytes, padding included.
+    ``dataset.get_item(tag).value`` gives the file's bytes, padding included. A record is
+    replaced by a new object whenever its file changes, and compares by identity, so caches
+    can key on it.
     """
 
     path: Path

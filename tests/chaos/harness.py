@@ -1,0 +1,225 @@
+"""What every chaos test needs: a real wlmd process with its log, its workers, a pynetdicom
+client, worklist files, and a fingerprint of the worklist tree to prove nothing was touched."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pwd
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from io import BytesIO
+from pathlib import Path
+
+import psutil
+from pydicom import Dataset, dcmread
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
+
+from tests.helpers import free_port, start_wlmd, stop_process
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
+HEARTBEAT = "memfd:wlmd-heartbeat"  # only pre-forked workers hold one (wlmd/pool.py)
+STATUS_OUT_OF_RESOURCES = 0xA700
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0,
+               what: str = "condition") -> float:
+    """Seconds until ``condition()`` is true; AssertionError after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+class Wlmd:
+    """One ``python -m wlmd`` (fork mode unless asked) started by a test, logging to a file."""
+
+    def __init__(self, workdir: Path, args: Sequence[str], *, host: str = "127.0.0.1",
+                 port: int | None = None, verbose: bool = True) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = workdir / f"wlmd-{self.port}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = start_wlmd([*(["-v"] if verbose else []), *args], self.port, host,
+                               stderr=self._log)
+        if verbose:  # the readiness probe holds a worker until it reports: let it go first
+            wait_until(lambda: "outcome=closed" in self.log(), what="probe association")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def count(self, text: str) -> int:
+        """Log lines containing ``text``."""
+        return sum(1 for line in self.log().splitlines() if text in line)
+
+    def workers(self) -> list[int]:
+        """PIDs of the live pre-forked workers (refusers hold no heartbeat file)."""
+        return worker_pids(self.pid)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self._log.close()
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """Live children of ``supervisor`` holding a worker heartbeat file."""
+    pids = []
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(supervisor).children():
+            with contextlib.suppress(psutil.Error, OSError):
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                fds = os.listdir(f"/proc/{child.pid}/fd")
+                if any(_link(child.pid, fd).startswith(HEARTBEAT) for fd in fds):
+                    pids.append(child.pid)
+    return pids
+
+
+def _link(pid: int, fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def process_ids(pid: int) -> dict[str, list[int]]:
+    """Uid, Gid and Groups lines of /proc/PID/status as integer lists."""
+    fields: dict[str, list[int]] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            fields[key] = [int(v) for v in value.split()]
+        elif key == "CapEff":
+            fields[key] = [int(value.strip(), 16)]
+    return fields
+
+
+# ---- client --------------------------------------------------------------------------------
+
+def associate(port: int, called: str, host: str = "127.0.0.1",
+              calling: str = "CHAOSSCU") -> Association:
+    """A pynetdicom association proposing MWL FIND and Verification."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    return ae.associate(host, port, ae_title=called)
+
+
+def find(assoc: Association, **keys: object) -> tuple[list[Dataset], int]:
+    """C-FIND with the given keys (plus empty Patient ID and Name): (matches, final status)."""
+    query = Dataset()
+    query.PatientName = ""
+    query.PatientID = ""
+    for keyword, value in keys.items():
+        setattr(query, keyword, value)
+    matches, final = [], -1
+    for status, identifier in assoc.send_c_find(query, ModalityWorklistInformationFind):
+        if status is None:
+            raise AssertionError("no C-FIND response (association lost)")
+        if status.Status in (0xFF00, 0xFF01):
+            matches.append(identifier)
+        else:
+            final = status.Status
+    return matches, final
+
+
+def patient_ids(matches: Sequence[Dataset]) -> list[str]:
+    return sorted(str(m.PatientID) for m in matches)
+
+
+# ---- worklist files ------------------------------------------------------------------------
+
+def example_files(ae: str = "CT01") -> list[Path]:
+    return sorted((EXAMPLES / ae).glob("*.wl"))
+
+
+def worklist_bytes(patient_id: str, template: Path | None = None) -> bytes:
+    """A complete worklist file (an example's) whose Patient ID is ``patient_id``."""
+    dataset = dcmread(template or example_files()[0], force=True)
+    dataset.PatientID = patient_id
+    out = BytesIO()
+    dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def make_ae_dir(root: Path, ae: str, files: dict[str, bytes]) -> Path:
+    """``root/ae`` with a lockfile (openable by the server's user) and the given files."""
+    ae_dir = root / ae
+    ae_dir.mkdir(parents=True)
+    lockfile = ae_dir / "lockfile"
+    lockfile.write_bytes(b"")
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(lockfile, nobody.pw_uid, nobody.pw_gid)
+    for name, data in files.items():
+        write_atomically(ae_dir / name, data)
+    return ae_dir
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file the way careful worklist writers do: a hidden temporary, then rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def fingerprint(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry under ``root``: kind plus content hash, size, mtime, inode and mode.
+
+    Symbolic links are recorded, not followed; FIFOs are not opened.
+    """
+    prints: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            key = os.path.relpath(path, root)
+            if stat.S_ISLNK(st.st_mode):
+                prints[key] = ("link", os.readlink(path))
+            elif stat.S_ISREG(st.st_mode):
+                prints[key] = ("file", _sha256(path), st.st_size, st.st_mtime_ns, st.st_ino,
+                               st.st_mode)
+            else:
+                prints[key] = ("other", stat.S_IFMT(st.st_mode), st.st_mtime_ns, st.st_ino)
+    return prints
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def public_directory() -> Iterator[Path]:
+    """A temporary directory the unprivileged server user can traverse (pytest's is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="wlmd-chaos-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for dirpath, dirnames, _ in os.walk(path):
+            for name in dirnames:
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(dirpath, name), 0o755)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def unprivileged_args() -> list[str]:
+    """``--user nobody --group nogroup`` when the tests run as root, else nothing."""
+    return ["--user", "nobody", "--group", "nogroup"] if os.geteuid() == 0 else []
