@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pydicom import Dataset, Sequence
+from pydicom import Dataset, Sequence, dcmread
 
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
@@ -146,8 +146,6 @@ def test_request_file_named_dotdot_is_not_written(root: Path, tmp_path: Path,
 
 def test_repeated_query_sees_a_changed_file(root: Path) -> None:
     """Answers are cached per query and record; a rewritten file must not be answered stale."""
-    from pydicom import dcmread
-
     service = WorklistService(Settings(port=0, data_files_path=root))
     first = list(service.find(ASSOC, query(), ILE))
     assert first == list(service.find(ASSOC, query(), ILE))  # served again, same bytes
