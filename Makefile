@@ -30,9 +30,20 @@ test: $(STAMP)
 	$(BIN)/ruff check wlmd tests benchmarks examples
 	$(BIN)/python -m pytest -q -x --durations=15
 
+## Fuzz a running wlmd in both modes for FUZZ_SECONDS (default 300); FUZZ_SEED to replay a run.
+## Prints cases, crashes and coverage; reproducers of findings go to tests/fuzz/regressions/.
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	-$(BIN)/python -m pip install --quiet coverage
+	$(BIN)/python -m tests.fuzz.runner --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
+
 ## Benchmarks against DCMTK's wlmscpfs (issue #5): SCENARIOS="small medium large", QUICK=1.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick)
+
+## Long chaos run (issue #6): ARGS="--attempts 2000 --concurrency 200 --kills 10 --stops 5".
+soak: $(STAMP)
+	$(BIN)/python -m tests.chaos.soak $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check wlmd tests benchmarks examples

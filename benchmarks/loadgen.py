@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import statistics
 import struct
@@ -273,14 +272,17 @@ async def run_load(client: Client, *, assocs: int, concurrency: int, budget: flo
     return result
 
 
-async def find_once(client: Client, timeout: float) -> FindResult | None:
-    """One association with the client's first query; its answer, or None if it failed."""
-    result = LoadResult()
-    with contextlib.suppress(TimeoutError):
+async def find_once(client: Client, timeout: float,
+                    result: LoadResult | None = None) -> FindResult | None:
+    """One association with the client's first query, counted in ``result``: the answer
+    (identifiers kept), or None if the association failed or timed out."""
+    result = LoadResult() if result is None else result
+    try:
         found = await asyncio.wait_for(client.association(result, keep=True), timeout)
-        if result.assocs == 1 and found:
-            return found[0]
-    return None
+    except TimeoutError:
+        result.fail("timeout")
+        return None
+    return found[0] if found and len(found) == len(client.finds) else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import glob
+import itertools
 import json
 import os
 import platform
@@ -35,7 +36,6 @@ import psutil
 from benchmarks import build_db
 from benchmarks.loadgen import (
     Client,
-    FindResult,
     LoadResult,
     encode_identifier,
     find_once,
@@ -55,8 +55,13 @@ class Target:
     text: str
 
     def met(self, reference: float, candidate: float) -> bool | None:
-        """Whether the candidate's median meets the target (None when it cannot be judged)."""
-        if isnan(candidate) or (self.kind != "max" and isnan(reference)):
+        """Whether the candidate's median meets the target (None: no reference to compare with).
+
+        A candidate without a figure (it failed or did not serve) does not meet its target.
+        """
+        if isnan(candidate):
+            return False
+        if self.kind != "max" and isnan(reference):
             return None
         if self.kind == "max":
             return candidate <= self.value
@@ -218,20 +223,20 @@ def latency_ms(result: LoadResult) -> Sample:
 
 def small_rate(server: Server, opts: Options) -> Sample:
     """Associations per second, 8 at a time."""
-    r = load(server, opts, small_query(), assocs=int(opts.pick(1000, 200)), conc=8,
+    r = load(server, opts, small_query(), assocs=int(opts.pick(1000, 300)), conc=8,
              budget=opts.pick(10, 3))
     return Sample(r.assoc_rate, r.failures)
 
 
 def small_latency(server: Server, opts: Options) -> Sample:
     """Median latency of sequential associations."""
-    return latency_ms(load(server, opts, small_query(), assocs=int(opts.pick(300, 60)), conc=1,
+    return latency_ms(load(server, opts, small_query(), assocs=int(opts.pick(300, 100)), conc=1,
                            budget=opts.pick(10, 3)))
 
 
 def small_queries(server: Server, opts: Options) -> Sample:
     """Queries per second, 20 per association, one association at a time."""
-    r = load(server, opts, small_query(), assocs=int(opts.pick(30, 8)), conc=1,
+    r = load(server, opts, small_query(), assocs=int(opts.pick(30, 10)), conc=1,
              budget=opts.pick(10, 3), per_assoc=20)
     return Sample(r.query_rate, r.failures)
 
@@ -242,7 +247,7 @@ def selective(server: Server, opts: Options) -> Sample:
                            budget=opts.pick(8, 3)))
 
 
-_changes = iter(range(1, 10**6))
+_changes = itertools.count(1)  # a new name for every change, so a stale answer never passes
 
 
 def change_then_query(server: Server, opts: Options) -> Sample:
@@ -259,7 +264,7 @@ def change_then_query(server: Server, opts: Options) -> Sample:
                 break
             marker = f"CHANGED^N{next(_changes):06d}"
             build_db.rewrite_entry(server.root, index, marker)
-            found = asyncio.run(find_once_into(client, result, opts.load_timeout))
+            found = asyncio.run(find_once(client, opts.load_timeout, result))
             if found is not None and not any(marker.encode() in i for i in found.identifiers):
                 stale += 1
     finally:
@@ -272,25 +277,15 @@ def change_then_query(server: Server, opts: Options) -> Sample:
     return sample
 
 
-async def find_once_into(client: Client, result: LoadResult,
-                         timeout: float) -> FindResult | None:
-    """One association with identifiers kept, counted in ``result``; its first answer or None."""
-    try:
-        found = await asyncio.wait_for(client.association(result, keep=True), timeout)
-    except TimeoutError:
-        result.fail("timeout")
-        return None
-    return found[0] if found else None
-
-
 def pss(server: Server, opts: Options) -> Sample:
     """Peak total PSS while 8 selective queries run at once (8 busy workers)."""
     peak = [0.0, 0]
 
     async def sampled() -> LoadResult:
         client = Client(HOST, server.port, build_db.CALLED_AE, [selective_query()])
+        # 8 queries at once on 100,000 entries keep wlmscpfs busy for 20-40 s on 2 cores
         task = asyncio.ensure_future(run_load(client, assocs=8, concurrency=8, budget=1,
-                                              timeout=opts.load_timeout))
+                                              timeout=4 * opts.load_timeout))
         while not task.done():
             total, count = await asyncio.to_thread(server.pss_mb)
             if total > peak[0]:
@@ -412,7 +407,8 @@ def fmt(value: float) -> str:
 
 def cell(samples: list[Sample], unit: str) -> str:
     """Median with unit, plus failures and notes."""
-    text = f"{fmt(median(samples))} {unit}"
+    value = median(samples)
+    text = "—" if isnan(value) else f"{fmt(value)} {unit}"
     failures = sum(s.failures for s in samples)
     notes = sorted({s.note for s in samples if s.note})
     extra = ([f"{failures} failed"] if failures else []) + notes
@@ -445,10 +441,11 @@ def table(rows: list[Scenario], reference: Server, candidate: Server, opts: Opti
             continue
         a, b = median(row.samples[ref]), median(row.samples[cand])
         ratio = b / a if a else float("nan")
+        shown = "—" if isnan(ratio) else f"{fmt(ratio)}×"
         met = row.target.met(a, b)
         verdict = "—" if met is None else ("yes" if met else "**no**")
         lines.append(f"| {row.title} | {cell(row.samples[ref], row.unit)} | "
-                     f"{cell(row.samples[cand], row.unit)} | {fmt(ratio)}× | "
+                     f"{cell(row.samples[cand], row.unit)} | {shown} | "
                      f"{row.target.text} | {verdict} |")
     return "\n".join(lines)
 
@@ -473,7 +470,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--candidate", choices=("wlmd", "wlmscpfs"), default="wlmd",
                         help="what the second column runs (wlmscpfs: test the runner itself)")
     parser.add_argument("--wlmd-arg", action="append", default=[],
-                        help="extra wlmd option (repeatable): --wlmd-arg=--max-spare-workers=8")
+                        help="one more wlmd argument (repeatable, one word each): "
+                             "--wlmd-arg=--max-spare-workers --wlmd-arg=8")
     parser.add_argument("--wlmd-index", action="append", default=[],
                         help="glob of wlmd's on-disk index ({root} = database root), deleted "
                              "before a first start")

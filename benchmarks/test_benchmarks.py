@@ -131,6 +131,8 @@ def test_a_rewritten_entry_is_in_the_next_answer(database: Path, wlmscpfs: int) 
     ("max", 30, 3000, 29, True),
     ("max", 30, float("nan"), 31, False),
     ("ratio_max", 1.0, float("nan"), 3, None),
+    ("ratio_min", 1.0, 500, float("nan"), False),
+    ("max", 400, 80, float("nan"), False),
 ])
 def test_targets(kind: str, value: float, reference: float, candidate: float,
                  met: bool | None) -> None:
@@ -145,3 +147,13 @@ def test_select_by_group_and_name() -> None:
         "medium-selective", "large-pss"]
     with pytest.raises(SystemExit):
         run.select(rows, ["nonsense"])
+
+
+def test_runner_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["--candidate", "wlmscpfs", "--scenario", "small-latency", "--quick"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("Machine: ") and "wlmscpfs v3.6.7" in table[0]
+    row = next(line for line in table if line.startswith("| 10 entries, sequential"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].endswith(" ms") and cells[2].endswith(" ms")
+    assert float(cells[3].rstrip("×")) > 0 and cells[5] in ("yes", "**no**")

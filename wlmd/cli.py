@@ -12,6 +12,7 @@ import logging
 import os
 import pwd
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,7 @@ from wlmd.server import SingleProcessServer
 from wlmd.service import WorklistService
 from wlmd.settings import Settings
 from wlmd.supervisor import Supervisor
+from wlmd.tls import TlsError, server_context
 from wlmd.worklist.store import DataSourceError, WorklistStore
 
 LOGGER = logging.getLogger("wlmd")
@@ -59,12 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_config(settings: Settings) -> int:
-    """``--check-config``: the options and config already parsed; now the access rules."""
+    """``--check-config``: the options and config already parsed; now access rules and TLS."""
     problems = check_rules(settings.hosts_allow, settings.hosts_deny,
                            host_lookup=settings.host_lookup)
     for problem in problems:
         print(problem, file=sys.stderr)
     if any(problem.fatal for problem in problems):
+        return EXIT_FAILURE
+    try:
+        load_tls_context(settings)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print("configuration OK")
     return EXIT_OK
@@ -75,29 +82,38 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
     settings = parsed.settings
     check_data_sources(settings)
     policy = load_access_policy(settings)
+    tls_context = load_tls_context(settings)
     listeners = open_listeners(settings)
     drop_privileges(settings)
     if settings.daemon:
         detach(settings, listeners)
-    running = RunningConfiguration(args, parsed)
+    running = RunningConfiguration(args, parsed, tls_context)
     if settings.single_process:
         server = SingleProcessServer(settings, listeners, WorklistService, policy,
                                      on_ready=lambda: systemd.ready("serving (single process)"),
-                                     reload=running.reload, reopen_logs=running.reopen_logs)
+                                     reload=running.reload, reopen_logs=running.reopen_logs,
+                                     tls_context=running.tls_context)
         return server.run()
     supervisor = Supervisor(settings, listeners, WorklistService, policy,
                             reload=running.reload, reopen_logs=running.reopen_logs,
                             notify=systemd.notify,
-                            watchdog_interval=systemd.watchdog_interval())
+                            watchdog_interval=systemd.watchdog_interval(),
+                            tls_context=running.tls_context)
     return supervisor.run()
 
 
 class RunningConfiguration:
     """The command line and config file as last read: SIGHUP re-reads, SIGUSR1 reapplies logs."""
 
-    def __init__(self, args: list[str], parsed: ParsedCommandLine) -> None:
+    def __init__(self, args: list[str], parsed: ParsedCommandLine,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self._args = args
         self._parsed = parsed
+        self._tls_context = tls_context
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server TLS context of the running configuration (None: plain TCP)."""
+        return self._tls_context
 
     def reload(self) -> tuple[Settings, AccessPolicy | None]:
         """Re-read options, config file, access rules and logging; raise to keep the old."""
@@ -106,8 +122,10 @@ class RunningConfiguration:
         except CommandLineExit as exc:
             raise StartupError(exc.stderr.strip() or "invalid configuration") from exc
         policy = load_access_policy(fresh.settings)
+        tls_context = load_tls_context(fresh.settings)
         configure_logging(fresh.settings, fresh.log_level, fresh.log_config)
         self._parsed = fresh
+        self._tls_context = tls_context
         return fresh.settings, policy
 
     def reopen_logs(self) -> None:
@@ -136,6 +154,14 @@ def load_access_policy(settings: Settings) -> AccessPolicy | None:
                                  host_lookup=settings.host_lookup)
     except AccessRuleError as exc:
         raise StartupError(str(exc)) from exc
+
+
+def load_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """``--tls-*``: build the server context once, so a bad key or certificate stops start-up."""
+    try:
+        return server_context(settings)
+    except TlsError as exc:
+        raise StartupError(f"TLS: {exc}") from exc
 
 
 def open_listeners(settings: Settings) -> list[socket.socket]:

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from logging.handlers import SysLogHandler
 from pathlib import Path
 
-from wlmd.settings import CharsetMode, IpFamily, Settings, TransferSyntaxPreference
+from wlmd.settings import (
+    CharsetMode,
+    IpFamily,
+    Settings,
+    TlsProfile,
+    TransferSyntaxPreference,
+)
 
 DEFAULT_CONFIG_FILE = Path("/etc/wlmd/wlmd.conf")
 
@@ -176,6 +182,10 @@ def _ip_address(text: str) -> str | None:
 
 def _facility(text: str) -> str | None:
     return text if text in SysLogHandler.facility_names else None
+
+
+def _tls_profile(text: str) -> TlsProfile | None:
+    return next((p for p in TlsProfile if p.value == text), None)
 
 
 def _log_level(text: str) -> int | None:
@@ -397,10 +407,14 @@ OPTIONS: tuple[Option, ...] = (
        field="tls_key", value=path("[f]ilename: string"), in_wlmscpfs=False),
     _O("--tls-cert", "server certificate file f (PEM)", WLMD, "TLS:", field="tls_cert",
        value=path("[f]ilename: string"), in_wlmscpfs=False),
-    _O("--tls-ca-file", "trust peer certificates signed by CAs in file f", WLMD, "TLS:",
+    _O("--tls-ca-file", "trust peer certificates signed by CAs in file f\n"
+       "(a client certificate is then verified if sent)", WLMD, "TLS:",
        field="tls_ca_file", value=path("[f]ilename: string"), in_wlmscpfs=False),
     _O("--tls-require-peer-cert", "require a valid client certificate", WLMD, "TLS:",
        field="tls_require_peer_cert", const=True, in_wlmscpfs=False),
+    _O("--tls-profile", "TLS security profile p, as findscu's +pg ... +pa:\n"
+       + ", ".join(p.value for p in TlsProfile), WLMD, "TLS:", field="tls_profile",
+       value=ValueSpec("[p]rofile: string (default: 8996)", _tls_profile), in_wlmscpfs=False),
 )
 
 BY_SPELLING: dict[str, Option] = {

@@ -10,6 +10,7 @@ import logging
 import selectors
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 
@@ -17,11 +18,14 @@ from wlmd.access import AccessPolicy
 from wlmd.dicom.association import serve_association
 from wlmd.dicom.types import AssociationReport, WorklistApplication
 from wlmd.settings import Settings
+from wlmd.tls import HandshakeFailed, accept_tls
 
 LOGGER = logging.getLogger("wlmd.server")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
 AppFactory = Callable[[Settings], WorklistApplication]
+# The current server TLS context (None: plain TCP); a getter, because SIGHUP may replace it.
+TlsContextGetter = Callable[[], ssl.SSLContext | None]
 
 
 class SingleProcessServer:
@@ -30,8 +34,10 @@ class SingleProcessServer:
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
                  app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
                  on_ready: Callable[[], None] | None = None, reload: ReloadHook | None = None,
-                 reopen_logs: Callable[[], None] | None = None) -> None:
+                 reopen_logs: Callable[[], None] | None = None,
+                 tls_context: TlsContextGetter = lambda: None) -> None:
         self._settings = settings
+        self._tls_context = tls_context
         self._listeners = list(listeners)
         self._app_factory = app_factory
         self._app = app_factory(settings)
@@ -106,8 +112,24 @@ class SingleProcessServer:
                 return
         conn.setblocking(True)
         started = time.monotonic()
-        report = serve_association(conn, peer, self._settings, self._app)
+        report = serve_connection(conn, peer, self._settings, self._app, self._tls_context())
         log_association(report, peer, started)
+
+
+def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Settings,
+                     app: WorklistApplication, tls_context: ssl.SSLContext | None, *,
+                     over_limit: bool = False) -> AssociationReport:
+    """The TLS handshake when configured (within the ACSE timeout), then the association.
+
+    Runs in the process that serves the connection, never in the supervisor.
+    """
+    if tls_context is not None:
+        try:
+            conn = accept_tls(conn, tls_context, settings.acse_timeout)
+        except HandshakeFailed as exc:
+            LOGGER.warning("TLS handshake with %s:%s failed: %s", peer[0], peer[1], exc)
+            return AssociationReport(outcome="tls-failed", detail=str(exc))
+    return serve_association(conn, peer, settings, app, over_limit=over_limit)
 
 
 def log_association(report: AssociationReport, peer: tuple, started: float,

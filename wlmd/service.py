@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import time
 from collections.abc import Iterator
 from datetime import datetime
 
 from pydicom import Dataset
+from pydicom.errors import BytesLengthException
 from pydicom.uid import ExplicitVRLittleEndian
 
 from wlmd.dicom.dimse import encode_dataset
@@ -26,9 +28,11 @@ from wlmd.dicom.types import (
     STATUS_SUCCESS,
     AssociationInfo,
     FindResponse,
+    UndecodableIdentifier,
 )
 from wlmd.settings import Settings
 from wlmd.worklist.cache import NO_MATCH, ResponseCache
+from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
 from wlmd.worklist.query import InvalidQuery, PreparedQuery, prepare_query
@@ -36,6 +40,9 @@ from wlmd.worklist.response import build_response
 from wlmd.worklist.store import LockfileError, WorklistRecord, WorklistStore
 
 LOGGER = logging.getLogger("wlmd.service")
+# What pydicom raises converting a value it cannot read: unknown VR, impossible length, bytes.
+UNDECODABLE_VALUE_ERRORS = (NotImplementedError, BytesLengthException, ValueError,
+                            struct.error, UnicodeError)
 
 
 class WorklistService:
@@ -76,15 +83,19 @@ class WorklistService:
             yield FindResponse(STATUS_IDENTIFIER_MISMATCH, offending_elements=error.offending,
                                error_comment=error.comment)
             return
+        except UNDECODABLE_VALUE_ERRORS as error:  # pydicom could not read an element's value
+            LOGGER.warning("Undecodable identifier from %s (%s): %s", assoc.calling_ae,
+                           assoc.peer_address, type(error).__name__)
+            raise UndecodableIdentifier(type(error).__name__) from error
         try:
-            records = self._store.records(assoc.called_ae)
+            records = self._store.query(assoc.called_ae, prefilter_of(query))
         except LockfileError as error:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)
             return
         responses = self._answers(query, records, transfer_syntax_uid)
-        LOGGER.debug("%d of %d worklist records in %s match", len(responses), len(records),
-                     assoc.called_ae)
+        LOGGER.debug("%d of %d candidate worklist records in %s match", len(responses),
+                     len(records), assoc.called_ae)
         if 0 < settings.max_responses < len(responses):
             LOGGER.warning("Query from %s (%s) matches %d entries of %s, more than "
                            "--max-responses %d: refused", assoc.calling_ae, assoc.peer_address,
@@ -99,7 +110,7 @@ class WorklistService:
 
     def _answers(self, query: PreparedQuery, records: list[WorklistRecord],
                  transfer_syntax_uid: str) -> list[bytes]:
-        """The encoded response of every matching record, in the store's (stable) order.
+        """The encoded response of every matching candidate, in the store's (stable) order.
 
         Outcomes come from the response cache where this query was seen before for the same
         record object; the store replaces the object whenever its file changes.

@@ -36,6 +36,20 @@ class TransferSyntaxPreference(enum.Enum):
     IMPLICIT = "implicit"  # +xi
 
 
+class TlsProfile(enum.Enum):
+    """The TLS security profiles of DCMTK (findscu's ``+pg`` ...) that Python's ssl can honour.
+
+    The Basic and NULL profiles are left out: they need 3DES or unencrypted suites.
+    """
+
+    RFC8996 = "8996"
+    RFC8996_MOD = "8996-mod"
+    BCP195_ND = "bcp195-nd"
+    BCP195 = "bcp195"
+    BCP195_EX = "bcp195-ex"
+    AES = "aes"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the command line of wlmscpfs(1) can set, plus wlmd's own additions."""
@@ -104,3 +118,4 @@ class Settings:
     tls_cert: Path | None = None
     tls_ca_file: Path | None = None
     tls_require_peer_cert: bool = False
+    tls_profile: TlsProfile = TlsProfile.RFC8996

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from wlmd import handoff
 from wlmd.access import AccessPolicy
-from wlmd.dicom.association import serve_association
 from wlmd.dicom.types import AssociationReport
 from wlmd.pool import (
     WORKER_BOOT_ERROR,
@@ -39,7 +38,7 @@ from wlmd.pool import (
     WorkerSlot,
     spawn_plan,
 )
-from wlmd.server import log_association
+from wlmd.server import TlsContextGetter, log_association, serve_connection
 from wlmd.settings import Settings
 from wlmd.worker import AppFactory, reset_signals, run_worker
 
@@ -77,8 +76,10 @@ class Supervisor:
                  app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
                  reload: ReloadHook | None = None, notify: Notify | None = None,
                  watchdog_interval: float | None = None,
-                 reopen_logs: Callable[[], None] | None = None) -> None:
+                 reopen_logs: Callable[[], None] | None = None,
+                 tls_context: TlsContextGetter = lambda: None) -> None:
         self.settings = settings
+        self._tls_context = tls_context
         self._listeners = list(listeners)
         self._app_factory = app_factory
         self._access = access_policy
@@ -429,13 +430,14 @@ class Supervisor:
 
     def _worker_main(self, channel: socket.socket, heartbeat: Heartbeat,
                      settings: Settings) -> int:
-        return run_worker(channel, heartbeat, settings, self._app_factory)
+        return run_worker(channel, heartbeat, settings, self._app_factory, self._tls_context())
 
     def _refuser_main(self, conn: socket.socket, peer: tuple[str, int]) -> int:
-        """In a forked child: answer RJ 2/3/2 after reading the request, log it, exit."""
+        """In a forked child: answer RJ 2/3/2 after reading the request (over TLS when
+        configured: the handshake happens here, not in the supervisor), log it, exit."""
         started = time.monotonic()
-        report = serve_association(conn, peer, self.settings, self._app_factory(self.settings),
-                                   over_limit=True)
+        report = serve_connection(conn, peer, self.settings, self._app_factory(self.settings),
+                                  self._tls_context(), over_limit=True)
         log_association(report, peer, started, os.getpid())
         return 0
 

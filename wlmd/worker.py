@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 
 from wlmd import handoff
-from wlmd.dicom.association import serve_association
 from wlmd.dicom.types import WorklistApplication
 from wlmd.pool import WORKER_BOOT_ERROR, Heartbeat
+from wlmd.server import serve_connection
 from wlmd.settings import Settings
 
 LOGGER = logging.getLogger("wlmd.worker")
@@ -52,8 +53,11 @@ def start_heartbeat(heartbeat: Heartbeat, timeout: float) -> None:
 
 
 def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
-               app_factory: AppFactory) -> int:
-    """The worker's life after fork (and after ``reset_signals``); returns its exit status."""
+               app_factory: AppFactory, tls_context: ssl.SSLContext | None = None) -> int:
+    """The worker's life after fork (and after ``reset_signals``); returns its exit status.
+
+    With ``tls_context`` the worker, not the supervisor, shakes hands with each client.
+    """
     start_heartbeat(heartbeat, settings.worker_timeout)
     try:
         app = app_factory(settings)
@@ -70,7 +74,7 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
         if message.op != handoff.OP_SERVE or message.conn is None:
             return 0
         peer = (message.data["peer"][0], message.data["peer"][1])
-        report = serve_association(message.conn, peer, settings, app)
+        report = serve_connection(message.conn, peer, settings, app, tls_context)
         handoff.send_message(channel, handoff.OP_DONE, outcome=report.outcome,
                              calling_ae=report.calling_ae, called_ae=report.called_ae,
                              queries=report.queries, matches=report.matches,

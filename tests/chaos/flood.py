@@ -19,12 +19,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.chaos import wire
 from tests.chaos.harness import Wlmd
 
 SERVED, REJECTED_LIMIT, REJECTED_OTHER = "served", "rejected 2/3/2", "rejected other"
 DROPPED, FAILED, WRONG, CONNECT_ERROR = "closed unanswered", "failed", "wrong answer", "no connect"
+REAP_TIMEOUT = 15.0  # a signalled worker must be reaped within this (SIGSTOP: the watchdog)
 
 
 @dataclass
@@ -79,7 +81,9 @@ class FloodReport:
             "lost with killed workers": sum(1 for a in self.attempts
                                             if a.local_port in self.killed_ports
                                             and a.outcome in (FAILED, DROPPED)),
-            "closed at the limit (refusers busy)": len(self.limit_closed_ports),
+            "closed at the limit (refusers busy)": sum(
+                1 for a in self.attempts
+                if a.outcome == DROPPED and a.local_port in self.limit_closed_ports),
             "lost outside killed workers": len(self.unexplained()),
             "max reap after kill -9 (s)": _max_reap(kills),
             "max reap after SIGSTOP (s)": _max_reap(stops),
@@ -180,44 +184,53 @@ class ChaosMonkey(threading.Thread):
         self._interval = interval
         self.events: list[ChaosEvent] = []
         self.finished = threading.Event()
+        self.watchers: list[threading.Thread] = []
 
     def run(self) -> None:
-        for signum in self._plan:
-            if self.finished.wait(self._interval):
+        plan = list(self._plan)
+        for _ in range(len(plan) * 20):  # bounded: a worker may exit before it is signalled
+            if not plan or self.finished.wait(self._interval):
                 return
-            busy_first = self._server.workers()
-            if not busy_first:
+            signalled = {e.pid for e in self.events}
+            workers = [pid for pid in self._server.workers() if pid not in signalled]
+            if not workers:
                 continue
-            pid = self._random.choice(busy_first)
-            os.kill(pid, signum)
-            self.events.append(ChaosEvent(pid, signum, time.monotonic()))
-
-    def measure_reaping(self, timeout: float) -> None:
-        """Wait (bounded) until every signalled worker is gone; record how long each took."""
-        deadline = time.monotonic() + timeout
-        for event in self.events:
-            while _exists(event.pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if not _exists(event.pid):
-                event.reaped_after = _gone_at(event) - event.sent
-
-
-def _exists(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+            event = ChaosEvent(self._random.choice(workers), plan[0], time.monotonic())
+            try:
+                os.kill(event.pid, event.signum)
+            except ProcessLookupError:
+                continue
+            plan.pop(0)
+            self.events.append(event)
+            watcher = threading.Thread(target=_time_reaping, args=(event, REAP_TIMEOUT),
+                                       daemon=True)
+            watcher.start()
+            self.watchers.append(watcher)
 
 
-def _gone_at(_event: ChaosEvent) -> float:
-    return time.monotonic()
+def _time_reaping(event: ChaosEvent, timeout: float) -> None:
+    """Poll (bounded) until the supervisor has reaped the signalled worker."""
+    while time.monotonic() - event.sent < timeout:
+        if not os.path.exists(f"/proc/{event.pid}"):
+            event.reaped_after = time.monotonic() - event.sent
+            return
+        time.sleep(0.005)
 
 
 _DIED = re.compile(r"worker (\d+) serving [^ ]+:(\d+) died")
-_LIMIT_CLOSED = re.compile(r"refusers busy: closing [^ ]+:(\d+)$")
+_LIMIT_CLOSED = re.compile(r"refusers busy: closing [^ ]+:(\d+)$", re.M)
+
+
+def server_args(dfp: Path, max_associations: int) -> list[str]:
+    """wlmd under load: the given limit, and a watchdog quick enough for a short run."""
+    return ["-dfp", str(dfp), "--max-associations", str(max_associations),
+            "--worker-timeout", "2", "--acse-timeout", "5"]
 
 
 def run_flood(server: Wlmd, called: str, *, attempts: int, concurrency: int, hold: float,
               expected_matches: int, kills: int = 0, stops: int = 0,
-              chaos_interval: float = 0.3, seed: int = 6, timeout: float = 20.0,
-              reap_timeout: float = 15.0) -> FloodReport:
+              chaos_interval: float = 0.3, seed: int = 6,
+              timeout: float = 20.0) -> FloodReport:
     """Flood ``server`` while the monkey signals workers; then read the log to explain losses."""
     monkey = ChaosMonkey(server, kills, stops, chaos_interval, seed)
     gauge = _Gauge()
@@ -231,10 +244,11 @@ def run_flood(server: Wlmd, called: str, *, attempts: int, concurrency: int, hol
         monkey.finished.set()
         monkey.join()
     seconds = time.monotonic() - started
-    monkey.measure_reaping(reap_timeout)
+    for watcher in monkey.watchers:
+        watcher.join(REAP_TIMEOUT)
     killed = {e.pid for e in monkey.events}
     log = server.log()
     report = FloodReport(results, monkey.events, seconds, gauge.peak)
     report.killed_ports = {int(m[2]) for m in _DIED.finditer(log) if int(m[1]) in killed}
-    report.limit_closed_ports = {int(m[1]) for m in _LIMIT_CLOSED.finditer(log, re.M)}
+    report.limit_closed_ports = {int(m[1]) for m in _LIMIT_CLOSED.finditer(log)}
     return report

@@ -24,7 +24,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 from tests.helpers import free_port, start_wlmd, stop_process
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
-HEARTBEAT = "memfd:wlmd-heartbeat"  # only pre-forked workers hold one (wlmd/pool.py)
+HEARTBEAT = "/memfd:wlmd-heartbeat"  # only pre-forked workers hold one (wlmd/pool.py)
 STATUS_OUT_OF_RESOURCES = 0xA700
 
 

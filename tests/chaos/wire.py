@@ -147,10 +147,11 @@ class Answer:
     reason: tuple[int, int, int] | None = None
 
 
-def request_association(host: str, port: int, called: str | bytes,
-                        timeout: float = 10.0) -> Answer:
+def request_association(host: str, port: int, called: str | bytes, timeout: float = 10.0,
+                        source: str | None = None) -> Answer:
     """Send an A-ASSOCIATE-RQ on a blocking socket and report the answer (then abort)."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    bind = (source, 0) if source else None
+    with socket.create_connection((host, port), timeout=timeout, source_address=bind) as sock:
         sock.sendall(associate_rq(called))
         try:
             header = _recv_exactly(sock, 6)

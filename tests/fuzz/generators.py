@@ -589,9 +589,28 @@ FAMILIES: list[tuple[Callable[[random.Random], Case], int]] = [
 ]
 
 
+def anchors() -> list[Case]:
+    """Fixed cases with one certain answer each, so that even a short run sees every end."""
+    items = wire.rq_items()
+    return [
+        Case("anchor.conversation", IDLE, (conversation(),), frozenset((RELEASE,)), True),
+        Case("anchor.no-contexts", IDLE,
+             (wire.pdu(wire.ASSOCIATE_RQ, wire.rq_fixed() + items[0] + items[-1]),),
+             frozenset((CLOSE,)), True),
+        Case("anchor.unknown-ae", IDLE, (wire.associate_rq(b"NOSUCHAE"),),
+             frozenset((REJECT,)), True),
+        Case("anchor.peer-abort", ESTABLISHED, (wire.pdu(wire.ABORT, bytes(4)),),
+             frozenset((CLOSE,)), True),
+        Case("anchor.second-rq", ESTABLISHED, (wire.associate_rq(),), frozenset((ABORT,)), True),
+    ]
+
+
 @dataclass
 class CaseStream:
-    """An endless, reproducible stream of cases: the same seed gives the same cases."""
+    """An endless, reproducible stream of cases: the same seed gives the same cases.
+
+    It opens with the anchors and one case of every family, then draws families by weight.
+    """
 
     seed: int
     families: list[tuple[Callable[[random.Random], Case], int]] = field(
@@ -602,5 +621,8 @@ class CaseStream:
         rng = random.Random(self.seed)
         makers = [f for f, _ in self.families]
         weights = [w for _, w in self.families]
+        yield from anchors()
+        for make in makers:
+            yield make(rng)
         while True:
             yield rng.choices(makers, weights)[0](rng)

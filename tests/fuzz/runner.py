@@ -77,6 +77,7 @@ class Server:
         self.port = 0
         self.pid = 0
         self._log_offset = 0
+        self.last_log = ""
         self.starts = 0
 
     def command(self) -> list[str]:
@@ -137,7 +138,8 @@ class Server:
             log.seek(self._log_offset)
             data = log.read()
             self._log_offset = log.tell()
-        return data.decode("utf-8", "replace")
+        self.last_log = data.decode("utf-8", "replace")
+        return self.last_log
 
 
 # --- one case on one connection -------------------------------------------------------------------
@@ -522,15 +524,14 @@ def replay_files(paths: list[Path], modes: Iterable[str]) -> int:
                 for path in paths:
                     case = Case.from_json(path.read_text())
                     outcome = drive(server.port, case, campaign.timing)
-                    log = server.new_log()
                     found = judge(case, outcome) + [
                         (f.kind, f.detail) for f in campaign.check_server(case)
                     ]
                     failed += bool(found)
                     print(f"[{mode}] {path.name}: {outcome.end} ({outcome.shape}) "
-                          f"{found or 'OK'}")
-                    if log.strip():
-                        print(log.rstrip())
+                          f"{[kind for kind, _ in found] or 'OK'}")
+                    if server.last_log.strip():
+                        print(server.last_log.rstrip())
             finally:
                 server.stop()
     return 1 if failed else 0
@@ -561,8 +562,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.shapes:
         for name, count in tally.shapes.most_common():
             print(f"  {count:6d}  {name}")
-    for finding in tally.findings:
-        print(f"saved {save_reproducer(finding, args.save)}")
+    saved = set()
+    for finding in tally.findings:  # one reproducer per kind of finding and family of case
+        key = (finding.kind, finding.case.family)
+        if key not in saved:
+            saved.add(key)
+            print(f"saved {save_reproducer(finding, args.save)}")
     return 1 if tally.crashes() else 0
 
 

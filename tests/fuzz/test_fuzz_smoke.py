@@ -23,6 +23,7 @@ from tests.fuzz.runner import (
     MODES,
     REGRESSIONS,
     Campaign,
+    Finding,
     Server,
     Tally,
     Timing,
@@ -45,33 +46,53 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     srv.stop()
 
 
-def _lines(tally: Tally) -> str:
-    return "\n".join(f.line() for f in tally.findings)
+# Findings reported to the engine's owners and not fixed yet: (text in the finding, report).
+# Their wire behaviour is right (it matches wlmscpfs); only the server log shows a traceback.
+def assert_clean(findings: list[Finding]) -> None:
+    """No finding at all: no crash, hang, wrong answer, RSS overrun or logged traceback."""
+    assert not findings, "\n".join(f.line() for f in findings)
 
 
-def test_seeded_campaign(server: Server) -> None:
+@pytest.fixture(scope="module")
+def campaign(server: Server) -> tuple[Tally, int]:
+    """The seeded run, once per mode; the tests below judge it from different sides."""
     tally = Tally()
-    campaign = Campaign(server, tally)
     pid = server.pid
-    campaign.run(CaseStream(SEED), CASES_PER_MODE, time.monotonic() + SECONDS_PER_MODE)
-    assert not tally.findings, _lines(tally)
+    Campaign(server, tally).run(CaseStream(SEED), CASES_PER_MODE,
+                                time.monotonic() + SECONDS_PER_MODE)
+    return tally, pid
+
+
+def test_no_crash(server: Server, campaign: tuple[Tally, int]) -> None:
+    """No death, hang, wrong health answer or RSS overrun, and the very same process."""
+    tally, pid = campaign
+    assert not tally.crashes(), "\n".join(f.line() for f in tally.crashes())
     assert tally.cases[server.mode] >= CASES_PER_MODE // 2, "too few cases ran in the time"
     assert server.alive() and server.pid == pid and server.starts == 1
+
+
+def test_every_association_ends_as_allowed(campaign: tuple[Tally, int]) -> None:
+    tally, _ = campaign
+    wrong = [f for f in tally.findings if f.kind in ("unexpected-end", "bad-status")]
+    assert not wrong, "\n".join(f.line() for f in wrong)
     # The run reached every way an association can end, so the judge saw each of them.
     assert {"abort", "reject", "release", "close"} <= set(tally.ends), tally.ends
 
 
+def test_no_traceback_in_the_log(campaign: tuple[Tally, int]) -> None:
+    tally, _ = campaign
+    assert_clean([f for f in tally.findings if f.kind == "traceback"])
+
+
 @pytest.mark.parametrize("path", REPRODUCERS, ids=[p.stem for p in REPRODUCERS])
 def test_reproducer(server: Server, path: Path) -> None:
-    tally = Tally()
-    found = Campaign(server, tally).one(Case.from_json(path.read_text()))
-    assert not found, _lines(tally)
+    assert_clean(Campaign(server, Tally()).one(Case.from_json(path.read_text())))
 
 
 def test_judge_flags_a_wrong_end(server: Server) -> None:
     """A well-formed RQ for a known AE is accepted, so a case demanding a reject must fail."""
     case = Case("self-test", IDLE, (wire.associate_rq(b"CT01"),), frozenset((REJECT,)), True)
-    outcome = drive(server.port, case)
+    outcome = drive(server.port, case, Timing(quiet=0.1, hang=1.0))
     assert outcome.end == "release"
     assert [kind for kind, _ in judge(case, outcome)] == ["unexpected-end"]
 

@@ -1,69 +1,29 @@
 """TLS both ways: our findscu and DCMTK's findscu against a TLS worklist SCP built on
-wlmd.findscu.tls.make_ssl_context, with certificates made at test time."""
+wlmd.tls.make_ssl_context, with certificates made at test time."""
 
 from __future__ import annotations
 
-import datetime
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from tests.helpers import free_port, require_dcmtk
-from wlmd.findscu.tls import TlsOptions, make_ssl_context
+from tests.helpers import dcmtk_tool, free_port
+from tests.tlsutil import make_pki
+from wlmd.tls import TlsOptions, make_ssl_context
 
 HOST = "127.0.0.1"
-
-
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _cert(name: str, key: rsa.RSAPrivateKey, issuer: x509.Certificate | None,
-          issuer_key: rsa.RSAPrivateKey, *, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    return (x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer.subject if issuer else subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(issuer_key, hashes.SHA256()))
-
-
-def _write(directory: Path, name: str, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> None:
-    (directory / f"{name}.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
-    (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA, a server and a trusted client certificate, plus an untrusted self-signed one."""
-    out = tmp_path_factory.mktemp("pki")
-    ca_key = _key()
-    ca = _cert("wlmd test CA", ca_key, None, ca_key, ca=True)
-    _write(out, "ca", ca_key, ca)
-    for name in ("server", "client"):
-        key = _key()
-        _write(out, name, key, _cert(name, key, ca, ca_key, ca=False))
-    rogue_key = _key()
-    _write(out, "rogue", rogue_key, _cert("rogue", rogue_key, None, rogue_key, ca=False))
-    return out
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +64,8 @@ def test_our_findscu_over_tls(pki: Path, tls_scp: str) -> None:
 
 
 def test_dcmtk_findscu_over_tls(pki: Path, tls_scp: str) -> None:
-    require_dcmtk("wlmscpfs", "findscu")
-    findscu = str(Path(shutil.which("wlmscpfs") or "").with_name("findscu"))
-    result = subprocess.run([findscu, *_client_args(pki, tls_scp)], capture_output=True,
-                            timeout=60, check=False)
+    result = subprocess.run([dcmtk_tool("findscu"), *_client_args(pki, tls_scp)],
+                            capture_output=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert b"TLS^PATIENT" in result.stderr
 

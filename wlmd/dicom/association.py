@@ -34,6 +34,7 @@ from wlmd.dicom.types import (
     AssociationInfo,
     AssociationReport,
     FindResponse,
+    UndecodableIdentifier,
     WorklistApplication,
 )
 from wlmd.settings import Settings, TransferSyntaxPreference
@@ -289,6 +290,8 @@ class _Association:
         responses = self.app.find(self.info, identifier, ts_uid)
         try:
             self._respond(responses, context_id, message_id, sop_class, ts_uid)
+        except UndecodableIdentifier as exc:
+            raise _abort(f"undecodable C-FIND identifier ({exc})") from exc
         finally:
             close = getattr(responses, "close", None)
             if close is not None:

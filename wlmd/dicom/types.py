@@ -22,6 +22,14 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_IDENTIFIER_MISMATCH = 0xA900
 
 
+class UndecodableIdentifier(Exception):
+    """The identifier holds an element that cannot be read (unknown VR, impossible length).
+
+    The engine ends the association with A-ABORT, as wlmscpfs does. The message names the
+    problem only: values may be patient data and must stay out of the logs.
+    """
+
+
 @dataclass(frozen=True)
 class AssociationInfo:
     """Who is asking: taken from the TCP peer and the A-ASSOCIATE-RQ."""

@@ -23,8 +23,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from wlmd import tls
 from wlmd.findscu import options as opts
-from wlmd.findscu import tls
 from wlmd.findscu.client import LOG, Client, Peer, Plan, QueryBuilder, QueryFailed
 from wlmd.findscu.keys import BadKeyPath, apply_key, parse_key
 from wlmd.findscu.logs import setup_logging

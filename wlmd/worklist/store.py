@@ -1,10 +1,15 @@
 """The worklist store: one directory of ``*.wl`` files per called AE title under ``-dfp``.
 
-The directory stays the source of truth (COMPAT §1): every ``records()`` call lists it again,
-so a file that was added, changed or removed is seen by the very next C-FIND. Unlike wlmscpfs,
-files whose ``stat`` did not change are not parsed again; a refresh costs one ``scandir`` and
-one ``stat`` per file, plus a parse per changed file. The refresh runs under the shared
-``fcntl`` read lock on ``<AE>/lockfile``, the convention DCMTK's writers rely on.
+The directory stays the source of truth (COMPAT §1): every query refreshes the AE first, so a
+file that was added, changed or removed is seen by the very next C-FIND. Unlike wlmscpfs, files
+whose ``stat`` did not change are not parsed again. Where inotify works, a refresh re-stats only
+the names the kernel reported since the last one (plus every symbolic link, whose target can
+change elsewhere); otherwise, and whenever events may have been lost, it costs one ``scandir``
+and one ``stat`` per file. Either way only changed files are parsed. The refresh runs under the
+shared ``fcntl`` read lock on ``<AE>/lockfile``, the convention DCMTK's writers rely on.
+
+The served records are kept sorted and indexed (``index.py``) as files come and go, so a
+selective query looks at its candidates only.
 
 Everything that can go wrong with one file (unreadable, truncated, not DICOM, incomplete, a
 symbolic link leading out of ``-dfp``) is logged once per version of that file and the file is
@@ -14,6 +19,7 @@ a worklist file.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import io
@@ -36,6 +42,8 @@ from wlmd.worklist.completeness import (
     raw_value,
     sequence_of,
 )
+from wlmd.worklist.index import Prefilter, WorklistIndex
+from wlmd.worklist.inotify import Inotify
 
 LOGGER = logging.getLogger("wlmd.store")
 
@@ -46,6 +54,7 @@ DEFAULT_LOCK_WAIT = 10.0  # seconds to wait for a writer when there is no snapsh
 DEFAULT_MAX_FILE_BYTES = 16 << 20  # a worklist file is a few KiB; anything this big is junk
 LOCK_POLL_INTERVAL = 0.05
 UNDEFINED_LENGTH = 0xFFFFFFFF
+RESORT_FRACTION = 8  # more changes than 1/8 of the records: sort again instead of bisecting
 SPS_START_DATE, SPS_START_TIME = Tag(0x00400002), Tag(0x00400003)
 
 # The error texts DCMTK's loadFile gives for the same conditions, so logs read alike.
@@ -96,10 +105,20 @@ class _Entry:
 
 @dataclass
 class _AeCache:
-    """Per called AE: the entries by file name and the last consistent snapshot."""
+    """Per called AE: the entries by file name and the last consistent snapshot.
+
+    ``snapshot`` is kept in ``sort_key`` order (``order`` holds the keys, for bisection) and
+    ``index`` files the same records; both change only in ``_apply``.
+    """
 
     entries: dict[str, _Entry] = field(default_factory=dict)
     snapshot: list[WorklistRecord] | None = None
+    order: list[tuple[str, str, str]] = field(default_factory=list)
+    index: WorklistIndex = field(default_factory=WorklistIndex)
+    links: set[str] = field(default_factory=set)  # symbolic links: re-checked every refresh
+    retry: set[str] = field(default_factory=set)  # names whose last check was inconclusive
+    pending: list[tuple[WorklistRecord | None, WorklistRecord | None]] = field(
+        default_factory=list)  # (old, new) served records changed by the running refresh
     lock_warned: bool = False  # a "writer holds the lock" warning was logged this episode
     scan_warned: bool = False  # a "cannot list the directory" warning was logged this episode
 
@@ -136,6 +155,7 @@ class WorklistStore:
         self._lock_wait = lock_wait
         self._max_file_bytes = max_file_bytes
         self._caches: dict[str, _AeCache] = {}
+        self._inotify = Inotify()
         self.parse_count = 0  # files parsed so far: proves that unchanged files are not re-read
         # Worklist files carry whatever their writers put in; odd values must not raise when
         # matching or response building later converts them.
@@ -156,6 +176,26 @@ class WorklistStore:
         Raises LockfileError when the lockfile cannot be opened, or when a writer holds it
         longer than ``lock_wait`` before any snapshot of this AE exists.
         """
+        return list(self._refreshed(ae).snapshot or ())
+
+    def query(self, ae: str, prefilter: Prefilter | None) -> list[WorklistRecord]:
+        """The records of ``ae`` that can match ``prefilter``, in ``sort_key`` order.
+
+        A superset of the matches (None: every record), refreshed as ``records()`` is; costs
+        in proportion to the candidates, not the worklist, when the prefilter narrows.
+        """
+        cache = self._refreshed(ae)
+        snapshot = cache.snapshot or []
+        if prefilter is None:
+            return list(snapshot)
+        names = cache.index.candidates(prefilter)
+        if len(names) * RESORT_FRACTION > len(snapshot):
+            return [record for record in snapshot if record.sort_key[2] in names]
+        found = [cache.entries[name].record for name in names]
+        return sorted((r for r in found if r is not None), key=lambda r: r.sort_key)
+
+    def _refreshed(self, ae: str) -> _AeCache:
+        """The cache of ``ae`` brought in step with its directory under the read lock."""
         ae_dir = self._ae_dir(ae)
         if ae_dir is None:
             raise LockfileError(_open_failure(os.path.join(self._root_text, ae, LOCKFILE),
@@ -168,7 +208,7 @@ class WorklistStore:
                 self._refresh(cache, ae_dir)
         finally:
             os.close(fd)  # closing the descriptor releases the fcntl lock
-        return list(cache.snapshot or ())
+        return cache
 
     def _ae_dir(self, ae: str) -> str | None:
         """``<dfp>/<ae>`` if it is a safe name for a directory that resolves inside ``-dfp``."""
@@ -203,7 +243,22 @@ class WorklistStore:
                             f"file {lock_path} (write-locked for more than {self._lock_wait:g} s)")
 
     def _refresh(self, cache: _AeCache, ae_dir: str) -> None:
-        """Bring ``cache`` in step with the directory: O(entries) stats, O(changed) parses."""
+        """Bring ``cache`` in step with the directory, then apply the changes to the snapshot."""
+        names = None if cache.snapshot is None else self._inotify.changes(ae_dir)
+        if names is None:
+            self._scan(cache, ae_dir)
+        else:
+            real_root = self._real_root()
+            names |= cache.links | cache.retry
+            cache.retry = set()
+            for name in names:
+                self._recheck(cache, ae_dir, name, real_root)
+        self._apply(cache)
+
+    def _scan(self, cache: _AeCache, ae_dir: str) -> None:
+        """The full refresh: list the directory, stat every file, parse the changed ones."""
+        if cache.snapshot is None:
+            self._inotify.changes(ae_dir)  # arm the watch before listing: nothing slips by
         try:
             names = _list_worklist_files(ae_dir)
         except OSError as error:
@@ -211,51 +266,102 @@ class WorklistStore:
                 LOGGER.warning("Cannot list worklist directory %s (%s); answering from the "
                                "last consistent snapshot", ae_dir, error.strerror)
                 cache.scan_warned = True
+            self._inotify.invalidate(ae_dir)
             cache.snapshot = cache.snapshot or []
             return
         cache.scan_warned = False
         if not names:
             LOGGER.info("<no files found>")
-        changed = self._forget_removed(cache, names)
+        self._forget_removed(cache, names)
+        cache.links = {name for name, is_link in names.items() if is_link}
+        cache.retry = set()
         real_root = self._real_root()
         for name, is_link in names.items():
-            changed |= self._update(cache, ae_dir, name, is_link, real_root)
-        if changed or cache.snapshot is None:
+            self._update(cache, ae_dir, name, is_link, real_root)
+
+    def _recheck(self, cache: _AeCache, ae_dir: str, name: str, real_root: str) -> None:
+        """Look at one name the kernel reported: gone, or new or changed, or still the same."""
+        if not is_worklist_name(name):
+            return
+        try:
+            st = os.lstat(os.path.join(ae_dir, name))
+        except FileNotFoundError:
+            self._forget(cache, name)
+            return
+        except OSError:
+            cache.retry.add(name)
+            return
+        is_link = stat.S_ISLNK(st.st_mode)
+        if is_link:
+            cache.links.add(name)
+        else:
+            cache.links.discard(name)
+        self._update(cache, ae_dir, name, is_link, real_root)
+
+    def _apply(self, cache: _AeCache) -> None:
+        """Carry the refresh's record changes into the sorted snapshot and the index."""
+        pending, cache.pending = cache.pending, []
+        for old, new in pending:
+            if old is not None:
+                cache.index.remove(old.sort_key[2])
+            if new is not None:
+                cache.index.add(new.sort_key[2], new.dataset)
+        snapshot = cache.snapshot
+        if snapshot is None or len(pending) * RESORT_FRACTION > len(snapshot):
             cache.snapshot = sorted(
                 (e.record for e in cache.entries.values() if e.record is not None),
                 key=lambda record: record.sort_key,
             )
+            cache.order = [record.sort_key for record in cache.snapshot]
+            return
+        for old, new in pending:
+            if old is not None:
+                at = _position(cache.order, old.sort_key)
+                del snapshot[at], cache.order[at]
+            if new is not None:
+                at = bisect.bisect_left(cache.order, new.sort_key)
+                cache.order.insert(at, new.sort_key)
+                snapshot.insert(at, new)
+
+    def _forget_removed(self, cache: _AeCache, names: dict[str, bool]) -> None:
+        """Drop entries whose file is gone."""
+        for name in [name for name in cache.entries if name not in names]:
+            self._forget(cache, name)
 
     @staticmethod
-    def _forget_removed(cache: _AeCache, names: dict[str, bool]) -> bool:
-        """Drop entries whose file is gone; True if a served record went with them."""
-        gone = [name for name in cache.entries if name not in names]
-        served = any(cache.entries[name].record is not None for name in gone)
-        for name in gone:
-            del cache.entries[name]
-        return served
+    def _forget(cache: _AeCache, name: str) -> None:
+        """Drop the entry of a file that is gone, and its record from the snapshot."""
+        cache.links.discard(name)
+        old = cache.entries.pop(name, None)
+        if old is not None and old.record is not None:
+            cache.pending.append((old.record, None))
 
     def _update(self, cache: _AeCache, ae_dir: str, name: str, is_link: bool,
-                real_root: str) -> bool:
-        """Re-read ``name`` if its stat key changed; True if the served records changed."""
+                real_root: str) -> None:
+        """Re-read ``name`` if its stat key changed, noting a changed record in ``pending``."""
         path = os.path.join(ae_dir, name)
         old = cache.entries.get(name)
         try:
             st = os.stat(path)
         except FileNotFoundError:
             if not is_link:  # removed since the listing: the next refresh drops it
-                return False
+                cache.retry.add(name)
+                return
             st = os.lstat(path)  # a dangling link: judge (and log) it by the link itself
         except OSError:
-            return False
+            cache.retry.add(name)
+            return
         key = _stat_key(st)
         if old is not None and old.key == key:
-            return False
+            return
         entry = self._load(path, name, st, is_link, real_root)
         if entry is None:  # changed while being read: keep what we had, retry next time
-            return False
+            cache.retry.add(name)
+            return
         cache.entries[name] = entry
-        return entry.record is not None or (old is not None and old.record is not None)
+        old_record = None if old is None else old.record
+        if entry.record is not None or old_record is not None:
+            cache.pending.append((old_record, entry.record))
 
     def _load(self, path: str, name: str, st: os.stat_result, is_link: bool,
               real_root: str) -> _Entry | None:
@@ -438,6 +544,13 @@ def _try_read_lock(fd: int, lock_path: str) -> bool:
         raise LockfileError(f"WlmDataSourceFileSystem::SetReadlock: Cannot set read lock on "
                             f"file {lock_path} (return code: {error.strerror})") from error
     return True
+
+
+def _position(order: list[tuple[str, str, str]], key: tuple[str, str, str]) -> int:
+    """Where ``key`` sits in the sorted ``order`` (sort keys are unique: they end in the name)."""
+    at = bisect.bisect_left(order, key)
+    assert order[at] == key
+    return at
 
 
 def _stat_key(st: os.stat_result) -> StatKey:

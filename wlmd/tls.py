@@ -2,18 +2,22 @@
 
 DCMTK speaks of security profiles and IANA ciphersuite names; Python's ``ssl`` speaks of
 protocol versions and OpenSSL cipher strings. This module translates once, so the findscu
-client and the wlmd server build their contexts the same way.
+client and the wlmd server build their contexts the same way. The server builds its context
+once (at start-up and on SIGHUP) and shakes hands in the process that serves the association.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import socket
 import ssl
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from wlmd.settings import Settings
 
 
 class TlsError(Exception):
@@ -201,3 +205,60 @@ def seed_random(seed: Path) -> None:
 def write_seed(path: Path, size: int = 1024) -> None:
     """Write fresh generator output as the next seed (``+ws``/``+wf``)."""
     path.write_bytes(ssl.RAND_bytes(size))
+
+
+def server_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's context from ``--tls-*`` (None: plain TCP); raises :class:`TlsError`.
+
+    Like DCMTK's ``+vc``, a CA file without ``--tls-require-peer-cert`` verifies a client
+    certificate when one is sent and accepts clients that send none.
+    """
+    if settings.tls_key is None or settings.tls_cert is None:
+        return None
+    ca_files = [settings.tls_ca_file] if settings.tls_ca_file is not None else []
+    context = make_ssl_context(TlsOptions(
+        key_file=settings.tls_key, cert_file=settings.tls_cert, ca_files=ca_files,
+        profile=Profile(settings.tls_profile.value),
+        verify_peer=settings.tls_require_peer_cert), server_side=True)
+    if ca_files and not settings.tls_require_peer_cert:
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+class HandshakeFailed(Exception):
+    """The server-side handshake failed or timed out; the message is the reason."""
+
+
+def accept_tls(conn: socket.socket, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+    """Shake hands as the server within ``timeout`` seconds in all; the socket comes back
+    blocking. On failure ``conn`` is closed and :class:`HandshakeFailed` says why.
+
+    Python's handshake timeout bounds the whole handshake, not each read, so a peer that
+    trickles its ClientHello cannot hold the process longer than ``timeout``.
+    """
+    conn.settimeout(timeout)
+    try:
+        tls_conn = context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+    except OSError as exc:  # the connection is already gone
+        conn.close()
+        raise HandshakeFailed(str(exc)) from exc
+    try:
+        tls_conn.do_handshake()
+    except (OSError, ValueError) as exc:
+        tls_conn.close()
+        raise HandshakeFailed(_reason(exc)) from exc
+    tls_conn.settimeout(None)
+    return tls_conn
+
+
+def _reason(exc: Exception) -> str:
+    """The useful part of an ssl error: the verify message or OpenSSL's reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, TimeoutError):
+        return "handshake timed out"
+    if isinstance(exc, ssl.SSLEOFError) or (isinstance(exc, ssl.SSLError) and
+                                            exc.reason == "UNEXPECTED_EOF_WHILE_READING"):
+        return "peer closed the connection during the handshake"
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else str(exc) or type(exc).__name__

@@ -1,0 +1,301 @@
+"""A prefilter over one AE's records, so a selective query never walks the whole worklist.
+
+The matcher (``matching.py``) stays the judge; the index only narrows the records it sees. It
+must never drop a record the matcher would accept: every constraint below is implied by the
+matcher's own rules (COMPAT §3), and anything the index cannot express exactly is simply not
+used (a larger candidate set, never a smaller one).
+
+Indexed, normalised as the matcher normalises them (AE, CS, LO: leading and trailing spaces
+off; one entry per value of a multi-valued element):
+- PatientID (LO, wildcards off), top level;
+- ScheduledStationAETitle (AE) and Modality (CS) of any SPS item (both wildcards off);
+- SPS start date of any SPS item, parsed as the matcher parses it; a record with no parseable
+  start date is a candidate of every date constraint.
+A query item's keys must hold in the same record item; the index checks each key in any item,
+which can only admit more records. Several query items are a union.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydicom import Dataset
+
+from wlmd.worklist.keys import (
+    MODALITY,
+    SCHEDULED_PROCEDURE_STEP_SEQUENCE,
+    SCHEDULED_STATION_AE_TITLE,
+    SPS_START_DATE,
+    SPS_START_TIME,
+)
+from wlmd.worklist.matching import parse_date, rule_for
+from wlmd.worklist.query import PreparedQuery, element_vr, value_of
+
+Date = tuple[int, int, int]
+DateRange = tuple[Date | None, Date | None]  # inclusive; None: open end
+PATIENT_ID = 0x00100020
+_LITERAL_KEYS = (  # (tag, VR the query and the record must both use)
+    ("patient", PATIENT_ID, "LO"),
+    ("station", SCHEDULED_STATION_AE_TITLE, "AE"),
+    ("modality", MODALITY, "CS"),
+)
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """What one query SPS item requires; None: that key does not narrow anything."""
+
+    stations: frozenset[bytes] | None = None
+    modalities: frozenset[bytes] | None = None
+    dates: tuple[DateRange, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Prefilter:
+    """What a query requires of a record, in terms the index can answer."""
+
+    patient_ids: frozenset[bytes] | None
+    items: tuple[ItemFilter, ...] | None  # None: the SPS does not narrow; else a union
+
+
+@dataclass(frozen=True)
+class _RecordKeys:
+    """The index entries of one record, kept to remove it again."""
+
+    patient_ids: frozenset[bytes]
+    stations: frozenset[bytes]
+    modalities: frozenset[bytes]
+    dates: frozenset[Date]  # empty: the record is in the undated bucket
+
+
+def prefilter_of(query: PreparedQuery) -> Prefilter | None:
+    """The prefilter implied by ``query``, or None if no indexed key narrows it."""
+    mask = query.mask
+    prefilter = Prefilter(_literal(mask, PATIENT_ID, "LO"), _sps_filter(mask))
+    if prefilter.patient_ids is None and prefilter.items is None:
+        return None
+    return prefilter
+
+
+def _active(mask: Dataset, tag: int) -> tuple[str, bytes] | None:
+    """``(VR, raw)`` of a key the matcher would use (present, not a sequence, not universal)."""
+    found = value_of(mask, tag)
+    if found is None or found[0] == "SQ" or rule_for(found[0]).is_universal(found[1], True):
+        return None
+    return found
+
+
+def _literal(mask: Dataset, tag: int, vr: str) -> frozenset[bytes] | None:
+    """The values a wildcard-free key requires, or None when it admits anything indexed."""
+    found = _active(mask, tag)
+    if found is None or found[0] != vr:
+        return None
+    values = rule_for(vr).values(found[1])
+    if not values or any(not value for value in values):  # an empty value matches every value
+        return None
+    return frozenset(values)
+
+
+def _sps_filter(mask: Dataset) -> tuple[ItemFilter, ...] | None:
+    """One ItemFilter per query SPS item; None if some item (or the sequence) narrows nothing."""
+    element = mask.get_item(SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+    if element is None or element_vr(element) != "SQ":
+        return None
+    items = list(mask[SCHEDULED_PROCEDURE_STEP_SEQUENCE].value or ())
+    filters = []
+    for item in items:
+        item_filter = ItemFilter(_literal(item, SCHEDULED_STATION_AE_TITLE, "AE"),
+                                 _literal(item, MODALITY, "CS"), _date_filter(item))
+        if item_filter == ItemFilter():
+            return None
+        filters.append(item_filter)
+    return tuple(filters) or None
+
+
+def _date_filter(item: Dataset) -> tuple[DateRange, ...] | None:
+    """Date ranges that contain every SPS start date the matcher could accept."""
+    date = _active(item, SPS_START_DATE)
+    if date is None or date[0] != "DA":
+        return None
+    if _active(item, SPS_START_TIME) is not None:
+        # Combined date-time matching uses the first value; its interval stays inside the
+        # date range (a wrong VR pairing matches nothing, which any range covers).
+        first = date[1].split(b"\\", 1)[0].rstrip(b" ")
+        keys = [first]
+    else:
+        keys = rule_for("DA").values(date[1])
+    if any(not key for key in keys):
+        return None
+    # A key that cannot be parsed matches nothing, so it adds no range.
+    return tuple(found for key in keys if (found := _date_range(key)) is not None)
+
+
+def _date_range(key: bytes) -> DateRange | None:
+    """``DcmAttributeMatching::Range`` of a DA key as parsed dates; None if it matches nothing."""
+    first_text, dash, second_text = key.partition(b"-")
+    if not dash:
+        single = parse_date(key)
+        return None if single is None else (single, single)
+    first = parse_date(first_text) if first_text else None
+    second = parse_date(second_text) if second_text else None
+    if (first_text and first is None) or (second_text and second is None):
+        return None
+    return first, second
+
+
+def record_keys(dataset: Dataset) -> _RecordKeys:
+    """Every value of ``dataset`` the index files it under."""
+    found: dict[str, set[bytes]] = {"patient": set(), "station": set(), "modality": set()}
+    _collect(dataset, found, ("patient",))
+    dates: set[Date] = set()
+    for item in _sps_items(dataset):
+        _collect(item, found, ("station", "modality"))
+        value = value_of(item, SPS_START_DATE)
+        if value is not None and value[0] == "DA":
+            dates.update(d for v in rule_for("DA").values(value[1])
+                         if (d := parse_date(v)) is not None)
+    return _RecordKeys(frozenset(found["patient"]), frozenset(found["station"]),
+                       frozenset(found["modality"]), frozenset(dates))
+
+
+def _collect(dataset: Dataset, found: dict[str, set[bytes]], kinds: Iterable[str]) -> None:
+    """Add the normalised values of the literal keys ``kinds`` that ``dataset`` holds."""
+    for kind, tag, vr in _LITERAL_KEYS:
+        if kind not in kinds:
+            continue
+        value = value_of(dataset, tag)
+        if value is not None and value[0] == vr:
+            found[kind].update(rule_for(vr).values(value[1]))
+
+
+def _sps_items(dataset: Dataset) -> list[Dataset]:
+    """The record's SPS items, as the matcher sees them."""
+    element = dataset.get_item(SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+    if element is None or element_vr(element) != "SQ":
+        return []
+    return list(dataset[SCHEDULED_PROCEDURE_STEP_SEQUENCE].value or ())
+
+
+class WorklistIndex:
+    """Record names by indexed value, for one called AE; updated record by record."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[str, dict[bytes, set[str]]] = {
+            "patient": {}, "station": {}, "modality": {}}
+        self._by_date: dict[Date, set[str]] = {}
+        self._dates: list[Date] = []  # the keys of _by_date, sorted
+        self._undated: set[str] = set()
+        self._keys: dict[str, _RecordKeys] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, name: str, dataset: Dataset) -> None:
+        """File record ``name`` (replacing what was filed under that name)."""
+        self.remove(name)
+        keys = self._keys[name] = record_keys(dataset)
+        for kind, values in (("patient", keys.patient_ids), ("station", keys.stations),
+                             ("modality", keys.modalities)):
+            table = self._by_kind[kind]
+            for value in values:
+                table.setdefault(value, set()).add(name)
+        if not keys.dates:
+            self._undated.add(name)
+        for date in keys.dates:
+            names = self._by_date.get(date)
+            if names is None:
+                names = self._by_date[date] = set()
+                bisect.insort(self._dates, date)
+            names.add(name)
+
+    def remove(self, name: str) -> None:
+        """Forget record ``name`` if it is filed."""
+        keys = self._keys.pop(name, None)
+        if keys is None:
+            return
+        for kind, values in (("patient", keys.patient_ids), ("station", keys.stations),
+                             ("modality", keys.modalities)):
+            table = self._by_kind[kind]
+            for value in values:
+                _discard(table, value, name)
+        self._undated.discard(name)
+        for date in keys.dates:
+            if _discard(self._by_date, date, name):
+                del self._dates[bisect.bisect_left(self._dates, date)]
+
+    def candidates(self, prefilter: Prefilter) -> set[str]:
+        """Names of every record that can match ``prefilter`` (a superset of the matches)."""
+        groups = []
+        if prefilter.patient_ids is not None:
+            groups.append(self._values("patient", prefilter.patient_ids))
+        result = _narrow(groups)
+        if prefilter.items is None:
+            assert result is not None  # prefilter_of never builds an empty Prefilter
+            return result
+        union: set[str] = set()
+        for item in prefilter.items:
+            found = self._item_candidates(item, result)
+            union = found if not union else union | found
+        return union
+
+    def _item_candidates(self, item: ItemFilter, within: set[str] | None) -> set[str]:
+        """Names that satisfy every key of one query item (each key in any record item)."""
+        groups = [] if within is None else [[within]]
+        if item.stations is not None:
+            groups.append(self._values("station", item.stations))
+        if item.modalities is not None:
+            groups.append(self._values("modality", item.modalities))
+        if item.dates is not None:
+            groups.append(self._date_sets(item.dates))
+        result = _narrow(groups)
+        assert result is not None  # an ItemFilter that narrows nothing is never built
+        return result
+
+    def _values(self, kind: str, values: frozenset[bytes]) -> list[set[str]]:
+        table = self._by_kind[kind]
+        return [table[value] for value in values if value in table]
+
+    def _date_sets(self, ranges: tuple[DateRange, ...]) -> list[set[str]]:
+        """The sets of every indexed date inside any of ``ranges``, plus the undated bucket."""
+        sets = [self._undated]
+        seen: set[Date] = set()
+        for first, second in ranges:
+            start = 0 if first is None else bisect.bisect_left(self._dates, first)
+            stop = len(self._dates) if second is None else bisect.bisect_right(self._dates,
+                                                                                 second)
+            for date in self._dates[start:stop]:
+                if date not in seen:
+                    seen.add(date)
+                    sets.append(self._by_date[date])
+        return sets
+
+
+def _narrow(groups: list[list[set[str]]]) -> set[str] | None:
+    """The intersection of unions (each group: sets of which a name must be in one).
+
+    Starts from the smallest group and intersects set by set in C, so the work follows the
+    size of the answer rather than of the worklist. None if there is no group.
+    """
+    if not groups:
+        return None
+    groups.sort(key=lambda sets: sum(len(s) for s in sets))
+    result: set[str] = set().union(*groups[0])
+    for sets in groups[1:]:
+        if not result:
+            break
+        result = set().union(*(result & names for names in sets))
+    return result
+
+
+def _discard(table: dict, key: object, name: str) -> bool:
+    """Remove ``name`` from ``table[key]``; True if that emptied (and deleted) the entry."""
+    names = table.get(key)
+    if names is None:
+        return False
+    names.discard(name)
+    if names:
+        return False
+    del table[key]
+    return True
