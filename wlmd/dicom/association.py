@@ -168,13 +168,8 @@ class _Association:
 
     def _check_rejects(self, request: pdu.AssociateRequest, over_limit: bool) -> None:
         """The reject order of wlmscpfs (COMPAT §6), steps 1-6."""
-        if self.settings.refuse:
-            raise _Stop("rejected", "refusing all associations (--refuse)", _rj(RJ_NO_REASON))
-        if request.application_context != pdu.APPLICATION_CONTEXT:
-            detail = f"unknown application context {request.application_context!r}"
-            raise _Stop("rejected", detail, _rj(RJ_CONTEXT_NAME))
-        if self.settings.reject and not request.implementation_class_uid:
-            raise _Stop("rejected", "no implementation class UID (--reject)", _rj(RJ_NO_REASON))
+        if (stop := _reject_before_limit(request, self.settings)) is not None:
+            raise stop
         if over_limit:
             raise _Stop("refused-limit", "too many associations", _rj(RJ_LOCAL_LIMIT))
         if not self.app.knows_called_ae(request.called_ae):
@@ -363,6 +358,37 @@ class _Association:
         if response.identifier is not None:
             out += dimse.encode_pdata(context_id, False, dataset, self.peer_max_pdu)
         self.sock.sendall(out)
+
+
+def _reject_before_limit(request: pdu.AssociateRequest, settings: Settings) -> _Stop | None:
+    """Steps 1-3 of the reject order, which come before the association limit."""
+    if settings.refuse:
+        return _Stop("rejected", "refusing all associations (--refuse)", _rj(RJ_NO_REASON))
+    if request.application_context != pdu.APPLICATION_CONTEXT:
+        detail = f"unknown application context {request.application_context!r}"
+        return _Stop("rejected", detail, _rj(RJ_CONTEXT_NAME))
+    if settings.reject and not request.implementation_class_uid:
+        return _Stop("rejected", "no implementation class UID (--reject)", _rj(RJ_NO_REASON))
+    return None
+
+
+def limit_refusal(pdu_type: int, body: bytes, settings: Settings) -> tuple[bytes, str, str]:
+    """The answer to the first PDU of a connection that arrived while the server is full.
+
+    Returns (reply, outcome, detail): normally A-ASSOCIATE-RJ 2/3/2, or the earlier reject of
+    COMPAT §6 steps 1-3, or an A-ABORT for anything that is not a valid A-ASSOCIATE-RQ. Pure,
+    so the supervisor can answer without a worker and without blocking.
+    """
+    if pdu_type != pdu.A_ASSOCIATE_RQ:
+        return (pdu.encode_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_UNEXPECTED_PDU),
+                "aborted", f"PDU type 0x{pdu_type:02x} instead of A-ASSOCIATE-RQ")
+    try:
+        request = pdu.parse_associate_rq(body)
+    except pdu.PduError as exc:
+        return pdu.encode_abort(pdu.ABORT_SOURCE_PROVIDER, exc.reason), "aborted", str(exc)
+    stop = _reject_before_limit(request, settings) or _Stop(
+        "refused-limit", "too many associations", _rj(RJ_LOCAL_LIMIT))
+    return stop.reply, stop.outcome, stop.detail
 
 
 def _rj(values: tuple[int, int, int]) -> bytes:
