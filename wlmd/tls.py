@@ -260,5 +260,5 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, ssl.SSLEOFError) or (isinstance(exc, ssl.SSLError) and
                                             exc.reason == "UNEXPECTED_EOF_WHILE_READING"):
         return "peer closed the connection during the handshake"
-    reason = getattr(exc, "reason", None)
-    return str(reason) if reason else str(exc) or type(exc).__name__
+    reason = getattr(exc, "reason", None)  # e.g. PEER_DID_NOT_RETURN_A_CERTIFICATE
+    return str(reason).lower().replace("_", " ") if reason else str(exc) or type(exc).__name__

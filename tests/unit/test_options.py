@@ -17,7 +17,13 @@ from wlmd.options import (
     read_command_file,
     render_help,
 )
-from wlmd.settings import CharsetMode, IpFamily, Settings, TransferSyntaxPreference
+from wlmd.settings import (
+    CharsetMode,
+    IpFamily,
+    Settings,
+    TlsProfile,
+    TransferSyntaxPreference,
+)
 
 NO_CONFIG = Path("/nonexistent/wlmd.conf")
 
@@ -104,6 +110,8 @@ CASES: list[tuple[list[str], str, object]] = [
     (["--tls-key", "k", "--tls-cert", "c", "--tls-ca-file", "ca"], "tls_ca_file", Path("ca")),
     (["--tls-key", "k", "--tls-cert", "c", "--tls-ca-file", "ca", "--tls-require-peer-cert"],
      "tls_require_peer_cert", True),
+    (["--tls-key", "k", "--tls-cert", "c", "--tls-profile", "bcp195"], "tls_profile",
+     TlsProfile.BCP195),
 ]
 
 

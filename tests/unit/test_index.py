@@ -1,0 +1,151 @@
+"""The prefilter index: never drops a record the matcher accepts, and does narrow."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+
+from wlmd.worklist.index import WorklistIndex, prefilter_of
+from wlmd.worklist.matching import matches
+from wlmd.worklist.query import PreparedQuery
+
+
+def raw(keyword: str, vr: str, value: bytes) -> RawDataElement:
+    return RawDataElement(Tag(keyword), vr, len(value), value, 0, False, True)
+
+
+def dataset(elements: list[RawDataElement | DataElement]) -> Dataset:
+    ds = Dataset()
+    for element in elements:
+        ds[element.tag] = element
+    return ds
+
+
+def sps(items: list[Dataset]) -> DataElement:
+    return DataElement(Tag("ScheduledProcedureStepSequence"), "SQ", Sequence(items))
+
+
+IDS = [b"A", b"B", b" A ", b"A\\B", b"", b"*", b"A*", b"\\", b"B\\"]
+STATIONS = [b"S1", b"S2", b" S1 ", b"S1\\S2", b"", b"*", b"S?", b"S1\\"]
+MODALITIES = [b"CT", b"MR", b"CT\\MR", b"", b"*", b" CT"]
+DATES = [b"20240101", b"20240102", b"20240103 ", b"2024.01.02", b"junk", b"", b"20240101\\20240103",
+         b"20241301", b" 20240102", b"20240101-20240102", b"-20240102", b"20240102-", b"-",
+         b"x-20240101", b"20240103\\20240101", b"\\20240102"]
+TIMES = [b"", b"1000", b"0900-1100", b"-1000", b"junk", b"0000", b"2359"]
+
+
+def maybe(key: str, vrs: list[str], values: list[bytes]) -> st.SearchStrategy:
+    """An optional raw element, usually with the right VR, sometimes another."""
+    element = st.builds(lambda vr, value: raw(key, vr, value), st.sampled_from(vrs),
+                        st.sampled_from(values))
+    return st.one_of(st.none(), element, element, element)  # mostly present
+
+
+def level(*strategies: st.SearchStrategy) -> st.SearchStrategy:
+    return st.tuples(*strategies).map(lambda found: dataset([e for e in found if e is not None]))
+
+
+ITEM = level(maybe("ScheduledStationAETitle", ["AE", "AE", "AE", "CS"], STATIONS),
+             maybe("Modality", ["CS", "CS", "CS", "SH"], MODALITIES),
+             maybe("ScheduledProcedureStepStartDate", ["DA", "DA", "DA", "LO"], DATES),
+             maybe("ScheduledProcedureStepStartTime", ["TM", "TM", "TM", "SH"], TIMES))
+
+
+def with_sps(strategy: st.SearchStrategy, max_items: int) -> st.SearchStrategy:
+    """A level plus an optional SPS sequence of up to ``max_items`` items."""
+    items = st.one_of(st.none(), st.lists(ITEM, max_size=max_items),
+                      st.lists(ITEM, min_size=1, max_size=max_items))
+
+    def build(ds: Dataset, found: list[Dataset] | None) -> Dataset:
+        if found is not None:
+            ds[Tag("ScheduledProcedureStepSequence")] = sps(found)
+        return ds
+
+    return st.builds(build, strategy, items)
+
+
+RECORD = with_sps(level(maybe("PatientID", ["LO", "LO", "LO", "SH"], IDS)), 2)
+QUERY = with_sps(level(maybe("PatientID", ["LO", "LO", "LO", "SH"], IDS)), 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=st.lists(RECORD, min_size=1, max_size=8), masks=st.lists(QUERY, min_size=1,
+                                                                        max_size=4))
+def test_prefilter_never_drops_a_match(records: list[Dataset], masks: list[Dataset]) -> None:
+    index = WorklistIndex()
+    for number, record in enumerate(records):
+        index.add(str(number), record)
+    for mask in masks:
+        query = PreparedQuery(mask, unsupported_removed=False)
+        expected = {str(n) for n, record in enumerate(records) if matches(query, record)}
+        prefilter = prefilter_of(query)
+        if prefilter is not None:
+            assert expected <= index.candidates(prefilter)
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(RECORD, min_size=1, max_size=8), mask=QUERY,
+       dropped=st.data())
+def test_removed_records_leave_the_index(records: list[Dataset], mask: Dataset,
+                                         dropped: st.DataObject) -> None:
+    index = WorklistIndex()
+    for number, record in enumerate(records):
+        index.add(str(number), record)
+    gone = dropped.draw(st.sets(st.sampled_from([str(n) for n in range(len(records))])))
+    for name in gone:
+        index.remove(name)
+    assert len(index) == len(records) - len(gone)
+    query = PreparedQuery(mask, unsupported_removed=False)
+    prefilter = prefilter_of(query)
+    if prefilter is not None:
+        candidates = index.candidates(prefilter)
+        assert not candidates & gone
+        expected = {str(n) for n, record in enumerate(records)
+                    if str(n) not in gone and matches(query, record)}
+        assert expected <= candidates
+
+
+def record(patient: bytes, station: bytes, modality: bytes, date: bytes) -> Dataset:
+    item = dataset([raw("ScheduledStationAETitle", "AE", station), raw("Modality", "CS", modality),
+                    raw("ScheduledProcedureStepStartDate", "DA", date)])
+    return dataset([raw("PatientID", "LO", patient), sps([item])])
+
+
+def query(patient: bytes = b"", station: bytes = b"", modality: bytes = b"", date: bytes = b"",
+          time: bytes = b"") -> PreparedQuery:
+    item = dataset([raw("ScheduledStationAETitle", "AE", station), raw("Modality", "CS", modality),
+                    raw("ScheduledProcedureStepStartDate", "DA", date),
+                    raw("ScheduledProcedureStepStartTime", "TM", time)])
+    return PreparedQuery(dataset([raw("PatientID", "LO", patient), sps([item])]), False)
+
+
+def test_each_key_narrows() -> None:
+    index = WorklistIndex()
+    index.add("a", record(b"P1", b"S1", b"CT", b"20240101"))
+    index.add("b", record(b"P2 ", b"S2", b"MR", b"20240102"))
+    index.add("c", record(b"P3", b"S1\\S3", b"CT", b"20240103"))
+    index.add("undated", record(b"P4", b"S1", b"CT", b"soon"))
+
+    def candidates(q: PreparedQuery) -> set[str]:
+        prefilter = prefilter_of(q)
+        assert prefilter is not None
+        return index.candidates(prefilter)
+
+    assert prefilter_of(query()) is None
+    assert prefilter_of(query(b"*", b"*", b"*")) is None  # universal keys narrow nothing
+    assert candidates(query(patient=b"P2")) == {"b"}
+    assert candidates(query(patient=b"P1\\P3")) == {"a", "c"}
+    assert candidates(query(station=b" S3 ")) == {"c"}
+    assert candidates(query(station=b"S1", modality=b"CT", date=b"20240103")) == {"c",
+                                                                                   "undated"}
+    assert candidates(query(date=b"20240102-")) == {"b", "c", "undated"}
+    assert candidates(query(date=b"-20240101", time=b"0800-")) == {"a", "undated"}
+    assert candidates(query(patient=b"P9", station=b"S1")) == set()
+    index.remove("c")
+    assert candidates(query(station=b"S3")) == set()
+    index.add("a", record(b"P1", b"S2", b"CT", b"20240101"))  # a file that changed
+    assert candidates(query(station=b"S1")) == {"undated"}
