@@ -7,6 +7,7 @@ drop) fail the same way, before any association is accepted.
 
 from __future__ import annotations
 
+import gc
 import grp
 import logging
 import os
@@ -88,18 +89,47 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
     if settings.daemon:
         detach(settings, listeners)
     running = RunningConfiguration(args, parsed, tls_context)
+    services = PreloadedService()
+    services(settings)
     if settings.single_process:
-        server = SingleProcessServer(settings, listeners, WorklistService, policy,
+        server = SingleProcessServer(settings, listeners, services, policy,
                                      on_ready=lambda: systemd.ready("serving (single process)"),
                                      reload=running.reload, reopen_logs=running.reopen_logs,
                                      tls_context=running.tls_context)
         return server.run()
-    supervisor = Supervisor(settings, listeners, WorklistService, policy,
-                            reload=running.reload, reopen_logs=running.reopen_logs,
+
+    def reload() -> tuple[Settings, AccessPolicy | None]:
+        fresh, fresh_policy = running.reload()
+        services(fresh)  # the next generation of workers shares the reloaded worklist too
+        return fresh, fresh_policy
+
+    supervisor = Supervisor(settings, listeners, services, policy,
+                            reload=reload, reopen_logs=running.reopen_logs,
                             notify=systemd.notify,
                             watchdog_interval=systemd.watchdog_interval(),
                             tls_context=running.tls_context)
     return supervisor.run()
+
+
+class PreloadedService:
+    """The application factory: one WorklistService per settings, loaded where it is built.
+
+    Built in the supervisor before it forks, every worker inherits the parsed worklist
+    copy-on-write instead of parsing its own; ``gc.freeze()`` keeps the collector from
+    touching (and so copying) those objects in the workers.
+    """
+
+    def __init__(self) -> None:
+        self._service: WorklistService | None = None
+        self._settings: Settings | None = None
+
+    def __call__(self, settings: Settings) -> WorklistService:
+        if self._service is None or settings != self._settings:
+            self._service = WorklistService(settings)
+            self._settings = settings
+            self._service.preload()
+            gc.freeze()
+        return self._service
 
 
 class RunningConfiguration:

@@ -55,6 +55,10 @@ class WorklistService:
         )
         self._cache = ResponseCache()
 
+    def preload(self) -> None:
+        """Parse every AE's worklist now (in the supervisor, so that workers share the result)."""
+        self._store.load_all()
+
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if the called AE title is safe and has a directory under ``-dfp``."""
         return self._store.knows_called_ae(called_ae)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,7 +25,8 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from tests.helpers import dcmtk_tool, free_port, start_wlmd, stop_process
 from tests.tlsutil import make_pki
-from wlmd.tls import TlsOptions, make_ssl_context
+from wlmd.settings import Settings, TlsProfile
+from wlmd.tls import TlsOptions, make_ssl_context, server_context
 
 HOST = "127.0.0.1"
 CALLED_AE = "OFFIS"
@@ -236,3 +238,29 @@ def test_unusable_key_stops_wlmd(pki: Path, worklist: Path, check: bool) -> None
     assert result.returncode == 1
     assert b"TLS: Unable to load private TLS key from '" in result.stderr
     assert b"configuration OK" not in result.stdout
+
+
+def test_profile_limits_the_tls12_ciphersuites(pki: Path) -> None:
+    def suites(profile: TlsProfile) -> set[str]:
+        settings = Settings(port=104, tls_key=pki / "server.key", tls_cert=pki / "server.crt",
+                            tls_profile=profile)
+        context = server_context(settings)
+        assert context is not None
+        return {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
+
+    strongest = suites(TlsProfile.BCP195_EX)
+    assert strongest == {"ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"}
+    assert strongest < suites(TlsProfile.RFC8996) < suites(TlsProfile.BCP195)
+
+
+@pytest.mark.parametrize(("ca", "require", "mode"), [
+    (False, False, ssl.CERT_NONE), (True, False, ssl.CERT_OPTIONAL),
+    (True, True, ssl.CERT_REQUIRED)])
+def test_peer_verification_follows_the_options(pki: Path, ca: bool, require: bool,
+                                               mode: ssl.VerifyMode) -> None:
+    settings = Settings(port=104, tls_key=pki / "server.key", tls_cert=pki / "server.crt",
+                        tls_ca_file=pki / "ca.crt" if ca else None,
+                        tls_require_peer_cert=require)
+    context = server_context(settings)
+    assert context is not None and context.verify_mode == mode
+    assert server_context(Settings(port=104)) is None

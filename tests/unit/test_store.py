@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom import dcmwrite
+from pydicom import Dataset, dcmwrite
 
 from tests.unit.test_completeness import (
     make_case,
@@ -19,6 +20,10 @@ from tests.unit.test_completeness import (
     worklist_dataset,
     write_worklist,
 )
+from wlmd.cli import PreloadedService
+from wlmd.settings import Settings
+from wlmd.worklist.index import prefilter_of
+from wlmd.worklist.query import PreparedQuery
 from wlmd.worklist.store import (
     DataSourceError,
     LockfileError,
@@ -345,3 +350,130 @@ def test_store_never_writes_worklist_files(root: Path) -> None:
     store.records(AE)
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (root / AE).iterdir()}
     assert after == before
+
+
+# --- change detection by inotify, incremental snapshot, prefiltered queries -------------------
+
+
+def test_unchanged_directory_costs_no_stat_per_file(root: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for number in range(20):
+        add(root, f"{number:02}.wl", accession=f"{number:02}")
+    store = WorklistStore(root, file_reject=True)
+    assert len(accessions(store)) == 20
+    stats: list[str] = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: stats.append(str(path))
+                        or real_stat(path, *a, **k))
+    assert len(accessions(store)) == 20
+    assert not [path for path in stats if path.endswith(".wl")]  # inotify said: nothing changed
+    add(root, "05.wl", accession="NEW")
+    assert "NEW" in accessions(store)
+    assert [path for path in stats if path.endswith(".wl")] == [str(root / AE / "05.wl")]
+
+
+@pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "full-scan"])
+def test_random_changes_match_a_fresh_store(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                            inotify: bool) -> None:
+    """Sorted snapshot and index kept in step by bisection equal a store built from scratch."""
+    if not inotify:
+        monkeypatch.setattr("wlmd.worklist.inotify.Inotify._open", lambda self: None)
+    rng = random.Random(5)
+    store = WorklistStore(root, file_reject=True)
+    ae_dir = root / AE
+    prefilter = prefilter_of(PreparedQuery(station_query(b"AA33"), False))
+    for step in range(60):
+        names = sorted(p.name for p in ae_dir.glob("*.wl"))
+        action = rng.choice(["add", "add", "change", "remove", "rename", "break"])
+        if action == "add" or not names:
+            add(root, f"{step}.wl", accession=f"N{step}", date=f"1995{rng.randint(1, 3):02}01")
+        elif action == "change":
+            add(root, rng.choice(names), accession=f"C{step}", date=f"19950{rng.randint(1, 3)}01")
+        elif action == "remove":
+            (ae_dir / rng.choice(names)).unlink()
+        elif action == "rename":
+            os.replace(ae_dir / rng.choice(names), ae_dir / f"r{step}.wl")
+        else:
+            (ae_dir / rng.choice(names)).write_bytes(b"broken")
+        fresh = WorklistStore(root, file_reject=True)
+        assert accessions(store) == accessions(fresh)
+        expected = [r.path for r in fresh.records(AE) if r.dataset.AccessionNumber[0] in "NC"]
+        assert [r.path for r in store.query(AE, prefilter)] == expected
+
+
+def station_query(station: bytes) -> Dataset:
+    """A search mask asking for one scheduled station AE title (every test record has AA33)."""
+    item = Dataset()
+    item.add_new(0x00400001, "AE", station.decode())
+    mask = Dataset()
+    mask.add_new(0x00400100, "SQ", [item])
+    return mask
+
+
+def test_query_gives_only_candidates_in_order(root: Path) -> None:
+    add(root, "b.wl", accession="B", date="19950102")
+    add(root, "a.wl", accession="A", date="19950103")
+    other = worklist_dataset("OTHER")
+    other.ScheduledProcedureStepSequence[0].ScheduledStationAETitle = "ELSEWHERE"
+    write_worklist(root / AE / "c.wl", other)
+    store = WorklistStore(root, file_reject=True)
+    assert accessions(store) == ["B", "A", "OTHER"]
+    found = store.query(AE, prefilter_of(PreparedQuery(station_query(b"AA33"), False)))
+    assert [r.dataset.AccessionNumber for r in found] == ["B", "A"]
+    assert [r.dataset.AccessionNumber for r in store.query(AE, None)] == ["B", "A", "OTHER"]
+
+
+def test_symbolic_link_target_changed_elsewhere(root: Path) -> None:
+    (root / "OTHER").mkdir()
+    add(root, "../OTHER/shared.wl", accession="FIRST")
+    (root / AE / "link.wl").symlink_to(root / "OTHER" / "shared.wl")
+    store = WorklistStore(root, file_reject=True)
+    assert accessions(store) == ["FIRST"]
+    add(root, "../OTHER/shared.wl", accession="SECOND")  # no event in the watched directory
+    assert accessions(store) == ["SECOND"]
+    (root / AE / "link.wl").unlink()
+    assert accessions(store) == []
+
+
+def test_forked_child_sees_changes_made_after_the_fork(root: Path) -> None:
+    add(root, "a.wl", accession="A")
+    store = WorklistStore(root, file_reject=True)
+    assert accessions(store) == ["A"]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it serves, never run pytest's teardown
+        try:
+            add(root, "b.wl", accession="B")
+            os.write(write_end, ",".join(accessions(store)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as stream:
+        assert stream.read() == b"A,B"
+    assert accessions(store) == ["A", "B"]  # the parent's own queue saw it too
+
+
+def test_preloaded_records_are_inherited_by_forked_workers(root: Path) -> None:
+    """The supervisor parses once; a worker forked afterwards re-stats but parses nothing."""
+    add(root, "a.wl", accession="A")
+    (root / "SECOND").mkdir()
+    (root / "SECOND" / "lockfile").touch()
+    write_worklist(root / "SECOND" / "b.wl", worklist_dataset("B"))
+    services = PreloadedService()
+    service = services(Settings(port=0, data_files_path=root))
+    assert services(Settings(port=0, data_files_path=root)) is service  # built once
+    store = service._store
+    assert store.parse_count == 2  # both AE directories, before any query
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: report what it serves and what it parsed
+        try:
+            served = accessions(store) + accessions(store, "SECOND")
+            os.write(write_end, f"{','.join(served)} {store.parse_count}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as stream:
+        assert stream.read() == b"A,B 2"

@@ -124,10 +124,12 @@ def _config(cmd: opts.CommandLine) -> Config:
         raise FatalError("specified output directory does not exist")
     model = MODELS[(cmd.last(*MODELS) or ("--worklist", ()))[0]]
     proposal = (cmd.last(*PROPOSALS) or ("--propose-uncompr", ()))[0]
+    level = 6
     if cmd.has("--compression-level"):
         if proposal != "--propose-deflated":
             raise opts.UsageError("--compression-level only allowed with --propose-deflated")
-        opts.parse_int("--compression-level", cmd.values("--compression-level")[-1][0], 0, 9)
+        level = opts.parse_int("--compression-level", cmd.values("--compression-level")[-1][0],
+                               0, 9)
     ssl_context, server_name = _tls(cmd)
     peer = Peer(
         host=host, port=port,
@@ -139,7 +141,7 @@ def _config(cmd: opts.CommandLine) -> Config:
         dimse_timeout=_timeout(cmd, "--dimse-timeout", None, 1),
         connect_timeout=_timeout(cmd, "--timeout", None, 1),
         socket_timeout=_timeout(cmd, "--socket-timeout", 60, 0) or None,
-        ssl_context=ssl_context, server_name=server_name,
+        ssl_context=ssl_context, server_name=server_name, compression_level=level,
     )
     plan = Plan(
         queries=[_query_builder(path, keys, cmd) for path in files] or

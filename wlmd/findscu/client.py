@@ -25,6 +25,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, Association, evt
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
@@ -91,6 +92,7 @@ class Peer:
     socket_timeout: float | None
     ssl_context: ssl.SSLContext | None = None
     server_name: str | None = None
+    compression_level: int = 6  # +cl: zlib level of deflated identifiers we send
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,9 @@ class Client:
             transport.removeHandler(capture)
             transport.setLevel(saved_level)
         if assoc.is_established:
+            if assoc.accepted_contexts and \
+                    assoc.accepted_contexts[0].transfer_syntax[0] == DeflatedExplicitVRLittleEndian:
+                deflate_identifiers_at(assoc, peer.compression_level)
             max_send = assoc.acceptor.maximum_length
             LOG.info("Association Accepted (Max Send PDV: %s)", max_send - 12 if max_send else 0)
             return assoc
@@ -247,6 +252,32 @@ class Client:
                 LOG.info("Sending Cancel Request (MsgID %d, PresID %d)", msg_id,
                          context.context_id)
                 assoc.send_c_cancel(msg_id, context.context_id)
+
+
+def deflate_identifiers_at(assoc: Association, level: int) -> None:
+    """Send each C-FIND identifier deflated at zlib ``level`` (findscu's ``+cl``).
+
+    pynetdicom's ``dsutils.encode`` always deflates at zlib's default level and has no setting
+    for it, so the identifier it built is inflated and deflated again just before it leaves,
+    by wrapping this association's public ``dimse.send_msg``.
+    """
+    send_msg = assoc.dimse.send_msg
+
+    def send_at_level(primitive: object, context_id: int) -> None:
+        identifier = getattr(primitive, "Identifier", None)
+        if isinstance(primitive, C_FIND) and identifier is not None:
+            raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(identifier.getvalue())
+            primitive.Identifier = BytesIO(deflate(raw, level))
+        send_msg(primitive, context_id)  # type: ignore[arg-type]
+
+    assoc.dimse.send_msg = send_at_level  # type: ignore[method-assign]
+
+
+def deflate(data: bytes, level: int) -> bytes:
+    """Raw deflate (no zlib header), padded to an even length as pynetdicom pads it."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = compressor.compress(data) + compressor.flush()
+    return out + b"\x00" if len(out) % 2 else out
 
 
 def decode_identifier(raw: bytes, transfer_syntax: str) -> Dataset:

@@ -178,6 +178,19 @@ class WorklistStore:
         """
         return list(self._refreshed(ae).snapshot or ())
 
+    def load_all(self) -> None:
+        """Refresh every called AE directory now, so forked workers inherit the parsed records."""
+        try:
+            names = sorted(os.listdir(self._root))
+        except OSError:
+            return
+        for ae in names:
+            if self.knows_called_ae(ae):
+                try:
+                    self._refreshed(ae)
+                except LockfileError as error:
+                    LOGGER.warning("Not preloaded: %s", error)
+
     def query(self, ae: str, prefilter: Prefilter | None) -> list[WorklistRecord]:
         """The records of ``ae`` that can match ``prefilter``, in ``sort_key`` order.
 
