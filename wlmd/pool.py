@@ -89,7 +89,7 @@ class WorkerSlot:
 
 @dataclass(frozen=True)
 class ChildExit:
-    """A reaped child: its slot (None for a refuser) and how it ended."""
+    """A reaped child: its slot (None for a child that is not a worker) and how it ended."""
 
     pid: int
     slot: WorkerSlot | None
@@ -106,14 +106,13 @@ WorkerMain = Callable[[socket.socket, Heartbeat, Settings], int]
 
 
 class WorkerPool:
-    """The table of workers and short-lived refusers, and every fork, kill and waitpid."""
+    """The table of workers, and every fork, kill and waitpid."""
 
     def __init__(self, worker_main: WorkerMain, after_fork: Callable[[], None]) -> None:
         """``after_fork`` runs first in every child: it closes what the supervisor owns."""
         self._worker_main = worker_main
         self._after_fork = after_fork
         self.slots: dict[int, WorkerSlot] = {}
-        self.refusers: dict[int, float] = {}  # pid -> monotonic deadline
 
     def __iter__(self) -> Iterator[WorkerSlot]:
         return iter(list(self.slots.values()))
@@ -149,12 +148,6 @@ class WorkerPool:
         LOGGER.debug("spawned worker %d (generation %d)", pid, generation)
         return slot
 
-    def spawn_refuser(self, body: Callable[[], int], lifetime: float) -> int:
-        """Fork a short-lived child for one over-limit connection; killed after ``lifetime``."""
-        pid = self._fork(body, close=())
-        self.refusers[pid] = time.monotonic() + lifetime
-        return pid
-
     def _fork(self, body: Callable[[], int], close: tuple[socket.socket, ...]) -> int:
         pid = os.fork()
         if pid:
@@ -164,7 +157,6 @@ class WorkerPool:
             for sock in close:
                 sock.close()
             self.close()
-            self.refusers.clear()
             self._after_fork()
             code = body()
         except BaseException:  # never let a child fall back into the supervisor's loop
@@ -186,7 +178,6 @@ class WorkerPool:
             if pid == 0:
                 break
             slot = self.slots.pop(pid, None)
-            self.refusers.pop(pid, None)
             exits.append(ChildExit(
                 pid=pid, slot=slot,
                 exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
@@ -203,12 +194,10 @@ class WorkerPool:
         _signal(slot.pid, signal.SIGKILL)
 
     def kill_all(self) -> None:
-        """SIGKILL every worker and refuser."""
+        """SIGKILL every worker."""
         for slot in self:
             slot.killed = True
             _signal(slot.pid, signal.SIGKILL)
-        for pid in list(self.refusers):
-            _signal(pid, signal.SIGKILL)
 
     def retire(self, slot: WorkerSlot) -> None:
         """Ask a worker to exit once it is free (at once if idle)."""
@@ -223,13 +212,6 @@ class WorkerPool:
         for slot in self:
             if not slot.killed and slot.heartbeat.silence() > timeout:
                 self.kill(slot, f"no heartbeat for {timeout:g}s")
-
-    def murder_late_refusers(self) -> None:
-        """Kill refusers past their lifetime (a client that never sends its request)."""
-        now = time.monotonic()
-        for pid, deadline in list(self.refusers.items()):
-            if now > deadline:
-                _signal(pid, signal.SIGKILL)
 
     def check_memory(self, limit_mb: int) -> None:
         """Recycle workers above ``limit_mb`` of RSS; kill one above twice the limit."""

@@ -76,6 +76,12 @@ class Refusals:
         for refusal in list(self._pending.values()):
             self._finish(refusal, "server stopping")
 
+    def drop(self) -> None:
+        """In a freshly forked child: close the inherited copies, touching nothing shared."""
+        for conn in self._pending:
+            conn.close()
+        self._pending.clear()
+
     def _on_readable(self, conn: socket.socket) -> None:
         refusal = self._pending.get(conn)
         if refusal is None:

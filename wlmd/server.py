@@ -117,8 +117,8 @@ class SingleProcessServer:
 
 
 def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Settings,
-                     app: WorklistApplication, tls_context: ssl.SSLContext | None, *,
-                     over_limit: bool = False) -> AssociationReport:
+                     app: WorklistApplication,
+                     tls_context: ssl.SSLContext | None) -> AssociationReport:
     """The TLS handshake when configured (within the ACSE timeout), then the association.
 
     Runs in the process that serves the connection, never in the supervisor.
@@ -129,7 +129,7 @@ def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Setti
         except HandshakeFailed as exc:
             LOGGER.warning("TLS handshake with %s:%s failed: %s", peer[0], peer[1], exc)
             return AssociationReport(outcome="tls-failed", detail=str(exc))
-    return serve_association(conn, peer, settings, app, over_limit=over_limit)
+    return serve_association(conn, peer, settings, app)
 
 
 def log_association(report: AssociationReport, peer: tuple, started: float,

@@ -5,11 +5,11 @@ association limit, and passes each connection to an idle worker. One ``selectors
 the listeners, every worker's channel and a wakeup socket that ``signal.set_wakeup_fd`` writes
 signal numbers to; the handlers themselves do nothing (gunicorn's arbiter, minus its globals).
 
-Over the limit, a short-lived forked *refuser* reads the A-ASSOCIATE-RQ and answers RJ 2/3/2.
-Not an idle worker: the pool is capped at ``max_associations``, so when the limit is reached
-there may be no idle worker at all, and a refused client that sends nothing would hold a
-worker for the whole ACSE timeout. Refusers are few (``MAX_REFUSERS``) and die within the
-ACSE timeout; beyond that cap an over-limit connection is simply closed.
+Over the limit, the supervisor itself reads the A-ASSOCIATE-RQ and answers RJ 2/3/2
+(``wlmd.refusals``), without blocking: the socket is non-blocking and watched by the same
+selector. Not an idle worker: the pool is capped at ``max_associations``, so when the limit is
+reached there may be no idle worker at all, and a refused client that sends nothing would hold
+a worker for the whole ACSE timeout.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from wlmd.pool import (
     WorkerSlot,
     spawn_plan,
 )
-from wlmd.server import TlsContextGetter, log_association, serve_connection
+from wlmd.refusals import Refusals
+from wlmd.server import TlsContextGetter, log_association
 from wlmd.settings import Settings
 from wlmd.worker import AppFactory, reset_signals, run_worker
 
@@ -47,7 +48,6 @@ LOGGER = logging.getLogger("wlmd.supervisor")
 EXIT_OK = 0
 EXIT_HALTED = 1  # workers cannot boot: respawning would only loop
 ACCEPT_BATCH = 64  # connections accepted per readable event, so signals are not starved
-MAX_REFUSERS = 8
 TICK = 1.0  # longest sleep of the loop: the watchdog and the pool are tended at least this often
 MEMORY_CHECK_INTERVAL = 5.0
 ACCEPT_PAUSE = 0.5  # after EMFILE and friends, instead of spinning on a readable listener
@@ -93,6 +93,7 @@ class Supervisor:
         self._pending: deque[Pending] = deque()
         self._signals: deque[int] = deque()
         self._selector = selectors.DefaultSelector()
+        self._refusals = Refusals(self._selector, settings, tls_context())
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool = WorkerPool(self._worker_main, self._after_fork)
         self._exit_code: int | None = None
@@ -135,8 +136,8 @@ class Supervisor:
         for child in self._pool.reap():
             self._on_exit(child)
         self._pool.murder_silent(self.settings.worker_timeout)
-        self._pool.murder_late_refusers()
         now = time.monotonic()
+        self._refusals.expire(now)
         self._report_health(now)
         if now >= self._next_memory_check:
             self._next_memory_check = now + MEMORY_CHECK_INTERVAL
@@ -231,9 +232,10 @@ class Supervisor:
         self._close_listeners()
         while self._pending:
             self._pending.popleft().conn.close()
+        self._refusals.close_all()
 
     def _check_drained(self, now: float) -> None:
-        if not self._pool.slots and not self._pool.refusers:
+        if not self._pool.slots:
             self._exit_code = self._stop_code
         elif now >= self._drain_deadline + REAP_GRACE:
             LOGGER.error("children did not exit: %s", sorted(self._pool.slots))
@@ -264,6 +266,7 @@ class Supervisor:
                 LOGGER.error("reload failed, keeping the running configuration: %s", exc)
                 self._notify("READY=1")
                 return
+        self._refusals.settings, self._refusals.ssl_context = self.settings, self._tls_context()
         self._start_generation("reloaded")
         self._notify("READY=1")
 
@@ -358,15 +361,8 @@ class Supervisor:
             waiting.conn.close()
 
     def _refuse(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        try:
-            if len(self._pool.refusers) >= MAX_REFUSERS:
-                LOGGER.warning("association limit reached and %d refusers busy: closing %s:%s",
-                               MAX_REFUSERS, *peer)
-                return
-            self._pool.spawn_refuser(lambda: self._refuser_main(conn, peer),
-                                     lifetime=self.settings.acse_timeout + REAP_GRACE)
-        finally:
-            conn.close()
+        LOGGER.debug("association limit reached: refusing %s:%s", *peer)
+        self._refusals.refuse(conn, peer)
 
     # ---- workers ---------------------------------------------------------------------------
 
@@ -416,7 +412,7 @@ class Supervisor:
     def _on_exit(self, child: ChildExit) -> None:
         slot = child.slot
         if slot is None:
-            return  # a refuser, or an unknown child (we may be PID 1 in a container)
+            return  # an unknown child (we may be PID 1 in a container)
         _unregister(self._selector, slot.channel)
         slot.close()
         if slot.state is SlotState.BOOTING and child.exit_code == WORKER_BOOT_ERROR:
@@ -431,15 +427,6 @@ class Supervisor:
     def _worker_main(self, channel: socket.socket, heartbeat: Heartbeat,
                      settings: Settings) -> int:
         return run_worker(channel, heartbeat, settings, self._app_factory, self._tls_context())
-
-    def _refuser_main(self, conn: socket.socket, peer: tuple[str, int]) -> int:
-        """In a forked child: answer RJ 2/3/2 after reading the request (over TLS when
-        configured: the handshake happens here, not in the supervisor), log it, exit."""
-        started = time.monotonic()
-        report = serve_connection(conn, peer, self.settings, self._app_factory(self.settings),
-                                  self._tls_context(), over_limit=True)
-        log_association(report, peer, started, os.getpid())
-        return 0
 
     def _after_fork(self) -> None:
         """In every child: drop the supervisor's signal plumbing, listeners and waiting clients.
@@ -456,6 +443,7 @@ class Supervisor:
             listener.close()
         while self._pending:
             self._pending.popleft().conn.close()
+        self._refusals.drop()
 
     def _shutdown(self) -> None:
         """Leave nothing behind, whatever ended the loop."""
@@ -463,10 +451,10 @@ class Supervisor:
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         self._begin_stop(time.monotonic())
-        if self._pool.slots or self._pool.refusers:
+        if self._pool.slots:
             self._pool.kill_all()
             deadline = time.monotonic() + REAP_GRACE
-            while (self._pool.slots or self._pool.refusers) and time.monotonic() < deadline:
+            while self._pool.slots and time.monotonic() < deadline:
                 self._pool.reap()
                 time.sleep(0.02)
         self._pool.close()

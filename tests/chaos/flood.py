@@ -3,8 +3,8 @@ SIGKILLs and SIGSTOPs random workers meanwhile.
 
 Every attempt ends in one outcome. Failures are then checked against the server's own log:
 the only associations allowed to fail are those of a killed worker (the supervisor names the
-peer of every worker that died busy) and those the supervisor closed at the limit because all
-of its refusers were busy (it names those peers too).
+peer of every worker that died busy) and those the supervisor closed at the limit because its
+table of pending refusals was full (it names those peers too).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class FloodReport:
             "lost with killed workers": sum(1 for a in self.attempts
                                             if a.local_port in self.killed_ports
                                             and a.outcome in (FAILED, DROPPED)),
-            "closed at the limit (refusers busy)": sum(
+            "closed at the limit (refusals full)": sum(
                 1 for a in self.attempts
                 if a.outcome == DROPPED and a.local_port in self.limit_closed_ports),
             "lost outside killed workers": len(self.unexplained()),
@@ -218,7 +218,7 @@ def _time_reaping(event: ChaosEvent, timeout: float) -> None:
 
 
 _DIED = re.compile(r"worker (\d+) serving [^ ]+:(\d+) died")
-_LIMIT_CLOSED = re.compile(r"refusers busy: closing [^ ]+:(\d+)$", re.M)
+_LIMIT_CLOSED = re.compile(r"refusals pending: closing [^ ]+:(\d+)$", re.M)
 
 
 def server_args(dfp: Path, max_associations: int) -> list[str]:

@@ -65,7 +65,7 @@ class Wlmd:
         return sum(1 for line in self.log().splitlines() if text in line)
 
     def workers(self) -> list[int]:
-        """PIDs of the live pre-forked workers (refusers hold no heartbeat file)."""
+        """PIDs of the live pre-forked workers (the children holding a heartbeat file)."""
         return worker_pids(self.pid)
 
     def stop(self) -> None:

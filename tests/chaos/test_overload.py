@@ -2,8 +2,8 @@
 one is ``make soak``).
 
 Nothing outside a killed worker's association may fail; every other attempt is served with the
-right answer or refused with A-ASSOCIATE-RJ 2/3/2 (or closed at the limit when every refuser is
-busy, which the supervisor logs by peer).
+right answer or refused with A-ASSOCIATE-RJ 2/3/2 (or closed at the limit when the supervisor's
+table of pending refusals is full, which it logs by peer).
 """
 
 from __future__ import annotations

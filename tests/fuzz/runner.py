@@ -115,7 +115,7 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def processes(self) -> list[psutil.Process]:
-        """The server and its descendants (workers, refusers)."""
+        """The server and its descendants (the workers)."""
         try:
             main = psutil.Process(self.pid)
             return [main, *main.children(recursive=True)]

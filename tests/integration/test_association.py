@@ -32,7 +32,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 from tests.helpers import DCMTK_EXAMPLES, dump2dcm, free_port, require_dcmtk, start_wlmscpfs
 from tests.helpers import stop_process as stop_wlmscpfs
 from wlmd.dicom import pdu
-from wlmd.dicom.association import serve_association
+from wlmd.dicom.association import limit_refusal, serve_association
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_PENDING,
@@ -102,13 +102,12 @@ class FakeApp:
 class Engine:
     """Accepts connections on a loopback port and serves each with serve_association."""
 
-    def __init__(self, settings: Settings, app: FakeApp, *, over_limit: bool = False) -> None:
+    def __init__(self, settings: Settings, app: FakeApp) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(10)
         self.port = self.listener.getsockname()[1]
         self.settings = dataclasses.replace(settings, port=self.port)
         self.app = app
-        self.over_limit = over_limit
         self.reports: list[AssociationReport] = []
         self.errors: list[BaseException] = []
         self.done = threading.Event()
@@ -121,9 +120,7 @@ class Engine:
                 if self.done.is_set():
                     conn.close()
                     return
-                report = serve_association(
-                    conn, peer, self.settings, self.app, over_limit=self.over_limit
-                )
+                report = serve_association(conn, peer, self.settings, self.app)
                 self.reports.append(report)
         except TimeoutError:
             pass
@@ -151,8 +148,8 @@ class Engine:
 def engine_factory() -> Iterator:
     engines: list[Engine] = []
 
-    def start(app: FakeApp | None = None, over_limit: bool = False, **settings: object) -> Engine:
-        engine = Engine(Settings(port=0, **settings), app or FakeApp(), over_limit=over_limit)
+    def start(app: FakeApp | None = None, **settings: object) -> Engine:
+        engine = Engine(Settings(port=0, **settings), app or FakeApp())
         engine.thread.start()
         engines.append(engine)
         return engine
@@ -541,34 +538,55 @@ def _offis(port: int) -> socket.socket:
 # --- (c) raw-socket clients -----------------------------------------------------------------
 
 
+def rj_pdu(values: tuple[int, int, int]) -> bytes:
+    return b"\x03\x00" + struct.pack(">L", 4) + bytes((0, *values))
+
+
 class TestNegotiation:
     @pytest.mark.parametrize(
-        ("settings", "rq_args", "over_limit", "expected"),
+        ("settings", "rq_args", "expected"),
         [
-            ({"refuse": True}, {}, False, (1, 1, 1)),
-            ({"refuse": True}, {"app_context": "1.2.3", "called": "X"}, False, (1, 1, 1)),
-            ({}, {"app_context": "1.2.3"}, False, (2, 1, 2)),
-            ({}, {"app_context": "1.2.3", "called": "X"}, True, (2, 1, 2)),
-            ({"reject": True}, {"implementation_uid": None}, False, (1, 1, 1)),
-            ({"reject": True}, {"implementation_uid": None, "called": "X"}, True, (1, 1, 1)),
-            ({}, {}, True, (2, 3, 2)),
-            ({}, {"called": "X"}, True, (2, 3, 2)),
-            ({}, {"called": "X"}, False, (1, 1, 7)),
-            ({}, {"called": "wlmd"}, False, (1, 1, 7)),
-            ({}, {"contexts": [("1.2.3", [ILE]), (MWL, ["1.2.9"])]}, False, (1, 1, 1)),
+            ({"refuse": True}, {}, (1, 1, 1)),
+            ({"refuse": True}, {"app_context": "1.2.3", "called": "X"}, (1, 1, 1)),
+            ({}, {"app_context": "1.2.3"}, (2, 1, 2)),
+            ({"reject": True}, {"implementation_uid": None}, (1, 1, 1)),
+            ({}, {"called": "X"}, (1, 1, 7)),
+            ({}, {"called": "wlmd"}, (1, 1, 7)),
+            ({}, {"contexts": [("1.2.3", [ILE]), (MWL, ["1.2.9"])]}, (1, 1, 1)),
         ],
     )
     def test_reject_order(
-        self, engine_factory, settings: dict, rq_args: dict, over_limit: bool,
-        expected: tuple[int, int, int]
+        self, engine_factory, settings: dict, rq_args: dict, expected: tuple[int, int, int]
     ) -> None:
-        engine = engine_factory(over_limit=over_limit, **settings)
+        engine = engine_factory(**settings)
         with connect(engine.port) as sock:
             sock.sendall(encode_rq(**rq_args))
             answer = recv_pdu(sock)
             assert recv_pdu(sock) == b""  # and then the server closes
-        assert answer == b"\x03\x00" + struct.pack(">L", 4) + bytes((0, *expected))
-        assert engine.report().outcome == ("refused-limit" if expected == (2, 3, 2) else "rejected")
+        assert answer == rj_pdu(expected)
+        assert engine.report().outcome == "rejected"
+
+    @pytest.mark.parametrize(
+        ("settings", "rq_args", "expected"),
+        [
+            ({}, {"app_context": "1.2.3", "called": "X"}, (2, 1, 2)),
+            ({"reject": True}, {"implementation_uid": None, "called": "X"}, (1, 1, 1)),
+            ({"refuse": True}, {}, (1, 1, 1)),
+            ({}, {}, (2, 3, 2)),
+            ({}, {"called": "X"}, (2, 3, 2)),  # the limit comes before the called AE (step 4)
+        ],
+    )
+    def test_reject_order_at_the_limit(
+        self, settings: dict, rq_args: dict, expected: tuple[int, int, int]
+    ) -> None:
+        rq = encode_rq(**rq_args)
+        reply, outcome, _ = limit_refusal(rq[0], rq[6:], Settings(port=0, **settings))
+        assert reply == rj_pdu(expected)
+        assert outcome == ("refused-limit" if expected == (2, 3, 2) else "rejected")
+
+    def test_limit_refusal_aborts_what_is_not_a_request(self) -> None:
+        reply, outcome, _ = limit_refusal(0x05, b"\0" * 4, Settings(port=0))
+        assert (reply[0], outcome) == (0x07, "aborted")
 
     def test_reject_accepts_with_implementation_uid(self, engine_factory) -> None:
         engine = engine_factory(reject=True)

@@ -2,7 +2,7 @@
 
 DCMTK's findscu and ours query a real ``python -m wlmd`` on loopback with certificates made at
 test time; untrusted, certificate-less, plain-TCP and silent clients are turned away while the
-server keeps serving; the over-limit refuser speaks TLS; SIGHUP rebuilds the context.
+server keeps serving; the over-limit refusal speaks TLS; SIGHUP rebuilds the context.
 """
 
 from __future__ import annotations

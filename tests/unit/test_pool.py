@@ -50,7 +50,7 @@ def make_pool() -> Iterator[Callable[..., WorkerPool]]:
     yield make
     for pool in pools:  # never leave a child behind, whatever the test did
         pool.kill_all()
-        wait_for_exits(pool, len(pool.slots) + len(pool.refusers))
+        wait_for_exits(pool, len(pool.slots))
         pool.close()
 
 
@@ -117,18 +117,6 @@ def test_stopped_worker_goes_silent_and_is_killed(make_pool):
     assert (exit_.pid, exit_.signal) == (stopped.pid, signal.SIGKILL)
     assert not healthy.killed
     assert healthy.heartbeat.silence() < 0.6
-
-
-def test_refuser_runs_its_body_and_overdue_refusers_are_killed(make_pool):
-    pool = make_pool()
-    quick = pool.spawn_refuser(lambda: 7, lifetime=10)
-    slow = pool.spawn_refuser(lambda: time.sleep(30) or 0, lifetime=0.2)
-    time.sleep(0.3)
-    pool.murder_late_refusers()
-    exits = {e.pid: e for e in wait_for_exits(pool, 2)}
-    assert exits[quick].exit_code == 7
-    assert exits[slow].signal == signal.SIGKILL
-    assert pool.refusers == {}
 
 
 def test_recycling_limit_is_jittered_within_a_tenth(make_pool):

@@ -126,7 +126,7 @@ class _Association:
 
     # --- establishment ----------------------------------------------------------------------
 
-    def establish(self, over_limit: bool) -> None:
+    def establish(self) -> None:
         """Read the A-ASSOCIATE-RQ within the ACSE timeout and answer with AC, RJ or silence."""
         try:
             pdu_type, body = self.stream.read({}, self.settings.acse_timeout)
@@ -158,7 +158,7 @@ class _Association:
             request.max_pdu,
             len(request.contexts),
         )
-        self._check_rejects(request, over_limit)
+        self._check_rejects(request)
         answers = negotiate_contexts(request, self.settings.transfer_syntax)
         self.contexts = {a.context_id: a.transfer_syntax for a in answers if a.result == 0}
         if not self.contexts:
@@ -166,12 +166,11 @@ class _Association:
         self.peer_max_pdu = request.max_pdu
         self.sock.sendall(pdu.encode_associate_ac(request, answers, self.settings.max_pdu))
 
-    def _check_rejects(self, request: pdu.AssociateRequest, over_limit: bool) -> None:
-        """The reject order of wlmscpfs (COMPAT §6), steps 1-6."""
+    def _check_rejects(self, request: pdu.AssociateRequest) -> None:
+        """The reject order of wlmscpfs (COMPAT §6): steps 1-3, then (past the association
+        limit, which the supervisor enforces with ``limit_refusal``) steps 5-6."""
         if (stop := _reject_before_limit(request, self.settings)) is not None:
             raise stop
-        if over_limit:
-            raise _Stop("refused-limit", "too many associations", _rj(RJ_LOCAL_LIMIT))
         if not self.app.knows_called_ae(request.called_ae):
             detail = f"unknown called AE title {request.called_ae!r}"
             raise _Stop("rejected", detail, _rj(RJ_CALLED_AE))
@@ -399,11 +398,11 @@ def _abort_bytes() -> bytes:
     return pdu.encode_abort(pdu.ABORT_SOURCE_USER, 0)
 
 
-def _finish(assoc: _Association, over_limit: bool) -> AssociationReport:
+def _finish(assoc: _Association) -> AssociationReport:
     """Run the association and turn every way it can end into a report."""
     report = assoc.report
     try:
-        assoc.establish(over_limit)
+        assoc.establish()
         assoc.serve()
     except _Stop as stop:
         report.outcome, report.detail = stop.outcome, stop.detail
@@ -431,15 +430,13 @@ def serve_association(
     peer: tuple[str, int],
     settings: Settings,
     app: WorklistApplication,
-    *,
-    over_limit: bool = False,
 ) -> AssociationReport:
     """Run one association on a connected socket to its end, close the socket, report."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     assoc = _Association(sock, peer, settings, app)
     try:
-        report = _finish(assoc, over_limit)
+        report = _finish(assoc)
     finally:
         with contextlib.suppress(OSError):
             sock.close()
