@@ -52,8 +52,13 @@ lint: $(STAMP)
 examples: $(STAMP)
 	$(BIN)/python examples/make_worklists.py
 
+## A staged install (DESTDIR, for packagers) builds offline with the local setuptools and
+## leaves the dependencies (pydicom, pynetdicom, psutil, netaddr, python-daemon) to the
+## package's own dependency list; a direct install lets pip resolve them.
+PIP_INSTALL_FLAGS ?= $(if $(DESTDIR),--no-deps --no-build-isolation)
+
 install:
-	$(PYTHON) -m pip install --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
+	$(PYTHON) -m pip install $(PIP_INSTALL_FLAGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
 	install -Dm644 man/wlmd.8 $(DESTDIR)$(MANDIR)/man8/wlmd.8
 	install -Dm644 man/wlmd.conf.5 $(DESTDIR)$(MANDIR)/man5/wlmd.conf.5
 	install -Dm644 man/findscu.1 $(DESTDIR)$(MANDIR)/man1/wlmd-findscu.1

@@ -93,7 +93,8 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
     services(settings)
     if settings.single_process:
         server = SingleProcessServer(settings, listeners, services, policy,
-                                     on_ready=lambda: systemd.ready("serving (single process)"),
+                                     notify=systemd.notify,
+                                     watchdog_interval=systemd.watchdog_interval(),
                                      reload=running.reload, reopen_logs=running.reopen_logs,
                                      tls_context=running.tls_context)
         return server.run()

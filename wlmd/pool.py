@@ -217,7 +217,7 @@ class WorkerPool:
         """Recycle workers above ``limit_mb`` of RSS; kill one above twice the limit."""
         limit = limit_mb * 1024 * 1024
         for slot in self:
-            rss = _rss(slot.pid)
+            rss = private_memory(slot.pid)
             if slot.killed or rss <= limit:
                 continue
             if rss > 2 * limit:
@@ -259,7 +259,19 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def _rss(pid: int) -> int:
+def private_memory(pid: int) -> int:
+    """The worker's own resident memory: pages it shares with the supervisor do not count.
+
+    Workers inherit the preloaded worklist copy-on-write, so their RSS includes the whole
+    worklist; only the private part (``smaps_rollup``) grows with what one worker does.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            fields = dict(line.split(b":", 1) for line in rollup if b":" in line)
+        return sum(int(fields[key].split()[0]) << 10
+                   for key in (b"Private_Clean", b"Private_Dirty"))
+    except (OSError, KeyError, ValueError):
+        pass
     try:
         return psutil.Process(pid).memory_info().rss
     except psutil.Error:

@@ -7,6 +7,7 @@ association under pdb or strace. Later connections wait in the listen backlog.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import signal
 import socket
@@ -26,6 +27,9 @@ ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
 AppFactory = Callable[[Settings], WorklistApplication]
 # The current server TLS context (None: plain TCP); a getter, because SIGHUP may replace it.
 TlsContextGetter = Callable[[], ssl.SSLContext | None]
+# sd_notify (wlmd.systemd.notify): one ``KEY=VALUE`` datagram, a no-op outside systemd.
+Notify = Callable[[str], object]
+TICK = 1.0  # longest wait between looks at signals and the watchdog while idle
 
 
 class SingleProcessServer:
@@ -33,7 +37,8 @@ class SingleProcessServer:
 
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
                  app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
-                 on_ready: Callable[[], None] | None = None, reload: ReloadHook | None = None,
+                 notify: Notify | None = None, watchdog_interval: float | None = None,
+                 reload: ReloadHook | None = None,
                  reopen_logs: Callable[[], None] | None = None,
                  tls_context: TlsContextGetter = lambda: None) -> None:
         self._settings = settings
@@ -42,7 +47,9 @@ class SingleProcessServer:
         self._app_factory = app_factory
         self._app = app_factory(settings)
         self._access = access_policy
-        self._on_ready = on_ready
+        self._notify = notify or (lambda _state: None)
+        self._watchdog_interval = watchdog_interval
+        self._next_watchdog = 0.0
         self._reload_hook = reload
         self._reopen_logs = reopen_logs
         self._stopping = False
@@ -58,24 +65,46 @@ class SingleProcessServer:
             signal.signal(signum, self._request_stop)
         signal.signal(signal.SIGHUP, self._request_reload)
         signal.signal(signal.SIGUSR1, self._request_reopen)
-        with selectors.DefaultSelector() as selector:
+        # signals also write to wake_w (set_wakeup_fd), so select() returns at once for them
+        wake_r, wake_w = socket.socketpair()
+        with selectors.DefaultSelector() as selector, wake_r, wake_w:
+            wake_w.setblocking(False)
+            previous_wakeup_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+            selector.register(wake_r, selectors.EVENT_READ)
             for listener in self._listeners:
                 listener.setblocking(False)
                 selector.register(listener, selectors.EVENT_READ)
-            if self._on_ready is not None:
-                self._on_ready()
+            LOGGER.info("single process %d listening on %s", os.getpid(),
+                        ", ".join(address_of(s) for s in self._listeners))
+            self._notify("READY=1\nSTATUS=serving (single process)")
+            tick = min(TICK, self._watchdog_interval / 2) if self._watchdog_interval else TICK
             while not self._stopping:
                 self._apply_requests()
-                for key, _ in selector.select(timeout=1.0):
+                self._ping_watchdog()
+                for key, _ in selector.select(timeout=tick):
+                    if key.fileobj is wake_r:
+                        wake_r.recv(4096)  # the handlers already ran; this only woke us
+                        continue
                     self._accept_and_serve(key.fileobj)  # type: ignore[arg-type]
                     if self._stopping:
                         break
+            signal.set_wakeup_fd(previous_wakeup_fd)
         for listener in self._listeners:
             listener.close()
         LOGGER.info("stopped")
         return 0
 
+    def _ping_watchdog(self) -> None:
+        """``WATCHDOG=1`` at half the interval systemd asked for (only while not serving)."""
+        now = time.monotonic()
+        if self._watchdog_interval and now >= self._next_watchdog:
+            self._notify("WATCHDOG=1")
+            self._next_watchdog = now + self._watchdog_interval / 2
+
     def _request_stop(self, signum: int, _frame: object) -> None:
+        """Runs in the main thread between bytecodes, so it may notify systemd at once."""
+        if not self._stopping:
+            self._notify("STOPPING=1")
         self._stopping = True
 
     def _request_reload(self, signum: int, _frame: object) -> None:
@@ -91,13 +120,16 @@ class SingleProcessServer:
             self._reopen_logs()
         if self._reload_requested and self._reload_hook is not None:
             self._reload_requested = False
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            self._notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
             try:
                 self._settings, self._access = self._reload_hook()
             except Exception as exc:
                 LOGGER.error("reload failed, keeping the running configuration: %s", exc)
-                return
-            self._app = self._app_factory(self._settings)
-            LOGGER.info("reloaded")
+            else:
+                self._app = self._app_factory(self._settings)
+                LOGGER.info("reloaded")
+            self._notify("READY=1")
 
     def _accept_and_serve(self, listener: socket.socket) -> None:
         try:
@@ -114,6 +146,12 @@ class SingleProcessServer:
         started = time.monotonic()
         report = serve_connection(conn, peer, self._settings, self._app, self._tls_context())
         log_association(report, peer, started)
+
+
+def address_of(sock: socket.socket) -> str:
+    """``host:port`` or ``[v6]:port`` of a listening socket, for the startup line."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Settings,

@@ -8,11 +8,17 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
-import psutil
 import pytest
 
 from wlmd import handoff
-from wlmd.pool import WORKER_BOOT_ERROR, ChildExit, Heartbeat, WorkerPool, spawn_plan
+from wlmd.pool import (
+    WORKER_BOOT_ERROR,
+    ChildExit,
+    Heartbeat,
+    WorkerPool,
+    private_memory,
+    spawn_plan,
+)
 from wlmd.settings import Settings
 from wlmd.worker import start_heartbeat
 
@@ -28,6 +34,15 @@ def ready_then_wait(channel: socket.socket, heartbeat: Heartbeat, settings: Sett
     except handoff.ChannelClosed:
         return 0
     return 0 if message.op == handoff.OP_STOP else 1
+
+
+def hungry(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
+    """A worker with 16 MiB of private memory (the limit ignores pages shared with its parent)."""
+    ballast = b"x" * (16 << 20)
+    try:
+        return ready_then_wait(channel, heartbeat, settings)
+    finally:
+        del ballast
 
 
 def cannot_boot(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
@@ -146,11 +161,11 @@ def test_spawn_plan(idle, busy, waiting, expected):
 
 
 def test_memory_limit_recycles_an_idle_worker_and_kills_a_runaway(make_pool):
-    pool = make_pool()
+    pool = make_pool(hungry)
     over, runaway = pool.spawn(SETTINGS, 0), pool.spawn(SETTINGS, 0)
     ready(over)
     ready(runaway)
-    rss_mb = psutil.Process(over.pid).memory_info().rss / 2**20
+    rss_mb = private_memory(over.pid) / 2**20  # what the limit applies to
     limit = int(rss_mb * 0.75)  # over the limit, under twice the limit
     pool.slots.pop(runaway.pid)
     pool.check_memory(limit)
