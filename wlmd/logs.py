@@ -22,6 +22,7 @@ from wlmd.config import TRACE
 from wlmd.settings import Settings
 
 IDENT = "wlmd"
+ASSOCIATION_LOGGER = "wlmd.associations"  # the per-association lines, an access log
 logging.addLevelName(TRACE, "TRACE")
 
 # DCMTK's %P pattern: one letter per level, on every line of a message.
@@ -67,6 +68,27 @@ def syslog_address(socket_spec: str) -> str | tuple[str, int]:
     return socket_spec, 514
 
 
+class NonBlockingSysLogHandler(SysLogHandler):
+    """Drops a record rather than wait: a syslog daemon that stops reading its socket must not
+    stop associations (the socket's queue only fills when nobody reads it)."""
+
+    def __init__(self, address: str | tuple[str, int], facility: int) -> None:
+        self.dropped = 0
+        super().__init__(address, facility)
+        self.socket.setblocking(False)
+
+    def _connect_unixsocket(self, address: str) -> None:
+        # SysLogHandler reconnects (with a fresh, blocking socket) when a send fails.
+        super()._connect_unixsocket(address)  # type: ignore[misc]
+        self.socket.setblocking(False)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BlockingIOError):
+            self.dropped += 1
+            return
+        super().handleError(record)
+
+
 def _syslog_handler(settings: Settings) -> logging.Handler:
     facility = SysLogHandler.facility_names.get(settings.syslog_facility)
     if facility is None:
@@ -75,7 +97,7 @@ def _syslog_handler(settings: Settings) -> logging.Handler:
     try:
         if isinstance(address, str) and not stat.S_ISSOCK(os.stat(address).st_mode):
             raise OSError(f"{address} is not a socket")
-        handler = SysLogHandler(address, facility)
+        handler = NonBlockingSysLogHandler(address, facility)
     except OSError as exc:
         raise LogConfigError(f"cannot open syslog socket {settings.syslog_socket}: {exc}") from None
     handler.setFormatter(SyslogFormatter())
@@ -106,19 +128,27 @@ def _remove_handlers(root: logging.Logger) -> None:
 def configure_logging(
     settings: Settings, level: int, log_config: Path | None = None, *, stream: TextIO | None = None
 ) -> None:
-    """Route the root logger: -lc file, else syslog (``--syslog``), else stderr (default)."""
+    """Route the root logger: -lc file, else syslog (``--syslog``), else stderr (default).
+
+    With syslog at the default level (warnings), the one line per association is still sent:
+    that is what an administrator reads to see who queried and what came back.
+    """
     root = logging.getLogger()
     _remove_handlers(root)
     if log_config is not None:
         _apply_config_file(log_config)
         return
+    associations = logging.NOTSET  # the per-association lines follow the root level...
     if settings.syslog:
         handler = _syslog_handler(settings)
+        if level == logging.WARNING:  # ...except that a daemon's default keeps its access log
+            associations = logging.INFO
     else:
         handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
         handler.setFormatter(DcmtkFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger(ASSOCIATION_LOGGER).setLevel(associations)
 
 
 def log_always(message: str, logger: str = IDENT) -> None:

@@ -22,6 +22,7 @@ from wlmd.settings import Settings
 from wlmd.tls import HandshakeFailed, accept_tls
 
 LOGGER = logging.getLogger("wlmd.server")
+ASSOCIATION_LOG = logging.getLogger("wlmd.associations")  # one line per association
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
 AppFactory = Callable[[Settings], WorklistApplication]
@@ -173,7 +174,7 @@ def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Setti
 def log_association(report: AssociationReport, peer: tuple, started: float,
                     worker_pid: int | None = None) -> None:
     """The one line per association an administrator reads in syslog."""
-    LOGGER.info(
+    ASSOCIATION_LOG.info(
         "association from %s:%s calling=%r called=%r%s outcome=%s queries=%d matches=%d "
         "duration=%.3fs%s",
         peer[0], peer[1], report.calling_ae, report.called_ae,

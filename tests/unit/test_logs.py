@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +109,36 @@ def test_syslog_on_a_datagram_socket(tmp_path: Path) -> None:
     # priority = facility local3 (19) * 8 + severity (warning 4, info 6)
     assert first == f"<156>wlmd[{os.getpid()}]: disk full\x00".encode()
     assert second == f"<158>wlmd[{os.getpid()}]: two | lines\x00".encode()
+
+
+def test_syslog_default_level_keeps_the_association_lines(tmp_path: Path) -> None:
+    """A daemon at the default level (warnings) still sends its one line per association."""
+    address = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(address)
+        server.settimeout(5)
+        configure_logging(Settings(port=104, syslog=True, syslog_socket=address), logging.WARNING)
+        logging.getLogger("wlmd.store").info("not sent: an ordinary info line")
+        logging.getLogger("wlmd.associations").info("association from 127.0.0.1:5000")
+        assert b"association from 127.0.0.1:5000" in server.recv(4096)
+        configure_logging(Settings(port=104, syslog=True, syslog_socket=address), logging.ERROR)
+        logging.getLogger("wlmd.associations").info("not sent: -ll error")
+        logging.getLogger("wlmd").error("an error")
+        assert b"an error" in server.recv(4096)  # the association line was not sent before it
+
+
+def test_syslog_receiver_that_stops_reading_never_blocks_logging(tmp_path: Path) -> None:
+    address = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.bind(address)
+        configure_logging(Settings(port=104, syslog=True, syslog_socket=address), logging.INFO)
+        handler = logging.getLogger().handlers[0]
+        started = time.monotonic()
+        for n in range(5000):  # far more than the receive queue holds; nobody reads
+            logging.getLogger("wlmd").warning("line %d", n)
+        assert time.monotonic() - started < 5
+        assert handler.dropped > 0  # type: ignore[attr-defined]
 
 
 def test_syslog_socket_missing_is_an_error(tmp_path: Path) -> None:
