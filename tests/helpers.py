@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,11 +25,22 @@ def dcmtk_tool(name: str) -> str:
 
 
 def require_dcmtk(*tools: str) -> None:
-    """Skip when a DCMTK tool is missing; under CI (CI=true) fail instead: interop is required."""
+    """Skip when a DCMTK tool is missing; under CI fail instead: interop is required."""
     missing = [t for t in (tools or DCMTK_TOOLS) if not (DCMTK_BIN / t).is_file()]
-    if not missing:
-        return
-    message = f"DCMTK tools missing: {', '.join(missing)} (apt-get install -y dcmtk)"
+    if missing:
+        missing_tool(f"DCMTK tools missing: {', '.join(missing)} (apt-get install -y dcmtk)")
+
+
+def require_tool(name: str, package: str = "systemd") -> str:
+    """The path of a system tool that .ci/run installs from ``package``."""
+    path = shutil.which(name)
+    if path is None:
+        missing_tool(f"{name} missing (apt-get install -y {package})")
+    return path  # type: ignore[return-value]
+
+
+def missing_tool(message: str) -> None:
+    """Skip locally; fail under CI (CI=true), where .ci/run installs every tool the tests use."""
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

@@ -38,7 +38,7 @@ from tests.chaos.harness import (
     wait_until,
     worker_pids,
 )
-from tests.helpers import free_port, stop_process, wait_for_port
+from tests.helpers import free_port, require_tool, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 CALLED = "CT01"
@@ -304,17 +304,6 @@ def test_sd_notify_ready_status_watchdog_reloading_stopping(
 
 
 # ---- 4. socket activation ------------------------------------------------------------------
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip without it, but fail under CI where .ci/run installs it."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} missing (apt-get install -y systemd)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
 
 def test_socket_activation_serves_c_find_on_the_inherited_socket(tmp_path: Path):
     tool = require_tool("systemd-socket-activate")

@@ -11,21 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import require_tool
 from wlmd.settings import Settings
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 INSTALLED_PATH = "/usr/bin/wlmd"
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip without it, but fail under CI where .ci/run installs systemd."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} missing (apt-get install -y systemd)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def unit_settings(name: str) -> dict[str, list[str]]:

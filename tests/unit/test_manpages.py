@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +11,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.helpers import require_tool
 from wlmd.config import CONFIG_KEYS, ConfigError, load_config, render_config, render_man_options
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,13 +35,8 @@ RENDER = load_renderer()
 
 
 def require_groff() -> None:
-    """Skip without groff; under CI (CI=true) fail instead, as .ci/run installs groff-base."""
-    if shutil.which("groff") is not None:
-        return
-    message = "groff missing (apt-get install -y groff-base)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    """groff must be there under CI (.ci/run installs groff-base)."""
+    require_tool("groff", "groff-base")
 
 
 def groff_warnings(page: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,21 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, require_tool
 from wlmd import systemd
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip without it, but fail under CI where .ci/run installs it."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} missing (apt-get install -y systemd)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(params=["path", "abstract"])
