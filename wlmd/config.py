@@ -376,7 +376,7 @@ OPTIONS: tuple[Option, ...] = (
     _O("--worker-timeout", "kill a busy worker silent for s seconds", WLMD, "worker pool:",
        field="worker_timeout", value=seconds("[s]econds: number (default: 30)"),
        in_wlmscpfs=False),
-    _O("--worker-max-memory", "recycle a worker above m MiB resident memory", WLMD,
+    _O("--worker-max-memory", "recycle a worker above m MiB of private memory", WLMD,
        "worker pool:", field="worker_max_memory_mb",
        value=unsigned("[m]ebibytes: integer (default: 512)", 1), in_wlmscpfs=False),
     _O("--graceful-timeout", "on SIGTERM, let associations finish for s seconds", WLMD,
