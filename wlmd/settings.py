@@ -97,7 +97,7 @@ class Settings:
     max_spare_workers: int = 8
     worker_max_uses: int = 1000  # recycle a worker after this many associations
     worker_timeout: float = 30  # a busy worker silent (no heartbeat) this long is killed
-    worker_max_memory_mb: int = 512  # a worker above this much private (unshared) memory is recycled
+    worker_max_memory_mb: int = 512  # recycle a worker above this private memory
     graceful_timeout: float = 30  # SIGTERM: how long open associations may finish
     # logging
     syslog: bool = False  # log to syslog instead of stderr
