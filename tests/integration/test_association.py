@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import socket
 import struct
@@ -540,6 +541,26 @@ def _offis(port: int) -> socket.socket:
 
 def rj_pdu(values: tuple[int, int, int]) -> bytes:
     return b"\x03\x00" + struct.pack(">L", 4) + bytes((0, *values))
+
+
+def test_departure_server_socket_has_tcp_nodelay() -> None:
+    """COMPAT departures: no Nagle stall; the engine sets TCP_NODELAY on every association."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = connect(listener.getsockname()[1])
+        conn, peer = listener.accept()
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # Linux default
+        same_socket = socket.socket(fileno=os.dup(conn.fileno()))
+        thread = threading.Thread(
+            target=serve_association, args=(conn, peer, Settings(port=0), FakeApp()))
+        thread.start()
+        try:
+            client.sendall(encode_rq())
+            assert recv_pdu(client)[:1] == b"\x02"  # A-ASSOCIATE-AC: the association is up
+            assert same_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            client.close()
+            thread.join(10)
+            same_socket.close()
 
 
 class TestNegotiation:
