@@ -19,6 +19,7 @@ OP_SERVE = "serve"
 OP_STOP = "stop"
 OP_READY = "ready"
 OP_DONE = "done"
+OP_LOG = "log"  # worker → supervisor: a log record to write once for all workers
 
 
 class ChannelClosed(Exception):

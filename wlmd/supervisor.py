@@ -22,7 +22,7 @@ import selectors
 import signal
 import socket
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -69,6 +69,26 @@ class Pending:
     since: float
 
 
+class FileProblemLog:
+    """Writes once what workers report about a worklist file version (each reads it itself)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._written: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def write(self, data: dict[str, object]) -> None:
+        """Log the reported line unless a worker already reported it for that version."""
+        key = (str(data.get("version")), str(data.get("message")))
+        if key in self._written:
+            return
+        self._written[key] = None
+        if len(self._written) > self._capacity:
+            self._written.popitem(last=False)
+        level = data.get("level")
+        logging.getLogger(str(data.get("logger"))).log(
+            level if isinstance(level, int) else logging.WARNING, "%s", key[1])
+
+
 class Supervisor:
     """Owns the listeners and the pool; ``run()`` returns the process exit status."""
 
@@ -94,6 +114,7 @@ class Supervisor:
         self._signals: deque[int] = deque()
         self._selector = selectors.DefaultSelector()
         self._refusals = Refusals(self._selector, settings, tls_context())
+        self._file_log = FileProblemLog()
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool = WorkerPool(self._worker_main, self._after_fork)
         self._exit_code: int | None = None
@@ -393,6 +414,8 @@ class Supervisor:
             slot.state = SlotState.IDLE
         elif message.op == handoff.OP_DONE:
             self._on_done(slot, message.data)
+        elif message.op == handoff.OP_LOG:
+            self._file_log.write(message.data)
 
     def _on_done(self, slot: WorkerSlot, data: dict[str, object]) -> None:
         """A worker is free again: log its association's one line, then reuse or recycle it."""

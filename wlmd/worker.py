@@ -20,6 +20,8 @@ from wlmd.dicom.types import WorklistApplication
 from wlmd.pool import WORKER_BOOT_ERROR, Heartbeat
 from wlmd.server import serve_connection
 from wlmd.settings import Settings
+from wlmd.worklist.store import FILE_VERSION
+from wlmd.worklist.store import LOGGER as STORE_LOG
 
 LOGGER = logging.getLogger("wlmd.worker")
 
@@ -35,6 +37,27 @@ def reset_signals() -> None:
         signal.signal(signum, signal.SIG_IGN)
     for signum in DEFAULT_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+
+
+class ForwardFileProblems(logging.Filter):
+    """Hands what the store logs about one worklist file version to the supervisor.
+
+    Every worker reads a changed file for itself; the supervisor writes each such line once,
+    so a bad file is reported once per version, not once per worker.
+    """
+
+    def __init__(self, channel: socket.socket) -> None:
+        super().__init__()
+        self._channel = channel
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        version = FILE_VERSION.get()
+        if not version:
+            return True
+        handoff.send_message(self._channel, handoff.OP_LOG, version=version,
+                             logger=record.name, level=record.levelno,
+                             message=record.getMessage())
+        return False
 
 
 def start_heartbeat(heartbeat: Heartbeat, timeout: float) -> None:
@@ -59,6 +82,7 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
     With ``tls_context`` the worker, not the supervisor, shakes hands with each client.
     """
     start_heartbeat(heartbeat, settings.worker_timeout)
+    STORE_LOG.addFilter(ForwardFileProblems(channel))
     try:
         app = app_factory(settings)
     except Exception:

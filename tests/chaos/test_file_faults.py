@@ -131,8 +131,6 @@ def test_bad_files_are_logged_once_per_version_and_the_rest_is_served(site: Site
     site.assert_alive()
 
 
-@pytest.mark.xfail(strict=True, reason="each worker has its own store cache, so a bad file is "
-                   "logged once per worker and version, not once per version (issue #6 item 3)")
 def test_a_bad_file_is_logged_once_across_workers(site: Site) -> None:
     ae_dir = make_ae_dir(site.dfp, "XWORKER", {"good.wl": worklist_bytes("XW-GOOD"),
                                                "bad.wl": b"not DICOM at all"})

@@ -20,6 +20,7 @@ a worklist file.
 from __future__ import annotations
 
 import bisect
+import contextvars
 import errno
 import fcntl
 import io
@@ -46,6 +47,8 @@ from wlmd.worklist.index import Prefilter, WorklistIndex
 from wlmd.worklist.inotify import Inotify
 
 LOGGER = logging.getLogger("wlmd.store")
+# The worklist file (path and stat key) whose reading is being logged, if any.
+FILE_VERSION: contextvars.ContextVar[str] = contextvars.ContextVar("FILE_VERSION", default="")
 
 LOCKFILE = "lockfile"
 WORKLIST_SUFFIX = ".wl"
@@ -385,7 +388,19 @@ class WorklistStore:
 
     def _load(self, path: str, name: str, st: os.stat_result, is_link: bool,
               real_root: str) -> _Entry | None:
-        """Read, parse and check one file; log why it is left out, once for this version."""
+        """Read, parse and check one file; log why it is left out, once for this version.
+
+        While it runs, FILE_VERSION names the file and version, so that the supervisor can log
+        once what several pre-forked workers each find about the same file.
+        """
+        token = FILE_VERSION.set(f"{path} {_stat_key(st)}")
+        try:
+            return self._load_version(path, name, st, is_link, real_root)
+        finally:
+            FILE_VERSION.reset(token)
+
+    def _load_version(self, path: str, name: str, st: os.stat_result, is_link: bool,
+                      real_root: str) -> _Entry | None:
         key = _stat_key(st)
         try:
             target = self._target(path, st, is_link, real_root)
