@@ -51,6 +51,7 @@ ACCEPT_BATCH = 64  # connections accepted per readable event, so signals are not
 TICK = 1.0  # longest sleep of the loop: the watchdog and the pool are tended at least this often
 MEMORY_CHECK_INTERVAL = 5.0
 ACCEPT_PAUSE = 0.5  # after EMFILE and friends, instead of spinning on a readable listener
+SHRINK_INTERVAL = 1.0  # the pool gives back at most one surplus idle worker this often
 REAP_GRACE = 5.0  # after SIGKILL, how long to wait for the children to be reaped
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
                    signal.SIGCHLD)
@@ -115,6 +116,7 @@ class Supervisor:
         self._selector = selectors.DefaultSelector()
         self._refusals = Refusals(self._selector, settings, tls_context())
         self._file_log = FileProblemLog()
+        self._next_shrink = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool = WorkerPool(self._worker_main, self._after_fork)
         self._exit_code: int | None = None
@@ -397,8 +399,12 @@ class Supervisor:
             self._selector.register(slot.channel, selectors.EVENT_READ,
                                     functools.partial(self._on_channel, slot))
         idle = [s for s in spares if s.state is SlotState.IDLE]
-        for slot in idle[:max(0, -delta)]:
-            self._pool.retire(slot)
+        now = time.monotonic()
+        if delta < 0 and idle and now >= self._next_shrink:
+            # One surplus worker a second (Apache's prefork rule), the youngest, whose cache
+            # is coldest: a pool whose size moves with every association would fork each time.
+            self._next_shrink = now + SHRINK_INTERVAL
+            self._pool.retire(idle[-1])
 
     def _on_channel(self, slot: WorkerSlot, channel: socket.socket) -> None:
         try:

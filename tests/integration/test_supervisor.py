@@ -287,3 +287,18 @@ def test_per_host_limit_counts_each_peer_address(server, scu):
     assert (rj.result, rj.result_source, rj.diagnostic) == (2, 3, 2)
     other_host = scu(srv.port, source="127.0.0.2")
     assert other_host.is_established and echo_ok(other_host)
+
+
+def test_pool_does_not_fork_for_every_association(server, scu):
+    """With min = max spare workers, a busy worker makes one spare short and its release one
+    too many; the pool gives back at most one worker a second instead of forking each time."""
+    srv = server(max_associations=10, min_spare_workers=2, max_spare_workers=2)
+    wait_until(lambda: len(srv.workers()) >= 2)
+    seen = {p.pid for p in srv.workers()}
+    for _ in range(20):
+        assoc = scu(srv.port)
+        assert echo_ok(assoc)
+        assoc.release()
+        time.sleep(0.02)  # let the supervisor act on the release
+        seen |= {p.pid for p in srv.workers()}
+    assert len(seen) <= 5, f"{len(seen)} workers for 20 sequential associations"
