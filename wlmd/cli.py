@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from wlmd import systemd
 from wlmd.access import AccessPolicy, AccessRuleError, check_rules
+from wlmd.hooks import ServerHooks
 from wlmd.listeners import ListenerError, adopt_listeners, bind_listeners
 from wlmd.logs import LogConfigError, configure_logging, log_always
 from wlmd.options import CommandLineExit, ParsedCommandLine, parse_command_line
@@ -91,24 +92,19 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
     running = RunningConfiguration(args, parsed, tls_context)
     services = PreloadedService()
     services(settings)
+    hooks = ServerHooks(notify=systemd.notify, watchdog_interval=systemd.watchdog_interval(),
+                        reload=running.reload, reopen_logs=running.reopen_logs,
+                        tls_context=running.tls_context)
     if settings.single_process:
-        server = SingleProcessServer(settings, listeners, services, policy,
-                                     notify=systemd.notify,
-                                     watchdog_interval=systemd.watchdog_interval(),
-                                     reload=running.reload, reopen_logs=running.reopen_logs,
-                                     tls_context=running.tls_context)
-        return server.run()
+        return SingleProcessServer(settings, listeners, services, policy, hooks).run()
 
     def reload() -> tuple[Settings, AccessPolicy | None]:
         fresh, fresh_policy = running.reload()
         services(fresh)  # the next generation of workers shares the reloaded worklist too
         return fresh, fresh_policy
 
-    supervisor = Supervisor(settings, listeners, services, policy,
-                            reload=reload, reopen_logs=running.reopen_logs,
-                            notify=systemd.notify,
-                            watchdog_interval=systemd.watchdog_interval(),
-                            tls_context=running.tls_context)
+    hooks.reload = reload
+    supervisor = Supervisor(settings, listeners, services, policy, hooks)
     return supervisor.run()
 
 

@@ -18,18 +18,14 @@ from collections.abc import Callable, Sequence
 from wlmd.access import AccessPolicy
 from wlmd.dicom.association import serve_association
 from wlmd.dicom.types import AssociationReport, WorklistApplication
+from wlmd.hooks import ServerHooks
 from wlmd.settings import Settings
 from wlmd.tls import HandshakeFailed, accept_tls
 
 LOGGER = logging.getLogger("wlmd.server")
 ASSOCIATION_LOG = logging.getLogger("wlmd.associations")  # one line per association
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
 AppFactory = Callable[[Settings], WorklistApplication]
-# The current server TLS context (None: plain TCP); a getter, because SIGHUP may replace it.
-TlsContextGetter = Callable[[], ssl.SSLContext | None]
-# sd_notify (wlmd.systemd.notify): one ``KEY=VALUE`` datagram, a no-op outside systemd.
-Notify = Callable[[str], object]
 TICK = 1.0  # longest wait between looks at signals and the watchdog while idle
 
 
@@ -37,22 +33,14 @@ class SingleProcessServer:
     """Accept and serve associations one after another until a stop signal arrives."""
 
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
-                 app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
-                 notify: Notify | None = None, watchdog_interval: float | None = None,
-                 reload: ReloadHook | None = None,
-                 reopen_logs: Callable[[], None] | None = None,
-                 tls_context: TlsContextGetter = lambda: None) -> None:
+                 app_factory: AppFactory, access_policy: AccessPolicy | None = None,
+                 hooks: ServerHooks | None = None) -> None:
         self._settings = settings
-        self._tls_context = tls_context
+        self._hooks = hooks or ServerHooks()
         self._listeners = list(listeners)
         self._app_factory = app_factory
         self._app = app_factory(settings)
         self._access = access_policy
-        self._notify = notify or (lambda _state: None)
-        self._watchdog_interval = watchdog_interval
-        self._next_watchdog = 0.0
-        self._reload_hook = reload
-        self._reopen_logs = reopen_logs
         self._stopping = False
         self._reload_requested = False
         self._reopen_requested = False
@@ -77,11 +65,12 @@ class SingleProcessServer:
                 selector.register(listener, selectors.EVENT_READ)
             LOGGER.info("single process %d listening on %s", os.getpid(),
                         ", ".join(address_of(s) for s in self._listeners))
-            self._notify("READY=1\nSTATUS=serving (single process)")
-            tick = min(TICK, self._watchdog_interval / 2) if self._watchdog_interval else TICK
+            hooks = self._hooks
+            hooks.notify("READY=1\nSTATUS=serving (single process)")
+            tick = min(TICK, hooks.watchdog_interval / 2) if hooks.watchdog_interval else TICK
             while not self._stopping:
                 self._apply_requests()
-                self._ping_watchdog()
+                hooks.ping_watchdog(time.monotonic())  # only while not serving
                 for key, _ in selector.select(timeout=tick):
                     if key.fileobj is wake_r:
                         wake_r.recv(4096)  # the handlers already ran; this only woke us
@@ -95,17 +84,10 @@ class SingleProcessServer:
         LOGGER.info("stopped")
         return 0
 
-    def _ping_watchdog(self) -> None:
-        """``WATCHDOG=1`` at half the interval systemd asked for (only while not serving)."""
-        now = time.monotonic()
-        if self._watchdog_interval and now >= self._next_watchdog:
-            self._notify("WATCHDOG=1")
-            self._next_watchdog = now + self._watchdog_interval / 2
-
     def _request_stop(self, signum: int, _frame: object) -> None:
         """Runs in the main thread between bytecodes, so it may notify systemd at once."""
         if not self._stopping:
-            self._notify("STOPPING=1")
+            self._hooks.notify("STOPPING=1")
         self._stopping = True
 
     def _request_reload(self, signum: int, _frame: object) -> None:
@@ -116,21 +98,17 @@ class SingleProcessServer:
 
     def _apply_requests(self) -> None:
         """Act on SIGHUP/SIGUSR1 outside the signal handlers, between associations."""
-        if self._reopen_requested and self._reopen_logs is not None:
+        hooks = self._hooks
+        if self._reopen_requested and hooks.reopen_logs is not None:
             self._reopen_requested = False
-            self._reopen_logs()
-        if self._reload_requested and self._reload_hook is not None:
+            hooks.reopen_logs()
+        if self._reload_requested:
             self._reload_requested = False
-            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-            self._notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-            try:
-                self._settings, self._access = self._reload_hook()
-            except Exception as exc:
-                LOGGER.error("reload failed, keeping the running configuration: %s", exc)
-            else:
+            if (fresh := hooks.reload_settings()) is not None:
+                self._settings, self._access = fresh
                 self._app = self._app_factory(self._settings)
                 LOGGER.info("reloaded")
-            self._notify("READY=1")
+            hooks.reloaded()
 
     def _accept_and_serve(self, listener: socket.socket) -> None:
         try:
@@ -145,7 +123,8 @@ class SingleProcessServer:
                 return
         conn.setblocking(True)
         started = time.monotonic()
-        report = serve_connection(conn, peer, self._settings, self._app, self._tls_context())
+        report = serve_connection(conn, peer, self._settings, self._app,
+                                  self._hooks.tls_context())
         log_association(report, peer, started)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from wlmd import handoff
 from wlmd.access import AccessPolicy
 from wlmd.dicom.types import AssociationReport
+from wlmd.hooks import ServerHooks
 from wlmd.pool import (
     WORKER_BOOT_ERROR,
     ChildExit,
@@ -39,7 +40,7 @@ from wlmd.pool import (
     spawn_plan,
 )
 from wlmd.refusals import Refusals
-from wlmd.server import TlsContextGetter, log_association
+from wlmd.server import log_association
 from wlmd.settings import Settings
 from wlmd.worker import AppFactory, reset_signals, run_worker
 
@@ -57,8 +58,6 @@ HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGCHLD)
 
 # The reload hook re-reads configuration and access rules; it raises to keep the old ones.
-ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
-Notify = Callable[[str], object]
 
 
 @dataclass
@@ -94,27 +93,19 @@ class Supervisor:
     """Owns the listeners and the pool; ``run()`` returns the process exit status."""
 
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
-                 app_factory: AppFactory, access_policy: AccessPolicy | None = None, *,
-                 reload: ReloadHook | None = None, notify: Notify | None = None,
-                 watchdog_interval: float | None = None,
-                 reopen_logs: Callable[[], None] | None = None,
-                 tls_context: TlsContextGetter = lambda: None) -> None:
+                 app_factory: AppFactory, access_policy: AccessPolicy | None = None,
+                 hooks: ServerHooks | None = None) -> None:
         self.settings = settings
-        self._tls_context = tls_context
+        self._hooks = hooks = hooks or ServerHooks()
         self._listeners = list(listeners)
         self._app_factory = app_factory
         self._access = access_policy
-        self._reload_hook = reload
-        self._notify = notify or (lambda _state: None)
-        self._watchdog_interval = watchdog_interval
-        self._reopen_logs = reopen_logs
-        self._next_watchdog = 0.0
         self._last_status = ""
         self._generation = 0
         self._pending: deque[Pending] = deque()
         self._signals: deque[int] = deque()
         self._selector = selectors.DefaultSelector()
-        self._refusals = Refusals(self._selector, settings, tls_context())
+        self._refusals = Refusals(self._selector, settings, hooks.tls_context())
         self._file_log = FileProblemLog()
         self._next_shrink = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
@@ -138,7 +129,7 @@ class Supervisor:
             self._manage_workers()
             LOGGER.info("supervisor %d listening on %s", os.getpid(),
                         ", ".join(_address(s) for s in self._listeners))
-            self._notify("READY=1\nSTATUS=accepting associations")
+            self._hooks.notify("READY=1\nSTATUS=accepting associations")
             while self._exit_code is None:
                 self._wait()
                 self._handle_signals()
@@ -177,14 +168,12 @@ class Supervisor:
 
     def _report_health(self, now: float) -> None:
         """Ping the systemd watchdog and keep ``systemctl status`` showing the pool's load."""
-        if self._watchdog_interval and now >= self._next_watchdog:
-            self._notify("WATCHDOG=1")
-            self._next_watchdog = now + self._watchdog_interval / 2
+        self._hooks.ping_watchdog(now)
         busy = self._pool.busy_count()
         status = f"STATUS={busy} association(s) open, {len(self._pool.slots) - busy} idle worker(s)"
         if status != self._last_status:
             self._last_status = status
-            self._notify(status)
+            self._hooks.notify(status)
 
     # ---- signals ---------------------------------------------------------------------------
 
@@ -230,7 +219,7 @@ class Supervisor:
         busy = self._pool.busy_count()
         LOGGER.info("stopping: %d association(s) open, waiting up to %gs", busy,
                     self.settings.graceful_timeout)
-        self._notify("STOPPING=1")
+        self._hooks.notify("STOPPING=1")
         self._begin_stop(time.monotonic() + self.settings.graceful_timeout)
         for slot in self._pool:
             self._pool.retire(slot)
@@ -238,7 +227,7 @@ class Supervisor:
     def stop_now(self) -> None:
         """Fast stop: end every association now."""
         LOGGER.info("stopping now")
-        self._notify("STOPPING=1")
+        self._hooks.notify("STOPPING=1")
         self._begin_stop(time.monotonic())
         self._kill_all()
 
@@ -280,24 +269,18 @@ class Supervisor:
         """
         if self._stopping:
             return
-        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        self._notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-        if self._reload_hook is not None:
-            try:
-                self.settings, self._access = self._reload_hook()
-            except Exception as exc:
-                LOGGER.error("reload failed, keeping the running configuration: %s", exc)
-                self._notify("READY=1")
-                return
-        self._refusals.settings, self._refusals.ssl_context = self.settings, self._tls_context()
-        self._start_generation("reloaded")
-        self._notify("READY=1")
+        if (fresh := self._hooks.reload_settings()) is not None:
+            self.settings, self._access = fresh
+            self._refusals.settings = self.settings
+            self._refusals.ssl_context = self._hooks.tls_context()
+            self._start_generation("reloaded")
+        self._hooks.reloaded()
 
     def reopen_logs(self) -> None:
         """SIGUSR1 (after log rotation): reopen log files and sockets, here and in new workers."""
-        if self._stopping or self._reopen_logs is None:
+        if self._stopping or self._hooks.reopen_logs is None:
             return
-        self._reopen_logs()
+        self._hooks.reopen_logs()
         self._start_generation("logs reopened")
 
     def _start_generation(self, reason: str) -> None:
@@ -455,7 +438,8 @@ class Supervisor:
 
     def _worker_main(self, channel: socket.socket, heartbeat: Heartbeat,
                      settings: Settings) -> int:
-        return run_worker(channel, heartbeat, settings, self._app_factory, self._tls_context())
+        return run_worker(channel, heartbeat, settings, self._app_factory,
+                          self._hooks.tls_context())
 
     def _after_fork(self) -> None:
         """In every child: drop the supervisor's signal plumbing, listeners and waiting clients.
