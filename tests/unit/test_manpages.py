@@ -159,3 +159,26 @@ def test_error_example_of_wlmd_conf_5_is_what_wlmd_says(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert str(caught.value) == f"{path}{shown[1]}"
+
+
+def findscu_help_spellings() -> set[str]:
+    """Every option spelling that ``python -m wlmd.findscu --help`` prints."""
+    result = subprocess.run([sys.executable, "-m", "wlmd.findscu", "--help"],
+                            capture_output=True, text=True, timeout=60, check=True, cwd=REPO)
+    return {s for line in result.stdout.splitlines() if (match := HELP_OPTION.match(line))
+            for s in match.groups() if s}
+
+
+def test_findscu_page_renders_without_warnings() -> None:
+    require_groff()
+    assert groff_warnings(MAN / "findscu.1") == ""
+
+
+def test_every_findscu_help_option_is_in_findscu_1() -> None:
+    """man/findscu.1 (man macros) writes each option as ``\\-x`` in a bold ``.B`` line."""
+    spellings = findscu_help_spellings()
+    assert {"-aec", "--call", "-Xs", "+tls", "--cancel"} <= spellings
+    heads = " ".join(line for line in page_text("findscu.1").splitlines()
+                     if line.startswith(".B "))
+    words = set(re.split(r"[\s,]+", heads.replace("\\-", "-")))
+    assert sorted(spellings - words) == []

@@ -9,19 +9,9 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
+from tests.unit.builders import dataset, raw
 from wlmd.worklist.matching import matches, parse_time
 from wlmd.worklist.query import prepare_query
-
-
-def raw(keyword: str, vr: str, value: bytes) -> RawDataElement:
-    return RawDataElement(Tag(keyword), vr, len(value), value, 0, False, True)
-
-
-def dataset(*elements) -> Dataset:
-    ds = Dataset()
-    for elem in elements:
-        ds[elem.tag] = elem
-    return ds
 
 
 def sps(*items: Dataset) -> DataElement:

@@ -6,29 +6,17 @@ import logging
 
 import pytest
 from pydicom import Dataset
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.sequence import Sequence
+from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
+from tests.unit.builders import dataset, sequence
+from tests.unit.builders import raw as element
 from wlmd.worklist.query import InvalidQuery, PreparedQuery, prepare_query, value_of
 
 SPS = Tag("ScheduledProcedureStepSequence")
 
 
-def element(keyword: str, vr: str, value: bytes = b"") -> RawDataElement:
-    """A raw element as pydicom leaves it after decoding an identifier."""
-    return RawDataElement(Tag(keyword), vr, len(value), value, 0, False, True)
 
-
-def dataset(*elements: RawDataElement | DataElement) -> Dataset:
-    ds = Dataset()
-    for elem in elements:
-        ds[elem.tag] = elem
-    return ds
-
-
-def sequence(keyword: str, *items: Dataset) -> DataElement:
-    return DataElement(Tag(keyword), "SQ", Sequence(list(items)))
 
 
 def prepare(*elements, no_fail=False, expand=True) -> PreparedQuery:

@@ -7,9 +7,10 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
+from tests.unit.builders import dataset, raw
+from tests.unit.builders import sequence as seq
 from wlmd.settings import CharsetMode
 from wlmd.worklist.query import prepare_query, value_of
 from wlmd.worklist.response import build_response
@@ -17,19 +18,7 @@ from wlmd.worklist.response import build_response
 SPS = Tag("ScheduledProcedureStepSequence")
 
 
-def raw(keyword: str, vr: str, value: bytes) -> RawDataElement:
-    return RawDataElement(Tag(keyword), vr, len(value), value, 0, False, True)
 
-
-def dataset(*elements) -> Dataset:
-    ds = Dataset()
-    for elem in elements:
-        ds[elem.tag] = elem
-    return ds
-
-
-def seq(keyword: str, *items: Dataset) -> DataElement:
-    return DataElement(Tag(keyword), "SQ", Sequence(list(items)))
 
 
 def respond(query_elements, record_elements, charset=CharsetMode.NONE, expand=True) -> Dataset:
