@@ -52,7 +52,7 @@ ACCEPT_BATCH = 64  # connections accepted per readable event, so signals are not
 TICK = 1.0  # longest sleep of the loop: the watchdog and the pool are tended at least this often
 MEMORY_CHECK_INTERVAL = 5.0
 ACCEPT_PAUSE = 0.5  # after EMFILE and friends, instead of spinning on a readable listener
-SHRINK_INTERVAL = 1.0  # the pool gives back its last surplus idle worker at most this often
+SHRINK_INTERVAL = 1.0  # the pool gives back half its surplus idle workers at most this often
 REAP_GRACE = 5.0  # after SIGKILL, how long to wait for the children to be reaped
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
                    signal.SIGCHLD)
@@ -383,15 +383,12 @@ class Supervisor:
                                     functools.partial(self._on_channel, slot))
         idle = [s for s in spares if s.state is SlotState.IDLE]
         now = time.monotonic()
-        if delta < 0 and idle:
-            # The last surplus worker goes at most once a second, so that the swing of one
-            # association (a spare short, then one too many) does not fork a worker each time;
-            # beyond that, surplus idle workers go at once, the youngest (coldest) first.
-            surplus = -delta - 1
-            if now >= self._next_shrink:
-                self._next_shrink = now + SHRINK_INTERVAL
-                surplus += 1
-            for slot in idle[len(idle) - min(surplus, len(idle)):]:
+        if delta < 0 and idle and now >= self._next_shrink:
+            # Half the surplus (at least one) a second, the youngest (coldest) first: a pool
+            # that followed every swing of its load would fork a worker per association, and
+            # one that shrank by one a second would keep a flood's workers for a minute.
+            self._next_shrink = now + SHRINK_INTERVAL
+            for slot in idle[len(idle) - min((1 - delta) // 2, len(idle)):]:
                 self._pool.retire(slot)
 
     def _on_channel(self, slot: WorkerSlot, channel: socket.socket) -> None:
