@@ -115,17 +115,25 @@ class SingleProcessServer:
             conn, peer = listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        if self._access is not None:
-            decision = self._access.check(peer[0])
-            if not decision.allowed:
-                LOGGER.warning("refused connection from %s (%s)", peer[0], decision.rule)
-                conn.close()
-                return
+        if refused(self._access, conn, peer):
+            return
         conn.setblocking(True)
         started = time.monotonic()
         report = serve_connection(conn, peer, self._settings, self._app,
                                   self._hooks.tls_context())
         log_association(report, peer, started)
+
+
+def refused(access: AccessPolicy | None, conn: socket.socket, peer: tuple[str, int]) -> bool:
+    """Apply the access rules: a refused peer is logged and closed before anything is read."""
+    if access is None:
+        return False
+    decision = access.check(peer[0])
+    if decision.allowed:
+        return False
+    LOGGER.warning("refused connection from %s (%s)", peer[0], decision.rule)
+    conn.close()
+    return True
 
 
 def address_of(sock: socket.socket) -> str:

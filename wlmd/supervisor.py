@@ -40,7 +40,7 @@ from wlmd.pool import (
     spawn_plan,
 )
 from wlmd.refusals import Refusals
-from wlmd.server import log_association
+from wlmd.server import log_association, refused
 from wlmd.settings import Settings
 from wlmd.worker import AppFactory, reset_signals, run_worker
 
@@ -319,18 +319,21 @@ class Supervisor:
             self._admit(conn, (peer[0], peer[1]))
 
     def _admit(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        """Access rules, then the exact limit, then a worker (now or when one is free)."""
-        if self._access is not None:
-            decision = self._access.check(peer[0])
-            if not decision.allowed:
-                LOGGER.warning("refused connection from %s (%s)", peer[0], decision.rule)
-                conn.close()
-                return
+        """Access rules, then the exact limit, then a worker (now or when one is free).
+
+        Rules that name hosts need a reverse lookup, which may take seconds: the worker applies
+        those, so that the supervisor never waits.
+        """
+        if not self._rules_need_lookup() and refused(self._access, conn, peer):
+            return
         if self._over_limit(peer[0]):
             self._refuse(conn, peer)
             return
         self._pending.append(Pending(conn, peer, time.monotonic()))
         self._dispatch_pending()
+
+    def _rules_need_lookup(self) -> bool:
+        return self._access is not None and self._access.needs_host_lookup
 
     def _over_limit(self, host: str) -> bool:
         """``--max-associations`` (and ``--max-associations-per-host``) counting every worker
@@ -441,7 +444,8 @@ class Supervisor:
     def _worker_main(self, channel: socket.socket, heartbeat: Heartbeat,
                      settings: Settings) -> int:
         return run_worker(channel, heartbeat, settings, self._app_factory,
-                          self._hooks.tls_context())
+                          self._hooks.tls_context(),
+                          self._access if self._rules_need_lookup() else None)
 
     def _after_fork(self) -> None:
         """In every child: drop the supervisor's signal plumbing, listeners and waiting clients.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,29 +70,3 @@ def watchdog_interval() -> float | None:
     if pid is not None and (not pid.isdigit() or int(pid) != os.getpid()):
         return None
     return int(usec) / 1_000_000
-
-
-def ready(status: str | None = None) -> bool:
-    """Startup (or a reload) is complete."""
-    return notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
-
-
-def reloading() -> bool:
-    """A reload has begun; systemd ≥ 253 wants the CLOCK_MONOTONIC time with it."""
-    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    return notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-
-
-def stopping() -> bool:
-    """Shutdown has begun."""
-    return notify("STOPPING=1")
-
-
-def status(text: str) -> bool:
-    """A one-line status for ``systemctl status``."""
-    return notify(f"STATUS={text}")
-
-
-def watchdog() -> bool:
-    """Keep-alive for ``WatchdogSec=``."""
-    return notify("WATCHDOG=1")

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 
 from wlmd import handoff
-from wlmd.dicom.types import WorklistApplication
+from wlmd.access import AccessPolicy
+from wlmd.dicom.types import AssociationReport, WorklistApplication
 from wlmd.pool import WORKER_BOOT_ERROR, Heartbeat
-from wlmd.server import serve_connection
+from wlmd.server import refused, serve_connection
 from wlmd.settings import Settings
 from wlmd.worklist.store import FILE_VERSION
 from wlmd.worklist.store import LOGGER as STORE_LOG
@@ -76,10 +77,12 @@ def start_heartbeat(heartbeat: Heartbeat, timeout: float) -> None:
 
 
 def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
-               app_factory: AppFactory, tls_context: ssl.SSLContext | None = None) -> int:
+               app_factory: AppFactory, tls_context: ssl.SSLContext | None = None,
+               access: AccessPolicy | None = None) -> int:
     """The worker's life after fork (and after ``reset_signals``); returns its exit status.
 
-    With ``tls_context`` the worker, not the supervisor, shakes hands with each client.
+    With ``tls_context`` the worker, not the supervisor, shakes hands with each client; with
+    ``access`` (rules that need host name lookups) it also applies the access rules.
     """
     start_heartbeat(heartbeat, settings.worker_timeout)
     STORE_LOG.addFilter(ForwardFileProblems(channel))
@@ -98,7 +101,10 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
         if message.op != handoff.OP_SERVE or message.conn is None:
             return 0
         peer = (message.data["peer"][0], message.data["peer"][1])
-        report = serve_connection(message.conn, peer, settings, app, tls_context)
+        if refused(access, message.conn, peer):
+            report = AssociationReport(outcome="refused", detail="access rules")
+        else:
+            report = serve_connection(message.conn, peer, settings, app, tls_context)
         handoff.send_message(channel, handoff.OP_DONE, outcome=report.outcome,
                              calling_ae=report.calling_ae, called_ae=report.called_ae,
                              queries=report.queries, matches=report.matches,

@@ -195,6 +195,19 @@ def test_ipv4_rules_grant_and_refuse_by_source_address(servers, tmp_path: Path, 
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_host_name_rules_resolve_the_peer(servers, tmp_path: Path, mode: str):
+    """A rule naming a host needs a reverse lookup: in fork mode a worker makes it, so the
+    supervisor never waits on DNS. 127.0.0.1 is "localhost" in /etc/hosts; 127.0.0.2 is not."""
+    srv = servers(mode, *write_rules(tmp_path, "", "wlmd: localhost\n"))
+    assert closed_unanswered(srv.port, "127.0.0.1")
+    assert echo_from(srv.port, "127.0.0.2")
+    wait_until(lambda: f"refused connection from 127.0.0.1 ({tmp_path / 'deny'}:1)"
+               in srv.log())
+    if mode == "fork":
+        wait_until(lambda: "outcome=refused" in srv.log(), what="worker-side refusal")
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("allow", "deny", "granted"), [
     ("wlmd: [::1]/128\n", "wlmd: ALL\n", True),
     ("wlmd: 127.0.0.1\n", "wlmd: [::1]\n", False),

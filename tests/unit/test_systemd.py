@@ -16,6 +16,8 @@ import pytest
 
 from tests.helpers import free_port, require_tool
 from wlmd import systemd
+from wlmd.hooks import ServerHooks
+from wlmd.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,37 +46,33 @@ def received(sock: socket.socket) -> dict[str, str]:
 
 
 class TestNotify:
-    def test_ready_with_status(self, notify_socket: socket.socket) -> None:
-        assert systemd.ready("serving 3 AE titles")
-        assert received(notify_socket) == {"READY": "1", "STATUS": "serving 3 AE titles"}
-
-    def test_ready_alone(self, notify_socket: socket.socket) -> None:
-        assert systemd.ready()
-        assert received(notify_socket) == {"READY": "1"}
-
-    def test_reloading_carries_monotonic_time(self, notify_socket: socket.socket) -> None:
-        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        assert systemd.reloading()
-        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        message = received(notify_socket)
-        assert message["RELOADING"] == "1"
-        assert before <= int(message["MONOTONIC_USEC"]) <= after
-
-    @pytest.mark.parametrize(("call", "expected"), [
-        (systemd.stopping, {"STOPPING": "1"}),
-        (systemd.watchdog, {"WATCHDOG": "1"}),
-        (lambda: systemd.status("2 busy, 3 idle"), {"STATUS": "2 busy, 3 idle"}),
-        (lambda: systemd.notify("READY=1\nMAINPID=42"), {"READY": "1", "MAINPID": "42"}),
+    @pytest.mark.parametrize(("state", "expected"), [
+        ("READY=1\nSTATUS=serving 3 AE titles", {"READY": "1", "STATUS": "serving 3 AE titles"}),
+        ("STOPPING=1", {"STOPPING": "1"}),
+        ("WATCHDOG=1", {"WATCHDOG": "1"}),
+        ("READY=1\nMAINPID=42", {"READY": "1", "MAINPID": "42"}),
     ])
-    def test_messages(self, notify_socket: socket.socket, call, expected: dict) -> None:
-        assert call()
+    def test_messages(self, notify_socket: socket.socket, state: str, expected: dict) -> None:
+        assert systemd.notify(state)
         assert received(notify_socket) == expected
 
     def test_one_datagram_per_call(self, notify_socket: socket.socket) -> None:
-        systemd.status("a")
-        systemd.status("b")
+        systemd.notify("STATUS=a")
+        systemd.notify("STATUS=b")
         assert [received(notify_socket), received(notify_socket)] == [{"STATUS": "a"},
                                                                       {"STATUS": "b"}]
+
+    def test_reload_hooks_send_reloading_with_monotonic_time_then_ready(
+            self, notify_socket: socket.socket) -> None:
+        hooks = ServerHooks(notify=systemd.notify, reload=lambda: (Settings(port=104), None))
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        assert hooks.reload_settings() == (Settings(port=104), None)
+        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        hooks.reloaded()
+        message = received(notify_socket)
+        assert message["RELOADING"] == "1"
+        assert before <= int(message["MONOTONIC_USEC"]) <= after
+        assert received(notify_socket) == {"READY": "1"}
 
     @pytest.mark.parametrize("value", [None, "", "vsock:2:1234", "relative/path"])
     def test_no_notify_socket_is_a_noop(self, monkeypatch: pytest.MonkeyPatch,
@@ -83,12 +81,12 @@ class TestNotify:
             monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
         else:
             monkeypatch.setenv("NOTIFY_SOCKET", value)
-        assert systemd.ready("x") is False
+        assert systemd.notify("READY=1") is False
 
     def test_unreachable_socket_does_not_raise(self, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
-        assert systemd.stopping() is False
+        assert systemd.notify("STOPPING=1") is False
 
 
 @pytest.mark.parametrize(("usec", "pid", "expected"), [
@@ -116,6 +114,8 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch, usec: str | None, pi
 CHILD = """
 import json, os, sys
 from wlmd import systemd
+from wlmd.hooks import ServerHooks
+from wlmd.settings import Settings
 mode = sys.argv[1]
 try:
     socks = systemd.listen_fds(unset_env=mode != "keep")
