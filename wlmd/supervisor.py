@@ -40,7 +40,7 @@ from wlmd.pool import (
     spawn_plan,
 )
 from wlmd.refusals import Refusals
-from wlmd.server import log_association, refused
+from wlmd.server import address_of, log_association, refused
 from wlmd.settings import Settings
 from wlmd.worker import AppFactory, reset_signals, run_worker
 
@@ -128,7 +128,7 @@ class Supervisor:
             self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
             self._manage_workers()
             LOGGER.info("supervisor %d listening on %s", os.getpid(),
-                        ", ".join(_address(s) for s in self._listeners))
+                        ", ".join(address_of(s) for s in self._listeners))
             self._hooks.notify("READY=1\nSTATUS=accepting associations")
             while self._exit_code is None:
                 self._wait()
@@ -495,7 +495,3 @@ def _unregister(selector: selectors.BaseSelector, fileobj: socket.socket) -> Non
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
-
-def _address(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
