@@ -52,10 +52,11 @@ lint: $(STAMP)
 examples: $(STAMP)
 	$(BIN)/python examples/make_worklists.py
 
-## A staged install (DESTDIR, for packagers) builds offline with the local setuptools and
-## leaves the dependencies (pydicom, pynetdicom, psutil, netaddr, python-daemon) to the
-## package's own dependency list; a direct install lets pip resolve them.
-PIP_INSTALL_FLAGS ?= $(if $(DESTDIR),--no-deps --no-build-isolation)
+## A staged install (DESTDIR, for packagers) builds offline with the local setuptools, leaves
+## the dependencies (pydicom, pynetdicom, psutil, netaddr, python-daemon) to the package's own
+## dependency list, and leaves alone any wlmd installed where it runs (pip would otherwise
+## uninstall it first); a direct install lets pip resolve the dependencies.
+PIP_INSTALL_FLAGS ?= $(if $(DESTDIR),--no-deps --no-build-isolation --ignore-installed)
 
 install:
 	$(PYTHON) -m pip install $(PIP_INSTALL_FLAGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .

@@ -393,6 +393,13 @@ def builds_wheels_offline() -> bool:
              "or u.find_spec('wheel')))")
     return subprocess.run([sys.executable, "-c", probe], timeout=30).returncode == 0
 
+def installed_wlmd() -> str | None:
+    """Where this Python's environment has wlmd installed, if it has."""
+    probe = subprocess.run([sys.executable, "-m", "pip", "show", "-f", "wlmd"],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    return probe.stdout if probe.returncode == 0 else None
+
+
 def test_make_install_into_destdir(tmp_path: Path):
     """A copy of the checkout, so the build leaves nothing in the shared working tree."""
     if shutil.which("make") is None:
@@ -405,10 +412,12 @@ def test_make_install_into_destdir(tmp_path: Path):
         ".git", ".venv", "__pycache__", "*.egg-info", "build", ".*cache", "benchmarks"))
     destdir = tmp_path / "root"
     env = dict(os.environ, PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    here = installed_wlmd()
     result = subprocess.run(
         ["make", "-C", str(source), "install", f"DESTDIR={destdir}", "PREFIX=/usr",
          f"PYTHON={sys.executable}"], env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert installed_wlmd() == here  # a staged install leaves the running environment alone
 
     for path in ("usr/bin/wlmd", "usr/share/man/man8/wlmd.8", "usr/share/man/man5/wlmd.conf.5",
                  "usr/lib/systemd/system/wlmd.service", "usr/lib/systemd/system/wlmd.socket",
