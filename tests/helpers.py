@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,17 @@ def missing_tool(message: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0,
+               what: str = "condition") -> float:
+    """Seconds until ``condition()`` is true; AssertionError after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        time.sleep(0.02)
+    return time.monotonic() - start
 
 
 def free_port(host: str = "127.0.0.1") -> int:

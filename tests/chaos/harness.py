@@ -11,7 +11,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
 
@@ -21,22 +21,11 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from tests.helpers import free_port, start_wlmd, stop_process
+from tests.helpers import free_port, start_wlmd, stop_process, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
 HEARTBEAT = "/memfd:wlmd-heartbeat"  # only pre-forked workers hold one (wlmd/pool.py)
 STATUS_OUT_OF_RESOURCES = 0xA700
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 10.0,
-               what: str = "condition") -> float:
-    """Seconds until ``condition()`` is true; AssertionError after ``timeout``."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 class Wlmd:

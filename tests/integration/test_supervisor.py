@@ -20,7 +20,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
-from tests.helpers import free_port, start_wlmd, stop_process
+from tests.helpers import free_port, start_wlmd, stop_process, wait_until
 
 CALLED_AE = "ANYSCP"
 
@@ -106,16 +106,6 @@ def scu() -> Iterator[Callable[[int], Association]]:
         if assoc.is_established:
             assoc.release()
     ae.shutdown()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> float:
-    """Seconds until ``condition()`` held; fails after ``timeout``."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def echo_ok(assoc: Association) -> bool:

@@ -14,7 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from tests.helpers import dcmtk_tool, free_port, start_wlmd, stop_process
+from tests.helpers import dcmtk_tool, free_port, start_wlmd, stop_process, wait_until
 from tests.tlsutil import make_pki
 from wlmd.settings import Settings, TlsProfile
 from wlmd.tls import TlsOptions, make_ssl_context, server_context
@@ -82,19 +82,11 @@ class TlsServer:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, text: str, count: int = 1) -> None:
-        wait_until(lambda: self.log().count(text) >= count, f"{text!r} in the log")
+        wait_until(lambda: self.log().count(text) >= count, what=f"{text!r} in the log")
 
     def stop(self) -> None:
         stop_process(self.proc)
         self._log.close()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def tls_options(pki: Path, *, require: bool, **extra: object) -> dict[str, object]:
