@@ -43,8 +43,8 @@ class Server:
         wait_until(lambda: "outcome=closed" in self.log())
 
     def workers(self) -> list[psutil.Process]:
-        return [p for p in psutil.Process(self.proc.pid).children()
-                if p.status() != psutil.STATUS_ZOMBIE]
+        """Live children; one that exits while being looked at is not one."""
+        return [p for p in psutil.Process(self.proc.pid).children() if alive(p)]
 
     def worker_serving(self, assoc: Association) -> psutil.Process:
         """The worker whose TCP connection has the client's local port."""
@@ -65,6 +65,13 @@ class Server:
     def stop(self) -> None:
         stop_process(self.proc)
         self._log.close()
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _toml(options: dict[str, object]) -> str:
@@ -179,8 +186,7 @@ def test_stopped_busy_worker_is_detected_killed_and_replaced(server, scu):
     worker = srv.worker_serving(assoc)
 
     worker.send_signal(signal.SIGSTOP)
-    detected = wait_until(lambda: not psutil.pid_exists(worker.pid)
-                          or worker.status() == psutil.STATUS_ZOMBIE)
+    detected = wait_until(lambda: not alive(worker))
     assert detected < 4.0
     assert f"killing worker {worker.pid} serving 127.0.0.1" in srv.log()
     later = scu(srv.port)
@@ -246,7 +252,7 @@ def test_sighup_recycles_workers_without_dropping_an_association(server, scu):
     wait_until(lambda: not idle_before & {p.pid for p in srv.workers()})
     assert busy.is_running() and echo_ok(assoc)
     assoc.release()
-    wait_until(lambda: not psutil.pid_exists(busy.pid) or busy.status() == "zombie")
+    wait_until(lambda: not alive(busy))
     later = scu(srv.port)
     assert later.is_established and echo_ok(later)
     assert "worker generation 1" in srv.log()
