@@ -55,7 +55,7 @@ def add(root: Path, name: str, accession: str = "00000", date: str = "19951015",
 
 def accessions(store: WorklistStore, ae: str = AE) -> list[str]:
     """AccessionNumber of every served record, in the store's order."""
-    return [str(r.dataset.AccessionNumber) for r in store.records(ae)]
+    return [str(r.dataset.AccessionNumber) for r in store.query(ae, None)]
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -141,7 +141,7 @@ def test_raw_and_implicit_vr_files_keep_raw_values(root: Path) -> None:
     ds = worklist_dataset("IMPLICIT")
     ds.PatientID = "AV35674"  # written padded to "AV35674 "
     dcmwrite(root / AE / "implicit.wl", ds, implicit_vr=True, little_endian=True)
-    record, = WorklistStore(root, file_reject=True).records(AE)
+    record, = WorklistStore(root, file_reject=True).query(AE, None)
     assert record.path == root / AE / "implicit.wl"
     assert record.dataset.get_item(0x00100020).value == b"AV35674 "
 
@@ -233,14 +233,14 @@ def test_symbolic_links_stay_inside_the_root(root: Path, tmp_path: Path,
 def test_missing_lockfile(root: Path) -> None:
     (root / AE / "lockfile").unlink()
     with pytest.raises(LockfileError, match=f"Cannot open file {root}/{AE}/lockfile"):
-        WorklistStore(root, file_reject=True).records(AE)
+        WorklistStore(root, file_reject=True).query(AE, None)
 
 
 def test_unknown_and_unsafe_ae_raise_lockfile_error(root: Path) -> None:
     store = WorklistStore(root, file_reject=True)
     for ae in ("NOPE", f"../{root.name}/{AE}"):
         with pytest.raises(LockfileError):
-            store.records(ae)
+            store.query(ae, None)
 
 
 def test_ae_directory_that_goes_and_comes_back(root: Path) -> None:
@@ -250,7 +250,7 @@ def test_ae_directory_that_goes_and_comes_back(root: Path) -> None:
     (root / AE).rename(root / "away")
     assert not store.knows_called_ae(AE)
     with pytest.raises(LockfileError):
-        store.records(AE)
+        store.query(AE, None)
     (root / "away").rename(root / AE)
     add(root, "b.wl", accession="B")
     assert accessions(store) == ["A", "B"]
@@ -321,7 +321,7 @@ def test_writer_lock_without_snapshot_waits_then_fails(root: Path,
     lock(lockers, root)
     started = time.monotonic()
     with pytest.raises(LockfileError, match="Cannot set read lock on file"):
-        store.records(AE)
+        store.query(AE, None)
     assert 0.3 <= time.monotonic() - started < 3
 
 
@@ -346,8 +346,8 @@ def test_store_never_writes_worklist_files(root: Path) -> None:
     (root / AE / "garbage.wl").write_bytes(b"garbage")
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (root / AE).iterdir()}
     store = WorklistStore(root, file_reject=True)
-    store.records(AE)
-    store.records(AE)
+    store.query(AE, None)
+    store.query(AE, None)
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (root / AE).iterdir()}
     assert after == before
 
@@ -397,7 +397,7 @@ def test_random_changes_match_a_fresh_store(root: Path, monkeypatch: pytest.Monk
             (ae_dir / rng.choice(names)).write_bytes(b"broken")
         fresh = WorklistStore(root, file_reject=True)
         assert accessions(store) == accessions(fresh)
-        expected = [r.path for r in fresh.records(AE) if r.dataset.AccessionNumber[0] in "NC"]
+        expected = [r.path for r in fresh.query(AE, None) if r.dataset.AccessionNumber[0] in "NC"]
         assert [r.path for r in store.query(AE, prefilter)] == expected
 
 

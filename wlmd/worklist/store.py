@@ -173,14 +173,6 @@ class WorklistStore:
         """True if ``ae`` is safe and ``<dfp>/<ae>`` is a directory inside ``-dfp``."""
         return self._ae_dir(ae) is not None
 
-    def records(self, ae: str) -> list[WorklistRecord]:
-        """The served records of ``ae``, in ``sort_key`` order, refreshed under the read lock.
-
-        Raises LockfileError when the lockfile cannot be opened, or when a writer holds it
-        longer than ``lock_wait`` before any snapshot of this AE exists.
-        """
-        return list(self._refreshed(ae).snapshot or ())
-
     def load_all(self) -> None:
         """Refresh every called AE directory now, so forked workers inherit the parsed records."""
         try:
@@ -197,8 +189,10 @@ class WorklistStore:
     def query(self, ae: str, prefilter: Prefilter | None) -> list[WorklistRecord]:
         """The records of ``ae`` that can match ``prefilter``, in ``sort_key`` order.
 
-        A superset of the matches (None: every record), refreshed as ``records()`` is; costs
-        in proportion to the candidates, not the worklist, when the prefilter narrows.
+        A superset of the matches (None: every record served), refreshed under the read lock;
+        costs in proportion to the candidates, not the worklist, when the prefilter narrows.
+        Raises LockfileError when the lockfile cannot be opened, or when a writer holds it
+        longer than ``lock_wait`` before any snapshot of this AE exists.
         """
         cache = self._refreshed(ae)
         snapshot = cache.snapshot or []
