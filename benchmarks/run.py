@@ -76,7 +76,7 @@ class Server:
     label: str
     argv: Callable[[Path, int], list[str]]
     env: dict[str, str]
-    index_globs: tuple[str, ...] = ()
+    index_of: Callable[[Path], Path] | None = None  # where it keeps its index of a database
     proc: subprocess.Popen | None = None
     port: int = 0
     root: Path = Path()
@@ -128,13 +128,13 @@ class Server:
                 child.kill()
 
     def forget_index(self) -> None:
-        """Delete the server's on-disk index, so the next start is a first start."""
-        for pattern in self.index_globs:
-            for path in glob.glob(pattern.format(root=self.root)):
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
+        """Delete the server's on-disk index (and SQLite's side files): the next start is a
+        first start."""
+        if self.index_of is None:
+            return
+        index = self.index_of(self.root)
+        for path in glob.glob(f"{glob.escape(str(index))}*"):
+            os.unlink(path)
 
     def pss_mb(self) -> tuple[float, int]:
         """Total PSS (MB) of the process and all its descendants, and how many there are."""
@@ -349,11 +349,18 @@ def reference_server() -> Server:
                   dict(os.environ, TCP_NODELAY="1"))
 
 
-def wlmd_server(extra: list[str], index_globs: tuple[str, ...]) -> Server:
-    """wlmd in its default (fork) mode, listening on loopback only."""
-    return Server("wlmd", lambda root, port: [sys.executable, "-m", "wlmd", "--listen-address",
-                                              HOST, *extra, "-dfp", str(root), str(port)],
-                  dict(os.environ), index_globs)
+def wlmd_server(extra: list[str]) -> Server:
+    """wlmd in its default (fork) mode, listening on loopback only, with an index file.
+
+    The index file lies next to the database, as the packaged one lies outside
+    ``/var/lib/wlmd/worklists``.
+    """
+    def index_of(root: Path) -> Path:
+        return root.with_name(f"{root.name}.wlmd-index")
+
+    return Server("wlmd", lambda root, port: [
+        sys.executable, "-m", "wlmd", "--listen-address", HOST, "--index-file",
+        str(index_of(root)), *extra, "-dfp", str(root), str(port)], dict(os.environ), index_of)
 
 
 def run_group(size: int, rows: list[Scenario], servers: list[Server], opts: Options) -> None:
@@ -472,9 +479,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wlmd-arg", action="append", default=[],
                         help="one more wlmd argument (repeatable, one word each): "
                              "--wlmd-arg=--max-spare-workers --wlmd-arg=8")
-    parser.add_argument("--wlmd-index", action="append", default=[],
-                        help="glob of wlmd's on-disk index ({root} = database root), deleted "
-                             "before a first start")
     parser.add_argument("--start-timeout", type=float, default=180.0)
     parser.add_argument("--load-timeout", type=float, default=30.0,
                         help="abandon associations still running this long after a load's budget")
@@ -492,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = select(scenarios(), args.scenario)
     reference = reference_server()
     if args.candidate == "wlmd":
-        candidate = wlmd_server(args.wlmd_arg, tuple(args.wlmd_index))
+        candidate = wlmd_server(args.wlmd_arg)
     else:
         candidate = reference_server()
         candidate.label = "wlmscpfs (B)"

@@ -345,6 +345,9 @@ OPTIONS: tuple[Option, ...] = (
     _O("--pid-file", "write the server's process id to file f", WLMD,
        "configuration and daemon:", field="pid_file", value=path("[f]ilename: string"),
        in_wlmscpfs=False),
+    _O("--index-file", "keep the parsed worklist in file f, so that a\nrestart parses "
+       "changed files only (default: none)", WLMD, "configuration and daemon:",
+       field="index_file", value=path("[f]ilename: string"), in_wlmscpfs=False),
     _O("--user", "run as user u after binding the port", WLMD, "configuration and daemon:",
        field="user", value=text("[u]ser: string"), in_wlmscpfs=False),
     _O("--group", "run as group g after binding the port", WLMD, "configuration and daemon:",
@@ -569,7 +572,8 @@ def _config_fields() -> Iterator[tuple[str, list[Option]]]:
 
 
 # Values the shipped file sets for the packaged systemd service (wlmd.service reads the file).
-PACKAGED_VALUES: dict[str, object] = {"port": 104, "data_files_path": "/var/lib/wlmd/worklists"}
+PACKAGED_VALUES: dict[str, object] = {"port": 104, "data_files_path": "/var/lib/wlmd/worklists",
+                                      "index_file": "/var/cache/wlmd/index.sqlite"}
 
 
 def render_config() -> str:

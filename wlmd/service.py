@@ -7,6 +7,7 @@ response, and only then hand them out one by one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -36,8 +37,9 @@ from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
 from wlmd.worklist.query import InvalidQuery, PreparedQuery, prepare_query
+from wlmd.worklist.records import WorklistRecord
 from wlmd.worklist.response import build_response
-from wlmd.worklist.store import LockfileError, WorklistRecord, WorklistStore
+from wlmd.worklist.store import LockfileError, WorklistStore
 
 LOGGER = logging.getLogger("wlmd.service")
 # What pydicom raises converting a value it cannot read: unknown VR, impossible length, bytes.
@@ -56,8 +58,17 @@ class WorklistService:
         self._cache = ResponseCache()
 
     def preload(self) -> None:
-        """Parse every AE's worklist now (in the supervisor, so that workers share the result)."""
-        self._store.load_all()
+        """Parse every AE's worklist now (in the supervisor, so that workers share the result).
+
+        Parses on every CPU this process may use; with ``--index-file``, only the files that
+        changed since the index file was saved.
+        """
+        self._store.load_all(jobs=len(os.sched_getaffinity(0)),
+                             index_path=self._settings.index_file)
+
+    def forking(self) -> contextlib.AbstractContextManager[None]:
+        """Wrap the fork of one worker, so that it starts from an up-to-date worklist."""
+        return self._store.forking()
 
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if the called AE title is safe and has a directory under ``-dfp``."""

@@ -90,6 +90,7 @@ class Settings:
     config_file: Path | None = None  # --config; /etc/wlmd/wlmd.conf is read when it exists
     daemon: bool = False  # --daemon: detach (python-daemon), for init systems without systemd
     pid_file: Path | None = None
+    index_file: Path | None = None  # --index-file: parsed records kept between runs
     user: str | None = None  # --user/--group: drop privileges after binding
     group: str | None = None
     # worker pool (--fork)

@@ -381,7 +381,8 @@ class Supervisor:
         delta = spawn_plan(self.settings, idle=len(spares), busy=self._pool.busy_count(),
                            wanted_extra=len(self._pending))
         for _ in range(delta):
-            slot = self._pool.spawn(self.settings, self._generation)
+            with self._app_factory(self.settings).forking():
+                slot = self._pool.spawn(self.settings, self._generation)
             self._selector.register(slot.channel, selectors.EVENT_READ,
                                     functools.partial(self._on_channel, slot))
         idle = [s for s in spares if s.state is SlotState.IDLE]

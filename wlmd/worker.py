@@ -21,7 +21,7 @@ from wlmd.dicom.types import AssociationReport, WorklistApplication
 from wlmd.pool import WORKER_BOOT_ERROR, Heartbeat
 from wlmd.server import refused, serve_connection
 from wlmd.settings import Settings
-from wlmd.worklist.store import FILE_VERSION
+from wlmd.worklist.records import FILE_VERSION
 from wlmd.worklist.store import LOGGER as STORE_LOG
 
 LOGGER = logging.getLogger("wlmd.worker")

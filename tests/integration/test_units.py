@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_tool
+from wlmd.config import load_config
 from wlmd.settings import Settings
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
@@ -82,6 +83,9 @@ def test_service_contract() -> None:
         "CAP_NET_BIND_SERVICE")
     assert single["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
     assert "/var/lib/wlmd" in single["ReadWritePaths"].split()
+    index_file = load_config(SYSTEMD_DIR.parent / "etc" / "wlmd.conf")["index_file"]
+    assert index_file.parent == Path("/var/cache") / single["CacheDirectory"]
+    assert single["CacheDirectoryMode"] == "0700"
 
 
 def test_socket_contract() -> None:
@@ -107,3 +111,5 @@ def test_sysusers_and_tmpfiles_create_user_and_worklist_dir(tmp_path: Path) -> N
     assert (worklists.st_uid, worklists.st_gid) == (int(passwd["wlmd"][2]),
                                                     int(passwd["wlmd"][3]))
     assert oct(worklists.st_mode & 0o7777) == "0o2770"
+    cache = (tmp_path / "var/cache/wlmd").stat()
+    assert (cache.st_uid, oct(cache.st_mode & 0o7777)) == (int(passwd["wlmd"][2]), "0o700")

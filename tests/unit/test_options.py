@@ -85,6 +85,7 @@ CASES: list[tuple[list[str], str, object]] = [
     (["-rfp", "/tmp/rq", "-rff", "#a_#c.txt"], "request_file_format", "#a_#c.txt"),
     (["--daemon"], "daemon", True),
     (["--pid-file", "/run/wlmd.pid"], "pid_file", Path("/run/wlmd.pid")),
+    (["--index-file", "/var/cache/wlmd/i.sqlite"], "index_file", Path("/var/cache/wlmd/i.sqlite")),
     (["--user", "wlmd"], "user", "wlmd"),
     (["--group", "dicom"], "group", "dicom"),
     (["--listen-address", "::1"], "listen_address", "::1"),

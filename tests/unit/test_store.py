@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset, dcmwrite
 
+from tests.unit.conftest import AE
 from tests.unit.test_completeness import (
     make_case,
     query_wlmscpfs,
@@ -31,17 +32,6 @@ from wlmd.worklist.store import (
     is_safe_ae,
     is_worklist_name,
 )
-
-AE = "OFFIS"
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """A ``-dfp`` root with one AE directory and its lockfile."""
-    ae_dir = tmp_path / "db" / AE
-    ae_dir.mkdir(parents=True)
-    (ae_dir / "lockfile").touch()
-    return tmp_path / "db"
 
 
 def add(root: Path, name: str, accession: str = "00000", date: str = "19951015",
@@ -142,7 +132,7 @@ def test_raw_and_implicit_vr_files_keep_raw_values(root: Path) -> None:
     ds.PatientID = "AV35674"  # written padded to "AV35674 "
     dcmwrite(root / AE / "implicit.wl", ds, implicit_vr=True, little_endian=True)
     record, = WorklistStore(root, file_reject=True).query(AE, None)
-    assert record.path == root / AE / "implicit.wl"
+    assert record.name == "implicit.wl"
     assert record.dataset.get_item(0x00100020).value == b"AV35674 "
 
 
@@ -397,8 +387,8 @@ def test_random_changes_match_a_fresh_store(root: Path, monkeypatch: pytest.Monk
             (ae_dir / rng.choice(names)).write_bytes(b"broken")
         fresh = WorklistStore(root, file_reject=True)
         assert accessions(store) == accessions(fresh)
-        expected = [r.path for r in fresh.query(AE, None) if r.dataset.AccessionNumber[0] in "NC"]
-        assert [r.path for r in store.query(AE, prefilter)] == expected
+        expected = [r.name for r in fresh.query(AE, None) if r.dataset.AccessionNumber[0] in "NC"]
+        assert [r.name for r in store.query(AE, prefilter)] == expected
 
 
 def station_query(station: bytes) -> Dataset:

@@ -7,6 +7,7 @@ The engine (``wlmd.dicom.association``) speaks the DICOM upper layer and DIMSE; 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +58,9 @@ class WorklistApplication(Protocol):
 
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if ``called_ae`` is a safe AE title with a directory under the data path."""
+
+    def forking(self) -> AbstractContextManager[None]:
+        """Wrap the fork of one worker (the worker inherits the application)."""
 
     def find(
         self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str

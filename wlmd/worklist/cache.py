@@ -14,7 +14,7 @@ import weakref
 from collections import OrderedDict
 from typing import Final
 
-from wlmd.worklist.store import WorklistRecord
+from wlmd.worklist.records import WorklistRecord
 
 Answers = weakref.WeakKeyDictionary[WorklistRecord, bytes]
 NO_MATCH: Final = b""  # cached outcome of a record that does not match (responses are never empty)

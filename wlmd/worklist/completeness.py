@@ -136,11 +136,22 @@ def _description_and_codes_incomplete(dataset: Dataset, description: BaseTag,
     return False
 
 
+def add_missing_references(dataset: Dataset) -> None:
+    """Insert what ``is_complete`` inserts into a dataset it accepted (decoded again later)."""
+    for tag in REFERENCED_SEQUENCES:
+        if dataset.get_item(tag) is None:
+            _add_empty_sequence(dataset, tag)
+
+
+def _add_empty_sequence(dataset: Dataset, tag: BaseTag) -> None:
+    dataset.add(DataElement(tag, "SQ", Sequence()))
+
+
 def _reference_incomplete(dataset: Dataset, tag: BaseTag) -> bool:
     """DCMTK ``ReferencedStudyOrPatientSequenceIsAbsentOrExistentButNonEmptyAndIncomplete``."""
     if dataset.get_item(tag) is None:
         LOGGER.debug("- %s is missing", _named(tag))
-        dataset.add(DataElement(tag, "SQ", Sequence()))
+        _add_empty_sequence(dataset, tag)
         LOGGER.warning("Added missing type 2 sequence attribute %s to the current record",
                        _tag_text(tag))
         return False

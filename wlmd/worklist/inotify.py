@@ -10,7 +10,8 @@ the kernel dropped, the directory itself moved or deleted or replaced, a fork, o
 being available at all -- ``changes()`` answers None and the caller scans the whole directory.
 
 One inotify descriptor per process: a forked child shares its parent's queue, so it opens its
-own on first use and starts with full scans.
+own on first use and starts with full scans -- unless its parent armed a queue for it just
+before the fork (``Inotify.handover``), after which the parent brought its records up to date.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import errno
 import logging
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 LOGGER = logging.getLogger("wlmd.inotify")
@@ -61,7 +63,8 @@ class Inotify:
     """Directory watches of this process; ``changes(path)`` is all a caller needs."""
 
     def __init__(self) -> None:
-        self._pid = -1
+        self._creator = os.getpid()
+        self._pid: int | None = -1  # the process whose queue this is; None: a handover's
         self._fd: int | None = None
         self._libc: ctypes.CDLL | None = None
         self._unavailable = False
@@ -90,6 +93,26 @@ class Inotify:
         names, watch.names = watch.names, set()
         return names
 
+    @classmethod
+    def handover(cls, paths: Iterable[str]) -> Inotify:
+        """Watches on ``paths`` armed now, for the next process forked from this one.
+
+        That child's ``changes()`` answers from this queue: every change since this call.
+        The parent must bring what it knows up to date after this call, and ``close()`` its
+        copy after the fork.
+        """
+        inotify = cls()
+        fd = inotify._descriptor()
+        if fd is not None:
+            for path in paths:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                inotify._add(fd, path, (st.st_dev, st.st_ino))
+        inotify._pid = None
+        return inotify
+
     def invalidate(self, path: str) -> None:
         """Make the next ``changes(path)`` ask for a full scan (the last one was incomplete)."""
         watch = self._watches.get(path)
@@ -100,18 +123,21 @@ class Inotify:
         self.close()
 
     def close(self) -> None:
-        """Drop every watch and the descriptor (only the one this process opened)."""
-        if self._fd is not None and self._pid == os.getpid():
+        """Drop every watch and the descriptor (this process's, or a handover's copy)."""
+        if self._fd is not None and self._pid in (os.getpid(), None):
             os.close(self._fd)
         self._fd = None
         self._watches.clear()
 
     def _descriptor(self) -> int | None:
         """This process's inotify descriptor, opened on first use and again after a fork."""
-        if self._pid != os.getpid():
+        pid = os.getpid()
+        if self._pid is None and pid != self._creator:
+            self._pid = pid  # a child adopts the queue its parent armed for it
+        if self._pid != pid:
             self._fd = None  # the inherited descriptor is the parent's queue: leave it alone
             self._watches.clear()
-            self._pid = os.getpid()
+            self._pid = pid
             self._unavailable = False
         if self._fd is None and not self._unavailable:
             self._fd = self._open()

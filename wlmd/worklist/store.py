@@ -20,35 +20,36 @@ a worklist file.
 from __future__ import annotations
 
 import bisect
-import contextvars
+import contextlib
 import errno
 import fcntl
-import io
+import gc
 import logging
+import multiprocessing
 import os
 import stat
 import time
-import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom import Dataset, config, dcmread
-from pydicom.dataelem import RawDataElement
-from pydicom.tag import Tag
+import pydicom
+from pydicom import config
 
-from wlmd.worklist.completeness import (
-    SPS,
-    dictionary_vr,
-    is_complete,
-    raw_value,
-    sequence_of,
-)
+import wlmd
 from wlmd.worklist.index import Prefilter, WorklistIndex
 from wlmd.worklist.inotify import Inotify
+from wlmd.worklist.persist import IndexFile
+from wlmd.worklist.records import (
+    Entry,
+    FileLoader,
+    SortKey,
+    WorklistRecord,
+    inside,
+    stat_key,
+)
 
 LOGGER = logging.getLogger("wlmd.store")
-# The worklist file (path and stat key) whose reading is being logged, if any.
-FILE_VERSION: contextvars.ContextVar[str] = contextvars.ContextVar("FILE_VERSION", default="")
 
 LOCKFILE = "lockfile"
 WORKLIST_SUFFIX = ".wl"
@@ -56,15 +57,11 @@ MAX_AE_LENGTH = 16
 DEFAULT_LOCK_WAIT = 10.0  # seconds to wait for a writer when there is no snapshot to serve
 DEFAULT_MAX_FILE_BYTES = 16 << 20  # a worklist file is a few KiB; anything this big is junk
 LOCK_POLL_INTERVAL = 0.05
-UNDEFINED_LENGTH = 0xFFFFFFFF
 RESORT_FRACTION = 8  # more changes than 1/8 of the records: sort again instead of bisecting
-SPS_START_DATE, SPS_START_TIME = Tag(0x00400002), Tag(0x00400003)
+PARALLEL_MIN_FILES = 2000  # fewer files to parse than this: a process pool is not worth it
+PARALLEL_BATCH = 500  # files per task handed to a pool process
 
-# The error texts DCMTK's loadFile gives for the same conditions, so logs read alike.
-END_OF_STREAM = "End of stream"
-PREMATURE_END = "I/O suspension or premature end of stream"
-
-StatKey = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+LoadTask = tuple[str, str, os.stat_result, bool, str]  # FileLoader.load's arguments
 
 
 class DataSourceError(Exception):
@@ -75,37 +72,6 @@ class LockfileError(Exception):
     """``<AE>/lockfile`` cannot be opened or read-locked; the C-FIND fails with 0xA700."""
 
 
-class _Unreadable(Exception):
-    """One worklist file cannot be used; the message is the reason DCMTK-style logs give."""
-
-
-class _Unstable(Exception):
-    """The file changed while it was being read."""
-
-
-@dataclass(frozen=True, eq=False)
-class WorklistRecord:
-    """One served worklist file: the dataset as loaded (shared between queries: do not modify).
-
-    Elements keep pydicom's raw form until something converts them, so
-    ``dataset.get_item(tag).value`` gives the file's bytes, padding included. A record is
-    replaced by a new object whenever its file changes, and compares by identity, so caches
-    can key on it.
-    """
-
-    path: Path
-    dataset: Dataset
-    sort_key: tuple[str, str, str]  # SPS start date, SPS start time, file name
-
-
-@dataclass(slots=True)
-class _Entry:
-    """What one directory entry gave the last time its stat key changed."""
-
-    key: StatKey
-    record: WorklistRecord | None  # None: rejected, and already logged for this key
-
-
 @dataclass
 class _AeCache:
     """Per called AE: the entries by file name and the last consistent snapshot.
@@ -114,14 +80,15 @@ class _AeCache:
     ``index`` files the same records; both change only in ``_apply``.
     """
 
-    entries: dict[str, _Entry] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)
     snapshot: list[WorklistRecord] | None = None
-    order: list[tuple[str, str, str]] = field(default_factory=list)
+    order: list[SortKey] = field(default_factory=list)
     index: WorklistIndex = field(default_factory=WorklistIndex)
     links: set[str] = field(default_factory=set)  # symbolic links: re-checked every refresh
     retry: set[str] = field(default_factory=set)  # names whose last check was inconclusive
     pending: list[tuple[WorklistRecord | None, WorklistRecord | None]] = field(
         default_factory=list)  # (old, new) served records changed by the running refresh
+    stale: bool = False  # the last refresh found the lockfile write-locked: snapshot served
     lock_warned: bool = False  # a "writer holds the lock" warning was logged this episode
     scan_warned: bool = False  # a "cannot list the directory" warning was logged this episode
 
@@ -154,11 +121,11 @@ class WorklistStore:
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         self._root = root
         self._root_text = str(root)  # paths in log lines keep the -dfp spelling, like DCMTK's
-        self._file_reject = file_reject
+        self._loader = FileLoader(self._root_text, file_reject, max_file_bytes)
         self._lock_wait = lock_wait
-        self._max_file_bytes = max_file_bytes
         self._caches: dict[str, _AeCache] = {}
         self._inotify = Inotify()
+        self._jobs = 1  # processes that parse a full scan's files (more only in load_all)
         self.parse_count = 0  # files parsed so far: proves that unchanged files are not re-read
         # Worklist files carry whatever their writers put in; odd values must not raise when
         # matching or response building later converts them.
@@ -173,18 +140,78 @@ class WorklistStore:
         """True if ``ae`` is safe and ``<dfp>/<ae>`` is a directory inside ``-dfp``."""
         return self._ae_dir(ae) is not None
 
-    def load_all(self) -> None:
-        """Refresh every called AE directory now, so forked workers inherit the parsed records."""
+    def load_all(self, *, jobs: int = 1, index_path: Path | None = None) -> None:
+        """Refresh every called AE directory now, so forked workers inherit the records.
+
+        ``jobs`` processes parse the files (forked here, so call this before any thread
+        starts). With ``index_path``, a file whose stat key is the one saved there is taken
+        from the index file instead of parsed, and the index file is brought up to date.
+        """
         try:
-            names = sorted(os.listdir(self._root))
+            names = sorted(ae for ae in os.listdir(self._root) if self.knows_called_ae(ae))
         except OSError:
             return
-        for ae in names:
-            if self.knows_called_ae(ae):
+        with _parallel(self, jobs), _collecting_later(), self._index_file(index_path) as index:
+            for ae in names:
+                started, parsed = time.monotonic(), self.parse_count
+                saved = {} if index is None else index.load(ae)
+                self._adopt(ae, saved)
                 try:
-                    _compact(self._refreshed(ae))
+                    cache = self._refreshed(ae)
                 except LockfileError as error:
                     LOGGER.warning("Not preloaded: %s", error)
+                    continue
+                LOGGER.info("Loaded %d worklist records of %s in %.1f s (%d files parsed)",
+                            len(cache.snapshot or ()), ae, time.monotonic() - started,
+                            self.parse_count - parsed)
+                if index is not None:
+                    index.save(ae, cache.entries, saved)
+                _compact(cache)
+
+    def _index_file(self, path: Path | None) -> contextlib.AbstractContextManager[IndexFile | None]:
+        """The index file at ``path``, for records parsed the way this store parses."""
+        if path is None:
+            return contextlib.nullcontext()
+        loader = self._loader
+        return IndexFile.opened(path, {
+            "root": os.path.realpath(self._root), "file_reject": str(loader.file_reject),
+            "max_file_bytes": str(loader.max_file_bytes), "wlmd": wlmd.__version__,
+            "pydicom": pydicom.__version__,
+        })
+
+    def _adopt(self, ae: str, saved: dict[str, Entry]) -> None:
+        """Start ``ae``'s cache from records saved by an earlier run (checked by the refresh)."""
+        if not saved:
+            return
+        cache = self._caches.setdefault(ae, _AeCache())
+        cache.entries = dict(saved)
+        for name, entry in saved.items():
+            assert entry.record is not None  # only served records are saved
+            cache.index.add(name, entry.record.keys)
+
+    @contextlib.contextmanager
+    def forking(self) -> Iterator[None]:
+        """Around the fork of one worker: it inherits records brought up to date just now.
+
+        It also inherits an inotify queue armed just before that, so that its first query
+        needs no full scan (a ``stat`` per file, and a write to every entry's memory page,
+        which un-shares them all).
+        """
+        ae_dirs = {ae: ae_dir for ae in self._caches if (ae_dir := self._ae_dir(ae))}
+        handover = Inotify.handover(ae_dirs.values())
+        for ae, ae_dir in ae_dirs.items():
+            try:
+                cache = self._refreshed(ae)
+            except LockfileError:
+                cache = None
+            if cache is None or cache.stale or cache.scan_warned:  # the child must look itself
+                handover.invalidate(ae_dir)
+        own, self._inotify = self._inotify, handover
+        try:
+            yield
+        finally:
+            self._inotify = own
+            handover.close()
 
     def query(self, ae: str, prefilter: Prefilter | None) -> list[WorklistRecord]:
         """The records of ``ae`` that can match ``prefilter``, in ``sort_key`` order.
@@ -214,7 +241,8 @@ class WorklistStore:
         fd = _open_lockfile(lock_path)
         try:
             cache = self._caches.setdefault(ae, _AeCache())
-            if self._lock(fd, lock_path, cache):
+            cache.stale = not self._lock(fd, lock_path, cache)
+            if not cache.stale:
                 self._refresh(cache, ae_dir)
         finally:
             os.close(fd)  # closing the descriptor releases the fcntl lock
@@ -225,7 +253,7 @@ class WorklistStore:
         if not is_safe_ae(ae):
             return None
         path = os.path.join(self._root_text, ae)
-        if not os.path.isdir(path) or not _inside(os.path.realpath(path), self._real_root()):
+        if not os.path.isdir(path) or not inside(os.path.realpath(path), self._real_root()):
             return None
         return path
 
@@ -286,8 +314,22 @@ class WorklistStore:
         cache.links = {name for name, is_link in names.items() if is_link}
         cache.retry = set()
         real_root = self._real_root()
-        for name, is_link in names.items():
-            self._update(cache, ae_dir, name, is_link, real_root)
+        tasks = [task for name, is_link in names.items()
+                 if (task := self._load_task(cache, ae_dir, name, is_link, real_root))]
+        for task, (entry, parsed) in zip(tasks, self._load_each(tasks), strict=True):
+            self._settle(cache, task[1], entry, parsed)
+
+    def _load_each(self, tasks: list[LoadTask]) -> Iterator[tuple[Entry | None, bool]]:
+        """``FileLoader.load`` of every task, in order; in a process pool when that pays."""
+        loader = self._loader
+        if self._jobs < 2 or len(tasks) < PARALLEL_MIN_FILES:
+            return (loader.load(*task) for task in tasks)
+        batches = [tasks[at:at + PARALLEL_BATCH] for at in range(0, len(tasks), PARALLEL_BATCH)]
+        # The parsers make cyclic garbage: collect it there (load_all holds collection off).
+        with multiprocessing.get_context("fork").Pool(self._jobs, initializer=gc.enable) as pool:
+            loaded = [result for batch in pool.imap(loader.load_many, batches)
+                      for result in batch]
+        return iter(loaded)
 
     def _recheck(self, cache: _AeCache, ae_dir: str, name: str, real_root: str) -> None:
         """Look at one name the kernel reported: gone, or new or changed, or still the same."""
@@ -313,9 +355,9 @@ class WorklistStore:
         pending, cache.pending = cache.pending, []
         for old, new in pending:
             if old is not None:
-                cache.index.remove(old.sort_key[2])
+                cache.index.remove(old.name)
             if new is not None:
-                cache.index.add(new.sort_key[2], new.dataset)
+                cache.index.add(new.name, new.keys)
         snapshot = cache.snapshot
         if snapshot is None or len(pending) * RESORT_FRACTION > len(snapshot):
             cache.snapshot = sorted(
@@ -356,195 +398,42 @@ class WorklistStore:
     def _update(self, cache: _AeCache, ae_dir: str, name: str, is_link: bool,
                 real_root: str) -> None:
         """Re-read ``name`` if its stat key changed, noting a changed record in ``pending``."""
+        task = self._load_task(cache, ae_dir, name, is_link, real_root)
+        if task is not None:
+            self._settle(cache, name, *self._loader.load(*task))
+
+    @staticmethod
+    def _load_task(cache: _AeCache, ae_dir: str, name: str, is_link: bool,
+                   real_root: str) -> LoadTask | None:
+        """What to load for ``name``; None if its stat key is unchanged or it cannot be
+        stat'ed now (then it is retried at the next refresh)."""
         path = os.path.join(ae_dir, name)
-        old = cache.entries.get(name)
         try:
             st = os.stat(path)
         except FileNotFoundError:
             if not is_link:  # removed since the listing: the next refresh drops it
                 cache.retry.add(name)
-                return
+                return None
             st = os.lstat(path)  # a dangling link: judge (and log) it by the link itself
         except OSError:
             cache.retry.add(name)
-            return
-        key = _stat_key(st)
-        if old is not None and old.key == key:
-            return
-        entry = self._load(path, name, st, is_link, real_root)
+            return None
+        old = cache.entries.get(name)
+        if old is not None and old.key == stat_key(st):
+            return None
+        return path, name, st, is_link, real_root
+
+    def _settle(self, cache: _AeCache, name: str, entry: Entry | None, parsed: bool) -> None:
+        """Keep what loading ``name`` gave, noting a changed record in ``pending``."""
+        self.parse_count += parsed
         if entry is None:  # changed while being read: keep what we had, retry next time
             cache.retry.add(name)
             return
+        old = cache.entries.get(name)
         cache.entries[name] = entry
         old_record = None if old is None else old.record
         if entry.record is not None or old_record is not None:
             cache.pending.append((old_record, entry.record))
-
-    def _load(self, path: str, name: str, st: os.stat_result, is_link: bool,
-              real_root: str) -> _Entry | None:
-        """Read, parse and check one file; log why it is left out, once for this version.
-
-        While it runs, FILE_VERSION names the file and version, so that the supervisor can log
-        once what several pre-forked workers each find about the same file.
-        """
-        token = FILE_VERSION.set(f"{path} {_stat_key(st)}")
-        try:
-            return self._load_version(path, name, st, is_link, real_root)
-        finally:
-            FILE_VERSION.reset(token)
-
-    def _load_version(self, path: str, name: str, st: os.stat_result, is_link: bool,
-                      real_root: str) -> _Entry | None:
-        key = _stat_key(st)
-        try:
-            target = self._target(path, st, is_link, real_root)
-            data, key = _read_stable(target, self._max_file_bytes)
-        except _Unreadable as error:
-            LOGGER.warning('Could not read worklist file "%s", file will be ignored: %s',
-                           path, error)
-            return _Entry(key, None)
-        except _Unstable:
-            return None
-        self.parse_count += 1
-        try:
-            dataset = parse_worklist_bytes(data)
-        except _Unreadable as error:
-            LOGGER.warning('Could not read worklist file "%s", file will be ignored: %s',
-                           path, error)
-            return _Entry(key, None)
-        # keys(), not iter(dataset): iterating a Dataset converts every raw element
-        if not any(tag.group > 0x0002 for tag in dataset.keys()):  # noqa: SIM118
-            LOGGER.warning('Worklist file "%s" is empty, file will be ignored', path)
-            return _Entry(key, None)
-        if self._file_reject:
-            LOGGER.info('Checking whether worklist file "%s" is complete', path)
-            if not is_complete(dataset):
-                LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
-                return _Entry(key, None)
-        return _Entry(key, WorklistRecord(Path(path), dataset, _sort_key(dataset, name)))
-
-    def _target(self, path: str, st: os.stat_result, is_link: bool, real_root: str) -> str:
-        """The file to open for ``path``, refusing what wlmd must not read."""
-        if is_link:
-            if stat.S_ISLNK(st.st_mode):
-                raise _Unreadable(os.strerror(errno.ENOENT))
-            real = os.path.realpath(path)
-            if not _inside(real, real_root):
-                raise _Unreadable(f"symbolic link leads outside {self._root_text}")
-            path = real
-        if stat.S_ISDIR(st.st_mode):
-            raise _Unreadable(os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(st.st_mode):
-            raise _Unreadable("not a regular file")
-        if st.st_size > self._max_file_bytes:
-            raise _Unreadable(f"file too large ({st.st_size} bytes, limit "
-                              f"{self._max_file_bytes})")
-        return path
-
-
-def parse_worklist_bytes(data: bytes) -> Dataset:
-    """Parse a worklist file's bytes like DCMTK's ``loadFile``: meta header optional.
-
-    pydicom tolerates truncation silently, so reads are watched: a file that ends inside an
-    element, or a value shorter than its length field, is refused as DCMTK refuses it.
-    """
-    if not data:
-        raise _Unreadable(END_OF_STREAM)
-    buffer = _WatchedBuffer(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about odd values; they are served
-            dataset = dcmread(buffer, force=True)
-            truncated = buffer.truncated or _has_short_value(dataset.file_meta) \
-                or _has_short_value(dataset)
-    except Exception as error:  # pydicom raises many types on malformed input
-        raise _Unreadable(f"{type(error).__name__}: {error}") from error
-    if truncated:
-        raise _Unreadable(PREMATURE_END)
-    # Records live long (100,000 of them in every worker): keep the parsed elements only, not
-    # the file's bytes nor its meta header (a sixth of a record; nothing serves it).
-    dataset.buffer = None
-    dataset.file_meta = None
-    dataset.preamble = None
-    return dataset
-
-
-class _WatchedBuffer(io.BytesIO):
-    """Remembers reads that came back short, except those pydicom rewinds (look-aheads).
-
-    A read of 8 bytes that finds nothing is pydicom asking for the next element header at the
-    end of the data, which is how a complete file ends.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self._short_reads: list[int] = []
-
-    @property
-    def truncated(self) -> bool:
-        """True if some read the parser relied on came back short."""
-        return bool(self._short_reads)
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        start = self.tell()
-        data = super().read(size)
-        if size is not None and size > 0 and len(data) < size and (data or size != 8):
-            self._short_reads.append(start)
-        return data
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
-        position = super().seek(offset, whence)
-        self._short_reads = [start for start in self._short_reads if start < position]
-        return position
-
-
-def _has_short_value(dataset: Dataset) -> bool:
-    """True if a raw element anywhere holds fewer bytes than its length field announced."""
-    for tag in list(dataset.keys()):
-        element = dataset.get_item(tag)
-        if isinstance(element, RawDataElement):
-            if element.length != UNDEFINED_LENGTH and len(element.value or b"") != element.length:
-                return True
-            if (element.VR or dictionary_vr(tag)) != "SQ":
-                continue
-        items = sequence_of(dataset, tag)
-        if items is not None and any(_has_short_value(item) for item in items):
-            return True
-    return False
-
-
-def _read_stable(path: str, limit: int) -> tuple[bytes, StatKey]:
-    """The bytes of ``path`` and the stat key they belong to; _Unstable if it changed meanwhile.
-
-    Opened without following links (a link was already resolved and checked) and without
-    blocking, so a FIFO swapped in cannot hang the server.
-    """
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError as error:
-        raise _Unstable from error
-    except OSError as error:
-        raise _Unreadable(error.strerror or str(error)) from error
-    try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise _Unstable
-        if before.st_size > limit:
-            raise _Unreadable(f"file too large ({before.st_size} bytes, limit {limit})")
-        chunks = []
-        remaining = limit + 1
-        while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        after = os.fstat(fd)
-    except OSError as error:
-        raise _Unreadable(error.strerror or str(error)) from error
-    finally:
-        os.close(fd)
-    if _stat_key(before) != _stat_key(after) or remaining <= 0:
-        raise _Unstable
-    return b"".join(chunks), _stat_key(after)
 
 
 def _list_worklist_files(ae_dir: str) -> dict[str, bool]:
@@ -589,35 +478,39 @@ def _compact(cache: _AeCache) -> None:
     """
     cache.entries = {
         name.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape"):
-            _Entry((*entry.key,), entry.record)
+            Entry((*entry.key,), entry.record)
         for name, entry in cache.entries.items()
     }
 
 
-def _position(order: list[tuple[str, str, str]], key: tuple[str, str, str]) -> int:
+def _position(order: list[SortKey], key: SortKey) -> int:
     """Where ``key`` sits in the sorted ``order`` (sort keys are unique: they end in the name)."""
     at = bisect.bisect_left(order, key)
     assert order[at] == key
     return at
 
 
-def _stat_key(st: os.stat_result) -> StatKey:
-    """What identifies one version of a file without reading it."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+@contextlib.contextmanager
+def _parallel(store: WorklistStore, jobs: int) -> Iterator[None]:
+    """Let ``store``'s full scans parse in ``jobs`` processes for a while."""
+    store._jobs = jobs
+    try:
+        yield
+    finally:
+        store._jobs = 1
 
 
-def _inside(real_path: str, real_root: str) -> bool:
-    """True if the resolved ``real_path`` lies below the resolved ``real_root``."""
-    return real_path.startswith(real_root.rstrip(os.sep) + os.sep)
+@contextlib.contextmanager
+def _collecting_later() -> Iterator[None]:
+    """Hold the cyclic garbage collector off while many records are made.
 
-
-def _sort_key(dataset: Dataset, name: str) -> tuple[str, str, str]:
-    """wlmd's stable response order: SPS start date, SPS start time, then file name."""
-    steps = sequence_of(dataset, SPS)
-    step = steps[0] if steps else Dataset()
-    return (_text(step, SPS_START_DATE), _text(step, SPS_START_TIME), name)
-
-
-def _text(dataset: Dataset, tag: Tag) -> str:
-    """A short string value as plain text without padding, "" if absent."""
-    return (raw_value(dataset, tag) or b"").decode("latin-1").strip(" \0")
+    Every collection walks every live object, so collections while 100,000 records are
+    built cost more than the building; what is made here is kept, not garbage.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -1,0 +1,105 @@
+"""The index file (``--index-file``): a restart parses only what changed, and never serves
+anything the directory does not hold."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.unit.builders import dataset, raw, sequence
+from tests.unit.test_completeness import make_case
+from tests.unit.test_store import AE, accessions, add
+from wlmd.worklist import store as store_module
+from wlmd.worklist.index import prefilter_of
+from wlmd.worklist.query import PreparedQuery
+from wlmd.worklist.store import WorklistStore
+
+
+def loaded(root: Path, index: Path | None, *, file_reject: bool = True,
+           jobs: int = 1) -> WorklistStore:
+    """A store preloaded as the supervisor preloads it."""
+    store = WorklistStore(root, file_reject=file_reject)
+    store.load_all(jobs=jobs, index_path=index)
+    return store
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Path:
+    return tmp_path / "index.sqlite"
+
+
+def test_a_restart_parses_nothing_and_serves_the_same(root: Path, index: Path) -> None:
+    for number in range(5):
+        add(root, f"{number}.wl", accession=f"A{number}", date=f"2024010{number + 1}")
+    first = loaded(root, index)
+    assert first.parse_count == 5
+    second = loaded(root, index)
+    assert second.parse_count == 0
+    assert accessions(second) == accessions(first) == ["A0", "A1", "A2", "A3", "A4"]
+    mask = dataset(sequence("ScheduledProcedureStepSequence", dataset(
+        raw("ScheduledProcedureStepStartDate", "DA", b"20240103-20240104"))))
+    prefilter = prefilter_of(PreparedQuery(mask, unsupported_removed=False))
+    assert prefilter is not None
+    assert [r.name for r in second.query(AE, prefilter)] == ["2.wl", "3.wl"]
+
+
+def test_files_changed_while_stopped_are_parsed_again(root: Path, index: Path) -> None:
+    for name in ("same.wl", "changed.wl", "removed.wl"):
+        add(root, name, accession=name[0].upper())
+    loaded(root, index)
+    add(root, "changed.wl", accession="NEW")  # a new inode and stat key
+    (root / AE / "removed.wl").unlink()
+    add(root, "added.wl", accession="ADDED")
+    restarted = loaded(root, index)
+    assert restarted.parse_count == 2
+    assert sorted(accessions(restarted)) == ["ADDED", "NEW", "S"]
+    assert loaded(root, index).parse_count == 0  # and the index file caught up
+
+
+def test_other_options_mean_a_full_parse(root: Path, index: Path) -> None:
+    """A record saved under -dfr (incomplete files served) must not be served under +dfr."""
+    add(root, "a.wl", accession="A")
+    make_case(root / AE, "no_patient_id", accession="INCOMPLETE")
+    assert sorted(accessions(loaded(root, index, file_reject=False))) == ["A", "INCOMPLETE"]
+    strict = loaded(root, index, file_reject=True)
+    assert strict.parse_count == 2
+    assert accessions(strict) == ["A"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not an SQLite file at all" * 100])
+def test_a_damaged_index_file_is_rebuilt(root: Path, index: Path, content: bytes) -> None:
+    add(root, "a.wl", accession="A")
+    index.write_bytes(content)
+    assert accessions(loaded(root, index)) == ["A"]
+    assert loaded(root, index).parse_count == 0
+
+
+def test_an_unusable_index_file_only_costs_parsing(root: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    add(root, "a.wl", accession="A")
+    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+        store = loaded(root, tmp_path / "missing-directory" / "index.sqlite")
+    assert accessions(store) == ["A"] and store.parse_count == 1
+    assert any("Cannot use index file" in r.getMessage() for r in caplog.records)
+
+
+def test_the_index_file_is_private(root: Path, index: Path) -> None:
+    add(root, "a.wl", accession="A")
+    loaded(root, index)
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600  # it holds patient data
+
+
+def test_parallel_parsing_gives_what_one_process_gives(root: Path, index: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(store_module, "PARALLEL_BATCH", 3)
+    for number in range(10):
+        add(root, f"{number}.wl", accession=f"A{number}", date=f"202401{number + 10}")
+    (root / AE / "broken.wl").write_bytes(b"garbage")
+    parallel = loaded(root, index, jobs=2)
+    assert parallel.parse_count == 11
+    assert accessions(parallel) == accessions(loaded(root, None))
+    assert loaded(root, index).parse_count == 1  # the broken file: it is never saved

@@ -1,0 +1,178 @@
+"""The parsed worklist kept on disk between runs (``--index-file``), so that a restart is quick.
+
+One SQLite file holds, per AE title and file name, the stat key of the version that was parsed
+and the compact record made of it (file bytes, sort key, index keys). At start-up the store
+takes a saved record only if the file's stat key is still the same, so the directory stays the
+source of truth: the index file saves parsing, never decides what is served. Anything wrong
+with the index file (missing directory, corrupt, locked, written by another version or for
+other options) costs a full parse, never a failed start.
+
+The file holds patient data: it is created readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import struct
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from wlmd.worklist.index import Date, RecordKeys
+from wlmd.worklist.records import Entry, StatKey, WorklistRecord
+
+LOGGER = logging.getLogger("wlmd.store")
+
+FORMAT = "1"  # bump whenever what a row means changes
+_STAT = struct.Struct("<QQQqq")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL, data BLOB NOT NULL,
+    start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
+    patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
+    UNIQUE (ae, name)
+);
+"""
+_COLUMNS = ("name, stat, data, start_date, start_time, add_references, "
+            "patient_ids, stations, modalities, dates")
+
+
+class IndexFile:
+    """An open index file whose saved records fit ``signature`` (what they were parsed under)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    @classmethod
+    @contextmanager
+    def opened(cls, path: Path, signature: Mapping[str, str]) -> Iterator[IndexFile | None]:
+        """The index file at ``path``, emptied if it was saved under another signature.
+
+        Yields None (and logs why) if it cannot be used; closed on leaving, so no connection
+        is inherited by a forked worker.
+        """
+        connection = _connect(path, signature)
+        if connection is None:
+            yield None
+            return
+        with closing(connection):
+            yield cls(connection)
+
+    def load(self, ae: str) -> dict[str, Entry]:
+        """The records saved for ``ae``, by file name ({} if it cannot be read)."""
+        try:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ?",
+                                    (os.fsencode(ae),)).fetchall()
+        except sqlite3.Error as error:
+            LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
+            return {}
+        return dict(_entry(row) for row in rows)
+
+    def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry]) -> None:
+        """Bring the rows of ``ae`` from ``saved`` (as loaded) to the served ``entries``."""
+        ae_key = os.fsencode(ae)
+        served = {name: entry for name, entry in entries.items() if entry.record is not None}
+        gone = [(ae_key, os.fsencode(name)) for name, entry in saved.items()
+                if name not in served]
+        changed = [_row(ae_key, name, entry) for name, entry in served.items()
+                   if (old := saved.get(name)) is None or old.key != entry.key]
+        if not gone and not changed:
+            return
+        try:
+            with _transaction(self._db):
+                self._db.executemany("DELETE FROM records WHERE ae = ? AND name = ?", gone)
+                self._db.executemany("INSERT OR REPLACE INTO records VALUES "
+                                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", changed)
+        except sqlite3.Error as error:
+            LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
+
+
+def _connect(path: Path, signature: Mapping[str, str]) -> sqlite3.Connection | None:
+    """A connection to a usable index file at ``path``; a damaged one is started afresh."""
+    for attempt in range(2):
+        connection = None
+        try:
+            _create_private(path)
+            connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+            _prepare(connection, {**signature, "format": FORMAT})
+            return connection
+        except sqlite3.DatabaseError as error:
+            if connection is not None:
+                connection.close()
+            if attempt or isinstance(error, sqlite3.OperationalError):  # locked, read-only…
+                LOGGER.warning("Cannot use index file %s (%s); parsing every worklist file",
+                               path, error)
+                return None
+            LOGGER.warning("Index file %s is damaged (%s); starting it afresh", path, error)
+            os.truncate(path, 0)
+        except OSError as error:
+            LOGGER.warning("Cannot use index file %s (%s); parsing every worklist file",
+                           path, error.strerror or error)
+            return None
+    return None
+
+
+def _prepare(db: sqlite3.Connection, wanted: Mapping[str, str]) -> None:
+    """Create the tables; drop every saved record if they were saved under another
+    signature."""
+    db.executescript(_SCHEMA)
+    if dict(db.execute("SELECT key, value FROM meta")) != wanted:
+        with _transaction(db):
+            db.execute("DELETE FROM records")
+            db.execute("DELETE FROM meta")
+            db.executemany("INSERT INTO meta VALUES (?, ?)", sorted(wanted.items()))
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` readable and writable by its owner only, unless it exists."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
+    record = entry.record
+    assert record is not None
+    keys = record.keys
+    return (ae, os.fsencode(name), _STAT.pack(*entry.key), record.data, record.sort_key[0],
+            record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
+            _join(keys.stations), _join(keys.modalities),
+            "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None)
+
+
+def _entry(row: tuple) -> tuple[str, Entry]:
+    (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
+     dates) = row
+    name = os.fsdecode(name)
+    keys = RecordKeys(_split(patient_ids), _split(stations), _split(modalities),
+                      _dates(dates))
+    record = WorklistRecord(data, (date, time, name), keys, bool(add_references))
+    key: StatKey = _STAT.unpack(stat)
+    return name, Entry(key, record)
+
+
+def _join(values: tuple[bytes, ...]) -> bytes | None:
+    """Values never hold a backslash (they were split on it); None keeps () apart from (b"",)."""
+    return b"\\".join(values) if values else None
+
+
+def _split(joined: bytes | None) -> tuple[bytes, ...]:
+    return () if joined is None else tuple(joined.split(b"\\"))
+
+
+def _dates(joined: str | None) -> tuple[Date, ...]:
+    if joined is None:
+        return ()
+    return tuple((int(v[:4]), int(v[4:6]), int(v[6:])) for v in joined.split("\\"))

@@ -1,0 +1,315 @@
+"""One worklist file: read it safely, parse and check it once, keep it compact.
+
+A served record keeps the file's bytes, its sort key and its index keys, not the parsed
+dataset: a pydicom dataset costs about sixteen times the file it came from, and 100,000 of
+them would not fit the memory a worklist server may take. The dataset is decoded again when a
+query needs it (``WorklistRecord.dataset``); the response cache (``cache.py``) keeps what a
+repeated query would decode again.
+
+Everything that can go wrong with one file (unreadable, truncated, not DICOM, incomplete, a
+symbolic link leading out of ``-dfp``) is logged once per version of that file, and the file
+is left out.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import errno
+import io
+import logging
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
+
+from wlmd.worklist.completeness import (
+    SPS,
+    add_missing_references,
+    dictionary_vr,
+    is_complete,
+    raw_value,
+    sequence_of,
+)
+from wlmd.worklist.index import RecordKeys, record_keys
+
+LOGGER = logging.getLogger("wlmd.store")
+# The worklist file (path and stat key) whose reading is being logged, if any.
+FILE_VERSION: contextvars.ContextVar[str] = contextvars.ContextVar("FILE_VERSION", default="")
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+SPS_START_DATE, SPS_START_TIME = Tag(0x00400002), Tag(0x00400003)
+# The error texts DCMTK's loadFile gives for the same conditions, so logs read alike.
+END_OF_STREAM = "End of stream"
+PREMATURE_END = "I/O suspension or premature end of stream"
+
+StatKey = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+SortKey = tuple[str, str, str]  # SPS start date, SPS start time, file name
+
+
+class Unreadable(Exception):
+    """One worklist file cannot be used; the message is the reason DCMTK-style logs give."""
+
+
+class Unstable(Exception):
+    """The file changed while it was being read."""
+
+
+@dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
+class WorklistRecord:
+    """One served worklist file, as compact as it can be kept.
+
+    A record is replaced by a new object whenever its file changes, and compares by identity,
+    so caches can key on it (weakly).
+    """
+
+    data: bytes  # the file as read
+    sort_key: SortKey
+    keys: RecordKeys  # what the index files it under
+    add_references: bool  # the file-reject check added (0008,1110)/(0008,1120) if missing
+
+    @property
+    def name(self) -> str:
+        """The file's name in its AE directory."""
+        return self.sort_key[2]
+
+    @property
+    def dataset(self) -> Dataset:
+        """The file's dataset, decoded anew on every call (callers keep it while they need it).
+
+        Elements keep pydicom's raw form until something converts them, so
+        ``dataset.get_item(tag).value`` gives the file's bytes, padding included.
+        """
+        dataset = _decode(self.data)
+        if self.add_references:
+            add_missing_references(dataset)
+        return dataset
+
+
+@dataclass(slots=True)
+class Entry:
+    """What one directory entry gave the last time its stat key changed."""
+
+    key: StatKey
+    record: WorklistRecord | None  # None: rejected, and already logged for this key
+
+
+@dataclass(frozen=True)
+class FileLoader:
+    """Reads, parses and checks worklist files; small and picklable, so loads can run in a pool.
+
+    ``root_text`` is ``-dfp`` as spelled on the command line (log lines use it, as DCMTK's do).
+    """
+
+    root_text: str
+    file_reject: bool
+    max_file_bytes: int
+
+    def load(self, path: str, name: str, st: os.stat_result, is_link: bool,
+             real_root: str) -> tuple[Entry | None, bool]:
+        """The entry for one version of a file, and whether it was parsed.
+
+        The entry is None if the file changed while it was being read (try again later).
+        While it runs, FILE_VERSION names the file and version, so that the supervisor can log
+        once what several pre-forked workers each find about the same file.
+        """
+        token = FILE_VERSION.set(f"{path} {stat_key(st)}")
+        try:
+            return self._load_version(path, name, st, is_link, real_root)
+        finally:
+            FILE_VERSION.reset(token)
+
+    def load_many(self, tasks: list[tuple[str, str, os.stat_result, bool, str]]
+                  ) -> list[tuple[Entry | None, bool]]:
+        """``load`` for each task in turn (one batch of a parallel load)."""
+        return [self.load(*task) for task in tasks]
+
+    def _load_version(self, path: str, name: str, st: os.stat_result, is_link: bool,
+                      real_root: str) -> tuple[Entry | None, bool]:
+        key = stat_key(st)
+        try:
+            target = self._target(path, st, is_link, real_root)
+            data, key = read_stable(target, self.max_file_bytes)
+        except Unreadable as error:
+            LOGGER.warning('Could not read worklist file "%s", file will be ignored: %s',
+                           path, error)
+            return Entry(key, None), False
+        except Unstable:
+            return None, False
+        try:
+            dataset = parse_worklist_bytes(data)
+        except Unreadable as error:
+            LOGGER.warning('Could not read worklist file "%s", file will be ignored: %s',
+                           path, error)
+            return Entry(key, None), True
+        # keys(), not iter(dataset): iterating a Dataset converts every raw element
+        if not any(tag.group > 0x0002 for tag in dataset.keys()):  # noqa: SIM118
+            LOGGER.warning('Worklist file "%s" is empty, file will be ignored', path)
+            return Entry(key, None), True
+        if self.file_reject:
+            LOGGER.info('Checking whether worklist file "%s" is complete', path)
+            if not is_complete(dataset):
+                LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
+                return Entry(key, None), True
+        record = WorklistRecord(data, sort_key_of(dataset, name), record_keys(dataset),
+                                self.file_reject)
+        return Entry(key, record), True
+
+    def _target(self, path: str, st: os.stat_result, is_link: bool, real_root: str) -> str:
+        """The file to open for ``path``, refusing what wlmd must not read."""
+        if is_link:
+            if stat.S_ISLNK(st.st_mode):
+                raise Unreadable(os.strerror(errno.ENOENT))
+            real = os.path.realpath(path)
+            if not inside(real, real_root):
+                raise Unreadable(f"symbolic link leads outside {self.root_text}")
+            path = real
+        if stat.S_ISDIR(st.st_mode):
+            raise Unreadable(os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(st.st_mode):
+            raise Unreadable("not a regular file")
+        if st.st_size > self.max_file_bytes:
+            raise Unreadable(f"file too large ({st.st_size} bytes, limit "
+                             f"{self.max_file_bytes})")
+        return path
+
+
+def parse_worklist_bytes(data: bytes) -> Dataset:
+    """Parse a worklist file's bytes like DCMTK's ``loadFile``: meta header optional.
+
+    pydicom tolerates truncation silently, so reads are watched: a file that ends inside an
+    element, or a value shorter than its length field, is refused as DCMTK refuses it.
+    """
+    if not data:
+        raise Unreadable(END_OF_STREAM)
+    buffer = _WatchedBuffer(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about odd values; they are served
+            dataset = dcmread(buffer, force=True)
+            truncated = buffer.truncated or _has_short_value(dataset.file_meta) \
+                or _has_short_value(dataset)
+    except Exception as error:  # pydicom raises many types on malformed input
+        raise Unreadable(f"{type(error).__name__}: {error}") from error
+    if truncated:
+        raise Unreadable(PREMATURE_END)
+    return _without_file_parts(dataset)
+
+
+def _decode(data: bytes) -> Dataset:
+    """Parse bytes that ``parse_worklist_bytes`` already accepted, without watching again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _without_file_parts(dcmread(io.BytesIO(data), force=True))
+
+
+def _without_file_parts(dataset: Dataset) -> Dataset:
+    """The parsed elements only: not the file's bytes, preamble or meta header (nothing serves
+    them)."""
+    dataset.buffer = None
+    dataset.file_meta = None
+    dataset.preamble = None
+    return dataset
+
+
+class _WatchedBuffer(io.BytesIO):
+    """Remembers reads that came back short, except those pydicom rewinds (look-aheads).
+
+    A read of 8 bytes that finds nothing is pydicom asking for the next element header at the
+    end of the data, which is how a complete file ends.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self._short_reads: list[int] = []
+
+    @property
+    def truncated(self) -> bool:
+        """True if some read the parser relied on came back short."""
+        return bool(self._short_reads)
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        start = self.tell()
+        data = super().read(size)
+        if size is not None and size > 0 and len(data) < size and (data or size != 8):
+            self._short_reads.append(start)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        position = super().seek(offset, whence)
+        self._short_reads = [start for start in self._short_reads if start < position]
+        return position
+
+
+def _has_short_value(dataset: Dataset) -> bool:
+    """True if a raw element anywhere holds fewer bytes than its length field announced."""
+    for tag in list(dataset.keys()):
+        element = dataset.get_item(tag)
+        if isinstance(element, RawDataElement):
+            if element.length != UNDEFINED_LENGTH and len(element.value or b"") != element.length:
+                return True
+            if (element.VR or dictionary_vr(tag)) != "SQ":
+                continue
+        items = sequence_of(dataset, tag)
+        if items is not None and any(_has_short_value(item) for item in items):
+            return True
+    return False
+
+
+def read_stable(path: str, limit: int) -> tuple[bytes, StatKey]:
+    """The bytes of ``path`` and the stat key they belong to; Unstable if it changed meanwhile.
+
+    Opened without following links (a link was already resolved and checked) and without
+    blocking, so a FIFO swapped in cannot hang the server.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as error:
+        raise Unstable from error
+    except OSError as error:
+        raise Unreadable(error.strerror or str(error)) from error
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise Unstable
+        if before.st_size > limit:
+            raise Unreadable(f"file too large ({before.st_size} bytes, limit {limit})")
+        chunks = []
+        remaining = limit + 1
+        while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        after = os.fstat(fd)
+    except OSError as error:
+        raise Unreadable(error.strerror or str(error)) from error
+    finally:
+        os.close(fd)
+    if stat_key(before) != stat_key(after) or remaining <= 0:
+        raise Unstable
+    return b"".join(chunks), stat_key(after)
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    """What identifies one version of a file without reading it."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def inside(real_path: str, real_root: str) -> bool:
+    """True if the resolved ``real_path`` lies below the resolved ``real_root``."""
+    return real_path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def sort_key_of(dataset: Dataset, name: str) -> SortKey:
+    """wlmd's stable response order: SPS start date, SPS start time, then file name."""
+    steps = sequence_of(dataset, SPS)
+    step = steps[0] if steps else Dataset()
+    return (_text(step, SPS_START_DATE), _text(step, SPS_START_TIME), name)
+
+
+def _text(dataset: Dataset, tag: Tag) -> str:
+    """A short string value as plain text without padding, "" if absent."""
+    return (raw_value(dataset, tag) or b"").decode("latin-1").strip(" \0")
