@@ -15,18 +15,16 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import struct
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 from wlmd.worklist.index import Date, RecordKeys
-from wlmd.worklist.records import Entry, StatKey, WorklistRecord
+from wlmd.worklist.records import Entry, WorklistRecord
 
 LOGGER = logging.getLogger("wlmd.store")
 
-FORMAT = "1"  # bump whenever what a row means changes
-_STAT = struct.Struct("<QQQqq")
+FORMAT = "2"  # bump whenever what a row means changes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
@@ -35,6 +33,7 @@ CREATE TABLE IF NOT EXISTS records (
     patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
     UNIQUE (ae, name)
 );
+CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_time, name);
 """
 _COLUMNS = ("name, stat, data, start_date, start_time, add_references, "
             "patient_ids, stations, modalities, dates")
@@ -62,14 +61,21 @@ class IndexFile:
             yield cls(connection)
 
     def load(self, ae: str) -> dict[str, Entry]:
-        """The records saved for ``ae``, by file name ({} if it cannot be read)."""
+        """The records saved for ``ae``, by file name ({} if it cannot be read).
+
+        Made in response order, row by row, with one object for equal values (dates,
+        stations…): the records of one day end up side by side in memory, and nothing is
+        left behind to fragment it (see ``store._compact``).
+        """
+        shared: dict[object, object] = {}
         try:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ?",
-                                    (os.fsencode(ae),)).fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ? "
+                                    "ORDER BY start_date, start_time, name",
+                                    (os.fsencode(ae),))
+            return dict(_entry(row, shared) for row in rows)
         except sqlite3.Error as error:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
             return {}
-        return dict(_entry(row) for row in rows)
 
     def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry]) -> None:
         """Bring the rows of ``ae`` from ``saved`` (as loaded) to the served ``entries``."""
@@ -146,21 +152,21 @@ def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
     record = entry.record
     assert record is not None
     keys = record.keys
-    return (ae, os.fsencode(name), _STAT.pack(*entry.key), record.data, record.sort_key[0],
+    return (ae, os.fsencode(name), entry.key, record.data, record.sort_key[0],
             record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
             _join(keys.stations), _join(keys.modalities),
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None)
 
 
-def _entry(row: tuple) -> tuple[str, Entry]:
+def _entry(row: tuple, shared: dict[object, object]) -> tuple[str, Entry]:
     (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
      dates) = row
     name = os.fsdecode(name)
-    keys = RecordKeys(_split(patient_ids), _split(stations), _split(modalities),
-                      _dates(dates))
-    record = WorklistRecord(data, (date, time, name), keys, bool(add_references))
-    key: StatKey = _STAT.unpack(stat)
-    return name, Entry(key, record)
+    keys = RecordKeys(*(shared.setdefault(value, value) for value in (
+        _split(patient_ids), _split(stations), _split(modalities), _dates(dates))))
+    record = WorklistRecord(data, (shared.setdefault(date, date), shared.setdefault(time, time),
+                                   name), keys, bool(add_references))
+    return name, Entry(stat, record)
 
 
 def _join(values: tuple[bytes, ...]) -> bytes | None:

@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import stat
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -46,7 +47,9 @@ SPS_START_DATE, SPS_START_TIME = Tag(0x00400002), Tag(0x00400003)
 END_OF_STREAM = "End of stream"
 PREMATURE_END = "I/O suspension or premature end of stream"
 
-StatKey = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+# st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, packed: one object, not six, per file
+StatKey = bytes
+_STAT_KEY = struct.Struct("<QQQqq")
 SortKey = tuple[str, str, str]  # SPS start date, SPS start time, file name
 
 
@@ -116,7 +119,7 @@ class FileLoader:
         While it runs, FILE_VERSION names the file and version, so that the supervisor can log
         once what several pre-forked workers each find about the same file.
         """
-        token = FILE_VERSION.set(f"{path} {stat_key(st)}")
+        token = FILE_VERSION.set(f"{path} {stat_key(st).hex()}")
         try:
             return self._load_version(path, name, st, is_link, real_root)
         finally:
@@ -295,7 +298,7 @@ def read_stable(path: str, limit: int) -> tuple[bytes, StatKey]:
 
 def stat_key(st: os.stat_result) -> StatKey:
     """What identifies one version of a file without reading it."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return _STAT_KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def inside(real_path: str, real_root: str) -> bool:

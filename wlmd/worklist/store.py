@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import gc
@@ -37,13 +38,14 @@ import pydicom
 from pydicom import config
 
 import wlmd
-from wlmd.worklist.index import Prefilter, WorklistIndex
+from wlmd.worklist.index import Prefilter, RecordKeys, WorklistIndex
 from wlmd.worklist.inotify import Inotify
 from wlmd.worklist.persist import IndexFile
 from wlmd.worklist.records import (
     Entry,
     FileLoader,
     SortKey,
+    StatKey,
     WorklistRecord,
     inside,
     stat_key,
@@ -151,7 +153,7 @@ class WorklistStore:
             names = sorted(ae for ae in os.listdir(self._root) if self.knows_called_ae(ae))
         except OSError:
             return
-        with _parallel(self, jobs), _collecting_later(), self._index_file(index_path) as index:
+        with _parallel(self, jobs), self._index_file(index_path) as index:
             for ae in names:
                 started, parsed = time.monotonic(), self.parse_count
                 saved = {} if index is None else index.load(ae)
@@ -166,7 +168,29 @@ class WorklistStore:
                             self.parse_count - parsed)
                 if index is not None:
                     index.save(ae, cache.entries, saved)
-                _compact(cache)
+                if (self.parse_count - parsed) * RESORT_FRACTION <= len(cache.entries):
+                    continue  # records made from the index file are compact already
+                if index is None or not self._reload(ae, index):
+                    _compact(cache)
+
+    def _reload(self, ae: str, index: IndexFile) -> bool:
+        """Make ``ae``'s records anew from the index file just saved, as a restart would.
+
+        They come out compact, and the parsed ones are all freed, so the memory they took
+        goes back to the system instead of staying behind, fragmented, in every worker's
+        share. False (nothing changed) if the index file does not give them all back.
+        """
+        cache = self._caches[ae]
+        saved = index.load(ae)
+        if len(saved) != len(cache.snapshot or ()):
+            return False
+        fresh = self._caches[ae] = _AeCache(links=cache.links, retry=cache.retry)
+        rejected = {name: e for name, e in cache.entries.items() if e.record is None}
+        del cache
+        self._adopt(ae, saved)
+        fresh.entries.update(rejected)
+        self._apply(fresh)
+        return True
 
     def _index_file(self, path: Path | None) -> contextlib.AbstractContextManager[IndexFile | None]:
         """The index file at ``path``, for records parsed the way this store parses."""
@@ -325,7 +349,7 @@ class WorklistStore:
         if self._jobs < 2 or len(tasks) < PARALLEL_MIN_FILES:
             return (loader.load(*task) for task in tasks)
         batches = [tasks[at:at + PARALLEL_BATCH] for at in range(0, len(tasks), PARALLEL_BATCH)]
-        # The parsers make cyclic garbage: collect it there (load_all holds collection off).
+        # The parsers make cyclic garbage: collect it there (the caller may hold it off here).
         with multiprocessing.get_context("fork").Pool(self._jobs, initializer=gc.enable) as pool:
             loaded = [result for batch in pool.imap(loader.load_many, batches)
                       for result in batch]
@@ -469,18 +493,45 @@ def _try_read_lock(fd: int, lock_path: str) -> bool:
 
 
 def _compact(cache: _AeCache) -> None:
-    """Re-create what a full scan touches (names, entries, stat keys) side by side in memory.
+    """Re-create the small objects that refreshes and queries touch, side by side in memory.
 
-    Parsed one by one, each file's entry sits on the same memory pages as its dataset; a
-    forked worker's first (full) scan then writes a reference count on every one of those
-    pages and un-shares the whole worklist. Fresh copies, allocated together, keep the
-    scan's writes on a few pages of their own.
+    A forked worker shares the supervisor's records until it writes to a memory page, and
+    Python writes (a reference count) to every object it merely uses. Made one file at a
+    time, a record's name, entry and sort key sit among unrelated objects, and a query's
+    candidates (records of one day, mostly) are spread over the whole heap. Re-created here
+    in response order, the candidates of one day share a few pages, and a full scan's writes
+    (names, entries, stat keys) stay on pages of their own.
     """
-    cache.entries = {
-        name.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape"):
-            Entry((*entry.key,), entry.record)
-        for name, entry in cache.entries.items()
-    }
+    entries: dict[str, Entry] = {}
+    index = WorklistIndex()
+    snapshot = []
+    shared: dict[object, object] = {}  # one object for equal values: dates, stations, …
+    for record in cache.snapshot or ():
+        name = _copy(record.name)
+        date, time_ = record.sort_key[:2]
+        keys = record.keys
+        keys = RecordKeys(*(shared.setdefault(v, v) for v in (
+            keys.patient_ids, keys.stations, keys.modalities, keys.dates)))
+        record = dataclasses.replace(record, keys=keys, sort_key=(
+            shared.setdefault(date, date), shared.setdefault(time_, time_), name))
+        entries[name] = Entry(_copy_key(cache.entries[record.name].key), record)
+        index.add(name, keys)
+        snapshot.append(record)
+    for name, entry in cache.entries.items():  # rejected files: no record
+        if entry.record is None:
+            entries[_copy(name)] = Entry(_copy_key(entry.key), None)
+    cache.entries, cache.index, cache.snapshot = entries, index, snapshot
+    cache.order = [record.sort_key for record in snapshot]
+
+
+def _copy_key(key: StatKey) -> StatKey:
+    """A new object equal to ``key``."""
+    return bytes(bytearray(key))
+
+
+def _copy(text: str) -> str:
+    """A new string equal to ``text`` (surrogate escapes of undecodable names kept)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
 
 
 def _position(order: list[SortKey], key: SortKey) -> int:
@@ -498,19 +549,3 @@ def _parallel(store: WorklistStore, jobs: int) -> Iterator[None]:
         yield
     finally:
         store._jobs = 1
-
-
-@contextlib.contextmanager
-def _collecting_later() -> Iterator[None]:
-    """Hold the cyclic garbage collector off while many records are made.
-
-    Every collection walks every live object, so collections while 100,000 records are
-    built cost more than the building; what is made here is kept, not garbage.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
