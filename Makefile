@@ -38,8 +38,11 @@ fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz.runner --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 ## Benchmarks against DCMTK's wlmscpfs (issue #5): SCENARIOS="small medium large", QUICK=1.
+## wlmd as benchmarked: a warm pool for 8 concurrent clients (the runner adds --index-file).
+BENCH_ARGS ?= --rounds 2 --wlmd-arg=--min-spare-workers --wlmd-arg=8
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick)
+	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick) \
+		$(BENCH_ARGS)
 
 ## Long chaos run (issue #6): ARGS="--attempts 2000 --concurrency 200 --kills 10 --stops 5".
 soak: $(STAMP)

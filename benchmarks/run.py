@@ -236,7 +236,7 @@ def small_latency(server: Server, opts: Options) -> Sample:
 
 def small_queries(server: Server, opts: Options) -> Sample:
     """Queries per second, 20 per association, one association at a time."""
-    r = load(server, opts, small_query(), assocs=int(opts.pick(30, 10)), conc=1,
+    r = load(server, opts, small_query(), assocs=int(opts.pick(150, 10)), conc=1,
              budget=opts.pick(10, 3), per_assoc=20)
     return Sample(r.query_rate, r.failures)
 

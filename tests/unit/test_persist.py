@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,27 @@ def test_other_options_mean_a_full_parse(root: Path, index: Path) -> None:
     assert accessions(strict) == ["A"]
 
 
+def test_a_rejected_file_is_neither_parsed_nor_logged_again_until_it_changes(
+        root: Path, index: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Logged by whichever process parses it: read on file descriptor 2, as a journal would."""
+    add(root, "a.wl", accession="A")
+    broken = root / AE / "broken.wl"
+    broken.write_bytes(b"garbage")
+    handler = logging.StreamHandler(sys.stderr)
+    logging.getLogger("wlmd.store").addHandler(handler)
+    try:
+        loaded(root, index)
+        assert capfd.readouterr().err.count("broken.wl") == 1
+        assert loaded(root, index).parse_count == 0
+        assert "broken.wl" not in capfd.readouterr().err
+        add(root, "broken.wl", accession="FIXED")
+        restarted = loaded(root, index)
+    finally:
+        logging.getLogger("wlmd.store").removeHandler(handler)
+    assert restarted.parse_count == 1
+    assert accessions(restarted) == ["A", "FIXED"]
+
+
 @pytest.mark.parametrize("content", [b"", b"not an SQLite file at all" * 100])
 def test_a_damaged_index_file_is_rebuilt(root: Path, index: Path, content: bytes) -> None:
     add(root, "a.wl", accession="A")
@@ -102,4 +124,4 @@ def test_parallel_parsing_gives_what_one_process_gives(root: Path, index: Path,
     parallel = loaded(root, index, jobs=2)
     assert parallel.parse_count == 11
     assert accessions(parallel) == accessions(loaded(root, None))
-    assert loaded(root, index).parse_count == 1  # the broken file: it is never saved
+    assert loaded(root, index).parse_count == 0  # the broken file is saved as rejected

@@ -23,6 +23,7 @@ from tests.unit.test_completeness import (
 )
 from wlmd.cli import PreloadedService
 from wlmd.settings import Settings
+from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.query import PreparedQuery
 from wlmd.worklist.store import (
@@ -467,3 +468,35 @@ def test_preloaded_records_are_inherited_by_forked_workers(root: Path) -> None:
     os.waitpid(pid, 0)
     with os.fdopen(read_end, "rb") as stream:
         assert stream.read() == b"A,B 2"
+
+
+def test_a_worker_forked_inside_forking_starts_current_without_a_full_scan(
+        root: Path) -> None:
+    """The supervisor refreshes before the fork and hands the child an inotify queue armed
+    before that refresh: changes from both sides of the fork are seen, and the child never
+    lists the directory (a full scan would stat, and un-share, every entry)."""
+    add(root, "a.wl", accession="A")
+    store = WorklistStore(root, file_reject=True)
+    store.load_all()
+    add(root, "b.wl", accession="B")  # after the load, before the fork
+    read_end, write_end = os.pipe()
+    with store.forking():
+        pid = os.fork()
+        if pid == 0:  # the worker: report what it serves, or why it could not
+            try:
+                store_module._list_worklist_files = _no_full_scan
+                add(root, "c.wl", accession="C")  # after the fork
+                os.write(write_end, ",".join(accessions(store)).encode())
+            except BaseException as error:  # reported to the parent
+                os.write(write_end, repr(error).encode())
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as stream:
+        assert stream.read() == b"A,B,C"
+    assert accessions(store) == ["A", "B", "C"]
+
+
+def _no_full_scan(ae_dir: str) -> dict[str, bool]:
+    raise AssertionError(f"full scan of {ae_dir}")

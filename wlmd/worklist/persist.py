@@ -24,11 +24,11 @@ from wlmd.worklist.records import Entry, WorklistRecord
 
 LOGGER = logging.getLogger("wlmd.store")
 
-FORMAT = "2"  # bump whenever what a row means changes
+FORMAT = "3"  # bump whenever the tables or what a row means change
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
-    ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL, data BLOB NOT NULL,
+    ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL, data BLOB,
     start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
     patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
     UNIQUE (ae, name)
@@ -78,12 +78,14 @@ class IndexFile:
             return {}
 
     def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry]) -> None:
-        """Bring the rows of ``ae`` from ``saved`` (as loaded) to the served ``entries``."""
+        """Bring the rows of ``ae`` from ``saved`` (as loaded) to ``entries``.
+
+        A rejected file is saved too (without a record), so that a restart neither parses
+        nor logs it again until it changes.
+        """
         ae_key = os.fsencode(ae)
-        served = {name: entry for name, entry in entries.items() if entry.record is not None}
-        gone = [(ae_key, os.fsencode(name)) for name, entry in saved.items()
-                if name not in served]
-        changed = [_row(ae_key, name, entry) for name, entry in served.items()
+        gone = [(ae_key, os.fsencode(name)) for name in saved if name not in entries]
+        changed = [_row(ae_key, name, entry) for name, entry in entries.items()
                    if (old := saved.get(name)) is None or old.key != entry.key]
         if not gone and not changed:
             return
@@ -126,9 +128,8 @@ def _prepare(db: sqlite3.Connection, wanted: Mapping[str, str]) -> None:
     signature."""
     db.executescript(_SCHEMA)
     if dict(db.execute("SELECT key, value FROM meta")) != wanted:
+        db.executescript("DROP TABLE records; DROP TABLE meta;" + _SCHEMA)
         with _transaction(db):
-            db.execute("DELETE FROM records")
-            db.execute("DELETE FROM meta")
             db.executemany("INSERT INTO meta VALUES (?, ?)", sorted(wanted.items()))
 
 
@@ -150,7 +151,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
     record = entry.record
-    assert record is not None
+    if record is None:
+        return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None)
     keys = record.keys
     return (ae, os.fsencode(name), entry.key, record.data, record.sort_key[0],
             record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
@@ -162,6 +164,8 @@ def _entry(row: tuple, shared: dict[object, object]) -> tuple[str, Entry]:
     (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
      dates) = row
     name = os.fsdecode(name)
+    if data is None:
+        return name, Entry(stat, None)
     keys = RecordKeys(*(shared.setdefault(value, value) for value in (
         _split(patient_ids), _split(stations), _split(modalities), _dates(dates))))
     record = WorklistRecord(data, (shared.setdefault(date, date), shared.setdefault(time, time),

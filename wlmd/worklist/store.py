@@ -155,8 +155,12 @@ class WorklistStore:
             return
         with _parallel(self, jobs), self._index_file(index_path) as index:
             for ae in names:
-                started, parsed = time.monotonic(), self.parse_count
+                started, first_count = time.monotonic(), self.parse_count
                 saved = {} if index is None else index.load(ae)
+                if index is not None and index_path and self._mostly_unsaved(ae, saved):
+                    self._parse_into(index_path, ae, saved)
+                    saved = index.load(ae)
+                parsed = self.parse_count
                 self._adopt(ae, saved)
                 try:
                     cache = self._refreshed(ae)
@@ -165,32 +169,52 @@ class WorklistStore:
                     continue
                 LOGGER.info("Loaded %d worklist records of %s in %.1f s (%d files parsed)",
                             len(cache.snapshot or ()), ae, time.monotonic() - started,
-                            self.parse_count - parsed)
+                            self.parse_count - first_count)
                 if index is not None:
                     index.save(ae, cache.entries, saved)
-                if (self.parse_count - parsed) * RESORT_FRACTION <= len(cache.entries):
-                    continue  # records made from the index file are compact already
-                if index is None or not self._reload(ae, index):
-                    _compact(cache)
+                if (self.parse_count - parsed) * RESORT_FRACTION > len(cache.entries):
+                    _compact(cache)  # records made from the index file are compact already
 
-    def _reload(self, ae: str, index: IndexFile) -> bool:
-        """Make ``ae``'s records anew from the index file just saved, as a restart would.
-
-        They come out compact, and the parsed ones are all freed, so the memory they took
-        goes back to the system instead of staying behind, fragmented, in every worker's
-        share. False (nothing changed) if the index file does not give them all back.
-        """
-        cache = self._caches[ae]
-        saved = index.load(ae)
-        if len(saved) != len(cache.snapshot or ()):
+    def _mostly_unsaved(self, ae: str, saved: dict[str, Entry]) -> bool:
+        """True if the index file lacks more than an eighth of ``ae``'s files."""
+        ae_dir = self._ae_dir(ae)
+        try:
+            count = len(_list_worklist_files(ae_dir)) if ae_dir else 0
+        except OSError:
             return False
-        fresh = self._caches[ae] = _AeCache(links=cache.links, retry=cache.retry)
-        rejected = {name: e for name, e in cache.entries.items() if e.record is None}
-        del cache
-        self._adopt(ae, saved)
-        fresh.entries.update(rejected)
-        self._apply(fresh)
-        return True
+        return (count - len(saved)) * RESORT_FRACTION > count
+
+    def _parse_into(self, index_path: Path, ae: str, saved: dict[str, Entry]) -> None:
+        """Parse ``ae``'s files in a child process that saves them to the index file.
+
+        The caller then makes its records from the index file, compact and in response
+        order. What parsing leaves behind -- freed memory scattered among the records, about
+        as much as the records themselves, which every worker would share and count -- goes
+        away with the child. The child reports how many files it parsed.
+        """
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(read_end)
+                with self._index_file(index_path) as index:
+                    if index is not None:
+                        self._adopt(ae, saved)
+                        index.save(ae, self._refreshed(ae).entries, saved)
+                        os.write(write_end, str(self.parse_count).encode())
+                        code = 0
+            except LockfileError:
+                pass  # the caller meets it too, and says so
+            except BaseException:  # never let the child fall back into the caller
+                LOGGER.exception("Parsing %s for the index file failed", ae)
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as report:
+            count = report.read()
+        os.waitpid(pid, 0)
+        self.parse_count = int(count or self.parse_count)
 
     def _index_file(self, path: Path | None) -> contextlib.AbstractContextManager[IndexFile | None]:
         """The index file at ``path``, for records parsed the way this store parses."""
@@ -210,8 +234,8 @@ class WorklistStore:
         cache = self._caches.setdefault(ae, _AeCache())
         cache.entries = dict(saved)
         for name, entry in saved.items():
-            assert entry.record is not None  # only served records are saved
-            cache.index.add(name, entry.record.keys)
+            if entry.record is not None:
+                cache.index.add(name, entry.record.keys)
 
     @contextlib.contextmanager
     def forking(self) -> Iterator[None]:
