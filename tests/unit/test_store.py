@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -426,22 +427,36 @@ def test_symbolic_link_target_changed_elsewhere(root: Path) -> None:
     assert accessions(store) == []
 
 
+def from_child(body: Callable[[], str],
+               around: contextlib.AbstractContextManager[object] | None = None) -> str:
+    """Fork (inside ``around``), run ``body`` in the child and return what it reported, or
+    its error; the child never runs pytest's teardown."""
+    read_end, write_end = os.pipe()
+    with around or contextlib.nullcontext():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.write(write_end, body().encode())
+            except BaseException as error:  # reported to the parent
+                os.write(write_end, repr(error).encode())
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as stream:
+        return stream.read().decode()
+
+
 def test_forked_child_sees_changes_made_after_the_fork(root: Path) -> None:
     add(root, "a.wl", accession="A")
     store = WorklistStore(root, file_reject=True)
     assert accessions(store) == ["A"]
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report what it serves, never run pytest's teardown
-        try:
-            add(root, "b.wl", accession="B")
-            os.write(write_end, ",".join(accessions(store)).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as stream:
-        assert stream.read() == b"A,B"
+
+    def child() -> str:
+        add(root, "b.wl", accession="B")
+        return ",".join(accessions(store))
+
+    assert from_child(child) == "A,B"
     assert accessions(store) == ["A", "B"]  # the parent's own queue saw it too
 
 
@@ -456,18 +471,12 @@ def test_preloaded_records_are_inherited_by_forked_workers(root: Path) -> None:
     assert services(Settings(port=0, data_files_path=root)) is service  # built once
     store = service._store
     assert store.parse_count == 2  # both AE directories, before any query
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the worker: report what it serves and what it parsed
-        try:
-            served = accessions(store) + accessions(store, "SECOND")
-            os.write(write_end, f"{','.join(served)} {store.parse_count}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as stream:
-        assert stream.read() == b"A,B 2"
+
+    def worker() -> str:
+        served = accessions(store) + accessions(store, "SECOND")
+        return f"{','.join(served)} {store.parse_count}"
+
+    assert from_child(worker) == "A,B 2"
 
 
 def test_a_worker_forked_inside_forking_starts_current_without_a_full_scan(
@@ -479,22 +488,13 @@ def test_a_worker_forked_inside_forking_starts_current_without_a_full_scan(
     store = WorklistStore(root, file_reject=True)
     store.load_all()
     add(root, "b.wl", accession="B")  # after the load, before the fork
-    read_end, write_end = os.pipe()
-    with store.forking():
-        pid = os.fork()
-        if pid == 0:  # the worker: report what it serves, or why it could not
-            try:
-                store_module._list_worklist_files = _no_full_scan
-                add(root, "c.wl", accession="C")  # after the fork
-                os.write(write_end, ",".join(accessions(store)).encode())
-            except BaseException as error:  # reported to the parent
-                os.write(write_end, repr(error).encode())
-            finally:
-                os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as stream:
-        assert stream.read() == b"A,B,C"
+
+    def worker() -> str:
+        store_module._list_worklist_files = _no_full_scan
+        add(root, "c.wl", accession="C")  # after the fork
+        return ",".join(accessions(store))
+
+    assert from_child(worker, around=store.forking()) == "A,B,C"
     assert accessions(store) == ["A", "B", "C"]
 
 

@@ -24,19 +24,20 @@ from wlmd.worklist.records import Entry, WorklistRecord
 
 LOGGER = logging.getLogger("wlmd.store")
 
-FORMAT = "3"  # bump whenever the tables or what a row means change
+FORMAT = "4"  # bump whenever the tables or what a row means change
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL, data BLOB,
     start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
     patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
+    body INTEGER,  -- offset << 2 | implicit VR << 1 | little endian; NULL: no fast decoding
     UNIQUE (ae, name)
 );
 CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_time, name);
 """
 _COLUMNS = ("name, stat, data, start_date, start_time, add_references, "
-            "patient_ids, stations, modalities, dates")
+            "patient_ids, stations, modalities, dates, body")
 
 
 class IndexFile:
@@ -93,7 +94,7 @@ class IndexFile:
             with _transaction(self._db):
                 self._db.executemany("DELETE FROM records WHERE ae = ? AND name = ?", gone)
                 self._db.executemany("INSERT OR REPLACE INTO records VALUES "
-                                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", changed)
+                                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", changed)
         except sqlite3.Error as error:
             LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
 
@@ -152,24 +153,29 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
     record = entry.record
     if record is None:
-        return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None)
+        return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None,
+                None)
     keys = record.keys
     return (ae, os.fsencode(name), entry.key, record.data, record.sort_key[0],
             record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
             _join(keys.stations), _join(keys.modalities),
-            "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None)
+            "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
+            None if record.body is None else
+            record.body[0] << 2 | record.body[1] << 1 | record.body[2])
 
 
 def _entry(row: tuple, shared: dict[object, object]) -> tuple[str, Entry]:
     (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
-     dates) = row
+     dates, body) = row
     name = os.fsdecode(name)
     if data is None:
         return name, Entry(stat, None)
     keys = RecordKeys(*(shared.setdefault(value, value) for value in (
         _split(patient_ids), _split(stations), _split(modalities), _dates(dates))))
+    if body is not None:
+        body = (body >> 2, bool(body & 2), bool(body & 1))
     record = WorklistRecord(data, (shared.setdefault(date, date), shared.setdefault(time, time),
-                                   name), keys, bool(add_references))
+                                   name), keys, bool(add_references), shared.setdefault(body, body))
     return name, Entry(stat, record)
 
 

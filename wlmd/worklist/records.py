@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
+from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from wlmd.worklist.completeness import (
     SPS,
@@ -51,6 +53,10 @@ PREMATURE_END = "I/O suspension or premature end of stream"
 StatKey = bytes
 _STAT_KEY = struct.Struct("<QQQqq")
 SortKey = tuple[str, str, str]  # SPS start date, SPS start time, file name
+Body = tuple[int, bool, bool]  # offset of the dataset in the file, implicit VR, little endian
+PREAMBLE = 128
+LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                      b"UR", b"UT", b"UV"))  # explicit VRs with a 4-byte length
 
 
 class Unreadable(Exception):
@@ -73,6 +79,8 @@ class WorklistRecord:
     sort_key: SortKey
     keys: RecordKeys  # what the index files it under
     add_references: bool  # the file-reject check added (0008,1110)/(0008,1120) if missing
+    body: Body | None  # where the dataset starts and how it is encoded; None: read the file
+
 
     @property
     def name(self) -> str:
@@ -86,7 +94,7 @@ class WorklistRecord:
         Elements keep pydicom's raw form until something converts them, so
         ``dataset.get_item(tag).value`` gives the file's bytes, padding included.
         """
-        dataset = _decode(self.data)
+        dataset = _decode(self.data, self.body)
         if self.add_references:
             add_missing_references(dataset)
         return dataset
@@ -143,7 +151,7 @@ class FileLoader:
         except Unstable:
             return None, False
         try:
-            dataset = parse_worklist_bytes(data)
+            dataset, body = parse_worklist_file(data)
         except Unreadable as error:
             LOGGER.warning('Could not read worklist file "%s", file will be ignored: %s',
                            path, error)
@@ -158,7 +166,7 @@ class FileLoader:
                 LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
                 return Entry(key, None), True
         record = WorklistRecord(data, sort_key_of(dataset, name), record_keys(dataset),
-                                self.file_reject)
+                                self.file_reject, body)
         return Entry(key, record), True
 
     def _target(self, path: str, st: os.stat_result, is_link: bool, real_root: str) -> str:
@@ -186,6 +194,11 @@ def parse_worklist_bytes(data: bytes) -> Dataset:
     pydicom tolerates truncation silently, so reads are watched: a file that ends inside an
     element, or a value shorter than its length field, is refused as DCMTK refuses it.
     """
+    return parse_worklist_file(data)[0]
+
+
+def parse_worklist_file(data: bytes) -> tuple[Dataset, Body | None]:
+    """``parse_worklist_bytes``, and where the dataset starts (for decoding it again)."""
     if not data:
         raise Unreadable(END_OF_STREAM)
     buffer = _WatchedBuffer(data)
@@ -199,14 +212,48 @@ def parse_worklist_bytes(data: bytes) -> Dataset:
         raise Unreadable(f"{type(error).__name__}: {error}") from error
     if truncated:
         raise Unreadable(PREMATURE_END)
-    return _without_file_parts(dataset)
+    body = _body_of(data, dataset)
+    return _without_file_parts(dataset), body
 
 
-def _decode(data: bytes) -> Dataset:
-    """Parse bytes that ``parse_worklist_bytes`` already accepted, without watching again."""
+def _body_of(data: bytes, dataset: Dataset) -> Body | None:
+    """Where the dataset that pydicom read from ``data`` starts, and its encoding.
+
+    Decoding from there skips the preamble and meta header, half of the work. Only for the
+    common layout (preamble, "DICM", a meta header of explicit VR little endian elements, an
+    uncompressed dataset), and only if the element found there is the one pydicom read
+    first; anything else (None) is decoded as a whole file again.
+    """
+    meta = dataset.file_meta
+    if data[PREAMBLE:PREAMBLE + 4] != b"DICM" or meta is None or not len(dataset) \
+            or meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return None
+    offset = PREAMBLE + 4
+    while offset + 8 <= len(data) and data[offset:offset + 2] == b"\x02\x00":
+        if data[offset + 4:offset + 6] in LONG_VRS:
+            offset += 12 + int.from_bytes(data[offset + 8:offset + 12], "little")
+        else:
+            offset += 8 + int.from_bytes(data[offset + 6:offset + 8], "little")
+    implicit, little = dataset.original_encoding
+    if implicit is None or little is None or offset + 4 > len(data):
+        return None
+    first = next(iter(dataset.keys()))
+    order = "little" if little else "big"
+    found = (int.from_bytes(data[offset:offset + 2], order),
+             int.from_bytes(data[offset + 2:offset + 4], order))
+    if found != (first.group, first.element):
+        return None
+    return offset, implicit, little
+
+
+def _decode(data: bytes, body: Body | None) -> Dataset:
+    """Parse bytes that ``parse_worklist_file`` already accepted, without watching again."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _without_file_parts(dcmread(io.BytesIO(data), force=True))
+        if body is None:
+            return _without_file_parts(dcmread(io.BytesIO(data), force=True))
+        offset, implicit, little = body
+        return read_dataset(io.BytesIO(data[offset:]), implicit, little)
 
 
 def _without_file_parts(dataset: Dataset) -> Dataset:

@@ -245,7 +245,10 @@ class WorklistStore:
         needs no full scan (a ``stat`` per file, and a write to every entry's memory page,
         which un-shares them all).
         """
-        ae_dirs = {ae: ae_dir for ae in self._caches if (ae_dir := self._ae_dir(ae))}
+        # An AE without a snapshot (its lockfile failed at start) is left to the child, which
+        # scans it on its first query: here a write lock on it could hold the supervisor up.
+        ae_dirs = {ae: ae_dir for ae, cache in self._caches.items()
+                   if cache.snapshot is not None and (ae_dir := self._ae_dir(ae))}
         handover = Inotify.handover(ae_dirs.values())
         for ae, ae_dir in ae_dirs.items():
             try:
@@ -536,7 +539,8 @@ def _compact(cache: _AeCache) -> None:
         keys = record.keys
         keys = RecordKeys(*(shared.setdefault(v, v) for v in (
             keys.patient_ids, keys.stations, keys.modalities, keys.dates)))
-        record = dataclasses.replace(record, keys=keys, sort_key=(
+        record = dataclasses.replace(record, keys=keys, body=shared.setdefault(
+            record.body, record.body), sort_key=(
             shared.setdefault(date, date), shared.setdefault(time_, time_), name))
         entries[name] = Entry(_copy_key(cache.entries[record.name].key), record)
         index.add(name, keys)

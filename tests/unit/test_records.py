@@ -1,0 +1,70 @@
+"""A compact record decodes to exactly what its file parses to, whatever the file's layout."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset, dcmwrite
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from tests.unit.test_completeness import worklist_dataset
+from wlmd.worklist.completeness import add_missing_references
+from wlmd.worklist.records import FileLoader, parse_worklist_bytes
+
+
+def file_bytes(ds: Dataset, transfer_syntax: str | None) -> bytes:
+    """``ds`` as a file: with preamble and meta header in ``transfer_syntax``, or (None) bare."""
+    buffer = io.BytesIO()
+    if transfer_syntax is None:
+        dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
+        return buffer.getvalue()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.276.0.7230010.3.1.0.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def elements(ds: Dataset) -> list[tuple[object, ...]]:
+    """Every element, nested items included, as (tag, VR, value) with values converted."""
+    found: list[tuple[object, ...]] = []
+    for element in ds:
+        if element.VR == "SQ":
+            found.append((element.tag, "SQ", [elements(item) for item in element.value]))
+        else:
+            found.append((element.tag, element.VR, str(element.value)))
+    return found
+
+
+@pytest.mark.parametrize(("transfer_syntax", "fast"), [
+    (ExplicitVRLittleEndian, True),
+    (ImplicitVRLittleEndian, True),
+    (ExplicitVRBigEndian, True),
+    (DeflatedExplicitVRLittleEndian, False),  # compressed: decoded as a whole file
+    (None, False),  # no preamble, no meta header
+])
+def test_a_record_decodes_to_what_its_file_parses_to(tmp_path: Path, transfer_syntax: str | None,
+                                                     fast: bool) -> None:
+    path = tmp_path / "entry.wl"
+    path.write_bytes(file_bytes(worklist_dataset("A1"), transfer_syntax))
+    loader = FileLoader(str(tmp_path), file_reject=True, max_file_bytes=1 << 20)
+    entry, parsed = loader.load(str(path), path.name, os.stat(path), False, str(tmp_path))
+    assert parsed and entry is not None and entry.record is not None
+    record = entry.record
+    assert (record.body is not None) is fast
+    expected = parse_worklist_bytes(path.read_bytes())
+    decoded = record.dataset
+    assert decoded.get_item(0x00100020).value == expected.get_item(0x00100020).value  # raw
+    add_missing_references(expected)  # as the file-reject check did when the file was loaded
+    assert elements(decoded) == elements(expected)
+    assert decoded.original_encoding == expected.original_encoding
