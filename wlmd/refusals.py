@@ -4,7 +4,9 @@ wlmscpfs answers the association after ``--max-associations`` with A-ASSOCIATE-R
 has read the A-ASSOCIATE-RQ (closing with the request unread would reset the connection). The
 supervisor must not wait for a client, so each refused socket is non-blocking and watched by
 the supervisor's selector: bytes are collected as they arrive (after a TLS handshake when TLS
-is on), the reply is sent, and the socket is closed. A silent client is closed after the ACSE
+is on), the reply is sent, and the socket is closed once the client has closed its side (for
+at most ``LINGER`` seconds: closing with bytes unread would reset the connection, and a reset
+can discard the reply before the client reads it). A silent client is closed after the ACSE
 timeout; a flood beyond ``MAX_REFUSALS`` pending refusals is closed at once.
 """
 
@@ -24,6 +26,7 @@ from wlmd.settings import Settings
 
 LOGGER = logging.getLogger("wlmd.supervisor")
 MAX_REFUSALS = 512  # refusals in progress at once; beyond this a connection is just closed
+LINGER = 2.0  # seconds an answered client has to close before the supervisor closes
 _HEADER = struct.Struct(">BxL")
 
 
@@ -34,6 +37,8 @@ class _Refusal:
     deadline: float
     handshaking: bool
     received: bytearray = field(default_factory=bytearray)
+    outcome: str | None = None  # set once answered; the connection is then being drained
+    detail: str = ""
 
 
 class Refusals:
@@ -86,6 +91,9 @@ class Refusals:
         refusal = self._pending.get(conn)
         if refusal is None:
             return
+        if refusal.outcome is not None:
+            self._drain(refusal)
+            return
         try:
             if refusal.handshaking:
                 conn.do_handshake()  # type: ignore[attr-defined]
@@ -113,14 +121,32 @@ class Refusals:
             return False
         body = bytes(refusal.received[_HEADER.size:_HEADER.size + length])
         reply, outcome, detail = limit_refusal(pdu_type, body, self.settings)
+        refusal.outcome, refusal.detail = outcome, detail
         try:
             refusal.conn.send(reply)  # a few bytes into an empty send buffer: never partial
-        except OSError as exc:
-            detail = f"{detail}; reply not sent: {exc}"
-        self._finish(refusal, detail, outcome)
+            refusal.conn.shutdown(socket.SHUT_WR)  # (also ends TLS on this socket: no more
+        except OSError as exc:                     #  records either way)
+            refusal.detail = f"{detail}; reply not sent: {exc}"
+            self._finish(refusal, refusal.detail)
+            return True
+        refusal.deadline = min(refusal.deadline, time.monotonic() + LINGER)
+        self._drain(refusal)
         return True
 
+    def _drain(self, refusal: _Refusal) -> None:
+        """Read and drop what an answered client still sends; finish when it has closed."""
+        try:
+            while refusal.conn.recv(65536):
+                pass
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:
+            pass
+        self._finish(refusal, refusal.detail)
+
     def _finish(self, refusal: _Refusal, detail: str, outcome: str = "closed") -> None:
+        if refusal.outcome is not None:  # answered: closed now, whatever closed it
+            outcome, detail = refusal.outcome, refusal.detail
         self._selector.unregister(refusal.conn)
         del self._pending[refusal.conn]
         refusal.conn.close()
