@@ -1,7 +1,9 @@
 """One findscu run: associate, send each query (``--repeat`` times), then release or abort.
 
 Built on pynetdicom's SCU. Two pynetdicom events give what DCMTK's output needs and the
-high-level API hides: ``EVT_ACSE_RECV`` (the A-ASSOCIATE-RJ reason codes) and
+high-level API hides: ``EVT_PDU_RECV`` (the A-ASSOCIATE-RJ reason codes; taken as the PDU
+arrives, because a reject that arrives very fast is otherwise reported as a failed connection)
+and
 ``EVT_DIMSE_RECV`` (each response identifier's bytes exactly as received, for dumps and
 ``rsp0001.dcm`` files).
 """
@@ -27,6 +29,7 @@ from pydicom.uid import (
 from pynetdicom import AE, Association, evt
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from wlmd.dicom.dump import dump_dataset
@@ -164,7 +167,7 @@ class Client:
         ae.connection_timeout = peer.connect_timeout
         ae.network_timeout = peer.socket_timeout
         ae.add_requested_context(peer.abstract_syntax, list(peer.transfer_syntaxes))
-        handlers = [(evt.EVT_ACSE_RECV, self._on_acse), (evt.EVT_DIMSE_RECV, self._on_dimse)]
+        handlers = [(evt.EVT_PDU_RECV, self._on_pdu), (evt.EVT_DIMSE_RECV, self._on_dimse)]
         tls = (peer.ssl_context, peer.server_name) if peer.ssl_context else None
         capture = _ConnectErrorCapture()
         transport = logging.getLogger("pynetdicom.transport")
@@ -205,11 +208,11 @@ class Client:
             LOG.error("Association Request Failed: 0006:0317 Peer aborted Association"
                       " (or never connected)")
 
-    def _on_acse(self, event: evt.Event) -> None:
-        primitive = event.primitive  # type: ignore[attr-defined]
-        if isinstance(primitive, A_ASSOCIATE) and primitive.result in (1, 2):
-            self._reject = primitive
-        elif isinstance(primitive, A_ASSOCIATE) and primitive.result == 0:
+    def _on_pdu(self, event: evt.Event) -> None:
+        pdu = event.pdu  # type: ignore[attr-defined]
+        if isinstance(pdu, A_ASSOCIATE_RJ):
+            self._reject = pdu.to_primitive()
+        elif isinstance(pdu, A_ASSOCIATE_AC):
             self._accepted = True
 
     def _on_dimse(self, event: evt.Event) -> None:
