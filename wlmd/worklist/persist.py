@@ -20,7 +20,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from wlmd.worklist.index import Date, RecordKeys
-from wlmd.worklist.records import Entry, WorklistRecord
+from wlmd.worklist.records import Entry, shared_record
 
 LOGGER = logging.getLogger("wlmd.store")
 
@@ -170,12 +170,10 @@ def _entry(row: tuple, shared: dict[object, object]) -> tuple[str, Entry]:
     name = os.fsdecode(name)
     if data is None:
         return name, Entry(stat, None)
-    keys = RecordKeys(*(shared.setdefault(value, value) for value in (
-        _split(patient_ids), _split(stations), _split(modalities), _dates(dates))))
+    keys = RecordKeys(_split(patient_ids), _split(stations), _split(modalities), _dates(dates))
     if body is not None:
         body = (body >> 2, bool(body & 2), bool(body & 1))
-    record = WorklistRecord(data, (shared.setdefault(date, date), shared.setdefault(time, time),
-                                   name), keys, bool(add_references), shared.setdefault(body, body))
+    record = shared_record(data, (date, time, name), keys, bool(add_references), body, shared)
     return name, Entry(stat, record)
 
 

@@ -22,6 +22,7 @@ import stat
 import struct
 import warnings
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
@@ -52,6 +53,7 @@ PREMATURE_END = "I/O suspension or premature end of stream"
 # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns, packed: one object, not six, per file
 StatKey = bytes
 _STAT_KEY = struct.Struct("<QQQqq")
+T = TypeVar("T")
 SortKey = tuple[str, str, str]  # SPS start date, SPS start time, file name
 Body = tuple[int, bool, bool]  # offset of the dataset in the file, implicit VR, little endian
 PREAMBLE = 128
@@ -98,6 +100,23 @@ class WorklistRecord:
         if self.add_references:
             add_missing_references(dataset)
         return dataset
+
+
+def shared_record(data: bytes, sort_key: SortKey, keys: RecordKeys, add_references: bool,
+                  body: Body | None, shared: dict[object, object]) -> WorklistRecord:
+    """A record whose keys, date, time and body are the equal objects already in ``shared``.
+
+    The same few values (days, stations, modalities) recur across 100,000 records: kept
+    once, they cost a reference each instead of an object each.
+    """
+    def one(value: T) -> T:
+        return cast(T, shared.setdefault(value, value))
+
+    date, time, name = sort_key
+    shared_keys = RecordKeys(one(keys.patient_ids), one(keys.stations), one(keys.modalities),
+                             one(keys.dates))
+    return WorklistRecord(data, (one(date), one(time), name), shared_keys, add_references,
+                          one(body))
 
 
 @dataclass(slots=True)
@@ -188,17 +207,13 @@ class FileLoader:
         return path
 
 
-def parse_worklist_bytes(data: bytes) -> Dataset:
+def parse_worklist_file(data: bytes) -> tuple[Dataset, Body | None]:
     """Parse a worklist file's bytes like DCMTK's ``loadFile``: meta header optional.
 
     pydicom tolerates truncation silently, so reads are watched: a file that ends inside an
-    element, or a value shorter than its length field, is refused as DCMTK refuses it.
+    element, or a value shorter than its length field, is refused as DCMTK refuses it. Also
+    gives where the dataset starts, for decoding it again (``_body_of``).
     """
-    return parse_worklist_file(data)[0]
-
-
-def parse_worklist_file(data: bytes) -> tuple[Dataset, Body | None]:
-    """``parse_worklist_bytes``, and where the dataset starts (for decoding it again)."""
     if not data:
         raise Unreadable(END_OF_STREAM)
     buffer = _WatchedBuffer(data)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import gc
@@ -38,7 +37,7 @@ import pydicom
 from pydicom import config
 
 import wlmd
-from wlmd.worklist.index import Prefilter, RecordKeys, WorklistIndex
+from wlmd.worklist.index import Prefilter, WorklistIndex
 from wlmd.worklist.inotify import Inotify
 from wlmd.worklist.persist import IndexFile
 from wlmd.worklist.records import (
@@ -48,6 +47,7 @@ from wlmd.worklist.records import (
     StatKey,
     WorklistRecord,
     inside,
+    shared_record,
     stat_key,
 )
 
@@ -153,7 +153,7 @@ class WorklistStore:
             names = sorted(ae for ae in os.listdir(self._root) if self.knows_called_ae(ae))
         except OSError:
             return
-        with _parallel(self, jobs), self._index_file(index_path) as index:
+        with self._parsing_in(jobs), self._index_file(index_path) as index:
             for ae in names:
                 started, first_count = time.monotonic(), self.parse_count
                 saved = {} if index is None else index.load(ae)
@@ -174,6 +174,15 @@ class WorklistStore:
                     index.save(ae, cache.entries, saved)
                 if (self.parse_count - parsed) * RESORT_FRACTION > len(cache.entries):
                     _compact(cache)  # records made from the index file are compact already
+
+    @contextlib.contextmanager
+    def _parsing_in(self, jobs: int) -> Iterator[None]:
+        """Let full scans parse in ``jobs`` processes for a while."""
+        self._jobs = jobs
+        try:
+            yield
+        finally:
+            self._jobs = 1
 
     def _mostly_unsaved(self, ae: str, saved: dict[str, Entry]) -> bool:
         """True if the index file lacks more than an eighth of ``ae``'s files."""
@@ -533,17 +542,12 @@ def _compact(cache: _AeCache) -> None:
     index = WorklistIndex()
     snapshot = []
     shared: dict[object, object] = {}  # one object for equal values: dates, stations, …
-    for record in cache.snapshot or ():
-        name = _copy(record.name)
-        date, time_ = record.sort_key[:2]
-        keys = record.keys
-        keys = RecordKeys(*(shared.setdefault(v, v) for v in (
-            keys.patient_ids, keys.stations, keys.modalities, keys.dates)))
-        record = dataclasses.replace(record, keys=keys, body=shared.setdefault(
-            record.body, record.body), sort_key=(
-            shared.setdefault(date, date), shared.setdefault(time_, time_), name))
-        entries[name] = Entry(_copy_key(cache.entries[record.name].key), record)
-        index.add(name, keys)
+    for old in cache.snapshot or ():
+        name = _copy(old.name)
+        record = shared_record(old.data, (*old.sort_key[:2], name), old.keys,
+                               old.add_references, old.body, shared)
+        entries[name] = Entry(_copy_key(cache.entries[name].key), record)
+        index.add(name, record.keys)
         snapshot.append(record)
     for name, entry in cache.entries.items():  # rejected files: no record
         if entry.record is None:
@@ -568,12 +572,3 @@ def _position(order: list[SortKey], key: SortKey) -> int:
     assert order[at] == key
     return at
 
-
-@contextlib.contextmanager
-def _parallel(store: WorklistStore, jobs: int) -> Iterator[None]:
-    """Let ``store``'s full scans parse in ``jobs`` processes for a while."""
-    store._jobs = jobs
-    try:
-        yield
-    finally:
-        store._jobs = 1
