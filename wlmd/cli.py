@@ -19,17 +19,17 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from wlmd import systemd
-from wlmd.access import AccessPolicy, AccessRuleError, check_rules
-from wlmd.hooks import ServerHooks
-from wlmd.listeners import ListenerError, adopt_listeners, bind_listeners
-from wlmd.logs import LogConfigError, configure_logging, log_always
-from wlmd.options import CommandLineExit, ParsedCommandLine, parse_command_line
-from wlmd.server import SingleProcessServer
-from wlmd.service import WorklistService
-from wlmd.settings import Settings
-from wlmd.supervisor import Supervisor
-from wlmd.tls import TlsError, server_context
+from wlmd.config.logs import LogConfigError, configure_logging, log_always
+from wlmd.config.options import CommandLineExit, ParsedCommandLine, parse_command_line
+from wlmd.config.settings import Settings
+from wlmd.daemon import systemd
+from wlmd.daemon.hooks import ServerHooks
+from wlmd.daemon.listeners import ListenerError, adopt_listeners, bind_listeners
+from wlmd.daemon.single import SingleProcessServer
+from wlmd.daemon.supervisor import Supervisor
+from wlmd.security.access import AccessPolicy, AccessRuleError, check_rules
+from wlmd.security.tls import TlsError, server_context
+from wlmd.worklist.service import WorklistService
 from wlmd.worklist.store import DataSourceError, WorklistStore
 
 LOGGER = logging.getLogger("wlmd")

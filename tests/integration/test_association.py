@@ -32,6 +32,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from tests.helpers import DCMTK_EXAMPLES, dump2dcm, free_port, require_dcmtk, start_wlmscpfs
 from tests.helpers import stop_process as stop_wlmscpfs
+from wlmd.config.settings import Settings, TransferSyntaxPreference
 from wlmd.dicom import pdu
 from wlmd.dicom.association import limit_refusal, serve_association
 from wlmd.dicom.types import (
@@ -42,7 +43,6 @@ from wlmd.dicom.types import (
     AssociationReport,
     FindResponse,
 )
-from wlmd.settings import Settings, TransferSyntaxPreference
 
 MWL = "1.2.840.10008.5.1.4.31"
 VERIFICATION = "1.2.840.10008.1.1"

@@ -15,7 +15,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from tests.helpers import dcmtk_tool, free_port
 from tests.tlsutil import make_pki
-from wlmd.tls import TlsOptions, make_ssl_context
+from wlmd.security.tls import TlsOptions, make_ssl_context
 
 HOST = "127.0.0.1"
 

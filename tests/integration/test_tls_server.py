@@ -25,8 +25,8 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from tests.helpers import dcmtk_tool, free_port, start_wlmd, stop_process, wait_until
 from tests.tlsutil import make_pki
-from wlmd.settings import Settings, TlsProfile
-from wlmd.tls import TlsOptions, make_ssl_context, server_context
+from wlmd.config.settings import Settings, TlsProfile
+from wlmd.security.tls import TlsOptions, make_ssl_context, server_context
 
 HOST = "127.0.0.1"
 CALLED_AE = "OFFIS"

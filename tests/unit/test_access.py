@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from wlmd import access
-from wlmd.access import AccessPolicy, AccessRuleError, check_rules
+from wlmd.security import access
+from wlmd.security.access import AccessPolicy, AccessRuleError, check_rules
 
 # Names a fake resolver gives, so host-name patterns are tested without DNS.
 NAMES = {

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from wlmd.config import (
+from wlmd.config.options import CommandLineExit, parse_command_line
+from wlmd.config.settings import CharsetMode, IpFamily, Settings, TransferSyntaxPreference
+from wlmd.config.table import (
     CONFIG_KEYS,
     OPTIONS,
     ConfigError,
@@ -18,8 +20,6 @@ from wlmd.config import (
     scan_signed,
     scan_unsigned,
 )
-from wlmd.options import CommandLineExit, parse_command_line
-from wlmd.settings import CharsetMode, IpFamily, Settings, TransferSyntaxPreference
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wlmd.tls import Profile, TlsError, TlsOptions, make_ssl_context, openssl_cipher_name
+from wlmd.security.tls import Profile, TlsError, TlsOptions, make_ssl_context, openssl_cipher_name
 
 
 @pytest.mark.parametrize(("iana", "openssl"), [

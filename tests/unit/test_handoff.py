@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from wlmd import handoff
+from wlmd.daemon import handoff
 
 
 @pytest.fixture

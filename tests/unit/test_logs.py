@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_dcmtk
-from wlmd.config import TRACE
-from wlmd.logs import LogConfigError, configure_logging, log_always, syslog_address
-from wlmd.options import parse_command_line
-from wlmd.settings import Settings
+from wlmd.config.logs import LogConfigError, configure_logging, log_always, syslog_address
+from wlmd.config.options import parse_command_line
+from wlmd.config.settings import Settings
+from wlmd.config.table import TRACE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,8 +160,8 @@ def test_shipped_example_log_config(tmp_path: Path) -> None:
     conf = tmp_path / "logging.conf"
     conf.write_text(text)
     code = (
-        "import logging, pathlib; from wlmd.logs import configure_logging; "
-        "from wlmd.settings import Settings; "
+        "import logging, pathlib; from wlmd.config.logs import configure_logging; "
+        "from wlmd.config.settings import Settings; "
         f"configure_logging(Settings(port=104), 0, pathlib.Path({str(conf)!r})); "
         "logging.getLogger('wlmd').info('hello'); logging.getLogger('wlmd').debug('detail')"
     )

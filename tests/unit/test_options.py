@@ -9,21 +9,21 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_dcmtk
-from wlmd.config import OPTIONS, TRACE, Option
-from wlmd.options import (
+from wlmd.config.options import (
     CommandLineExit,
     ParsedCommandLine,
     parse_command_line,
     read_command_file,
     render_help,
 )
-from wlmd.settings import (
+from wlmd.config.settings import (
     CharsetMode,
     IpFamily,
     Settings,
     TlsProfile,
     TransferSyntaxPreference,
 )
+from wlmd.config.table import OPTIONS, TRACE, Option
 
 NO_CONFIG = Path("/nonexistent/wlmd.conf")
 

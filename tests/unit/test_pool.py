@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from wlmd import handoff
-from wlmd.pool import (
+from wlmd.config.settings import Settings
+from wlmd.daemon import handoff
+from wlmd.daemon.pool import (
     WORKER_BOOT_ERROR,
     ChildExit,
     Heartbeat,
@@ -19,8 +20,7 @@ from wlmd.pool import (
     private_memory,
     spawn_plan,
 )
-from wlmd.settings import Settings
-from wlmd.worker import start_heartbeat
+from wlmd.daemon.worker import start_heartbeat
 
 SETTINGS = Settings(port=0, worker_max_uses=100)
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.chaos.wire import associate_rq, rj_reason
-from wlmd.refusals import Refusals
-from wlmd.settings import Settings
+from wlmd.config.settings import Settings
+from wlmd.daemon.refusals import Refusals
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pydicom.tag import Tag
 
 from tests.unit.builders import dataset, raw
 from tests.unit.builders import sequence as seq
-from wlmd.settings import CharsetMode
+from wlmd.config.settings import CharsetMode
 from wlmd.worklist.query import prepare_query, value_of
 from wlmd.worklist.response import build_response
 

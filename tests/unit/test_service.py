@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset, Sequence, dcmread
 
+from wlmd.config.settings import Settings
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
@@ -17,8 +18,7 @@ from wlmd.dicom.types import (
     AssociationInfo,
     FindResponse,
 )
-from wlmd.service import WorklistService, request_file_name
-from wlmd.settings import Settings
+from wlmd.worklist.service import WorklistService, request_file_name
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
 ASSOC = AssociationInfo("127.0.0.1", 40000, calling_ae="MODALITY1", called_ae="CT01")

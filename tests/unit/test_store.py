@@ -23,7 +23,7 @@ from tests.unit.test_completeness import (
     write_worklist,
 )
 from wlmd.cli import PreloadedService
-from wlmd.settings import Settings
+from wlmd.config.settings import Settings
 from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.query import PreparedQuery

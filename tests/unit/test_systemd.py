@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port, require_tool
-from wlmd import systemd
-from wlmd.hooks import ServerHooks
-from wlmd.settings import Settings
+from wlmd.config.settings import Settings
+from wlmd.daemon import systemd
+from wlmd.daemon.hooks import ServerHooks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,9 +113,9 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch, usec: str | None, pi
 # socket so the test knows the report came through the inherited fd.
 CHILD = """
 import json, os, sys
-from wlmd import systemd
-from wlmd.hooks import ServerHooks
-from wlmd.settings import Settings
+from wlmd.daemon import systemd
+from wlmd.daemon.hooks import ServerHooks
+from wlmd.config.settings import Settings
 mode = sys.argv[1]
 try:
     socks = systemd.listen_fds(unset_env=mode != "keep")

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
+from wlmd.config.settings import Settings, TransferSyntaxPreference
 from wlmd.dicom import dimse, pdu
 from wlmd.dicom.dimse import (
     DEFLATED_LITTLE,
@@ -37,7 +38,6 @@ from wlmd.dicom.types import (
     UndecodableIdentifier,
     WorklistApplication,
 )
-from wlmd.settings import Settings, TransferSyntaxPreference
 
 LOG = logging.getLogger("wlmd.association")
 

@@ -23,13 +23,13 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from wlmd import tls
 from wlmd.findscu import options as opts
 from wlmd.findscu.client import LOG, Client, Peer, Plan, QueryBuilder, QueryFailed
 from wlmd.findscu.keys import BadKeyPath, apply_key, parse_key
 from wlmd.findscu.logs import setup_logging
 from wlmd.findscu.output import Extract
 from wlmd.findscu.sink import ResponseSink
+from wlmd.security import tls
 
 EXIT_USAGE = 1
 

@@ -22,7 +22,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from wlmd.settings import CharsetMode
+from wlmd.config.settings import CharsetMode
 from wlmd.worklist.keys import (
     CODE_VALUE,
     CODING_SCHEME_DESIGNATOR,

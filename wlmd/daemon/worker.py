@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from wlmd import handoff
-from wlmd.access import AccessPolicy
+from wlmd.config.settings import Settings
+from wlmd.daemon import handoff
+from wlmd.daemon.connection import refused, serve_connection
+from wlmd.daemon.pool import WORKER_BOOT_ERROR, Heartbeat
 from wlmd.dicom.types import AssociationReport, WorklistApplication
-from wlmd.pool import WORKER_BOOT_ERROR, Heartbeat
-from wlmd.server import refused, serve_connection
-from wlmd.settings import Settings
+from wlmd.security.access import AccessPolicy
 from wlmd.worklist.records import FILE_VERSION
 from wlmd.worklist.store import LOGGER as STORE_LOG
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wlmd import __version__
-from wlmd.config import (
+from wlmd.config.settings import Settings
+from wlmd.config.table import (
     BY_SPELLING,
     DEFAULT_CONFIG_FILE,
     GENERAL,
@@ -33,7 +34,6 @@ from wlmd.config import (
     options_for,
     scan_unsigned,
 )
-from wlmd.settings import Settings
 
 PROGRAM = "wlmd"
 DESCRIPTION = "DICOM Basic Worklist Management SCP (based on data files)"

@@ -11,19 +11,16 @@ import os
 import selectors
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable, Sequence
 
-from wlmd.access import AccessPolicy
-from wlmd.dicom.association import serve_association
-from wlmd.dicom.types import AssociationReport, WorklistApplication
-from wlmd.hooks import ServerHooks
-from wlmd.settings import Settings
-from wlmd.tls import HandshakeFailed, accept_tls
+from wlmd.config.settings import Settings
+from wlmd.daemon.connection import address_of, log_association, refused, serve_connection
+from wlmd.daemon.hooks import ServerHooks
+from wlmd.dicom.types import WorklistApplication
+from wlmd.security.access import AccessPolicy
 
 LOGGER = logging.getLogger("wlmd.server")
-ASSOCIATION_LOG = logging.getLogger("wlmd.associations")  # one line per association
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 AppFactory = Callable[[Settings], WorklistApplication]
 TICK = 1.0  # longest wait between looks at signals and the watchdog while idle
@@ -122,50 +119,3 @@ class SingleProcessServer:
         report = serve_connection(conn, peer, self._settings, self._app,
                                   self._hooks.tls_context())
         log_association(report, peer, started)
-
-
-def refused(access: AccessPolicy | None, conn: socket.socket, peer: tuple[str, int]) -> bool:
-    """Apply the access rules: a refused peer is logged and closed before anything is read."""
-    if access is None:
-        return False
-    decision = access.check(peer[0])
-    if decision.allowed:
-        return False
-    LOGGER.warning("refused connection from %s (%s)", peer[0], decision.rule)
-    conn.close()
-    return True
-
-
-def address_of(sock: socket.socket) -> str:
-    """``host:port`` or ``[v6]:port`` of a listening socket, for the startup line."""
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Settings,
-                     app: WorklistApplication,
-                     tls_context: ssl.SSLContext | None) -> AssociationReport:
-    """The TLS handshake when configured (within the ACSE timeout), then the association.
-
-    Runs in the process that serves the connection, never in the supervisor.
-    """
-    if tls_context is not None:
-        try:
-            conn = accept_tls(conn, tls_context, settings.acse_timeout)
-        except HandshakeFailed as exc:
-            LOGGER.warning("TLS handshake with %s:%s failed: %s", peer[0], peer[1], exc)
-            return AssociationReport(outcome="tls-failed", detail=str(exc))
-    return serve_association(conn, peer, settings, app)
-
-
-def log_association(report: AssociationReport, peer: tuple, started: float,
-                    worker_pid: int | None = None) -> None:
-    """The one line per association an administrator reads in syslog."""
-    ASSOCIATION_LOG.info(
-        "association from %s:%s calling=%r called=%r%s outcome=%s queries=%d matches=%d "
-        "duration=%.3fs%s",
-        peer[0], peer[1], report.calling_ae, report.called_ae,
-        f" worker={worker_pid}" if worker_pid else "", report.outcome, report.queries,
-        report.matches, time.monotonic() - started,
-        f" ({report.detail})" if report.detail else "",
-    )

@@ -19,6 +19,7 @@ from pydicom import Dataset
 from pydicom.errors import BytesLengthException
 from pydicom.uid import ExplicitVRLittleEndian
 
+from wlmd.config.settings import Settings
 from wlmd.dicom.dimse import encode_dataset
 from wlmd.dicom.dump import dump_request
 from wlmd.dicom.types import (
@@ -31,7 +32,6 @@ from wlmd.dicom.types import (
     FindResponse,
     UndecodableIdentifier,
 )
-from wlmd.settings import Settings
 from wlmd.worklist.cache import NO_MATCH, ResponseCache
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from logging.handlers import SysLogHandler
 from pathlib import Path
 
-from wlmd.settings import (
+from wlmd.config.settings import (
     CharsetMode,
     IpFamily,
     Settings,
@@ -580,7 +580,7 @@ def render_config() -> str:
     """The annotated default configuration file shipped as ``etc/wlmd.conf``."""
     out = [
         "# wlmd configuration (TOML). Generated from the option table: do not edit by hand,",
-        "# run `python -m wlmd.config > etc/wlmd.conf`.",
+        "# run `python -m wlmd.config.table > etc/wlmd.conf`.",
         "# Every key is a command-line option's setting; options on the command line win.",
         "# Uncomment a line to change its default. The few active lines are what the packaged",
         "# systemd service needs: where to listen and where the worklists are.",

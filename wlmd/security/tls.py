@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wlmd.settings import Settings
+from wlmd.config.settings import Settings
 
 
 class TlsError(Exception):

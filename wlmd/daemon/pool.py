@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from wlmd import handoff
-from wlmd.settings import Settings
+from wlmd.config.settings import Settings
+from wlmd.daemon import handoff
 
 LOGGER = logging.getLogger("wlmd.pool")
 

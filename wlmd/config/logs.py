@@ -18,8 +18,8 @@ from logging.handlers import SysLogHandler
 from pathlib import Path
 from typing import TextIO
 
-from wlmd.config import TRACE
-from wlmd.settings import Settings
+from wlmd.config.settings import Settings
+from wlmd.config.table import TRACE
 
 IDENT = "wlmd"
 ASSOCIATION_LOGGER = "wlmd.associations"  # the per-association lines, an access log

@@ -26,11 +26,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from wlmd import handoff
-from wlmd.access import AccessPolicy
-from wlmd.dicom.types import AssociationReport
-from wlmd.hooks import ServerHooks
-from wlmd.pool import (
+from wlmd.config.settings import Settings
+from wlmd.daemon import handoff
+from wlmd.daemon.connection import address_of, log_association, refused
+from wlmd.daemon.hooks import ServerHooks
+from wlmd.daemon.pool import (
     WORKER_BOOT_ERROR,
     ChildExit,
     Heartbeat,
@@ -39,10 +39,10 @@ from wlmd.pool import (
     WorkerSlot,
     spawn_plan,
 )
-from wlmd.refusals import Refusals
-from wlmd.server import address_of, log_association, refused
-from wlmd.settings import Settings
-from wlmd.worker import AppFactory, reset_signals, run_worker
+from wlmd.daemon.refusals import Refusals
+from wlmd.daemon.worker import AppFactory, reset_signals, run_worker
+from wlmd.dicom.types import AssociationReport
+from wlmd.security.access import AccessPolicy
 
 LOGGER = logging.getLogger("wlmd.supervisor")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from wlmd.settings import IpFamily, Settings
+from wlmd.config.settings import IpFamily, Settings
 
 BACKLOG = 128
 NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)  # -i0 on a host without IPv6

@@ -20,9 +20,9 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from wlmd.config.settings import Settings
 from wlmd.dicom.association import limit_refusal
 from wlmd.dicom.pdu import MAX_ASSOCIATE_RQ
-from wlmd.settings import Settings
 
 LOGGER = logging.getLogger("wlmd.supervisor")
 MAX_REFUSALS = 512  # refusals in progress at once; beyond this a connection is just closed

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wlmd.access import AccessPolicy
-from wlmd.settings import Settings
+from wlmd.config.settings import Settings
+from wlmd.security.access import AccessPolicy
 
 LOGGER = logging.getLogger("wlmd.server")
 

@@ -1,0 +1,1 @@
+"""Configuration: wlmd's options, the wlmd.conf file, Settings and logging set-up."""

@@ -1,0 +1,1 @@
+"""The process model: supervisor, worker pool, hand-off, refusals, single-process server."""

@@ -1,0 +1,68 @@
+"""Accept-side work shared by the supervisor's workers and the single-process server.
+
+One connection's path once accepted: the access check, the TLS handshake, the association, and
+the one log line an administrator reads for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import time
+
+from wlmd.config.settings import Settings
+from wlmd.dicom.association import serve_association
+from wlmd.dicom.types import AssociationReport, WorklistApplication
+from wlmd.security.access import AccessPolicy
+from wlmd.security.tls import HandshakeFailed, accept_tls
+
+LOGGER = logging.getLogger("wlmd.server")
+ASSOCIATION_LOG = logging.getLogger("wlmd.associations")  # one line per association
+
+
+def refused(access: AccessPolicy | None, conn: socket.socket, peer: tuple[str, int]) -> bool:
+    """Apply the access rules: a refused peer is logged and closed before anything is read."""
+    if access is None:
+        return False
+    decision = access.check(peer[0])
+    if decision.allowed:
+        return False
+    LOGGER.warning("refused connection from %s (%s)", peer[0], decision.rule)
+    conn.close()
+    return True
+
+
+def address_of(sock: socket.socket) -> str:
+    """``host:port`` or ``[v6]:port`` of a listening socket, for the startup line."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Settings,
+                     app: WorklistApplication,
+                     tls_context: ssl.SSLContext | None) -> AssociationReport:
+    """The TLS handshake when configured (within the ACSE timeout), then the association.
+
+    Runs in the process that serves the connection, never in the supervisor.
+    """
+    if tls_context is not None:
+        try:
+            conn = accept_tls(conn, tls_context, settings.acse_timeout)
+        except HandshakeFailed as exc:
+            LOGGER.warning("TLS handshake with %s:%s failed: %s", peer[0], peer[1], exc)
+            return AssociationReport(outcome="tls-failed", detail=str(exc))
+    return serve_association(conn, peer, settings, app)
+
+
+def log_association(report: AssociationReport, peer: tuple, started: float,
+                    worker_pid: int | None = None) -> None:
+    """The one line per association an administrator reads in syslog."""
+    ASSOCIATION_LOG.info(
+        "association from %s:%s calling=%r called=%r%s outcome=%s queries=%d matches=%d "
+        "duration=%.3fs%s",
+        peer[0], peer[1], report.calling_ae, report.called_ae,
+        f" worker={worker_pid}" if worker_pid else "", report.outcome, report.queries,
+        report.matches, time.monotonic() - started,
+        f" ({report.detail})" if report.detail else "",
+    )

@@ -1,0 +1,1 @@
+"""Who may connect and how: hosts.allow/deny access rules and TLS."""

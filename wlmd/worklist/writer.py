@@ -1,0 +1,350 @@
+"""The one crash-safe way to change a worklist directory.
+
+Every writer of wlmd (``wlmctl``, MPPS, the HTTP API, HL7 intake) goes through
+``WorklistWriter``. A change is atomic for every reader, wlmd's store and DCMTK's ``wlmscpfs``
+alike: the new bytes go to a temporary file in the same directory whose name does not end in
+``.wl`` (so no reader looks at it), are ``fsync``-ed, and are renamed over the ``.wl`` name under
+the exclusive ``fcntl`` lock on ``<AE>/lockfile`` (the DCMTK convention; readers take the shared
+lock). The directory is ``fsync``-ed before the lock is released, so a change that was reported
+done survives a power cut. A writer killed at any step leaves the old file or the new one and at
+most a stray temporary file, which the next change in that directory (or ``wlmctl lint --fix``)
+removes.
+
+Read-modify-write (a status change, an MPPS linking to its entry) runs inside ``transaction()``,
+which holds the exclusive lock from the read to the rename, so concurrent writers (two
+``wlmctl``, MPPS in two workers, two nodes on one NFS directory) never lose an update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import io
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+
+from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from wlmd.worklist.store import LOCKFILE, is_safe_ae, is_worklist_name
+
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+TEMP_PREFIX = ".wlmd-"
+TEMP_SUFFIX = ".tmp"
+STRAY_AGE = 600.0  # seconds after which a temporary of another host counts as stray
+DEFAULT_LOCK_TIMEOUT = 30.0
+_LOCK_POLL = 0.02
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+FILE_MODE = 0o600  # worklist entries hold patient data
+
+
+class WriterError(Exception):
+    """A change that cannot be made; nothing was changed. The message is safe to log."""
+
+
+class EntryExists(WriterError):
+    """The target name already holds an entry and the caller did not ask to replace it."""
+
+
+class NoSuchEntry(WriterError):
+    """The entry to change or remove is not there."""
+
+
+def safe_file_name(*parts: str, suffix: str = ".wl") -> str:
+    """A file name made from entry values (accession, SPS ID…) that can never escape its directory.
+
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``; a leading dot
+    (hidden files, ``..``) is replaced too, and the result is at most 200 characters.
+    """
+    cleaned = [_UNSAFE.sub("_", part.strip()).strip("_") for part in parts]
+    stem = "_".join(part for part in cleaned if part) or "entry"
+    stem = "_" + stem[1:] if stem.startswith(".") else stem
+    return stem[:200] + suffix
+
+
+def encode_entry(dataset: Dataset) -> bytes:
+    """The bytes of a ``.wl`` file: DICOM Part 10, explicit VR little endian, as dump2dcm -g."""
+    ds = Dataset()
+    ds.update(dataset)
+    ds.ensure_file_meta()
+    meta = ds.file_meta
+    meta.MediaStorageSOPClassUID = MODALITY_WORKLIST_FIND
+    meta.MediaStorageSOPInstanceUID = str(
+        dataset.get("StudyInstanceUID") or dataset.get("SOPInstanceUID") or "1.2.3")
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Directory:
+    """One called AE's directory, as the writer sees it."""
+
+    path: Path
+
+    @property
+    def lockfile(self) -> Path:
+        return self.path / LOCKFILE
+
+
+class WorklistWriter:
+    """Writes, replaces, moves and removes ``.wl`` files under ``root/<AE>/`` crash-safely."""
+
+    def __init__(self, root: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                 create_ae: bool = False) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self.create_ae = create_ae
+
+    def directory(self, ae: str) -> Directory:
+        """The AE's directory; created (with its lockfile) only when the writer may create AEs."""
+        if not is_safe_ae(ae):
+            raise WriterError(f"not a usable called AE title: {ae!r}")
+        path = self.root / ae
+        if not path.is_dir():
+            if not self.create_ae:
+                raise WriterError(f"no worklist directory for called AE {ae!r} under {self.root}")
+            path.mkdir(mode=0o750, parents=False, exist_ok=True)
+            _match_owner(path, self.root)
+        lockfile = path / LOCKFILE
+        if not lockfile.exists():
+            fd = os.open(lockfile, os.O_WRONLY | os.O_CREAT, 0o640)
+            os.close(fd)
+            _match_owner(lockfile, path)
+        return Directory(path)
+
+    @contextlib.contextmanager
+    def transaction(self, ae: str) -> Iterator[Transaction]:
+        """Hold the AE's exclusive lock for a read-modify-write; changes are durable on exit."""
+        directory = self.directory(ae)
+        fd = _lock_exclusive(directory.lockfile, self.lock_timeout)
+        try:
+            transaction = Transaction(directory)
+            transaction.remove_stray_temporaries()
+            yield transaction
+            if transaction.changed:
+                _fsync_directory(directory.path)
+        finally:
+            os.close(fd)  # closing the descriptor releases the fcntl lock
+
+    def write(self, ae: str, name: str, dataset: Dataset | bytes, *,
+              replace: bool = False) -> Path:
+        """Write one entry; the temporary file is prepared before the lock is taken."""
+        directory = self.directory(ae)
+        _check_name(name)
+        data = dataset if isinstance(dataset, bytes) else encode_entry(dataset)
+        temporary = _write_temporary(directory.path, data)
+        try:
+            with self.transaction(ae) as transaction:
+                return transaction.install(temporary, name, replace=replace)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+
+    def remove(self, ae: str, name: str) -> None:
+        """Remove one entry under the lock."""
+        with self.transaction(ae) as transaction:
+            transaction.remove(name)
+
+
+class Transaction:
+    """Changes to one AE directory made while its exclusive lock is held."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        self.changed = False
+
+    @property
+    def path(self) -> Path:
+        return self.directory.path
+
+    def names(self) -> list[str]:
+        """The ``.wl`` file names of the directory, sorted."""
+        with os.scandir(self.path) as entries:
+            return sorted(e.name for e in entries if is_worklist_name(e.name) and e.is_file())
+
+    def read(self, name: str) -> Dataset:
+        """The entry as it is now (the lock keeps it from changing under the caller)."""
+        _check_name(name)
+        try:
+            return dcmread(self.path / name, force=True)
+        except FileNotFoundError:
+            raise NoSuchEntry(f"no entry {name} in {self.path}") from None
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def write(self, name: str, dataset: Dataset | bytes, *, replace: bool = True) -> Path:
+        """Write (or replace) ``name`` atomically within this transaction."""
+        _check_name(name)
+        data = dataset if isinstance(dataset, bytes) else encode_entry(dataset)
+        temporary = _write_temporary(self.path, data)
+        try:
+            return self.install(temporary, name, replace=replace)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+
+    def install(self, temporary: Path, name: str, *, replace: bool) -> Path:
+        """Rename a synced temporary file over ``name``."""
+        target = self.path / name
+        if not replace and target.exists():
+            raise EntryExists(f"{target} already exists (use replace to overwrite it)")
+        os.rename(temporary, target)
+        self.changed = True
+        return target
+
+    def remove(self, name: str) -> None:
+        _check_name(name)
+        try:
+            (self.path / name).unlink()
+        except FileNotFoundError:
+            raise NoSuchEntry(f"no entry {name} in {self.path}") from None
+        self.changed = True
+
+    def move_out(self, name: str, destination: Path) -> Path:
+        """Move an entry out of the worklist (archive); the copy is durable before the removal."""
+        _check_name(name)
+        source = self.path / name
+        if not source.is_file():
+            raise NoSuchEntry(f"no entry {name} in {self.path}")
+        destination.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = destination / name
+        if target.exists():
+            target = destination / f"{name[:-3]}.{time.strftime('%Y%m%d%H%M%S')}.wl"
+        data = source.read_bytes()
+        temporary = _write_temporary(destination, data)
+        os.rename(temporary, target)
+        _fsync_directory(destination)
+        source.unlink()
+        self.changed = True
+        return target
+
+    def remove_stray_temporaries(self) -> list[Path]:
+        """Remove temporaries left by writers that died (this host: by PID; others: by age)."""
+        return remove_stray_temporaries(self.path)
+
+
+def remove_stray_temporaries(directory: Path) -> list[Path]:
+    """Delete the stray temporary files of ``directory``; returns what was removed."""
+    removed = []
+    for path in stray_temporaries(directory):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def stray_temporaries(directory: Path) -> list[Path]:
+    """Temporary files of writers that are gone (this host: PID dead; another host: old)."""
+    found = []
+    host = _host_tag()
+    now = time.time()
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
+                continue
+            parts = name[len(TEMP_PREFIX):-len(TEMP_SUFFIX)].split("-")
+            owner_alive = False
+            if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+                owner_alive = _pid_alive(int(parts[1]))
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    owner_alive = now - entry.stat().st_mtime < STRAY_AGE
+            if not owner_alive:
+                found.append(Path(entry.path))
+    return sorted(found)
+
+
+def _check_name(name: str) -> None:
+    if "/" in name or name.startswith(".") or not is_worklist_name(name) or "\0" in name:
+        raise WriterError(f"not a worklist file name: {name!r}")
+
+
+def _write_temporary(directory: Path, data: bytes) -> Path:
+    """A synced, owner-only temporary file in ``directory`` holding ``data``."""
+    unique = f"{_host_tag()}-{os.getpid()}-{secrets.token_hex(6)}"
+    path = directory / f"{TEMP_PREFIX}{unique}{TEMP_SUFFIX}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        _match_owner_fd(fd, directory)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+    os.close(fd)
+    return path
+
+
+def _lock_exclusive(lockfile: Path, timeout: float) -> int:
+    """Open ``lockfile`` and take the exclusive ``fcntl`` lock readers and DCMTK respect."""
+    try:
+        fd = os.open(lockfile, os.O_RDWR)
+    except OSError as exc:
+        raise WriterError(f"cannot open {lockfile}: {exc.strerror}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise WriterError(f"cannot lock {lockfile}: {exc.strerror}") from None
+        if time.monotonic() >= deadline:
+            os.close(fd)
+            raise WriterError(f"{lockfile} stayed locked by another writer for {timeout:g} s")
+        time.sleep(_LOCK_POLL)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _match_owner(path: Path, like: Path) -> None:
+    """Run as root, give a new file the owner of its directory, so the daemon can read it."""
+    if os.geteuid() == 0:
+        info = like.stat()
+        os.chown(path, info.st_uid, info.st_gid)
+
+
+def _match_owner_fd(fd: int, like: Path) -> None:
+    if os.geteuid() == 0:
+        info = like.stat()
+        os.fchown(fd, info.st_uid, info.st_gid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _host_tag() -> str:
+    return _UNSAFE.sub("_", socket.gethostname()).replace("-", "_")[:32] or "host"
