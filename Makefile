@@ -26,8 +26,7 @@ run: $(STAMP)
 	$(BIN)/wlmd -v --listen-address $(LISTEN) -dfp examples/worklists $(PORT)
 
 ## The test suite (interop tests need DCMTK: apt-get install -y dcmtk).
-test: $(STAMP)
-	$(BIN)/ruff check wlmd tests benchmarks examples
+test: lint
 	$(BIN)/python -m pytest -q -x --durations=15
 
 ## Fuzz a running wlmd in both modes for FUZZ_SECONDS (default 300); FUZZ_SEED to replay a run.
@@ -48,8 +47,10 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos.soak $(ARGS)
 
+## ruff over the tree; mypy over wlmd/ (strict for wlmd/dicom and wlmd/daemon: pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check wlmd tests benchmarks examples
+	$(BIN)/mypy
 
 ## Regenerate examples/worklists and examples/queries (deterministic).
 examples: $(STAMP)

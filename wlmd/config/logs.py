@@ -11,6 +11,7 @@ import json
 import logging
 import logging.config
 import os
+import socket
 import stat
 import sys
 import tomllib
@@ -71,6 +72,8 @@ def syslog_address(socket_spec: str) -> str | tuple[str, int]:
 class NonBlockingSysLogHandler(SysLogHandler):
     """Drops a record rather than wait: a syslog daemon that stops reading its socket must not
     stop associations (the socket's queue only fills when nobody reads it)."""
+
+    socket: socket.socket  # set by SysLogHandler (typeshed leaves it out)
 
     def __init__(self, address: str | tuple[str, int], facility: int) -> None:
         self.dropped = 0
@@ -154,4 +157,4 @@ def configure_logging(
 def log_always(message: str, logger: str = IDENT) -> None:
     """Log at INFO whatever the level (DCMTK's forcedLog, used by ``--arguments``)."""
     target = logging.getLogger(logger)
-    target.handle(target.makeRecord(target.name, logging.INFO, "(wlmd)", 0, message, None, None))
+    target.handle(target.makeRecord(target.name, logging.INFO, "(wlmd)", 0, message, (), None))

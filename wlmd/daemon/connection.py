@@ -55,7 +55,7 @@ def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Setti
     return serve_association(conn, peer, settings, app)
 
 
-def log_association(report: AssociationReport, peer: tuple, started: float,
+def log_association(report: AssociationReport, peer: tuple[str, int], started: float,
                     worker_pid: int | None = None) -> None:
     """The one line per association an administrator reads in syslog."""
     ASSOCIATION_LOG.info(

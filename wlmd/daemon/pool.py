@@ -273,6 +273,7 @@ def private_memory(pid: int) -> int:
     except (OSError, KeyError, ValueError):
         pass
     try:
-        return psutil.Process(pid).memory_info().rss
+        rss: int = psutil.Process(pid).memory_info().rss
+        return rss
     except psutil.Error:
         return 0

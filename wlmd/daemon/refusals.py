@@ -95,8 +95,8 @@ class Refusals:
             self._drain(refusal)
             return
         try:
-            if refusal.handshaking:
-                conn.do_handshake()  # type: ignore[attr-defined]
+            if isinstance(conn, ssl.SSLSocket) and refusal.handshaking:
+                conn.do_handshake()
                 refusal.handshaking = False
             while (chunk := conn.recv(65536)):
                 refusal.received += chunk

@@ -59,7 +59,7 @@ class SingleProcessServer:
             selector.register(wake_r, selectors.EVENT_READ)
             for listener in self._listeners:
                 listener.setblocking(False)
-                selector.register(listener, selectors.EVENT_READ)
+                selector.register(listener, selectors.EVENT_READ, listener)
             LOGGER.info("single process %d listening on %s", os.getpid(),
                         ", ".join(address_of(s) for s in self._listeners))
             hooks = self._hooks
@@ -69,10 +69,11 @@ class SingleProcessServer:
                 self._apply_requests()
                 hooks.ping_watchdog(time.monotonic())  # only while not serving
                 for key, _ in selector.select(timeout=tick):
-                    if key.fileobj is wake_r:
+                    ready: socket.socket | None = key.data
+                    if ready is None:  # the wakeup socket
                         wake_r.recv(4096)  # the handlers already ran; this only woke us
                         continue
-                    self._accept_and_serve(key.fileobj)  # type: ignore[arg-type]
+                    self._accept_and_serve(ready)
                     if self._stopping:
                         break
             signal.set_wakeup_fd(previous_wakeup_fd)

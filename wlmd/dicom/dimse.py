@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom import Dataset
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element
@@ -100,7 +100,7 @@ def encode_pdata(context_id: int, is_command: bool, payload: bytes, peer_max_pdu
     chunk = max((peer_max_pdu - _PDV.size) & ~1, 2) if peer_max_pdu else max(len(payload), 1)
     flags = 1 if is_command else 0
     view = memoryview(payload)
-    parts = []
+    parts: list[bytes | memoryview] = []
     for start in range(0, max(len(payload), 1), chunk):
         fragment = view[start : start + chunk]
         last = start + chunk >= len(payload)
@@ -305,11 +305,11 @@ class _Writer:
             header += b"SQ\0\0"
         return header + self.ul.pack(len(body)) + body
 
-    def element(self, element: object, charset: str | list[str]) -> bytes:
+    def element(self, element: DataElement, charset: str | list[str]) -> bytes:
         fp = DicomBytesIO()
         fp.is_little_endian = self.little
         fp.is_implicit_VR = self.implicit
-        write_data_element(fp, element, charset)  # type: ignore[arg-type]
+        write_data_element(fp, element, charset)
         raw = fp.getvalue()
         if self.old_vr and raw[4:6] in (b"UN", b"UT"):
             # -u: DCMTK writes the post-1993 VRs as OB; both have a 32-bit length, same layout.

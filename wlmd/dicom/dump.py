@@ -23,7 +23,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-TRANSFER_SYNTAX_NAMES = {
+TRANSFER_SYNTAX_NAMES: dict[str, str] = {
     ImplicitVRLittleEndian: "Little Endian Implicit",
     ExplicitVRLittleEndian: "Little Endian Explicit",
     ExplicitVRBigEndian: "Big Endian Explicit",

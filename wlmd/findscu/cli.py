@@ -261,7 +261,8 @@ def _load_query(path: Path) -> tuple[Dataset, str]:
         ImplicitVRLittleEndian if file.original_encoding[0] else ExplicitVRLittleEndian)
     dataset = Dataset()
     dataset.update(file)
-    dataset.set_original_encoding(*file.original_encoding, character_encoding=None)
+    implicit, little = file.original_encoding
+    dataset.set_original_encoding(implicit, little, character_encoding=None)
     return dataset, ts
 
 

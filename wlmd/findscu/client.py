@@ -27,8 +27,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, Association, evt
-from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dimse_primitives import C_FIND, DimsePrimitiveType
 from pynetdicom.dsutils import encode
+from pynetdicom.events import EventHandlerType
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
@@ -167,7 +168,8 @@ class Client:
         ae.connection_timeout = peer.connect_timeout
         ae.network_timeout = peer.socket_timeout
         ae.add_requested_context(peer.abstract_syntax, list(peer.transfer_syntaxes))
-        handlers = [(evt.EVT_PDU_RECV, self._on_pdu), (evt.EVT_DIMSE_RECV, self._on_dimse)]
+        handlers: list[EventHandlerType] = [(evt.EVT_PDU_RECV, self._on_pdu),
+                                            (evt.EVT_DIMSE_RECV, self._on_dimse)]
         tls = (peer.ssl_context, peer.server_name) if peer.ssl_context else None
         capture = _ConnectErrorCapture()
         transport = logging.getLogger("pynetdicom.transport")
@@ -209,7 +211,7 @@ class Client:
                       " (or never connected)")
 
     def _on_pdu(self, event: evt.Event) -> None:
-        pdu = event.pdu  # type: ignore[attr-defined]
+        pdu = event.pdu
         if isinstance(pdu, A_ASSOCIATE_RJ):
             self._reject = pdu.to_primitive()
         elif isinstance(pdu, A_ASSOCIATE_AC):
@@ -237,7 +239,7 @@ class Client:
         lines = dump_dataset(identifier, request_ts, built=built)
         LOG.info("Request Identifiers:\n\n%s\n", "\n".join(lines))
         self._raw.clear()
-        responses = assoc.send_c_find(identifier, context.abstract_syntax, msg_id)
+        responses = assoc.send_c_find(identifier, self.peer.abstract_syntax, msg_id)
         for received, (status, response) in enumerate(responses):
             if "Status" not in status:
                 raise QueryFailed("0006:0207 DIMSE No data available (timeout in non-blocking"
@@ -266,12 +268,12 @@ def deflate_identifiers_at(assoc: Association, level: int) -> None:
     """
     send_msg = assoc.dimse.send_msg
 
-    def send_at_level(primitive: object, context_id: int) -> None:
+    def send_at_level(primitive: DimsePrimitiveType, context_id: int) -> None:
         identifier = getattr(primitive, "Identifier", None)
         if isinstance(primitive, C_FIND) and identifier is not None:
             raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(identifier.getvalue())
             primitive.Identifier = BytesIO(deflate(raw, level))
-        send_msg(primitive, context_id)  # type: ignore[arg-type]
+        send_msg(primitive, context_id)
 
     assoc.dimse.send_msg = send_at_level  # type: ignore[method-assign]
 

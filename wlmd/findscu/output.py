@@ -18,7 +18,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from wlmd.dicom.dump import (
     element_vr_of,
@@ -66,10 +66,10 @@ class Received:
 def write_dicom(path: Path, rsp: Received) -> None:
     """A Part 10 file holding the identifier exactly as received."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = GENERIC_FILE_SOP_CLASS
+    meta.MediaStorageSOPClassUID = UID(GENERIC_FILE_SOP_CLASS)
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = rsp.transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.TransferSyntaxUID = UID(rsp.transfer_syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     out = DicomBytesIO()
     out.is_little_endian, out.is_implicit_VR = True, False

@@ -73,7 +73,7 @@ def sequence_of(dataset: Dataset, tag: BaseTag) -> Sequence | None:
     return value if isinstance(value, Sequence) else None
 
 
-def raw_value(dataset: Dataset, tag: BaseTag) -> bytes | None:
+def raw_value(dataset: Dataset, tag: int) -> bytes | None:
     """The value of ``tag`` as stored in the file (padding kept), or None if it is absent.
 
     Elements pydicom has already converted (such as (0008,0005), which it decodes while

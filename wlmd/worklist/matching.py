@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from pydicom import Dataset
 
@@ -20,6 +21,14 @@ from wlmd.worklist.query import PreparedQuery, element_vr, value_of
 Predicate = Callable[[Dataset], bool]
 ValueTest = Callable[[bytes], bool]
 Date = tuple[int, int, int]
+
+
+class _Comparable(Protocol):
+    def __le__(self, other: Any, /) -> bool: ...
+    def __ge__(self, other: Any, /) -> bool: ...
+
+
+Ordered = TypeVar("Ordered", bound=_Comparable)  # a parsed date, time or date and time
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,7 @@ def matches(query: PreparedQuery, record: Dataset) -> bool:
     matcher = query.compiled
     if matcher is None:
         matcher = query.compiled = compile_matcher(query)
-    return matcher(record)  # type: ignore[operator]
+    return matcher(record)
 
 
 def compile_matcher(query: PreparedQuery) -> Predicate:
@@ -137,8 +146,9 @@ def _value_test(rule: _VRRule, key: bytes, wildcards: bool) -> ValueTest:
     if rule.kind == "time":
         return _range_test(key, parse_time)
     if wildcards and rule.wildcards and (b"*" in key or b"?" in key):
-        return re.compile(_glob_pattern(key), re.DOTALL).fullmatch  # type: ignore[return-value]
-    return key.__eq__  # type: ignore[return-value]
+        pattern = re.compile(_glob_pattern(key), re.DOTALL)
+        return lambda value: pattern.fullmatch(value) is not None
+    return key.__eq__
 
 
 def _glob_pattern(key: bytes) -> bytes:
@@ -202,7 +212,7 @@ class _Range:
         return not self.second
 
 
-def _range_test(key: bytes, parse: Callable[[bytes], object]) -> ValueTest:
+def _range_test(key: bytes, parse: Callable[[bytes], Ordered | None]) -> ValueTest:
     """``rangeMatchingTemplate``: parsed equality or an inclusive range with open ends."""
     within = _range_within(_Range.of(key), parse)
 
@@ -213,7 +223,8 @@ def _range_test(key: bytes, parse: Callable[[bytes], object]) -> ValueTest:
     return test
 
 
-def _range_within(query: _Range, parse: Callable[[bytes], object]) -> Callable[[object], bool]:
+def _range_within(query: _Range, parse: Callable[[bytes], Ordered | None]
+                  ) -> Callable[[Ordered], bool]:
     """The check of an already parsed candidate against a parsed query range."""
     first = None if query.open_beginning else parse(query.first)
     if not query.open_beginning and first is None:
@@ -223,8 +234,8 @@ def _range_within(query: _Range, parse: Callable[[bytes], object]) -> Callable[[
     second = None if query.open_end else parse(query.second)
     if not query.open_end and second is None:
         return lambda candidate: False
-    return lambda candidate: (first is None or first <= candidate) and (  # type: ignore[operator]
-        second is None or second >= candidate  # type: ignore[operator]
+    return lambda candidate: (first is None or first <= candidate) and (
+        second is None or second >= candidate
     )
 
 
@@ -264,6 +275,7 @@ def _datetime_test(date_key: bytes, time_key: bytes) -> Callable[[bytes, bytes],
         date_test = _value_test(_RULES["DA"], date_key, False)
         return lambda date, time: date_test(date)
     dates, times = _Range.of(date_key), _Range.of(time_key)
+    within: Callable[[tuple[Date, float]], bool]
     if (
         dates.is_range != times.is_range
         or (dates.open_beginning and not times.open_beginning)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pydicom import Dataset
@@ -83,7 +83,8 @@ class PreparedQuery:
     mask: Dataset
     unsupported_removed: bool
     # Filled by wlmd.worklist.matching on first use, so a query is compiled once, not per record.
-    compiled: object = field(default=None, repr=False, compare=False)
+    compiled: Callable[[Dataset], bool] | None = field(default=None, repr=False,
+                                                      compare=False)
 
 
 @dataclass
@@ -139,7 +140,7 @@ def element_vr(element: DataElement | RawDataElement) -> str:
         return "UN"
 
 
-def value_of(dataset: Dataset, tag: BaseTag) -> tuple[str, bytes] | None:
+def value_of(dataset: Dataset, tag: int) -> tuple[str, bytes] | None:
     """``(VR, raw bytes)`` of a non-sequence element, or None if absent.
 
     Raw elements give their bytes untouched (padding included); elements pydicom has already
@@ -154,6 +155,14 @@ def value_of(dataset: Dataset, tag: BaseTag) -> tuple[str, bytes] | None:
     if isinstance(element, RawDataElement):
         return vr, element.value or b""
     return vr, _encode_value(element.value, vr, dataset)
+
+
+def present_value(dataset: Dataset, tag: int) -> tuple[str, bytes]:
+    """``value_of`` an element the caller found in ``dataset`` (KeyError if it is not)."""
+    found = value_of(dataset, tag)
+    if found is None:
+        raise KeyError(tag)
+    return found
 
 
 def _encode_value(value: object, vr: str, dataset: Dataset) -> bytes:
@@ -205,7 +214,7 @@ def _clean_copy(dataset: Dataset) -> Dataset:
             items = dataset[tag].value or []
             clean.add(DataElement(tag, "SQ", Sequence([_clean_copy(item) for item in items])))
         elif vr in STRING_VRS:
-            clean[tag] = make_raw(tag, vr, value_of(dataset, tag)[1])  # type: ignore[index]
+            clean[tag] = make_raw(tag, vr, present_value(dataset, tag)[1])
         else:
             clean.add(copy.deepcopy(dataset[tag]))
     return clean
@@ -232,14 +241,14 @@ def _check_level(item: Dataset, parent: BaseTag | None, check: _Check, expand: b
 def _check_element(item: Dataset, tag: BaseTag, parent: BaseTag | None, check: _Check) -> None:
     """``CheckNonSequenceElementInSearchMask``: validate keys, note return-key values, strip."""
     if is_matching_key(tag, parent):
-        vr, raw = value_of(item, tag)  # type: ignore[misc]
+        vr, raw = present_value(item, tag)
         comment = _invalid_value(vr, raw, check.charset)
         if comment is not None:
             check.fail(Tag(tag), comment)
             LOGGER.warning("Matching key attribute (%s) with invalid value encountered in the "
                            "search mask", tag_name(tag))
     elif is_return_key(tag, parent):
-        if value_of(item, tag)[1]:  # type: ignore[index]
+        if present_value(item, tag)[1]:
             LOGGER.info("  - Non-empty return key attribute (%s) encountered in the search "
                         "mask.\n    The specified value will be overridden.", tag_name(tag))
     else:

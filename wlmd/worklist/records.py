@@ -22,7 +22,7 @@ import stat
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
@@ -253,7 +253,7 @@ def _body_of(data: bytes, dataset: Dataset) -> Body | None:
     if implicit is None or little is None or offset + 4 > len(data):
         return None
     first = next(iter(dataset.keys()))
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     found = (int.from_bytes(data[offset:offset + 2], order),
              int.from_bytes(data[offset + 2:offset + 4], order))
     if found != (first.group, first.element):
@@ -275,7 +275,7 @@ def _without_file_parts(dataset: Dataset) -> Dataset:
     """The parsed elements only: not the file's bytes, preamble or meta header (nothing serves
     them)."""
     dataset.buffer = None
-    dataset.file_meta = None
+    del dataset.file_meta
     dataset.preamble = None
     return dataset
 
@@ -375,6 +375,6 @@ def sort_key_of(dataset: Dataset, name: str) -> SortKey:
     return (_text(step, SPS_START_DATE), _text(step, SPS_START_TIME), name)
 
 
-def _text(dataset: Dataset, tag: Tag) -> str:
+def _text(dataset: Dataset, tag: int) -> str:
     """A short string value as plain text without padding, "" if absent."""
     return (raw_value(dataset, tag) or b"").decode("latin-1").strip(" \0")

@@ -507,7 +507,7 @@ def _open_lockfile(lock_path: str) -> int:
     try:
         return os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as error:
-        raise LockfileError(_open_failure(lock_path, error.errno)) from error
+        raise LockfileError(_open_failure(lock_path, error.errno or errno.EIO)) from error
 
 
 def _open_failure(lock_path: str, code: int) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from wlmd.worklist.store import LOCKFILE, is_safe_ae, is_worklist_name
@@ -76,11 +76,11 @@ def encode_entry(dataset: Dataset) -> bytes:
     ds.update(dataset)
     ds.ensure_file_meta()
     meta = ds.file_meta
-    meta.MediaStorageSOPClassUID = MODALITY_WORKLIST_FIND
-    meta.MediaStorageSOPInstanceUID = str(
-        dataset.get("StudyInstanceUID") or dataset.get("SOPInstanceUID") or "1.2.3")
+    meta.MediaStorageSOPClassUID = UID(MODALITY_WORKLIST_FIND)
+    meta.MediaStorageSOPInstanceUID = UID(str(
+        dataset.get("StudyInstanceUID") or dataset.get("SOPInstanceUID") or "1.2.3"))
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
