@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from wlmd.daemon import handoff
+from wlmd.dicom.types import AssociationReport, Outcome
 
 
 @pytest.fixture
@@ -53,11 +54,35 @@ def test_connection_arrives_usable_blocking_and_not_inheritable(tcp_pair, channe
 def test_messages_keep_their_boundaries_and_fields(channel):
     parent, child = channel
     handoff.send_message(child, handoff.OP_READY)
-    handoff.send_message(child, handoff.OP_DONE, outcome="released", queries=3, matches=7)
+    handoff.send_message(child, handoff.OP_LOG, version="v1", message="bad file")
     first, second = handoff.receive(parent), handoff.receive(parent)
     assert (first.op, first.data, first.conn) == (handoff.OP_READY, {}, None)
-    assert second.op == handoff.OP_DONE
-    assert second.data == {"outcome": "released", "queries": 3, "matches": 7}
+    assert second.op == handoff.OP_LOG
+    assert second.data == {"version": "v1", "message": "bad file"}
+
+
+def test_a_report_arrives_as_it_was_sent(channel):
+    parent, child = channel
+    report = AssociationReport(Outcome.TLS_FAILED, calling_ae="MOD\1", called_ae="WL",
+                               queries=3, matches=7, detail="certificate unknown")
+    handoff.send_report(child, report)
+    message = handoff.receive(parent)
+    assert message.op == handoff.OP_DONE
+    assert message.report == report
+    assert message.report.outcome is Outcome.TLS_FAILED
+
+
+@pytest.mark.parametrize("fields", [
+    {"queries": 1},  # no outcome
+    {"outcome": "fine"},  # not an outcome
+    {"outcome": "released", "queries": "3"},  # mistyped
+    {"outcome": "released", "calling_ae": None},
+])
+def test_a_malformed_report_is_refused(channel, fields):
+    parent, child = channel
+    handoff.send_message(child, handoff.OP_DONE, **fields)
+    with pytest.raises(ValueError, match="done message"):
+        handoff.receive(parent)
 
 
 def test_eof_means_the_other_side_is_gone(channel):

@@ -13,7 +13,7 @@ import time
 
 from wlmd.config.settings import Settings
 from wlmd.dicom.association import serve_association
-from wlmd.dicom.types import AssociationReport, WorklistApplication
+from wlmd.dicom.types import AssociationReport, Outcome, WorklistApplication
 from wlmd.security.access import AccessPolicy
 from wlmd.security.tls import HandshakeFailed, accept_tls
 
@@ -51,7 +51,7 @@ def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Setti
             conn = accept_tls(conn, tls_context, settings.acse_timeout)
         except HandshakeFailed as exc:
             LOGGER.warning("TLS handshake with %s:%s failed: %s", peer[0], peer[1], exc)
-            return AssociationReport(outcome="tls-failed", detail=str(exc))
+            return AssociationReport(Outcome.TLS_FAILED, detail=str(exc))
     return serve_association(conn, peer, settings, app)
 
 

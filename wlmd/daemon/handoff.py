@@ -4,15 +4,20 @@ Each message is one JSON object (SEQPACKET keeps message boundaries, so no frami
 a connection travels as an SCM_RIGHTS file descriptor attached to its header message.
 
 supervisor → worker: ``{"op": "serve", "peer": [host, port]}`` + fd, ``{"op": "stop"}``.
-worker → supervisor: ``{"op": "ready"}``, ``{"op": "done", ...report fields}``.
+worker → supervisor: ``{"op": "ready"}``, ``{"op": "done", ...report fields}`` (encoded by
+``send_report``, decoded by ``receive``: the report's fields are named here and nowhere else),
+``{"op": "log", ...}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from dataclasses import dataclass, field
 from typing import Any
+
+from wlmd.dicom.types import AssociationReport, Outcome
 
 MAX_MESSAGE = 65536
 OP_SERVE = "serve"
@@ -28,11 +33,13 @@ class ChannelClosed(Exception):
 
 @dataclass
 class Message:
-    """One decoded channel message, with the connection it carried (``serve`` only)."""
+    """One decoded channel message, with the connection it carried (``serve`` only) or the
+    association report it carried (``done`` only)."""
 
     op: str
     data: dict[str, Any] = field(default_factory=dict)
     conn: socket.socket | None = None
+    report: AssociationReport | None = None
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -68,6 +75,27 @@ def send_message(chan: socket.socket, op: str, **data: Any) -> None:
     chan.send(_encode(op, data))
 
 
+def send_report(chan: socket.socket, report: AssociationReport) -> None:
+    """Tell the supervisor the association is over (``done``), with what happened on it."""
+    send_message(chan, OP_DONE, **dataclasses.asdict(report))
+
+
+def _report_of(data: dict[str, Any]) -> AssociationReport:
+    """The report a ``done`` message carries; ValueError if a field is missing or mistyped."""
+    try:
+        outcome = Outcome(data["outcome"])
+    except (KeyError, ValueError):
+        raise ValueError(f"done message with outcome {data.get('outcome')!r}") from None
+    report = AssociationReport(outcome)
+    for name, default in dataclasses.asdict(report).items():
+        value = data.get(name, default)
+        if name != "outcome":
+            if not isinstance(value, type(default)):
+                raise ValueError(f"done message with {name} {value!r}")
+            setattr(report, name, value)
+    return report
+
+
 def receive(chan: socket.socket) -> Message:
     """Read one message; a received connection is made blocking and non-inheritable.
 
@@ -86,9 +114,11 @@ def receive(chan: socket.socket) -> Message:
         if len(conns) != 1:
             raise ValueError("serve message without a connection")
         message.conn = conns[0]
-    else:
-        for conn in conns:
-            conn.close()
+        return message
+    for conn in conns:
+        conn.close()
+    if message.op == OP_DONE:
+        message.report = _report_of(message.data)
     return message
 
 

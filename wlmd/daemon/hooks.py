@@ -1,5 +1,6 @@
 """What a server loop needs from its surroundings, shared by ``--single-process`` and the
-supervisor: systemd notifications and watchdog, reloading, reopening logs, the TLS context.
+supervisor: the application it serves, systemd notifications and watchdog, reloading,
+reopening logs, the TLS context.
 
 Every hook is optional, so a server built in a test needs none of them.
 """
@@ -10,13 +11,28 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from wlmd.config.settings import Settings
+from wlmd.dicom.types import WorklistApplication
 from wlmd.security.access import AccessPolicy
 
 LOGGER = logging.getLogger("wlmd.server")
 
+
+
+class PreforkApplication(WorklistApplication, Protocol):
+    """The application as the process model sees it: built before workers are forked, and
+    inherited by them. The association engine never calls ``forking``; the supervisor does."""
+
+    def forking(self) -> AbstractContextManager[None]:
+        """Wrap the fork of one worker, so that it starts from the application's current state."""
+
+
+# Builds (or returns the already built) application for the given settings.
+AppFactory = Callable[[Settings], PreforkApplication]
 ReloadHook = Callable[[], tuple[Settings, AccessPolicy | None]]
 TlsContextGetter = Callable[[], ssl.SSLContext | None]
 Notify = Callable[[str], object]  # sd_notify: one ``KEY=VALUE`` datagram, a no-op outside systemd

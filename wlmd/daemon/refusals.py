@@ -16,18 +16,17 @@ import logging
 import selectors
 import socket
 import ssl
-import struct
 import time
 from dataclasses import dataclass, field
 
 from wlmd.config.settings import Settings
 from wlmd.dicom.association import limit_refusal
-from wlmd.dicom.pdu import MAX_ASSOCIATE_RQ
+from wlmd.dicom.pdu import MAX_ASSOCIATE_RQ, PDU_HEADER
+from wlmd.dicom.types import Outcome
 
 LOGGER = logging.getLogger("wlmd.supervisor")
 MAX_REFUSALS = 512  # refusals in progress at once; beyond this a connection is just closed
 LINGER = 2.0  # seconds an answered client has to close before the supervisor closes
-_HEADER = struct.Struct(">BxL")
 
 
 @dataclass
@@ -37,7 +36,7 @@ class _Refusal:
     deadline: float
     handshaking: bool
     received: bytearray = field(default_factory=bytearray)
-    outcome: str | None = None  # set once answered; the connection is then being drained
+    outcome: Outcome | None = None  # set once answered; the connection is then being drained
     detail: str = ""
 
 
@@ -111,15 +110,15 @@ class Refusals:
 
     def _answer(self, refusal: _Refusal) -> bool:
         """Reply once the first PDU is complete (or hopeless); True when the refusal is over."""
-        if len(refusal.received) < _HEADER.size:
+        if len(refusal.received) < PDU_HEADER.size:
             return False
-        pdu_type, length = _HEADER.unpack_from(refusal.received)
+        pdu_type, length = PDU_HEADER.unpack_from(refusal.received)
         if length > MAX_ASSOCIATE_RQ:
             self._finish(refusal, f"first PDU of {length} bytes")
             return True
-        if len(refusal.received) < _HEADER.size + length:
+        if len(refusal.received) < PDU_HEADER.size + length:
             return False
-        body = bytes(refusal.received[_HEADER.size:_HEADER.size + length])
+        body = bytes(refusal.received[PDU_HEADER.size:PDU_HEADER.size + length])
         reply, outcome, detail = limit_refusal(pdu_type, body, self.settings)
         refusal.outcome, refusal.detail = outcome, detail
         try:
@@ -144,7 +143,7 @@ class Refusals:
             pass
         self._finish(refusal, refusal.detail)
 
-    def _finish(self, refusal: _Refusal, detail: str, outcome: str = "closed") -> None:
+    def _finish(self, refusal: _Refusal, detail: str, outcome: Outcome = Outcome.CLOSED) -> None:
         if refusal.outcome is not None:  # answered: closed now, whatever closed it
             outcome, detail = refusal.outcome, refusal.detail
         self._selector.unregister(refusal.conn)

@@ -12,17 +12,15 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from wlmd.config.settings import Settings
 from wlmd.daemon.connection import address_of, log_association, refused, serve_connection
-from wlmd.daemon.hooks import ServerHooks
-from wlmd.dicom.types import WorklistApplication
+from wlmd.daemon.hooks import AppFactory, ServerHooks
 from wlmd.security.access import AccessPolicy
 
 LOGGER = logging.getLogger("wlmd.server")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-AppFactory = Callable[[Settings], WorklistApplication]
 TICK = 1.0  # longest wait between looks at signals and the watchdog while idle
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from wlmd.config.settings import Settings
 from wlmd.daemon import handoff
 from wlmd.daemon.connection import address_of, log_association, refused
-from wlmd.daemon.hooks import ServerHooks
+from wlmd.daemon.hooks import AppFactory, ServerHooks
 from wlmd.daemon.pool import (
     WORKER_BOOT_ERROR,
     ChildExit,
@@ -40,7 +40,7 @@ from wlmd.daemon.pool import (
     spawn_plan,
 )
 from wlmd.daemon.refusals import Refusals
-from wlmd.daemon.worker import AppFactory, reset_signals, run_worker
+from wlmd.daemon.worker import reset_signals, run_worker
 from wlmd.dicom.types import AssociationReport
 from wlmd.security.access import AccessPolicy
 
@@ -407,18 +407,13 @@ class Supervisor:
             return
         if message.op == handoff.OP_READY:
             slot.state = SlotState.IDLE
-        elif message.op == handoff.OP_DONE:
-            self._on_done(slot, message.data)
+        elif message.op == handoff.OP_DONE and message.report is not None:
+            self._on_done(slot, message.report)
         elif message.op == handoff.OP_LOG:
             self._file_log.write(message.data)
 
-    def _on_done(self, slot: WorkerSlot, data: dict[str, object]) -> None:
+    def _on_done(self, slot: WorkerSlot, report: AssociationReport) -> None:
         """A worker is free again: log its association's one line, then reuse or recycle it."""
-        report = AssociationReport(
-            outcome=str(data.get("outcome", "")), calling_ae=str(data.get("calling_ae", "")),
-            called_ae=str(data.get("called_ae", "")), queries=_int(data.get("queries")),
-            matches=_int(data.get("matches")), detail=str(data.get("detail", "")),
-        )
         log_association(report, slot.peer or ("?", 0), slot.busy_since or time.monotonic(),
                         slot.pid)
         slot.state, slot.peer, slot.busy_since = SlotState.IDLE, None, None
@@ -492,7 +487,4 @@ def _unregister(selector: selectors.BaseSelector, fileobj: socket.socket) -> Non
     with contextlib.suppress(KeyError, ValueError):
         selector.unregister(fileobj)
 
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
 

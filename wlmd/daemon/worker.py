@@ -13,20 +13,19 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 
 from wlmd.config.settings import Settings
 from wlmd.daemon import handoff
 from wlmd.daemon.connection import refused, serve_connection
+from wlmd.daemon.hooks import AppFactory
 from wlmd.daemon.pool import WORKER_BOOT_ERROR, Heartbeat
-from wlmd.dicom.types import AssociationReport, WorklistApplication
+from wlmd.dicom.types import AssociationReport, Outcome
 from wlmd.security.access import AccessPolicy
 from wlmd.worklist.records import FILE_VERSION
 from wlmd.worklist.store import LOGGER as STORE_LOG
 
 LOGGER = logging.getLogger("wlmd.worker")
 
-AppFactory = Callable[[Settings], WorklistApplication]
 IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_SIGNALS = (signal.SIGQUIT, signal.SIGCHLD)
 
@@ -102,10 +101,7 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
             return 0
         peer = (message.data["peer"][0], message.data["peer"][1])
         if refused(access, message.conn, peer):
-            report = AssociationReport(outcome="refused", detail="access rules")
+            report = AssociationReport(Outcome.REFUSED, detail="access rules")
         else:
             report = serve_connection(message.conn, peer, settings, app, tls_context)
-        handoff.send_message(channel, handoff.OP_DONE, outcome=report.outcome,
-                             calling_ae=report.calling_ae, called_ae=report.called_ae,
-                             queries=report.queries, matches=report.matches,
-                             detail=report.detail)
+        handoff.send_report(channel, report)

@@ -35,6 +35,7 @@ from wlmd.dicom.types import (
     AssociationInfo,
     AssociationReport,
     FindResponse,
+    Outcome,
     UndecodableIdentifier,
     WorklistApplication,
 )
@@ -73,7 +74,7 @@ _PENDING = frozenset((STATUS_PENDING, STATUS_PENDING_WARNING))
 class _Stop(Exception):
     """Ends the association: ``reply`` (a PDU, if any) is sent, then the socket is closed."""
 
-    def __init__(self, outcome: str, detail: str, reply: bytes = b"") -> None:
+    def __init__(self, outcome: Outcome, detail: str, reply: bytes = b"") -> None:
         super().__init__(detail)
         self.outcome = outcome
         self.detail = detail
@@ -82,7 +83,7 @@ class _Stop(Exception):
 
 def _abort(detail: str, source: int = pdu.ABORT_SOURCE_USER, reason: int = 0) -> _Stop:
     """An A-ABORT; (0,0) is what wlmscpfs's ASC_abortAssociation sends on DIMSE errors."""
-    return _Stop("aborted", detail, pdu.encode_abort(source, reason))
+    return _Stop(Outcome.ABORTED, detail, pdu.encode_abort(source, reason))
 
 
 def negotiate_contexts(
@@ -117,7 +118,7 @@ class _Association:
         self.settings = settings
         self.app = app
         self.stream = pdu.PduStream(sock)
-        self.report = AssociationReport(outcome="error")
+        self.report = AssociationReport(outcome=Outcome.ERROR)
         self.info = AssociationInfo(peer[0], peer[1], "", "")
         self.contexts: dict[int, str] = {}  # accepted context ID -> transfer syntax UID
         self.peer_max_pdu = 0
@@ -131,9 +132,9 @@ class _Association:
         try:
             pdu_type, body = self.stream.read({}, self.settings.acse_timeout)
         except TimeoutError as exc:
-            raise _Stop("timeout", "no A-ASSOCIATE-RQ within the ACSE timeout") from exc
+            raise _Stop(Outcome.TIMEOUT, "no A-ASSOCIATE-RQ within the ACSE timeout") from exc
         if pdu_type == pdu.A_ABORT:
-            raise _Stop("aborted", "peer aborted before associating")
+            raise _Stop(Outcome.ABORTED, "peer aborted before associating")
         if pdu_type != pdu.A_ASSOCIATE_RQ:
             raise _abort(
                 f"PDU type 0x{pdu_type:02x} instead of A-ASSOCIATE-RQ",
@@ -162,7 +163,7 @@ class _Association:
         answers = negotiate_contexts(request, self.settings.transfer_syntax)
         self.contexts = {a.context_id: a.transfer_syntax for a in answers if a.result == 0}
         if not self.contexts:
-            raise _Stop("rejected", "no presentation context accepted", _rj(RJ_NO_REASON))
+            raise _Stop(Outcome.REJECTED, "no presentation context accepted", _rj(RJ_NO_REASON))
         self.peer_max_pdu = request.max_pdu
         self.sock.sendall(pdu.encode_associate_ac(request, answers, self.settings.max_pdu))
 
@@ -173,9 +174,9 @@ class _Association:
             raise stop
         if not self.app.knows_called_ae(request.called_ae):
             detail = f"unknown called AE title {request.called_ae!r}"
-            raise _Stop("rejected", detail, _rj(RJ_CALLED_AE))
+            raise _Stop(Outcome.REJECTED, detail, _rj(RJ_CALLED_AE))
         if not request.contexts:
-            raise _Stop("closed", "no presentation contexts proposed")
+            raise _Stop(Outcome.CLOSED, "no presentation contexts proposed")
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -191,9 +192,9 @@ class _Association:
                         str(exc), pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_INVALID_PARAMETER
                     ) from exc
             elif pdu_type == pdu.A_RELEASE_RQ:
-                raise _Stop("released", "", pdu.encode_release_rp())
+                raise _Stop(Outcome.RELEASED, "", pdu.encode_release_rp())
             elif pdu_type == pdu.A_ABORT:
-                raise _Stop("aborted", "peer aborted the association")
+                raise _Stop(Outcome.ABORTED, "peer aborted the association")
             else:
                 raise _abort(
                     f"unexpected PDU type 0x{pdu_type:02x}",
@@ -233,7 +234,7 @@ class _Association:
             context_id, data = self._reassemble(True, timeout, MAX_COMMAND_BYTES)
             return context_id, dimse.decode_command(data)
         except TimeoutError as exc:
-            raise _Stop("timeout", what, _abort_bytes()) from exc
+            raise _Stop(Outcome.TIMEOUT, what, _abort_bytes()) from exc
         except DimseError as exc:
             raise _abort(str(exc)) from exc
 
@@ -273,7 +274,7 @@ class _Association:
             )
         except TimeoutError as exc:
             detail = "DIMSE timeout receiving the identifier"
-            raise _Stop("timeout", detail, _abort_bytes()) from exc
+            raise _Stop(Outcome.TIMEOUT, detail, _abort_bytes()) from exc
         try:
             identifier = dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
         except DimseError as exc:
@@ -344,7 +345,7 @@ class _Association:
             except Exception as exc:  # pydicom raises many types for unencodable values
                 LOG.debug("cannot encode a response: %s", exc)  # may quote patient data
                 detail = f"cannot encode a response ({type(exc).__name__})"
-                raise _Stop("error", detail, _abort_bytes()) from exc
+                raise _Stop(Outcome.ERROR, detail, _abort_bytes()) from exc
         rsp = dimse.find_response_command(
             sop_class,
             message_id,
@@ -362,16 +363,17 @@ class _Association:
 def _reject_before_limit(request: pdu.AssociateRequest, settings: Settings) -> _Stop | None:
     """Steps 1-3 of the reject order, which come before the association limit."""
     if settings.refuse:
-        return _Stop("rejected", "refusing all associations (--refuse)", _rj(RJ_NO_REASON))
+        return _Stop(Outcome.REJECTED, "refusing all associations (--refuse)", _rj(RJ_NO_REASON))
     if request.application_context != pdu.APPLICATION_CONTEXT:
         detail = f"unknown application context {request.application_context!r}"
-        return _Stop("rejected", detail, _rj(RJ_CONTEXT_NAME))
+        return _Stop(Outcome.REJECTED, detail, _rj(RJ_CONTEXT_NAME))
     if settings.reject and not request.implementation_class_uid:
-        return _Stop("rejected", "no implementation class UID (--reject)", _rj(RJ_NO_REASON))
+        return _Stop(Outcome.REJECTED, "no implementation class UID (--reject)", _rj(RJ_NO_REASON))
     return None
 
 
-def limit_refusal(pdu_type: int, body: bytes, settings: Settings) -> tuple[bytes, str, str]:
+def limit_refusal(pdu_type: int, body: bytes, settings: Settings
+                  ) -> tuple[bytes, Outcome, str]:
     """The answer to the first PDU of a connection that arrived while the server is full.
 
     Returns (reply, outcome, detail): normally A-ASSOCIATE-RJ 2/3/2, or the earlier reject of
@@ -380,13 +382,13 @@ def limit_refusal(pdu_type: int, body: bytes, settings: Settings) -> tuple[bytes
     """
     if pdu_type != pdu.A_ASSOCIATE_RQ:
         return (pdu.encode_abort(pdu.ABORT_SOURCE_PROVIDER, pdu.REASON_UNEXPECTED_PDU),
-                "aborted", f"PDU type 0x{pdu_type:02x} instead of A-ASSOCIATE-RQ")
+                Outcome.ABORTED, f"PDU type 0x{pdu_type:02x} instead of A-ASSOCIATE-RQ")
     try:
         request = pdu.parse_associate_rq(body)
     except pdu.PduError as exc:
-        return pdu.encode_abort(pdu.ABORT_SOURCE_PROVIDER, exc.reason), "aborted", str(exc)
+        return pdu.encode_abort(pdu.ABORT_SOURCE_PROVIDER, exc.reason), Outcome.ABORTED, str(exc)
     stop = _reject_before_limit(request, settings) or _Stop(
-        "refused-limit", "too many associations", _rj(RJ_LOCAL_LIMIT))
+        Outcome.REFUSED_LIMIT, "too many associations", _rj(RJ_LOCAL_LIMIT))
     return stop.reply, stop.outcome, stop.detail
 
 
@@ -410,16 +412,16 @@ def _finish(assoc: _Association) -> AssociationReport:
             with contextlib.suppress(OSError):
                 assoc.sock.sendall(stop.reply)
     except pdu.PduError as exc:
-        report.outcome, report.detail = "aborted", str(exc)
+        report.outcome, report.detail = Outcome.ABORTED, str(exc)
         with contextlib.suppress(OSError):
             assoc.sock.sendall(pdu.encode_abort(pdu.ABORT_SOURCE_PROVIDER, exc.reason))
     except pdu.ConnectionClosed as exc:
-        report.outcome, report.detail = "closed", str(exc)
+        report.outcome, report.detail = Outcome.CLOSED, str(exc)
     except OSError as exc:
-        report.outcome, report.detail = "closed", f"connection error: {exc}"
+        report.outcome, report.detail = Outcome.CLOSED, f"connection error: {exc}"
     except Exception as exc:  # the application failed: never let it take the worker down
         LOG.exception("association with %s failed", assoc.peer[0])
-        report.outcome, report.detail = "error", f"{type(exc).__name__}: {exc}"
+        report.outcome, report.detail = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(OSError):
             assoc.sock.sendall(_abort_bytes())
     return report

@@ -21,6 +21,8 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
 
+from wlmd.dicom.pdu import P_DATA_TF, PDU_HEADER
+
 # Transfer syntaxes the engine speaks.
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
@@ -49,7 +51,6 @@ NO_DATASET = 0x0101
 
 _ELEMENT = struct.Struct("<HHL")
 _PDV = struct.Struct(">LBB")
-_PDU_HEADER = struct.Struct(">BxL")
 _ITEM_TAG = 0xFFFEE000
 # VRs with a 32-bit length in explicit VR syntaxes (PS3.5 §7.1.2).
 _LONG_VRS = frozenset(
@@ -105,7 +106,7 @@ def encode_pdata(context_id: int, is_command: bool, payload: bytes, peer_max_pdu
         fragment = view[start : start + chunk]
         last = start + chunk >= len(payload)
         header = flags | (2 if last else 0)
-        parts.append(_PDU_HEADER.pack(0x04, len(fragment) + _PDV.size))
+        parts.append(PDU_HEADER.pack(P_DATA_TF, len(fragment) + _PDV.size))
         parts.append(_PDV.pack(len(fragment) + 2, context_id, header))
         parts.append(fragment)
     return b"".join(parts)

@@ -43,7 +43,7 @@ PC_ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
 PC_TRANSFER_SYNTAX_NOT_SUPPORTED = 4
 
 MAX_ASSOCIATE_RQ = 64 * 1024  # an RQ larger than this is an attack, not a modality
-_HEADER = struct.Struct(">BxL")
+PDU_HEADER = struct.Struct(">BxL")  # PDU type, reserved, length (PS3.8 §9.3.1)
 _ITEM = struct.Struct(">BxH")
 
 
@@ -153,7 +153,7 @@ def parse_associate_rq(body: bytes) -> AssociateRequest:
 
 
 def _pdu(pdu_type: int, body: bytes) -> bytes:
-    return _HEADER.pack(pdu_type, len(body)) + body
+    return PDU_HEADER.pack(pdu_type, len(body)) + body
 
 
 def _item(item_type: int, value: bytes) -> bytes:
@@ -247,15 +247,15 @@ class PduStream:
         deadline = None if timeout is None else time.monotonic() + timeout
         if deadline is None and self.sock.gettimeout() is not None:
             self.sock.settimeout(None)
-        self._fill(_HEADER.size, deadline)
-        pdu_type, length = _HEADER.unpack_from(self._buf)
+        self._fill(PDU_HEADER.size, deadline)
+        pdu_type, length = PDU_HEADER.unpack_from(self._buf)
         if pdu_type not in KNOWN_PDU_TYPES:
             raise PduError(f"unknown PDU type 0x{pdu_type:02x}", REASON_UNRECOGNIZED_PDU)
         if length > limits.get(pdu_type, MAX_ASSOCIATE_RQ):
             raise PduError(f"PDU type 0x{pdu_type:02x} of {length} bytes is too large")
-        end = _HEADER.size + length
+        end = PDU_HEADER.size + length
         self._fill(end, deadline)
-        body = bytes(self._buf[_HEADER.size : end])
+        body = bytes(self._buf[PDU_HEADER.size : end])
         del self._buf[:end]
         return pdu_type, body
 

@@ -1,13 +1,13 @@
 """The contract between the association engine and the worklist application it serves.
 
 The engine (``wlmd.dicom.association``) speaks the DICOM upper layer and DIMSE; the application
-(``wlmd.service``) knows the worklist. Neither imports the other.
+(``wlmd.worklist.service``) knows the worklist. Neither imports the other.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,20 +59,31 @@ class WorklistApplication(Protocol):
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if ``called_ae`` is a safe AE title with a directory under the data path."""
 
-    def forking(self) -> AbstractContextManager[None]:
-        """Wrap the fork of one worker (the worker inherits the application)."""
-
     def find(
         self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str
     ) -> Iterator[FindResponse]:
         """Answer one C-FIND: yield the pending responses, then exactly one final response."""
 
 
+class Outcome(enum.StrEnum):
+    """How one connection ended: the ``outcome=`` word of its association log line."""
+
+    RELEASED = "released"  # A-RELEASE-RQ answered: the normal end
+    ABORTED = "aborted"  # A-ABORT from the peer, or sent for a malformed or unexpected PDU
+    REJECTED = "rejected"  # A-ASSOCIATE-RJ: called AE, presentation contexts, --refuse, --reject
+    REFUSED_LIMIT = "refused-limit"  # A-ASSOCIATE-RJ 2/3/2: over the association limit
+    REFUSED = "refused"  # closed by the access rules (hosts.allow/deny) before anything was read
+    TLS_FAILED = "tls-failed"  # the TLS handshake failed or timed out
+    CLOSED = "closed"  # the peer closed or broke the connection without releasing
+    TIMEOUT = "timeout"  # ACSE, DIMSE or idle timeout
+    ERROR = "error"  # the application failed; A-ABORT sent
+
+
 @dataclass
 class AssociationReport:
     """What happened on one association, for the per-association log line."""
 
-    outcome: str  # "released", "aborted", "rejected", "refused-limit", "closed", "timeout", "error"
+    outcome: Outcome
     calling_ae: str = ""
     called_ae: str = ""
     queries: int = 0
