@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from wlmd.security.tls import Profile, TlsError, TlsOptions, make_ssl_context, openssl_cipher_name
+from wlmd.config.settings import TlsProfile
+from wlmd.security.tls import TlsError, TlsOptions, make_ssl_context, openssl_cipher_name
 
 
 @pytest.mark.parametrize(("iana", "openssl"), [
@@ -36,10 +37,14 @@ def test_cipher_option_restricts_the_list() -> None:
     assert tls12 == ["ECDHE-RSA-AES256-GCM-SHA384"]
 
 
-@pytest.mark.parametrize("profile", [Profile.BASIC, Profile.NULL])
-def test_profiles_python_cannot_honour_are_refused(profile: Profile) -> None:
-    with pytest.raises(TlsError, match="not"):
-        make_ssl_context(TlsOptions(profile=profile), server_side=False)
+@pytest.mark.parametrize("profile", list(TlsProfile))
+def test_every_profile_gives_a_context_for_both_ends(profile: TlsProfile) -> None:
+    """One profile type for the server's --tls-profile and findscu's +pg ... +pa."""
+    for server_side in (False, True):
+        context = make_ssl_context(TlsOptions(profile=profile), server_side=server_side)
+        names = {c["name"] for c in context.get_ciphers()}
+        expected = "AES128-SHA" if profile is TlsProfile.AES else "ECDHE-RSA-AES256-GCM-SHA384"
+        assert expected in names
 
 
 def test_unknown_cipher_is_refused() -> None:

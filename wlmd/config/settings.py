@@ -37,17 +37,19 @@ class TransferSyntaxPreference(enum.Enum):
 
 
 class TlsProfile(enum.Enum):
-    """The TLS security profiles of DCMTK (findscu's ``+pg`` ...) that Python's ssl can honour.
+    """The TLS security profiles of DCMTK that Python's ssl can honour, for both ends (wlmd's
+    ``--tls-profile``, findscu's ``+pg`` ...): ``wlmd.security.tls`` turns each into a context.
 
-    The Basic and NULL profiles are left out: they need 3DES or unencrypted suites.
+    The Basic (``+pb``) and NULL (``+pn``) profiles are left out: they need 3DES or unencrypted
+    suites (``wlmd.security.tls.UNSUPPORTED_PROFILES`` says so to whoever asks for them).
     """
 
-    RFC8996 = "8996"
-    RFC8996_MOD = "8996-mod"
-    BCP195_ND = "bcp195-nd"
-    BCP195 = "bcp195"
-    BCP195_EX = "bcp195-ex"
-    AES = "aes"
+    RFC8996 = "8996"  # +pg: TLS 1.2+, BCP 195 RFC 8996 suites (default)
+    RFC8996_MOD = "8996-mod"  # +pm: as +pg, also allowing TLS 1.3 only peers
+    BCP195_ND = "bcp195-nd"  # +py (retired)
+    BCP195 = "bcp195"  # +px (retired)
+    BCP195_EX = "bcp195-ex"  # +pz (retired): the extended (strongest) list only
+    AES = "aes"  # +pa (retired): TLS_RSA_WITH_AES_*_CBC_SHA
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from wlmd.config.settings import TlsProfile
 from wlmd.findscu import options as opts
 from wlmd.findscu.client import LOG, Client, Peer, Plan, QueryBuilder, QueryFailed
 from wlmd.findscu.keys import BadKeyPath, apply_key, parse_key
@@ -48,10 +49,13 @@ PROPOSALS = {
     "--propose-implicit": [ImplicitVRLittleEndian],
 }
 _PROFILES = {
-    "--profile-8996": tls.Profile.RFC8996, "--profile-8996-mod": tls.Profile.RFC8996_MOD,
-    "--profile-bcp195-nd": tls.Profile.BCP195_ND, "--profile-bcp195": tls.Profile.BCP195,
-    "--profile-bcp195-ex": tls.Profile.BCP195_EX, "--profile-basic": tls.Profile.BASIC,
-    "--profile-aes": tls.Profile.AES, "--profile-null": tls.Profile.NULL,
+    "--profile-8996": TlsProfile.RFC8996, "--profile-8996-mod": TlsProfile.RFC8996_MOD,
+    "--profile-bcp195-nd": TlsProfile.BCP195_ND, "--profile-bcp195": TlsProfile.BCP195,
+    "--profile-bcp195-ex": TlsProfile.BCP195_EX, "--profile-aes": TlsProfile.AES,
+}
+_UNSUPPORTED_PROFILES = {  # accepted on the command line as DCMTK does, then refused
+    "--profile-basic": tls.UNSUPPORTED_PROFILES["basic"],
+    "--profile-null": tls.UNSUPPORTED_PROFILES["null"],
 }
 
 
@@ -298,6 +302,9 @@ def _tls(cmd: opts.CommandLine) -> tuple[ssl.SSLContext | None, str | None]:
         password_opt[1][0] if password_opt[0] == "--use-passwd" else "")
     crl_mode = cmd.last("--enable-crl-vfy", "--enable-crl-all")
     peer_opt = cmd.last("--require-peer-cert", "--ignore-peer-cert")
+    profile = (cmd.last(*_PROFILES, *_UNSUPPORTED_PROFILES) or ("--profile-8996",))[0]
+    if profile in _UNSUPPORTED_PROFILES:
+        raise FatalError(_UNSUPPORTED_PROFILES[profile])
     options = tls.TlsOptions(
         key_file=key, cert_file=cert, password=password,
         der=(cmd.last("--pem-keys", "--der-keys") or ("--pem-keys",))[0] == "--der-keys",
@@ -306,7 +313,7 @@ def _tls(cmd: opts.CommandLine) -> tuple[ssl.SSLContext | None, str | None]:
         crl_files=[Path(v[0]) for v in cmd.values("--add-crl-file")],
         crl_check={"--enable-crl-vfy": "leaf", "--enable-crl-all": "chain"}.get(
             crl_mode[0] if crl_mode else "", ""),
-        profile=_PROFILES[(cmd.last(*_PROFILES) or ("--profile-8996",))[0]],
+        profile=_PROFILES[profile],
         ciphers=[v[0] for v in cmd.values("--cipher")],
         verify_peer=peer_opt is None or peer_opt[0] == "--require-peer-cert",
     )

@@ -8,7 +8,6 @@ once (at start-up and on SIGHUP) and shakes hands in the process that serves the
 
 from __future__ import annotations
 
-import enum
 import os
 import socket
 import ssl
@@ -17,24 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wlmd.config.settings import Settings
+from wlmd.config.settings import Settings, TlsProfile
 
 
 class TlsError(Exception):
     """A TLS setting that cannot be honoured; the message names the file or option."""
-
-
-class Profile(enum.Enum):
-    """DCMTK's security profiles (``+pg`` ... ``+pn``)."""
-
-    RFC8996 = "8996"  # +pg: TLS 1.2+, BCP 195 RFC 8996 suites (default)
-    RFC8996_MOD = "8996-mod"  # +pm: as +pg, also allowing TLS 1.3 only peers
-    BCP195_ND = "bcp195-nd"  # +py (retired)
-    BCP195 = "bcp195"  # +px (retired)
-    BCP195_EX = "bcp195-ex"  # +pz (retired): the extended (strongest) list only
-    BASIC = "basic"  # +pb (retired): needs 3DES, which Python's OpenSSL build lacks
-    AES = "aes"  # +pa (retired): TLS_RSA_WITH_AES_*_CBC_SHA
-    NULL = "null"  # +pn (retired): no encryption
 
 
 _BCP195_SUITES = (
@@ -42,21 +28,22 @@ _BCP195_SUITES = (
     "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
 )
-_PROFILE_SUITES: dict[Profile, tuple[str, ...]] = {
-    Profile.RFC8996: _BCP195_SUITES,
-    Profile.RFC8996_MOD: _BCP195_SUITES,
-    Profile.BCP195_ND: _BCP195_SUITES,
-    Profile.BCP195: (
+_PROFILE_SUITES: dict[TlsProfile, tuple[str, ...]] = {
+    TlsProfile.RFC8996: _BCP195_SUITES,
+    TlsProfile.RFC8996_MOD: _BCP195_SUITES,
+    TlsProfile.BCP195_ND: _BCP195_SUITES,
+    TlsProfile.BCP195: (
         *_BCP195_SUITES,
         "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
         "TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_256_CBC_SHA"),
-    Profile.BCP195_EX: ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    TlsProfile.BCP195_EX: ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
                         "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
-    Profile.AES: ("TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_256_CBC_SHA"),
+    TlsProfile.AES: ("TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_AES_256_CBC_SHA"),
 }
-_REFUSED = {
-    Profile.BASIC: "the Basic TLS profile needs 3DES, which Python's ssl module does not offer",
-    Profile.NULL: "the unencrypted (NULL cipher) TLS profile is not supported by Python's ssl",
+# DCMTK's profiles that have no TlsProfile, by DCMTK's name: why they are refused.
+UNSUPPORTED_PROFILES = {
+    "basic": "the Basic TLS profile needs 3DES, which Python's ssl module does not offer",
+    "null": "the unencrypted (NULL cipher) TLS profile is not supported by Python's ssl",
 }
 
 
@@ -92,15 +79,13 @@ class TlsOptions:
     ca_dirs: Sequence[Path] = ()
     crl_files: Sequence[Path] = ()
     crl_check: str = ""  # "", "leaf" or "chain"
-    profile: Profile = Profile.RFC8996
+    profile: TlsProfile = TlsProfile.RFC8996
     ciphers: Sequence[str] = ()
     verify_peer: bool = True
 
 
 def make_ssl_context(options: TlsOptions, *, server_side: bool) -> ssl.SSLContext:
     """An ``SSLContext`` for either end; raises :class:`TlsError` with a clear message."""
-    if options.profile in _REFUSED:
-        raise TlsError(_REFUSED[options.profile])
     purpose = ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT
     context = ssl.SSLContext(purpose)
     context.check_hostname = False  # DICOM TLS authenticates certificates, not host names
@@ -112,7 +97,7 @@ def make_ssl_context(options: TlsOptions, *, server_side: bool) -> ssl.SSLContex
 
 
 def _set_protocol(context: ssl.SSLContext, options: TlsOptions) -> None:
-    if options.profile == Profile.AES:
+    if options.profile == TlsProfile.AES:
         context.minimum_version = ssl.TLSVersion.TLSv1
         context.set_ciphers("AES128-SHA:AES256-SHA:@SECLEVEL=0")
         return
@@ -218,7 +203,7 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     ca_files = [settings.tls_ca_file] if settings.tls_ca_file is not None else []
     context = make_ssl_context(TlsOptions(
         key_file=settings.tls_key, cert_file=settings.tls_cert, ca_files=ca_files,
-        profile=Profile(settings.tls_profile.value),
+        profile=settings.tls_profile,
         verify_peer=settings.tls_require_peer_cert), server_side=True)
     if ca_files and not settings.tls_require_peer_cert:
         context.verify_mode = ssl.CERT_OPTIONAL
