@@ -25,6 +25,7 @@ from wlmd.config.settings import Settings
 from wlmd.daemon import systemd
 from wlmd.daemon.hooks import ServerHooks
 from wlmd.daemon.listeners import ListenerError, adopt_listeners, bind_listeners
+from wlmd.daemon.pool import ChildProcesses
 from wlmd.daemon.single import SingleProcessServer
 from wlmd.daemon.supervisor import Supervisor
 from wlmd.security.access import AccessPolicy, AccessRuleError, check_rules
@@ -128,7 +129,7 @@ class PreloadedService:
             self._settings = settings
             gc.disable()  # collections while 100,000 records are made cost more than the making
             try:
-                self._service.preload()
+                self._service.preload(ChildProcesses())
             finally:
                 gc.freeze()  # before enable: the records never pass through a collection
                 gc.enable()

@@ -13,8 +13,10 @@ import pytest
 from tests.unit.builders import dataset, raw, sequence
 from tests.unit.test_completeness import make_case
 from tests.unit.test_store import AE, accessions, add
+from wlmd.daemon.pool import ChildProcesses
 from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of
+from wlmd.worklist.preload import preload
 from wlmd.worklist.query import PreparedQuery
 from wlmd.worklist.store import WorklistStore
 
@@ -23,7 +25,7 @@ def loaded(root: Path, index: Path | None, *, file_reject: bool = True,
            jobs: int = 1) -> WorklistStore:
     """A store preloaded as the supervisor preloads it."""
     store = WorklistStore(root, file_reject=file_reject)
-    store.load_all(jobs=jobs, index_path=index)
+    preload(store, ChildProcesses(jobs), index)
     return store
 
 

@@ -24,8 +24,10 @@ from tests.unit.test_completeness import (
 )
 from wlmd.cli import PreloadedService
 from wlmd.config.settings import Settings
+from wlmd.daemon.pool import ChildProcesses
 from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of
+from wlmd.worklist.preload import preload
 from wlmd.worklist.query import PreparedQuery
 from wlmd.worklist.store import (
     DataSourceError,
@@ -486,7 +488,7 @@ def test_a_worker_forked_inside_forking_starts_current_without_a_full_scan(
     lists the directory (a full scan would stat, and un-share, every entry)."""
     add(root, "a.wl", accession="A")
     store = WorklistStore(root, file_reject=True)
-    store.load_all()
+    preload(store, ChildProcesses(1))
     add(root, "b.wl", accession="B")  # after the load, before the fork
 
     def worker() -> str:

@@ -3,13 +3,18 @@
 The supervisor decides *when* (signals, accepted connections); this module knows *how*: each
 worker has a SEQPACKET channel and a heartbeat file (gunicorn's WorkerTmp: an anonymous file
 whose mtime the worker keeps touching), and dies with an exit status the supervisor can read.
+Before any worker exists, the preload's helper processes are forked here too
+(``ChildProcesses``): a process pool that parses, and a child that fills the index file. (The
+one fork elsewhere is ``--daemon``'s detaching, which python-daemon does before anything runs.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import logging
+import multiprocessing
 import os
 import random
 import signal
@@ -17,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psutil
 
@@ -27,6 +33,60 @@ LOGGER = logging.getLogger("wlmd.pool")
 
 WORKER_BOOT_ERROR = 3  # a worker exits with this when it cannot build the application
 MAX_REAP_PER_PASS = 1024  # bound on one waitpid(WNOHANG) loop
+
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+
+
+def fork(body: Callable[[], int]) -> int:
+    """Run ``body`` in a forked child that then exits with its result; the child's pid here.
+
+    The child never returns into the caller, whatever ``body`` raises.
+    """
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        code = body()
+    except BaseException:  # never let a child fall back into the supervisor's loop
+        LOGGER.exception("child %d failed", os.getpid())
+    finally:
+        os._exit(code)
+
+
+class ChildProcesses:
+    """The preload's forked helpers (``wlmd.worklist.preload.ChildProcesses``)."""
+
+    def __init__(self, jobs: int | None = None) -> None:
+        """``jobs`` processes parse at once; by default one per CPU this process may use."""
+        self.jobs = jobs if jobs is not None else len(os.sched_getaffinity(0))
+
+    def map_batches(self, work: Callable[[list[Task]], list[Result]],
+                    batches: list[list[Task]]) -> list[list[Result]]:
+        """``work`` of each batch in a pool of ``jobs`` forked processes, results in order."""
+        # The parsers make cyclic garbage: collect it there (the caller may hold it off here).
+        with multiprocessing.get_context("fork").Pool(self.jobs, initializer=gc.enable) as pool:
+            return list(pool.imap(work, batches))
+
+    def run_in_child(self, work: Callable[[], int | None]) -> int | None:
+        """``work`` in a forked child, waited for: the number it returned (None if none)."""
+        read_end, write_end = os.pipe()
+
+        def report() -> int:
+            os.close(read_end)
+            result = work()
+            if result is None:
+                return 1
+            os.write(write_end, str(result).encode())
+            return 0
+
+        pid = fork(report)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reported:
+            text = reported.read()
+        os.waitpid(pid, 0)
+        return int(text) if text else None
 
 
 class SlotState(enum.Enum):
@@ -135,8 +195,14 @@ class WorkerPool:
         """Fork one worker running ``worker_main`` with ``settings``."""
         parent_end, child_end = handoff.channel_pair()
         heartbeat = Heartbeat()
-        pid = self._fork(lambda: self._worker_main(child_end, heartbeat, settings),
-                         close=(parent_end,))
+
+        def worker() -> int:
+            parent_end.close()  # first close what belongs to the supervisor
+            self.close()
+            self._after_fork()
+            return self._worker_main(child_end, heartbeat, settings)
+
+        pid = fork(worker)
         child_end.close()
         parent_end.setblocking(False)  # the supervisor never waits on a worker
         jitter = random.randint(0, settings.worker_max_uses // 10)
@@ -147,22 +213,6 @@ class WorkerPool:
         self.slots[pid] = slot
         LOGGER.debug("spawned worker %d (generation %d)", pid, generation)
         return slot
-
-    def _fork(self, body: Callable[[], int], close: tuple[socket.socket, ...]) -> int:
-        pid = os.fork()
-        if pid:
-            return pid
-        code = 1
-        try:
-            for sock in close:
-                sock.close()
-            self.close()
-            self._after_fork()
-            code = body()
-        except BaseException:  # never let a child fall back into the supervisor's loop
-            LOGGER.exception("child %d failed", os.getpid())
-        finally:
-            os._exit(code)
 
     def reap(self) -> list[ChildExit]:
         """Collect every exited child now (SIGCHLD has no count: loop until none is left).

@@ -66,7 +66,7 @@ class IndexFile:
 
         Made in response order, row by row, with one object for equal values (dates,
         stations…): the records of one day end up side by side in memory, and nothing is
-        left behind to fragment it (see ``store._compact``).
+        left behind to fragment it (see ``preload.compact``).
         """
         shared: dict[object, object] = {}
         try:

@@ -36,6 +36,7 @@ from wlmd.worklist.cache import NO_MATCH, ResponseCache
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
+from wlmd.worklist.preload import ChildProcesses, preload
 from wlmd.worklist.query import InvalidQuery, PreparedQuery, prepare_query
 from wlmd.worklist.records import WorklistRecord
 from wlmd.worklist.response import build_response
@@ -57,14 +58,13 @@ class WorklistService:
         )
         self._cache = ResponseCache()
 
-    def preload(self) -> None:
+    def preload(self, children: ChildProcesses) -> None:
         """Parse every AE's worklist now (in the supervisor, so that workers share the result).
 
-        Parses on every CPU this process may use; with ``--index-file``, only the files that
+        Parses in ``children``'s processes; with ``--index-file``, only the files that
         changed since the index file was saved.
         """
-        self._store.load_all(jobs=len(os.sched_getaffinity(0)),
-                             index_path=self._settings.index_file)
+        preload(self._store, children, self._settings.index_file)
 
     def forking(self) -> contextlib.AbstractContextManager[None]:
         """Wrap the fork of one worker, so that it starts from an up-to-date worklist."""

@@ -23,13 +23,11 @@ import bisect
 import contextlib
 import errno
 import fcntl
-import gc
 import logging
-import multiprocessing
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,10 +42,8 @@ from wlmd.worklist.records import (
     Entry,
     FileLoader,
     SortKey,
-    StatKey,
     WorklistRecord,
     inside,
-    shared_record,
     stat_key,
 )
 
@@ -64,6 +60,10 @@ PARALLEL_MIN_FILES = 2000  # fewer files to parse than this: a process pool is n
 PARALLEL_BATCH = 500  # files per task handed to a pool process
 
 LoadTask = tuple[str, str, os.stat_result, bool, str]  # FileLoader.load's arguments
+Loaded = tuple[Entry | None, bool]  # what FileLoader.load gives: the entry, and "parsed"
+# Runs FileLoader.load_many on each batch of tasks (in other processes); results in order.
+BatchMap = Callable[[Callable[[list[LoadTask]], list[Loaded]], list[list[LoadTask]]],
+                    list[list[Loaded]]]
 
 
 class DataSourceError(Exception):
@@ -127,7 +127,7 @@ class WorklistStore:
         self._lock_wait = lock_wait
         self._caches: dict[str, _AeCache] = {}
         self._inotify = Inotify()
-        self._jobs = 1  # processes that parse a full scan's files (more only in load_all)
+        self._batch_map: BatchMap | None = None  # parses a full scan's files elsewhere
         self.parse_count = 0  # files parsed so far: proves that unchanged files are not re-read
         # Worklist files carry whatever their writers put in; odd values must not raise when
         # matching or response building later converts them.
@@ -142,90 +142,33 @@ class WorklistStore:
         """True if ``ae`` is safe and ``<dfp>/<ae>`` is a directory inside ``-dfp``."""
         return self._ae_dir(ae) is not None
 
-    def load_all(self, *, jobs: int = 1, index_path: Path | None = None) -> None:
-        """Refresh every called AE directory now, so forked workers inherit the records.
+    def called_aes(self) -> list[str]:
+        """The called AE titles served: safe names of directories under ``-dfp``, sorted.
 
-        ``jobs`` processes parse the files (forked here, so call this before any thread
-        starts). With ``index_path``, a file whose stat key is the one saved there is taken
-        from the index file instead of parsed, and the index file is brought up to date.
+        Raises OSError when ``-dfp`` cannot be listed.
         """
+        return sorted(ae for ae in os.listdir(self._root) if self.knows_called_ae(ae))
+
+    def file_count(self, ae: str) -> int | None:
+        """How many worklist files ``ae``'s directory lists now (None: it cannot be listed)."""
+        ae_dir = self._ae_dir(ae)
         try:
-            names = sorted(ae for ae in os.listdir(self._root) if self.knows_called_ae(ae))
+            return len(_list_worklist_files(ae_dir)) if ae_dir else 0
         except OSError:
-            return
-        with self._parsing_in(jobs), self._index_file(index_path) as index:
-            for ae in names:
-                started, first_count = time.monotonic(), self.parse_count
-                saved = {} if index is None else index.load(ae)
-                if index is not None and index_path and self._mostly_unsaved(ae, saved):
-                    self._parse_into(index_path, ae, saved)
-                    saved = index.load(ae)
-                parsed = self.parse_count
-                self._adopt(ae, saved)
-                try:
-                    cache = self._refreshed(ae)
-                except LockfileError as error:
-                    LOGGER.warning("Not preloaded: %s", error)
-                    continue
-                LOGGER.info("Loaded %d worklist records of %s in %.1f s (%d files parsed)",
-                            len(cache.snapshot or ()), ae, time.monotonic() - started,
-                            self.parse_count - first_count)
-                if index is not None:
-                    index.save(ae, cache.entries, saved)
-                if (self.parse_count - parsed) * RESORT_FRACTION > len(cache.entries):
-                    _compact(cache)  # records made from the index file are compact already
+            return None
 
     @contextlib.contextmanager
-    def _parsing_in(self, jobs: int) -> Iterator[None]:
-        """Let full scans parse in ``jobs`` processes for a while."""
-        self._jobs = jobs
+    def parsing_with(self, batch_map: BatchMap | None) -> Iterator[None]:
+        """Let full scans of many files parse in batches through ``batch_map`` for a while
+        (in other processes: the preload's); None parses here, one file after another."""
+        self._batch_map = batch_map
         try:
             yield
         finally:
-            self._jobs = 1
+            self._batch_map = None
 
-    def _mostly_unsaved(self, ae: str, saved: dict[str, Entry]) -> bool:
-        """True if the index file lacks more than an eighth of ``ae``'s files."""
-        ae_dir = self._ae_dir(ae)
-        try:
-            count = len(_list_worklist_files(ae_dir)) if ae_dir else 0
-        except OSError:
-            return False
-        return (count - len(saved)) * RESORT_FRACTION > count
-
-    def _parse_into(self, index_path: Path, ae: str, saved: dict[str, Entry]) -> None:
-        """Parse ``ae``'s files in a child process that saves them to the index file.
-
-        The caller then makes its records from the index file, compact and in response
-        order. What parsing leaves behind -- freed memory scattered among the records, about
-        as much as the records themselves, which every worker would share and count -- goes
-        away with the child. The child reports how many files it parsed.
-        """
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(read_end)
-                with self._index_file(index_path) as index:
-                    if index is not None:
-                        self._adopt(ae, saved)
-                        index.save(ae, self._refreshed(ae).entries, saved)
-                        os.write(write_end, str(self.parse_count).encode())
-                        code = 0
-            except LockfileError:
-                pass  # the caller meets it too, and says so
-            except BaseException:  # never let the child fall back into the caller
-                LOGGER.exception("Parsing %s for the index file failed", ae)
-            finally:
-                os._exit(code)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as report:
-            count = report.read()
-        os.waitpid(pid, 0)
-        self.parse_count = int(count or self.parse_count)
-
-    def _index_file(self, path: Path | None) -> contextlib.AbstractContextManager[IndexFile | None]:
+    def open_index_file(self, path: Path | None
+                        ) -> contextlib.AbstractContextManager[IndexFile | None]:
         """The index file at ``path``, for records parsed the way this store parses."""
         if path is None:
             return contextlib.nullcontext()
@@ -236,7 +179,7 @@ class WorklistStore:
             "pydicom": pydicom.__version__,
         })
 
-    def _adopt(self, ae: str, saved: dict[str, Entry]) -> None:
+    def adopt(self, ae: str, saved: dict[str, Entry]) -> None:
         """Start ``ae``'s cache from records saved by an earlier run (checked by the refresh)."""
         if not saved:
             return
@@ -245,6 +188,29 @@ class WorklistStore:
         for name, entry in saved.items():
             if entry.record is not None:
                 cache.index.add(name, entry.record.keys)
+
+    def refreshed_entries(self, ae: str) -> dict[str, Entry]:
+        """``ae``'s entries by file name, brought in step with its directory (LockfileError
+        as for ``query``)."""
+        return self._refreshed(ae).entries
+
+    def entries(self, ae: str) -> dict[str, Entry]:
+        """``ae``'s entries by file name as they are, rejected files included."""
+        return self._caches[ae].entries if ae in self._caches else {}
+
+    def served(self, ae: str) -> list[WorklistRecord]:
+        """``ae``'s records as last refreshed, in ``sort_key`` order (the list itself)."""
+        cache = self._caches.get(ae)
+        if cache is None or cache.snapshot is None:
+            return []
+        return cache.snapshot
+
+    def install(self, ae: str, entries: dict[str, Entry], index: WorklistIndex,
+                snapshot: list[WorklistRecord]) -> None:
+        """Serve a copy of ``ae``'s entries, index and sorted records (made by compaction)."""
+        cache = self._caches[ae]
+        cache.entries, cache.index, cache.snapshot = entries, index, snapshot
+        cache.order = [record.sort_key for record in snapshot]
 
     @contextlib.contextmanager
     def forking(self) -> Iterator[None]:
@@ -379,17 +345,14 @@ class WorklistStore:
         for task, (entry, parsed) in zip(tasks, self._load_each(tasks), strict=True):
             self._settle(cache, task[1], entry, parsed)
 
-    def _load_each(self, tasks: list[LoadTask]) -> Iterator[tuple[Entry | None, bool]]:
-        """``FileLoader.load`` of every task, in order; in a process pool when that pays."""
+    def _load_each(self, tasks: list[LoadTask]) -> Iterator[Loaded]:
+        """``FileLoader.load`` of every task, in order; in batches elsewhere when that pays."""
         loader = self._loader
-        if self._jobs < 2 or len(tasks) < PARALLEL_MIN_FILES:
+        if self._batch_map is None or len(tasks) < PARALLEL_MIN_FILES:
             return (loader.load(*task) for task in tasks)
         batches = [tasks[at:at + PARALLEL_BATCH] for at in range(0, len(tasks), PARALLEL_BATCH)]
-        # The parsers make cyclic garbage: collect it there (the caller may hold it off here).
-        with multiprocessing.get_context("fork").Pool(self._jobs, initializer=gc.enable) as pool:
-            loaded = [result for batch in pool.imap(loader.load_many, batches)
-                      for result in batch]
-        return iter(loaded)
+        return iter([result for batch in self._batch_map(loader.load_many, batches)
+                     for result in batch])
 
     def _recheck(self, cache: _AeCache, ae_dir: str, name: str, real_root: str) -> None:
         """Look at one name the kernel reported: gone, or new or changed, or still the same."""
@@ -526,44 +489,6 @@ def _try_read_lock(fd: int, lock_path: str) -> bool:
         raise LockfileError(f"WlmDataSourceFileSystem::SetReadlock: Cannot set read lock on "
                             f"file {lock_path} (return code: {error.strerror})") from error
     return True
-
-
-def _compact(cache: _AeCache) -> None:
-    """Re-create the small objects that refreshes and queries touch, side by side in memory.
-
-    A forked worker shares the supervisor's records until it writes to a memory page, and
-    Python writes (a reference count) to every object it merely uses. Made one file at a
-    time, a record's name, entry and sort key sit among unrelated objects, and a query's
-    candidates (records of one day, mostly) are spread over the whole heap. Re-created here
-    in response order, the candidates of one day share a few pages, and a full scan's writes
-    (names, entries, stat keys) stay on pages of their own.
-    """
-    entries: dict[str, Entry] = {}
-    index = WorklistIndex()
-    snapshot = []
-    shared: dict[object, object] = {}  # one object for equal values: dates, stations, …
-    for old in cache.snapshot or ():
-        name = _copy(old.name)
-        record = shared_record(old.data, (*old.sort_key[:2], name), old.keys,
-                               old.add_references, old.body, shared)
-        entries[name] = Entry(_copy_key(cache.entries[name].key), record)
-        index.add(name, record.keys)
-        snapshot.append(record)
-    for name, entry in cache.entries.items():  # rejected files: no record
-        if entry.record is None:
-            entries[_copy(name)] = Entry(_copy_key(entry.key), None)
-    cache.entries, cache.index, cache.snapshot = entries, index, snapshot
-    cache.order = [record.sort_key for record in snapshot]
-
-
-def _copy_key(key: StatKey) -> StatKey:
-    """A new object equal to ``key``."""
-    return bytes(bytearray(key))
-
-
-def _copy(text: str) -> str:
-    """A new string equal to ``text`` (surrogate escapes of undecodable names kept)."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
 
 
 def _position(order: list[SortKey], key: SortKey) -> int:

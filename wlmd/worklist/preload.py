@@ -1,0 +1,147 @@
+"""The preload: every called AE's worklist loaded before workers are forked, so they share it.
+
+Workers inherit the records copy-on-write, so the preload also lays them out to stay shared:
+records made from the index file come compact and in response order; records parsed here are
+compacted afterwards (``compact``). Two steps run in other processes, which the process model
+provides (``ChildProcesses``, implemented by ``wlmd.daemon.pool``, where every fork happens):
+a full scan's parsing on every CPU, and a first start's parsing into the index file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from wlmd.worklist.index import WorklistIndex
+from wlmd.worklist.records import Entry, StatKey, WorklistRecord, shared_record
+from wlmd.worklist.store import RESORT_FRACTION, LockfileError, WorklistStore
+
+LOGGER = logging.getLogger("wlmd.store")  # the preload's lines read as the store's
+
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+
+
+class ChildProcesses(Protocol):
+    """Work run in forked processes, for the preload."""
+
+    @property
+    def jobs(self) -> int:
+        """How many processes ``map_batches`` may use."""
+
+    def map_batches(self, work: Callable[[list[Task]], list[Result]],
+                    batches: list[list[Task]]) -> list[list[Result]]:
+        """``work`` of each batch in up to ``jobs`` forked processes, results in order."""
+
+    def run_in_child(self, work: Callable[[], int | None]) -> int | None:
+        """``work`` in a forked child that exits afterwards: its result (None if it failed)."""
+
+
+def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | None = None
+            ) -> None:
+    """Refresh every called AE directory of ``store`` now, so forked workers inherit it.
+
+    Parses in ``children.jobs`` processes (forked here, so call this before any thread
+    starts). With ``index_path``, a file whose stat key is the one saved there is taken from
+    the index file instead of parsed, and the index file is brought up to date.
+    """
+    try:
+        names = store.called_aes()
+    except OSError:
+        return
+    with (store.parsing_with(children.map_batches if children.jobs > 1 else None),
+          store.open_index_file(index_path) as index):
+        for ae in names:
+            started, first_count = time.monotonic(), store.parse_count
+            saved = {} if index is None else index.load(ae)
+            if index is not None and index_path and _mostly_unsaved(store, ae, saved):
+                _parse_into(store, children, index_path, ae, saved)
+                saved = index.load(ae)
+            parsed = store.parse_count
+            store.adopt(ae, saved)
+            try:
+                entries = store.refreshed_entries(ae)
+            except LockfileError as error:
+                LOGGER.warning("Not preloaded: %s", error)
+                continue
+            LOGGER.info("Loaded %d worklist records of %s in %.1f s (%d files parsed)",
+                        len(store.served(ae)), ae, time.monotonic() - started,
+                        store.parse_count - first_count)
+            if index is not None:
+                index.save(ae, entries, saved)
+            if (store.parse_count - parsed) * RESORT_FRACTION > len(entries):
+                compact(store, ae)  # records made from the index file are compact already
+
+
+def _mostly_unsaved(store: WorklistStore, ae: str, saved: dict[str, Entry]) -> bool:
+    """True if the index file lacks more than an eighth of ``ae``'s files."""
+    count = store.file_count(ae)
+    return count is not None and (count - len(saved)) * RESORT_FRACTION > count
+
+
+def _parse_into(store: WorklistStore, children: ChildProcesses, index_path: Path, ae: str,
+                saved: dict[str, Entry]) -> None:
+    """Parse ``ae``'s files in a child process that saves them to the index file.
+
+    The caller then makes its records from the index file, compact and in response order.
+    What parsing leaves behind -- freed memory scattered among the records, about as much as
+    the records themselves, which every worker would share and count -- goes away with the
+    child. The child reports how many files it parsed.
+    """
+    def parse_and_save() -> int | None:
+        try:
+            with store.open_index_file(index_path) as index:
+                if index is None:
+                    return None
+                store.adopt(ae, saved)
+                index.save(ae, store.refreshed_entries(ae), saved)
+                return store.parse_count
+        except LockfileError:
+            return None  # the caller meets it too, and says so
+        except Exception:
+            LOGGER.exception("Parsing %s for the index file failed", ae)
+            return None
+
+    count = children.run_in_child(parse_and_save)
+    store.parse_count = store.parse_count if count is None else count
+
+
+def compact(store: WorklistStore, ae: str) -> None:
+    """Re-create the small objects that refreshes and queries touch, side by side in memory.
+
+    A forked worker shares the supervisor's records until it writes to a memory page, and
+    Python writes (a reference count) to every object it merely uses. Made one file at a
+    time, a record's name, entry and sort key sit among unrelated objects, and a query's
+    candidates (records of one day, mostly) are spread over the whole heap. Re-created here
+    in response order, the candidates of one day share a few pages, and a full scan's writes
+    (names, entries, stat keys) stay on pages of their own.
+    """
+    old_entries = store.entries(ae)
+    entries: dict[str, Entry] = {}
+    index = WorklistIndex()
+    snapshot: list[WorklistRecord] = []
+    shared: dict[object, object] = {}  # one object for equal values: dates, stations, …
+    for old in store.served(ae):
+        name = _copy(old.name)
+        record = shared_record(old.data, (*old.sort_key[:2], name), old.keys,
+                               old.add_references, old.body, shared)
+        entries[name] = Entry(_copy_key(old_entries[name].key), record)
+        index.add(name, record.keys)
+        snapshot.append(record)
+    for name, entry in old_entries.items():  # rejected files: no record
+        if entry.record is None:
+            entries[_copy(name)] = Entry(_copy_key(entry.key), None)
+    store.install(ae, entries, index, snapshot)
+
+
+def _copy_key(key: StatKey) -> StatKey:
+    """A new object equal to ``key``."""
+    return bytes(bytearray(key))
+
+
+def _copy(text: str) -> str:
+    """A new string equal to ``text`` (surrogate escapes of undecodable names kept)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
