@@ -33,7 +33,7 @@ from wlmd.security.tls import TlsError, server_context
 from wlmd.worklist.service import WorklistService
 from wlmd.worklist.store import DataSourceError, WorklistStore
 
-LOGGER = logging.getLogger("wlmd")
+LOGGER = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 

@@ -207,7 +207,7 @@ def test_host_patterns_without_lookup_warn_and_never_match(
     calls: list[str] = []
     allow_path, deny_path = write_rules(tmp_path, "wlmd: LOCAL ct1.radiology.example\n",
                                         "wlmd: .example\n")
-    with caplog.at_level(logging.WARNING, logger="wlmd.access"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.security.access"):
         policy = AccessPolicy.load(allow_path, deny_path, host_lookup=False,
                                    resolver=fake_resolver(calls))
     assert policy.check("10.0.0.5") == access.Decision(True, "default")
@@ -222,7 +222,7 @@ def test_host_patterns_without_lookup_warn_and_never_match(
 
 
 def test_ignored_option_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="wlmd.access"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.security.access"):
         load(tmp_path, "\nwlmd: ALL : severity auth.info\n")
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'hosts.allow'}:2: warning: option 'severity' is ignored"]

@@ -189,7 +189,7 @@ def reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_rule(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     _, _, served, expected = CASES[name]
     dataset = dcmread(make_case(tmp_path, name), force=True)
-    with caplog.at_level(logging.DEBUG, logger="wlmd.store"):
+    with caplog.at_level(logging.DEBUG, logger="wlmd.worklist"):
         assert is_complete(dataset) is served
     assert reasons(caplog) == expected
 
@@ -198,7 +198,7 @@ def test_missing_reference_sequences_are_inserted_empty(tmp_path: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     dataset = dcmread(make_case(tmp_path, "complete"), force=True)
     assert "ReferencedStudySequence" not in dataset
-    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         assert is_complete(dataset)
     assert len(dataset.ReferencedStudySequence) == 0
     assert len(dataset.ReferencedPatientSequence) == 0

@@ -118,7 +118,7 @@ def test_syslog_default_level_keeps_the_association_lines(tmp_path: Path) -> Non
         server.bind(address)
         server.settimeout(5)
         configure_logging(Settings(port=104, syslog=True, syslog_socket=address), logging.WARNING)
-        logging.getLogger("wlmd.store").info("not sent: an ordinary info line")
+        logging.getLogger("wlmd.worklist.store").info("not sent: an ordinary info line")
         logging.getLogger("wlmd.associations").info("association from 127.0.0.1:5000")
         assert b"association from 127.0.0.1:5000" in server.recv(4096)
         configure_logging(Settings(port=104, syslog=True, syslog_socket=address), logging.ERROR)

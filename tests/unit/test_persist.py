@@ -79,7 +79,7 @@ def test_a_rejected_file_is_neither_parsed_nor_logged_again_until_it_changes(
     broken = root / AE / "broken.wl"
     broken.write_bytes(b"garbage")
     handler = logging.StreamHandler(sys.stderr)
-    logging.getLogger("wlmd.store").addHandler(handler)
+    logging.getLogger("wlmd.worklist").addHandler(handler)
     try:
         loaded(root, index)
         assert capfd.readouterr().err.count("broken.wl") == 1
@@ -88,7 +88,7 @@ def test_a_rejected_file_is_neither_parsed_nor_logged_again_until_it_changes(
         add(root, "broken.wl", accession="FIXED")
         restarted = loaded(root, index)
     finally:
-        logging.getLogger("wlmd.store").removeHandler(handler)
+        logging.getLogger("wlmd.worklist").removeHandler(handler)
     assert restarted.parse_count == 1
     assert accessions(restarted) == ["A", "FIXED"]
 
@@ -104,7 +104,7 @@ def test_a_damaged_index_file_is_rebuilt(root: Path, index: Path, content: bytes
 def test_an_unusable_index_file_only_costs_parsing(root: Path, tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     add(root, "a.wl", accession="A")
-    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         store = loaded(root, tmp_path / "missing-directory" / "index.sqlite")
     assert accessions(store) == ["A"] and store.parse_count == 1
     assert any("Cannot use index file" in r.getMessage() for r in caplog.records)

@@ -125,7 +125,7 @@ def test_s5_no_fail_keeps_invalid_values():
 )
 def test_s3_unsupported_keys_are_removed_and_flagged(unsupported, caplog):
     """§3/§5: unsupported keys are stripped (INFO) and set the 0xFF01 flag."""
-    with caplog.at_level(logging.INFO, logger="wlmd.query"):
+    with caplog.at_level(logging.INFO, logger="wlmd.worklist.query"):
         query = prepare(element("PatientID", "LO"), unsupported)
     assert unsupported.tag not in query.mask
     assert query.unsupported_removed
@@ -142,7 +142,7 @@ def test_s3_unsupported_key_inside_sps_is_removed():
 
 def test_s3_specific_character_set_removed_without_flag(caplog):
     """§3: (0008,0005) is removed with a WARN only, never 0xFF01."""
-    with caplog.at_level(logging.INFO, logger="wlmd.query"):
+    with caplog.at_level(logging.INFO, logger="wlmd.worklist.query"):
         query = prepare(element("SpecificCharacterSet", "CS", b"ISO_IR 192"),
                         element("PatientID", "LO"))
     assert Tag("SpecificCharacterSet") not in query.mask
@@ -172,7 +172,7 @@ def test_s1_pipeline_drops_group_length_and_padding():
 
 def test_s4_empty_sps_expands_with_warning(caplog):
     """§4 Expansion: a zero-item SPS gets one item with the 16 attributes, and a WARN."""
-    with caplog.at_level(logging.WARNING, logger="wlmd.query"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist.query"):
         query = prepare(sequence("ScheduledProcedureStepSequence"))
     item = query.mask[SPS].value[0]
     assert len(item) == 16
@@ -183,7 +183,7 @@ def test_s4_empty_sps_expands_with_warning(caplog):
 
 def test_s4_one_empty_item_expands_silently(caplog):
     """§4 Expansion: one empty item expands too, without the zero-item warning."""
-    with caplog.at_level(logging.WARNING, logger="wlmd.query"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist.query"):
         query = prepare(sequence("ReferencedStudySequence", Dataset()))
     item = query.mask[Tag("ReferencedStudySequence")].value[0]
     assert list(item.keys()) == [Tag("ReferencedSOPClassUID"), Tag("ReferencedSOPInstanceUID")]

@@ -107,7 +107,7 @@ def test_discovery_rules(root: Path, caplog: pytest.LogCaptureFixture) -> None:
     (root / AE / "sub.wl").mkdir()
     add(root, "sub.wl/inner.wl", accession="NESTED")
     store = WorklistStore(root, file_reject=True)
-    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         assert sorted(accessions(store)) == ["A0", "A4"]
     assert f'Could not read worklist file "{root}/{AE}/sub.wl", file will be ignored: ' \
         "Is a directory" in warnings_of(caplog)
@@ -175,7 +175,7 @@ def test_bad_files_are_logged_once_per_version(root: Path,
     (root / AE / "header.wl").write_bytes(whole + b"\x10\x00")  # a partial element header
     make_case(root / AE, "no_patient_id")
     store = WorklistStore(root, file_reject=True)
-    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         for _ in range(3):
             assert accessions(store) == ["GOOD"]
     path = f"{root}/{AE}"
@@ -191,7 +191,7 @@ def test_bad_files_are_logged_once_per_version(root: Path,
     ])
     caplog.clear()
     (root / AE / "garbage.wl").write_bytes(b"other garbage\n")
-    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         assert accessions(store) == ["GOOD"]
     assert len(warnings_of(caplog)) == 1  # a new version is reported again
 
@@ -203,7 +203,7 @@ def test_special_and_oversized_files_are_skipped(root: Path,
     add(root, "big.wl", accession="BIG").write_bytes(b"\0" * 70_000)
     (root / AE / "dangling.wl").symlink_to(root / AE / "missing")
     store = WorklistStore(root, file_reject=True, max_file_bytes=65_536)
-    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         assert accessions(store) == ["GOOD"]
     text = "\n".join(warnings_of(caplog))
     assert "fifo.wl\", file will be ignored: not a regular file" in text
@@ -218,7 +218,7 @@ def test_symbolic_links_stay_inside_the_root(root: Path, tmp_path: Path,
     write_worklist(tmp_path / "outside.wl", worklist_dataset("OUTSIDE"))
     (root / AE / "inside.wl").symlink_to(root / "OTHER" / "shared.wl")
     (root / AE / "outside.wl").symlink_to(tmp_path / "outside.wl")
-    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         assert accessions(WorklistStore(root, file_reject=True)) == ["INSIDE"]
     assert f'Could not read worklist file "{root}/{AE}/outside.wl", file will be ignored: ' \
         f"symbolic link leads outside {root}" in warnings_of(caplog)
@@ -298,7 +298,7 @@ def test_writer_lock_serves_last_snapshot(root: Path, lockers: list[Locker],
     assert accessions(store) == ["A"]
     writer = lock(lockers, root)
     add(root, "b.wl", accession="B")  # a writer's half-finished work
-    with caplog.at_level(logging.WARNING, logger="wlmd.store"):
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         started = time.monotonic()
         assert accessions(store) == ["A"]
         assert accessions(store) == ["A"]

@@ -11,14 +11,16 @@ import socket
 import ssl
 import time
 
+from wlmd.config.logs import ASSOCIATION_LOGGER
 from wlmd.config.settings import Settings
 from wlmd.dicom.association import serve_association
 from wlmd.dicom.types import AssociationReport, Outcome, WorklistApplication
 from wlmd.security.access import AccessPolicy
 from wlmd.security.tls import HandshakeFailed, accept_tls
 
-LOGGER = logging.getLogger("wlmd.server")
-ASSOCIATION_LOG = logging.getLogger("wlmd.associations")  # one line per association
+LOGGER = logging.getLogger(__name__)
+# The one line per association: a channel of its own (an access log, kept at INFO under syslog).
+ASSOCIATION_LOG = logging.getLogger(ASSOCIATION_LOGGER)
 
 
 def refused(access: AccessPolicy | None, conn: socket.socket, peer: tuple[str, int]) -> bool:

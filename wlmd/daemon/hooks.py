@@ -19,7 +19,7 @@ from wlmd.config.settings import Settings
 from wlmd.dicom.types import WorklistApplication
 from wlmd.security.access import AccessPolicy
 
-LOGGER = logging.getLogger("wlmd.server")
+LOGGER = logging.getLogger(__name__)
 
 
 

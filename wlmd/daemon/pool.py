@@ -29,7 +29,7 @@ import psutil
 from wlmd.config.settings import Settings
 from wlmd.daemon import handoff
 
-LOGGER = logging.getLogger("wlmd.pool")
+LOGGER = logging.getLogger(__name__)
 
 WORKER_BOOT_ERROR = 3  # a worker exits with this when it cannot build the application
 MAX_REAP_PER_PASS = 1024  # bound on one waitpid(WNOHANG) loop

@@ -24,7 +24,7 @@ from wlmd.dicom.association import limit_refusal
 from wlmd.dicom.pdu import MAX_ASSOCIATE_RQ, PDU_HEADER
 from wlmd.dicom.types import Outcome
 
-LOGGER = logging.getLogger("wlmd.supervisor")
+LOGGER = logging.getLogger(__name__)
 MAX_REFUSALS = 512  # refusals in progress at once; beyond this a connection is just closed
 LINGER = 2.0  # seconds an answered client has to close before the supervisor closes
 

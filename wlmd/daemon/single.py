@@ -19,7 +19,7 @@ from wlmd.daemon.connection import address_of, log_association, refused, serve_c
 from wlmd.daemon.hooks import AppFactory, ServerHooks
 from wlmd.security.access import AccessPolicy
 
-LOGGER = logging.getLogger("wlmd.server")
+LOGGER = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 TICK = 1.0  # longest wait between looks at signals and the watchdog while idle
 

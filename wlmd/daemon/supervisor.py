@@ -44,7 +44,7 @@ from wlmd.daemon.worker import reset_signals, run_worker
 from wlmd.dicom.types import AssociationReport
 from wlmd.security.access import AccessPolicy
 
-LOGGER = logging.getLogger("wlmd.supervisor")
+LOGGER = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_HALTED = 1  # workers cannot boot: respawning would only loop

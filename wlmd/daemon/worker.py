@@ -21,10 +21,10 @@ from wlmd.daemon.hooks import AppFactory
 from wlmd.daemon.pool import WORKER_BOOT_ERROR, Heartbeat
 from wlmd.dicom.types import AssociationReport, Outcome
 from wlmd.security.access import AccessPolicy
+from wlmd.worklist import completeness, records
 from wlmd.worklist.records import FILE_VERSION
-from wlmd.worklist.store import LOGGER as STORE_LOG
 
-LOGGER = logging.getLogger("wlmd.worker")
+LOGGER = logging.getLogger(__name__)
 
 IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_SIGNALS = (signal.SIGQUIT, signal.SIGCHLD)
@@ -40,7 +40,7 @@ def reset_signals() -> None:
 
 
 class ForwardFileProblems(logging.Filter):
-    """Hands what the store logs about one worklist file version to the supervisor.
+    """Hands what is logged about one worklist file version to the supervisor.
 
     Every worker reads a changed file for itself; the supervisor writes each such line once,
     so a bad file is reported once per version, not once per worker.
@@ -84,7 +84,9 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
     ``access`` (rules that need host name lookups) it also applies the access rules.
     """
     start_heartbeat(heartbeat, settings.worker_timeout)
-    STORE_LOG.addFilter(ForwardFileProblems(channel))
+    forward = ForwardFileProblems(channel)
+    for logger in (records.LOGGER, completeness.LOGGER):  # the loggers of reading one file
+        logger.addFilter(forward)
     try:
         app = app_factory(settings)
     except Exception:

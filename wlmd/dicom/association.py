@@ -40,7 +40,7 @@ from wlmd.dicom.types import (
     WorklistApplication,
 )
 
-LOG = logging.getLogger("wlmd.association")
+LOG = logging.getLogger(__name__)
 
 VERIFICATION = "1.2.840.10008.1.1"
 MWL_FIND = "1.2.840.10008.5.1.4.31"

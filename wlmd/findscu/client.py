@@ -37,7 +37,7 @@ from wlmd.dicom.dump import dump_dataset
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from wlmd.findscu.output import Received
 
-LOG = logging.getLogger("wlmd.findscu")
+LOG = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_ASSOCIATION = 2  # DCMTK findscu: no connection, or the association was rejected

@@ -18,7 +18,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
-LOGGER = logging.getLogger("wlmd.store")
+LOGGER = logging.getLogger(__name__)
 
 SPS = Tag(0x0040, 0x0100)  # ScheduledProcedureStepSequence
 SPS_REQUIRED = tuple(Tag(t) for t in (

@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-LOGGER = logging.getLogger("wlmd.inotify")
+LOGGER = logging.getLogger(__name__)
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004

@@ -22,7 +22,7 @@ from pathlib import Path
 from wlmd.worklist.index import Date, RecordKeys
 from wlmd.worklist.records import Entry, shared_record
 
-LOGGER = logging.getLogger("wlmd.store")
+LOGGER = logging.getLogger(__name__)
 
 FORMAT = "4"  # bump whenever the tables or what a row means change
 _SCHEMA = """

@@ -19,7 +19,7 @@ from wlmd.worklist.index import WorklistIndex
 from wlmd.worklist.records import Entry, StatKey, WorklistRecord, shared_record
 from wlmd.worklist.store import RESORT_FRACTION, LockfileError, WorklistStore
 
-LOGGER = logging.getLogger("wlmd.store")  # the preload's lines read as the store's
+LOGGER = logging.getLogger(__name__)
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")

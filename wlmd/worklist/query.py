@@ -35,7 +35,7 @@ from wlmd.worklist.keys import (
     is_return_key,
 )
 
-LOGGER = logging.getLogger("wlmd.query")
+LOGGER = logging.getLogger(__name__)
 
 STRING_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",

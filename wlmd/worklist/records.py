@@ -40,7 +40,7 @@ from wlmd.worklist.completeness import (
 )
 from wlmd.worklist.index import RecordKeys, record_keys
 
-LOGGER = logging.getLogger("wlmd.store")
+LOGGER = logging.getLogger(__name__)
 # The worklist file (path and stat key) whose reading is being logged, if any.
 FILE_VERSION: contextvars.ContextVar[str] = contextvars.ContextVar("FILE_VERSION", default="")
 

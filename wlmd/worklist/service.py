@@ -42,7 +42,7 @@ from wlmd.worklist.records import WorklistRecord
 from wlmd.worklist.response import build_response
 from wlmd.worklist.store import LockfileError, WorklistStore
 
-LOGGER = logging.getLogger("wlmd.service")
+LOGGER = logging.getLogger(__name__)
 # What pydicom raises converting a value it cannot read: unknown VR, impossible length, bytes.
 UNDECODABLE_VALUE_ERRORS = (NotImplementedError, BytesLengthException, ValueError,
                             struct.error, UnicodeError)

@@ -47,7 +47,7 @@ from wlmd.worklist.records import (
     stat_key,
 )
 
-LOGGER = logging.getLogger("wlmd.store")
+LOGGER = logging.getLogger(__name__)
 
 LOCKFILE = "lockfile"
 WORKLIST_SUFFIX = ".wl"
