@@ -26,7 +26,8 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, Association, evt
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, DimsePrimitiveType
 from pynetdicom.dsutils import encode
 from pynetdicom.events import EventHandlerType

@@ -108,7 +108,8 @@ def _item(dataset: Dataset, tag: BaseTag, index: int) -> Dataset:
     items = dataset[tag].value
     while len(items) <= index:
         items.append(Dataset())
-    return items[index]
+    item: Dataset = items[index]
+    return item
 
 
 def _put(dataset: Dataset, tag: BaseTag, value: str | None) -> None:

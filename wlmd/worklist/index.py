@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom import Dataset
 
@@ -292,7 +293,7 @@ def _narrow(groups: list[list[set[str]]]) -> set[str] | None:
     return result
 
 
-def _discard(table: dict, key: object, name: str) -> bool:
+def _discard(table: dict[Any, set[str]], key: object, name: str) -> bool:
     """Remove ``name`` from ``table[key]``; True if that emptied (and deleted) the entry."""
     names = table.get(key)
     if names is None:

@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 from wlmd.worklist.index import Date, RecordKeys
 from wlmd.worklist.records import Entry, shared_record
@@ -164,7 +165,7 @@ def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
             record.body[0] << 2 | record.body[1] << 1 | record.body[2])
 
 
-def _entry(row: tuple, shared: dict[object, object]) -> tuple[str, Entry]:
+def _entry(row: tuple[Any, ...], shared: dict[object, object]) -> tuple[str, Entry]:
     (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
      dates, body) = row
     name = os.fsdecode(name)

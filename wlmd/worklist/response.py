@@ -142,7 +142,8 @@ def _first_item(dataset: Dataset, tag: BaseTag) -> Dataset | None:
     element = dataset.get(tag)
     if element is None or element.VR != "SQ" or not element.value:
         return None
-    return element.value[0]
+    item: Dataset = element.value[0]
+    return item
 
 
 def _is_empty(dataset: Dataset, tag: BaseTag) -> bool:
