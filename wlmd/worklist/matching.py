@@ -19,7 +19,7 @@ from wlmd.worklist.keys import ROOT_MATCHING_KEYS, MatchingKeys
 from wlmd.worklist.query import PreparedQuery, element_vr, value_of
 
 Predicate = Callable[[Dataset], bool]
-ValueTest = Callable[[bytes], bool]
+ValueTest = Callable[[bytes], object]  # truthy if the value matches (a regex's fullmatch, too)
 Date = tuple[int, int, int]
 
 
@@ -146,8 +146,7 @@ def _value_test(rule: _VRRule, key: bytes, wildcards: bool) -> ValueTest:
     if rule.kind == "time":
         return _range_test(key, parse_time)
     if wildcards and rule.wildcards and (b"*" in key or b"?" in key):
-        pattern = re.compile(_glob_pattern(key), re.DOTALL)
-        return lambda value: pattern.fullmatch(value) is not None
+        return re.compile(_glob_pattern(key), re.DOTALL).fullmatch
     return key.__eq__
 
 
@@ -270,10 +269,10 @@ def _datetime_test(date_key: bytes, time_key: bytes) -> Callable[[bytes, bytes],
     """``DcmAttributeMatching::rangeMatchingDateTime`` with the query parsed once."""
     if not date_key:
         time_test = _value_test(_RULES["TM"], time_key, False)
-        return lambda date, time: time_test(time)
+        return lambda date, time: bool(time_test(time))
     if not time_key:
         date_test = _value_test(_RULES["DA"], date_key, False)
-        return lambda date, time: date_test(date)
+        return lambda date, time: bool(date_test(date))
     dates, times = _Range.of(date_key), _Range.of(time_key)
     within: Callable[[tuple[Date, float]], bool]
     if (
