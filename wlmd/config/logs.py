@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from wlmd.config.settings import Settings
-from wlmd.config.table import TRACE
+from wlmd.cmdline.general import TRACE
 
 IDENT = "wlmd"
 ASSOCIATION_LOGGER = "wlmd.associations"  # the per-association lines, an access log

@@ -1,433 +1,247 @@
-"""The command line of wlmscpfs(1), parsed the way DCMTK's OFCommandLine parses it.
+"""wlmd's option table: every option of wlmscpfs 3.6.7 and wlmd's own, one row each.
 
-Same spellings, ``@file`` command files, rightmost-wins for mutually exclusive options, the same
-evaluation order and therefore the same first error, the same messages and exit codes. Values
-are layered: Settings defaults < the TOML config file < the command line.
+Each row names the ``Settings`` field it sets, so the command line (``wlmd.config.commandline``),
+``--help``, the config file keys (``wlmd.config.file``) and the man page all come from
+``OPTIONS`` and cannot drift apart. Keep one entry per option so that additions merge.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.metadata
-import itertools
-import locale
-import logging
-import os
-import platform
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+import ipaddress
+from collections.abc import Callable
+from logging.handlers import SysLogHandler
 
-from wlmd import __version__
-from wlmd.config.settings import Settings
-from wlmd.config.table import (
-    BY_SPELLING,
-    DEFAULT_CONFIG_FILE,
-    GENERAL,
-    MULTI,
-    OPTIONS,
-    ConfigError,
-    Option,
-    ValueStatus,
-    load_config,
-    options_for,
-    scan_unsigned,
+from wlmd.cmdline.general import GENERAL_OPTIONS
+from wlmd.cmdline.option import Option
+from wlmd.cmdline.values import ValueSpec, path, seconds, signed, text, unsigned
+from wlmd.config.settings import (
+    CharsetMode,
+    IpFamily,
+    TlsProfile,
+    TransferSyntaxPreference,
 )
 
-PROGRAM = "wlmd"
-DESCRIPTION = "DICOM Basic Worklist Management SCP (based on data files)"
-IDENTIFICATION = f"$wlmd: {PROGRAM} v{__version__} $"
-EXIT_OK = 0
-EXIT_USAGE = 1  # every command-line error exits 1, as in DCMTK (EXITCODE_COMMANDLINE_SYNTAX_ERROR)
-CHECK_CONFIG_PORT = 104  # --check-config needs no port; the settings still need one
-LIBRARIES = ("pydicom", "pynetdicom", "psutil", "netaddr", "python-daemon")
-
-# OFCommandLine layout: option columns per group, parameter column.
-LONGCOL, SHORTCOL = 21, 4
-_GROUP_COLUMNS = {GENERAL: (LONGCOL, SHORTCOL + 2), MULTI: (LONGCOL, SHORTCOL + 2)}
-PARAMETERS = (("port", "tcp/ip port number to listen on"),)
+# --- wlmd's own value kinds ---
 
 
-class CommandLineExit(Exception):
-    """Stop before serving: help, version, or an error; carries what to print and the code."""
-
-    def __init__(self, code: int, stdout: str = "", stderr: str = "") -> None:
-        super().__init__(stderr or stdout)
-        self.code = code
-        self.stdout = stdout
-        self.stderr = stderr
-
-    def emit(self) -> int:
-        """Write the texts to stdout/stderr and return the exit code, for ``cli.main``."""
-        sys.stdout.write(self.stdout)
-        sys.stdout.flush()
-        sys.stderr.write(self.stderr)
-        sys.stderr.flush()
-        return self.code
-
-
-@dataclass(frozen=True)
-class ParsedCommandLine:
-    """What the command line (and config file) asked for."""
-
-    settings: Settings
-    log_level: int  # a Python logging level (TRACE=5 below DEBUG; OFF=60 above CRITICAL)
-    log_config: Path | None = None  # -lc: a logging config file replaces level and handlers
-    check_config: bool = False  # --check-config: validate, report, exit
-    arguments: tuple[str, ...] | None = None  # --arguments: the expanded argument list
-
-    def arguments_message(self, prog: str = PROGRAM) -> str | None:
-        """The INFO line DCMTK logs for ``--arguments`` (always logged, whatever the level)."""
-        if self.arguments is None:
-            return None
-        quoted = "".join(f"'{arg}' " for arg in self.arguments)
-        return f"calling '{prog}' with {len(self.arguments)} arguments: {quoted}\n"
-
-
-@dataclass(frozen=True)
-class Occurrence:
-    """One option as it appeared, at its position in the expanded argument list."""
-
-    position: int
-    option: Option
-    value: str | None
-
-
-@dataclass
-class _Tokens:
-    occurrences: list[Occurrence]
-    parameters: list[str]
-    expanded: list[str]  # options in long form, as ``--arguments`` prints them
-
-    def rightmost(self, options: Sequence[Option]) -> Occurrence | None:
-        """The last occurrence of any of ``options``: DCMTK's rightmost-wins rule."""
-        found = [o for o in self.occurrences if o.option in options]
-        return found[-1] if found else None
-
-
-# --- step 1: @file command files ---
-
-
-def read_command_file(name: str) -> list[str]:
-    """Split a command file like OFCommandLine: white space separates, quotes group."""
-    with open(name, encoding="utf-8", errors="surrogateescape") as stream:
-        content = stream.read()
-    args: list[str] = []
-    value, quote = "", ""
-    for char in content:
-        if char in "\"'":
-            if quote == char:
-                args.append(value)  # a closing quote ends a value, even an empty one
-                value, quote = "", ""
-            elif not quote:
-                quote = char
-            else:
-                value += char
-        elif char in " \t\n\r" and not quote:
-            if value:
-                args.append(value)
-                value = ""
-        else:
-            value += char
-    if value:
-        args.append(value)
-    return args
-
-
-def expand_command_files(argv: Sequence[str]) -> list[str]:
-    """Replace each ``@file`` by its content; command files do not nest."""
-    expanded: list[str] = []
-    for arg in argv:
-        if len(arg) > 1 and arg.startswith("@"):
-            try:
-                expanded += read_command_file(arg[1:])
-            except OSError:
-                raise _error(f"Cannot open command file '{arg[1:]}'") from None
-        else:
-            expanded.append(arg)
-    return expanded
-
-
-# --- step 2: options and parameters ---
-
-
-def looks_like_option(arg: str) -> bool:
-    """``+``/``-`` then anything but a digit: ``-1`` is a parameter (OFCommandLine rule)."""
-    return len(arg) >= 2 and arg[0] in "+-" and not ("0" <= arg[1] <= "9")
-
-
-def tokenize(args: Sequence[str]) -> _Tokens:
-    """Sort arguments into options (with their values) and parameters."""
-    tokens = _Tokens([], [], [])
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if not looks_like_option(arg):
-            tokens.parameters.append(arg)
-            tokens.expanded.append(arg)
-            index += 1
-            continue
-        option = BY_SPELLING.get(arg)
-        if option is None:
-            raise _error(f"Unknown option {arg}")
-        value = None
-        if option.takes_value:
-            if index + 1 >= len(args):
-                raise _error(f"Missing value for option {option.long}")
-            value = args[index + 1]
-        tokens.occurrences.append(Occurrence(len(tokens.expanded), option, value))
-        tokens.expanded += [option.long] if value is None else [option.long, value]
-        index += 2 if option.takes_value else 1
-    return tokens
-
-
-# --- step 3: evaluation, in DCMTK's order ---
-
-
-class _Evaluator:
-    """Turns tokens into settings; knows whether errors are still printed (not after -q)."""
-
-    def __init__(self, tokens: _Tokens, values: dict[str, object]) -> None:
-        self.tokens = tokens
-        self.values = values  # config file values, overwritten by the command line
-        self.quiet = False
-
-    def fail(self, message: str) -> CommandLineExit:
-        return _error(message, quiet=self.quiet)
-
-    def value_error(self, occurrence: Occurrence, status: ValueStatus) -> CommandLineExit:
-        detail = occurrence.value if status is ValueStatus.INVALID else (
-            f"{status.value}: {occurrence.value}")
-        return self.fail(f"Invalid value for option {occurrence.option.long} ({detail})")
-
-    def parse_value(self, occurrence: Occurrence) -> object:
-        """Parse and range-check an option's value (empty strings pass, as in DCMTK)."""
-        spec = occurrence.option.value
-        assert spec is not None and occurrence.value is not None
-        parsed = spec.parse(occurrence.value)
-        if parsed is None:
-            raise self.value_error(occurrence, ValueStatus.INVALID)
-        status = spec.check(parsed)
-        if status is not None:
-            raise self.value_error(occurrence, status)
-        return parsed
-
-    def logging(self) -> tuple[int, Path | None]:
-        """-q/-v/-d (rightmost wins), -ll and -lc with DCMTK's conflicts."""
-        verbosity = self.tokens.rightmost(options_for("verbosity"))
-        level = verbosity.option.const if verbosity else None
-        log_level = self.tokens.rightmost(options_for("log_level"))
-        if log_level is not None:
-            if level is not None:
-                raise self.fail("--log-level not allowed with --verbose, --debug or --quiet")
-            level = log_level.option.value.parse(log_level.value or "")  # type: ignore[union-attr]
-            if level is None:
-                raise self.fail("Invalid log level for --log-level option")
-        log_config = self.tokens.rightmost(options_for("log_config"))
-        config_path = None
-        if log_config is not None:
-            if log_level is not None:
-                raise self.fail("--log-config not allowed with --log-level")
-            if level is not None:
-                raise self.fail("--log-config not allowed with --verbose, --debug or --quiet")
-            config_path = Path(log_config.value or "")
-            if not config_path.is_file():
-                raise self.fail("Specified --log-config file does not exist")
-            if not os.access(config_path, os.R_OK):
-                raise self.fail("Specified --log-config file cannot be read")
-        level = logging.WARNING if level is None else level
-        assert isinstance(level, int)
-        self.quiet = config_path is None and level > logging.ERROR
-        return level, config_path
-
-    def field(self, field: str) -> None:
-        """Set ``field`` from the rightmost of its options, if any appears."""
-        occurrence = self.tokens.rightmost(options_for(field))
-        if occurrence is None:
-            return
-        option = occurrence.option
-        if option.requires is not None:
-            base, satisfied = option.requires
-            if not satisfied(self.values):
-                raise self.fail(f"{option.long} only allowed with {base}")
-        if option.value is None:
-            self.values[field] = option.const
-        else:
-            self.values[field] = self.parse_value(occurrence)
-        if field == "request_file_path" and str(occurrence.value) == "":
-            self.values[field] = None  # DCMTK: an empty -rfp means no request files
-
-    def cross_checks(self) -> None:
-        """wlmd's own consistency rules between settings."""
-        low, high = self.values.get("min_spare_workers"), self.values.get("max_spare_workers")
-        if isinstance(low, int) and isinstance(high, int) and low > high:
-            raise self.fail(f"--min-spare-workers ({low}) exceeds --max-spare-workers ({high})")
-        for first, second in (("tls_key", "tls_cert"), ("tls_cert", "tls_key"),
-                              ("tls_ca_file", "tls_key"), ("tls_require_peer_cert", "tls_ca_file")):
-            if self.values.get(first) and not self.values.get(second):
-                raise self.fail(f"--{first.replace('_', '-')} only allowed with "
-                                f"--{second.replace('_', '-')}")
-
-
-def _settings_defaults() -> dict[str, object]:
-    """Settings defaults for fields that have one (the port has none)."""
-    return {
-        f.name: f.default for f in dataclasses.fields(Settings)
-        if f.default is not dataclasses.MISSING
-    }
-
-
-def _port(tokens: _Tokens, values: dict[str, object], check_only: bool) -> int:
-    """The ``port`` parameter: %lu, 1..65535; else the config file's port."""
-    if not tokens.parameters:
-        if "port" in values:
-            return int(values["port"])  # type: ignore[call-overload]
-        if check_only:
-            return CHECK_CONFIG_PORT
-        raise _error("Missing parameter port")
-    text = tokens.parameters[0]
-    port = scan_unsigned(text)
-    if port is None:
-        raise _error(f"Invalid parameter value {text}")
-    if port < 1:
-        raise _error(f"Invalid parameter value {text} (underflow)")
-    if port > 65535:
-        raise _error(f"Invalid parameter value {text} (overflow)")
-    return port
-
-
-def _config_values(tokens: _Tokens, default_config: Path) -> tuple[Path | None, dict[str, object]]:
-    """Load ``--config FILE`` (rightmost), else ``default_config`` when it exists."""
-    occurrence = tokens.rightmost(options_for("config_file"))
-    path = Path(occurrence.value) if occurrence and occurrence.value else None
-    if path is None and default_config.exists():
-        path = default_config
-    if path is None:
-        return None, {}
+def _ip_address(text: str) -> str | None:
     try:
-        values = load_config(path)
-    except ConfigError as exc:
-        raise _error(str(exc)) from None
-    if "port" in values and not 1 <= int(values["port"]) <= 65535:  # type: ignore[call-overload]
-        raise _error(f"{path}: port: {values['port']} is not in 1..65535")
-    return path, values
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
-def parse_command_line(
-    argv: Sequence[str], *, default_config: Path = DEFAULT_CONFIG_FILE
-) -> ParsedCommandLine:
-    """Parse ``argv`` (without the program name); CommandLineExit for help, version, errors."""
-    tokens = tokenize(expand_command_files(argv))
-    if not argv:
-        raise CommandLineExit(EXIT_OK, stdout=render_help())
-    present = {o.option.long for o in tokens.occurrences}
-    if "--help" in present:
-        raise CommandLineExit(EXIT_OK, stdout=render_help())
-    if "--version" in present:
-        raise CommandLineExit(EXIT_OK, stdout=render_version())
-    if len(tokens.parameters) > len(PARAMETERS):
-        raise _error("Too many parameters")
-    check_only = "--check-config" in present
-    config_path, config_values = _config_values(tokens, default_config)
-    port = _port(tokens, config_values, check_only)
-    values = _settings_defaults() | config_values
-    evaluator = _Evaluator(tokens, values)
-    log_level, log_config = evaluator.logging()
-    for field in dict.fromkeys(o.field for o in OPTIONS):
-        if field is not None and field not in ("verbosity", "log_level", "log_config"):
-            evaluator.field(field)
-    evaluator.cross_checks()
-    values.update(port=port, config_file=config_path)
-    return ParsedCommandLine(
-        settings=Settings(**values),  # type: ignore[arg-type]
-        log_level=log_level,
-        log_config=log_config,
-        check_config=check_only,
-        arguments=tuple(tokens.expanded) if "--arguments" in present else None,
-    )
+def _facility(text: str) -> str | None:
+    return text if text in SysLogHandler.facility_names else None
 
 
-# --- texts: errors, --help, --version ---
+def _tls_profile(text: str) -> TlsProfile | None:
+    return next((p for p in TlsProfile if p.value == text), None)
 
 
-def render_header(
-    prog: str = PROGRAM, identification: str = IDENTIFICATION, host_info: bool = False
-) -> str:
-    """OFConsoleApplication::printHeader: identification, name and description."""
-    text = f"{identification}\n\n{prog}: {DESCRIPTION}\n"
-    if host_info:
-        encoding = locale.getpreferredencoding(False) or "system default (unknown)"
-        text += (
-            f"\nHost type: {platform.system()}-{platform.machine()}\n"
-            f"Character encoding: {encoding}\n"
-            f"Build options: python{platform.python_version()}\n"
-        )
-    return text
+def _needs(field: str, wanted: object) -> Callable[[dict[str, object]], bool]:
+    return lambda values: values.get(field) == wanted
 
 
-def _error(message: str, *, quiet: bool = False) -> CommandLineExit:
-    """A command-line error as DCMTK prints it: header, ``error: …``, exit 1."""
-    text = "" if quiet else f"{render_header()}error: {message}\n"
-    return CommandLineExit(EXIT_USAGE, stderr=text)
+def _has(field: str) -> Callable[[dict[str, object]], bool]:
+    return lambda values: bool(values.get(field))
 
 
-def render_version() -> str:
-    """``--version``: the header with host information, then the libraries used."""
-    lines = [render_header(host_info=True), "External libraries used:"]
-    for name in LIBRARIES:
-        try:
-            lines.append(f"- {name}, Version {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "\n".join(lines) + "\n"
+MULTI = "multi-process options:"
+INPUT = "input options:"
+PROCESSING = "processing options:"
+NETWORK = "network options:"
+OUTPUT = "output options:"
+WLMD = "wlmd options:"
+
+_O = Option
+
+OPTIONS: tuple[Option, ...] = (
+    *GENERAL_OPTIONS,
+    _O("--single-process", "single process mode", MULTI, short="-s",
+       field="single_process", const=True),
+    _O("--fork", "fork child process for each association (def.)", MULTI,
+       field="single_process", const=False),
+    _O("--data-files-path", "path to worklist data files", INPUT, "general:", short="-dfp",
+       field="data_files_path", value=path("[p]ath: string (default: .)")),
+    _O("--enable-file-reject", "enable rejection of incomplete worklist files\n(default)", INPUT,
+       "handling of worklist files:", short="-efr", field="file_reject", const=True),
+    _O("--disable-file-reject", "disable rejection of incomplete worklist files", INPUT,
+       "handling of worklist files:", short="-dfr", field="file_reject", const=False),
+    _O("--return-no-char-set", "return no specific character set (default)", PROCESSING,
+       "returned character set:", short="-cs0", field="return_charset", const=CharsetMode.NONE),
+    _O("--return-iso-ir-100", "return specific character set ISO IR 100", PROCESSING,
+       "returned character set:", short="-cs1", field="return_charset",
+       const=CharsetMode.ISO_IR_100),
+    _O("--keep-char-set", "return character set provided in file", PROCESSING,
+       "returned character set:", short="-csk", field="return_charset", const=CharsetMode.KEEP),
+    _O("--no-sq-expansion", "disable expansion of empty sequences in C-FIND\nrequest messages",
+       PROCESSING, "other processing options:", short="-nse", field="sequence_expansion",
+       const=False),
+    _O("--ipv4", "use IPv4 only (default)", NETWORK, "IP protocol version:", short="-i4",
+       field="ip_family", const=IpFamily.IPV4, in_wlmscpfs=False),
+    _O("--ipv6", "use IPv6 only", NETWORK, "IP protocol version:", short="-i6",
+       field="ip_family", const=IpFamily.IPV6, in_wlmscpfs=False),
+    _O("--ip-auto", "use IPv6/IPv4 dual stack", NETWORK, "IP protocol version:", short="-i0",
+       field="ip_family", const=IpFamily.AUTO, in_wlmscpfs=False),
+    _O("--prefer-uncompr", "prefer explicit VR local byte order (default)", NETWORK,
+       "preferred network transfer syntaxes:", short="+x=", field="transfer_syntax",
+       const=TransferSyntaxPreference.UNCOMPRESSED),
+    _O("--prefer-little", "prefer explicit VR little endian TS", NETWORK,
+       "preferred network transfer syntaxes:", short="+xe", field="transfer_syntax",
+       const=TransferSyntaxPreference.LITTLE),
+    _O("--prefer-big", "prefer explicit VR big endian TS", NETWORK,
+       "preferred network transfer syntaxes:", short="+xb", field="transfer_syntax",
+       const=TransferSyntaxPreference.BIG),
+    _O("--prefer-deflated", "prefer deflated explicit VR little endian TS", NETWORK,
+       "preferred network transfer syntaxes:", short="+xd", field="transfer_syntax",
+       const=TransferSyntaxPreference.DEFLATED),
+    _O("--implicit", "accept implicit VR little endian TS only", NETWORK,
+       "preferred network transfer syntaxes:", short="+xi", field="transfer_syntax",
+       const=TransferSyntaxPreference.IMPLICIT),
+    _O("--access-full", "accept connections from any host (default)", NETWORK,
+       "network host access control (tcp wrapper):", short="-ac", field="access_control",
+       const=False),
+    _O("--access-control", "enforce host access control rules", NETWORK,
+       "network host access control (tcp wrapper):", short="+ac", field="access_control",
+       const=True),
+    _O("--enable-new-vr", "enable support for new VRs (UN/UT) (default)", NETWORK,
+       "post-1993 value representations:", short="+u", field="new_vr", const=True),
+    _O("--disable-new-vr", "disable support for new VRs, convert to OB", NETWORK,
+       "post-1993 value representations:", short="-u", field="new_vr", const=False),
+    _O("--compression-level", "0=uncompressed, 1=fastest, 9=best compression", NETWORK,
+       "deflate compression level (only with --prefer-deflated):", short="+cl",
+       field="compression_level", value=unsigned("[l]evel: integer (default: 6)", 0, 9),
+       requires=("--prefer-deflated",
+                 _needs("transfer_syntax", TransferSyntaxPreference.DEFLATED))),
+    _O("--acse-timeout", "timeout for ACSE messages", NETWORK, "other network options:",
+       short="-ta", field="acse_timeout", value=signed("[s]econds: integer (default: 30)", 1)),
+    _O("--dimse-timeout", "timeout for DIMSE messages", NETWORK, "other network options:",
+       short="-td", field="dimse_timeout",
+       value=signed("[s]econds: integer (default: unlimited)", 1)),
+    _O("--max-associations", "limit maximum number of parallel associations", NETWORK,
+       "other network options:", field="max_associations",
+       value=signed("[a]ssocs: integer (default: 50)", 1)),
+    _O("--refuse", "refuse association", NETWORK, "other network options:", field="refuse",
+       const=True),
+    _O("--reject", "reject association if no implement. class UID", NETWORK,
+       "other network options:", field="reject", const=True),
+    _O("--no-fail", "don't fail on an invalid query", NETWORK, "other network options:",
+       field="no_fail", const=True),
+    _O("--sleep-before", "sleep s seconds before find (default: 0)", NETWORK,
+       "other network options:", field="sleep_before", value=unsigned("[s]econds: integer", 0)),
+    _O("--sleep-after", "sleep s seconds after find (default: 0)", NETWORK,
+       "other network options:", field="sleep_after", value=unsigned("[s]econds: integer", 0)),
+    _O("--sleep-during", "sleep s seconds during find (default: 0)", NETWORK,
+       "other network options:", field="sleep_during", value=unsigned("[s]econds: integer", 0)),
+    _O("--max-pdu", "set max receive pdu to n bytes (default: 16384)", NETWORK,
+       "other network options:", short="-pdu", field="max_pdu",
+       value=unsigned("[n]umber of bytes: integer (4096..131072)", 4096, 131072)),
+    _O("--disable-host-lookup", "disable hostname lookup", NETWORK, "other network options:",
+       short="-dhl", field="host_lookup", const=False),
+    _O("--request-file-path", "path to store request files to", OUTPUT, "general:",
+       short="-rfp", field="request_file_path", value=path("[p]ath: string")),
+    _O("--request-file-format", "request file name format", OUTPUT, "general:", short="-rff",
+       field="request_file_format", value=text("[f]ormat: string (default: #t.dump)"),
+       requires=("--request-file-path", _has("request_file_path"))),
+    # --- wlmd's own options: long spellings only ---
+    _O("--config", "read settings from TOML file f\n(default: /etc/wlmd/wlmd.conf if present)",
+       WLMD, "configuration and daemon:", field="config_file",
+       value=path("[f]ilename: string"), in_wlmscpfs=False),
+    _O("--check-config", "check configuration and access rules, then exit", WLMD,
+       "configuration and daemon:", in_wlmscpfs=False),
+    _O("--daemon", "detach from the terminal and run in the background", WLMD,
+       "configuration and daemon:", field="daemon", const=True, in_wlmscpfs=False),
+    _O("--pid-file", "write the server's process id to file f", WLMD,
+       "configuration and daemon:", field="pid_file", value=path("[f]ilename: string"),
+       in_wlmscpfs=False),
+    _O("--index-file", "keep the parsed worklist in file f, so that a\nrestart parses "
+       "changed files only (default: none)", WLMD, "configuration and daemon:",
+       field="index_file", value=path("[f]ilename: string"), in_wlmscpfs=False),
+    _O("--user", "run as user u after binding the port", WLMD, "configuration and daemon:",
+       field="user", value=text("[u]ser: string"), in_wlmscpfs=False),
+    _O("--group", "run as group g after binding the port", WLMD, "configuration and daemon:",
+       field="group", value=text("[g]roup: string"), in_wlmscpfs=False),
+    _O("--listen-address", "listen on address a only (default: all addresses)", WLMD,
+       "network:", field="listen_address",
+       value=ValueSpec("[a]ddress: IPv4 or IPv6 address", _ip_address), in_wlmscpfs=False),
+    _O("--max-associations-per-host", "limit parallel associations per peer address\n"
+       "(default: 0 = unlimited)", WLMD, "network:", field="max_associations_per_host",
+       value=unsigned("[a]ssocs: integer", 0), in_wlmscpfs=False),
+    _O("--idle-timeout", "close an association idle between commands\nfor s seconds "
+       "(default: never)", WLMD, "network:", field="idle_timeout",
+       value=seconds("[s]econds: number"), in_wlmscpfs=False),
+    _O("--hosts-allow", "host access rules allowing peers (with +ac)", WLMD, "network:",
+       field="hosts_allow", value=path("[f]ilename: string (default: /etc/hosts.allow)"),
+       in_wlmscpfs=False),
+    _O("--hosts-deny", "host access rules denying peers (with +ac)", WLMD, "network:",
+       field="hosts_deny", value=path("[f]ilename: string (default: /etc/hosts.deny)"),
+       in_wlmscpfs=False),
+    _O("--min-spare-workers", "keep at least n idle worker processes", WLMD, "worker pool:",
+       field="min_spare_workers", value=unsigned("[n]umber: integer (default: 2)", 0),
+       in_wlmscpfs=False),
+    _O("--max-spare-workers", "keep at most n idle worker processes", WLMD, "worker pool:",
+       field="max_spare_workers", value=unsigned("[n]umber: integer (default: 8)", 1),
+       in_wlmscpfs=False),
+    _O("--worker-max-uses", "recycle a worker after n associations", WLMD, "worker pool:",
+       field="worker_max_uses", value=unsigned("[n]umber: integer (default: 1000)", 1),
+       in_wlmscpfs=False),
+    _O("--worker-timeout", "kill a busy worker silent for s seconds", WLMD, "worker pool:",
+       field="worker_timeout", value=seconds("[s]econds: number (default: 30)"),
+       in_wlmscpfs=False),
+    _O("--worker-max-memory", "recycle a worker above m MiB of private memory", WLMD,
+       "worker pool:", field="worker_max_memory_mb",
+       value=unsigned("[m]ebibytes: integer (default: 512)", 1), in_wlmscpfs=False),
+    _O("--graceful-timeout", "on SIGTERM, let associations finish for s seconds", WLMD,
+       "worker pool:", field="graceful_timeout",
+       value=seconds("[s]econds: number (default: 30)", allow_zero=True), in_wlmscpfs=False),
+    _O("--syslog", "log to syslog instead of standard error", WLMD, "logging:",
+       field="syslog", const=True, in_wlmscpfs=False),
+    _O("--syslog-facility", "syslog facility (daemon, local0..local7, ...)", WLMD, "logging:",
+       field="syslog_facility", value=ValueSpec("[f]acility: string (default: daemon)",
+                                                _facility), in_wlmscpfs=False),
+    _O("--syslog-socket", "syslog socket path, or host:port for UDP", WLMD, "logging:",
+       field="syslog_socket", value=text("[s]ocket: string (default: /dev/log)"),
+       in_wlmscpfs=False),
+    _O("--max-identifier-size", "refuse C-FIND identifiers above n bytes", WLMD, "limits:",
+       field="max_identifier_bytes", value=unsigned("[n]umber of bytes: integer "
+                                                    "(default: 1048576)", 1),
+       in_wlmscpfs=False),
+    _O("--max-sequence-depth", "refuse identifiers nesting sequences deeper than n", WLMD,
+       "limits:", field="max_sequence_depth", value=unsigned("[n]umber: integer (default: 8)",
+                                                             1), in_wlmscpfs=False),
+    _O("--max-sequence-items", "refuse identifiers with more than n sequence items",
+       WLMD, "limits:", field="max_sequence_items",
+       value=unsigned("[n]umber: integer (default: 64)", 1), in_wlmscpfs=False),
+    _O("--max-responses",
+       "refuse (0xA700) a C-FIND matching more than n\nentries (default: 0 = unlimited)", WLMD,
+       "limits:", field="max_responses", value=unsigned("[n]umber: integer", 0),
+       in_wlmscpfs=False),
+    _O("--tls-key", "enable TLS with private key file f (PEM)", WLMD, "TLS:",
+       field="tls_key", value=path("[f]ilename: string"), in_wlmscpfs=False),
+    _O("--tls-cert", "server certificate file f (PEM)", WLMD, "TLS:", field="tls_cert",
+       value=path("[f]ilename: string"), in_wlmscpfs=False),
+    _O("--tls-ca-file", "trust peer certificates signed by CAs in file f\n"
+       "(a client certificate is then verified if sent)", WLMD, "TLS:",
+       field="tls_ca_file", value=path("[f]ilename: string"), in_wlmscpfs=False),
+    _O("--tls-require-peer-cert", "require a valid client certificate", WLMD, "TLS:",
+       field="tls_require_peer_cert", const=True, in_wlmscpfs=False),
+    _O("--tls-profile", "TLS security profile p, as findscu's +pg ... +pa:\n"
+       + ", ".join(p.value for p in TlsProfile), WLMD, "TLS:", field="tls_profile",
+       value=ValueSpec("[p]rofile: string (default: 8996)", _tls_profile), in_wlmscpfs=False),
+)
 
 
-def _option_block(option: Option, indent: int, short: int, long: int) -> str:
-    """One option laid out like OFCommandLine::getOptionString."""
-    text = " " * indent + option.short.ljust(short) + "  " + option.long.ljust(long) + "  "
-    if option.value is not None:
-        text += option.value.description + "\n" + " " * (indent + short + long + 4)
-    return text + option.help.replace("\n", "\n" + " " * (indent + short + long + 4)) + "\n"
+def options_for(field: str) -> list[Option]:
+    """The options that set ``field``, in table order."""
+    return [option for option in OPTIONS if option.field == field]
 
 
-def render_options(options: Sequence[Option] = OPTIONS) -> str:
-    """The option list of ``--help``: groups, subgroups, per-block column widths."""
-    out: list[str] = []
-    group = subgroup = None
-    index = 0
-    while index < len(options):
-        option = options[index]
-        if option.group != group:
-            group, subgroup = option.group, None
-            out.append(f"{group}\n")
-        indent = 2
-        if option.subgroup:
-            indent = 4
-            if option.subgroup != subgroup:
-                subgroup = option.subgroup
-                out.append(f"  {subgroup}\n")
-        heading = (option.group, option.subgroup)
-        block = list(itertools.takewhile(lambda o, h=heading: (o.group, o.subgroup) == h,
-                                         options[index:]))
-        long_col, short_col = _GROUP_COLUMNS.get(group, (LONGCOL, SHORTCOL))
-        long_col = max([long_col, *(len(o.long) for o in block)])
-        short_col = max([short_col, *(len(o.short) for o in block)])
-        out += [_option_block(o, indent, short_col, long_col) for o in block]
-        index += len(block)
-    return "".join(out)
+def spellings_for(field: str) -> list[str]:
+    """The long spellings of the options that set ``field``."""
+    return [option.long for option in options_for(field)]
 
 
-def render_help(
-    options: Sequence[Option] = OPTIONS, prog: str = PROGRAM, identification: str = IDENTIFICATION
-) -> str:
-    """``--help``: OFConsoleApplication::printUsage, laid out as ``wlmscpfs --help``."""
-    column = LONGCOL + SHORTCOL + 4
-    params = "".join(f"  {name.ljust(column)}  {text}\n" for name, text in PARAMETERS)
-    synopsis = " ".join(name for name, _ in PARAMETERS)
-    return (
-        render_header(prog, identification)
-        + f"usage: {prog} [options] {synopsis}\n\nparameters:\n{params}\n"
-        + render_options(options)
-        + "\n"
-    )
+def spec_for(field: str) -> ValueSpec | None:
+    """The value spec that range-checks ``field`` (None for flag-only fields)."""
+    return next((o.value for o in options_for(field) if o.value is not None), None)
