@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_tool
+from wlmd.config.file import load_config
 from wlmd.config.settings import Settings
-from wlmd.config.table import load_config
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 INSTALLED_PATH = "/usr/bin/wlmd"

@@ -7,19 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from wlmd.config.options import CommandLineExit, parse_command_line
+from wlmd.cmdline.values import scan_signed, scan_unsigned
+from wlmd.config.commandline import CommandLineExit, parse_command_line
+from wlmd.config.file import CONFIG_KEYS, ConfigError, dump_config, load_config, render_config
+from wlmd.config.options import OPTIONS, render_man_options
 from wlmd.config.settings import CharsetMode, IpFamily, Settings, TransferSyntaxPreference
-from wlmd.config.table import (
-    CONFIG_KEYS,
-    OPTIONS,
-    ConfigError,
-    dump_config,
-    load_config,
-    render_config,
-    render_man_options,
-    scan_signed,
-    scan_unsigned,
-)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from wlmd.findscu.options import UsageError, parse, parse_int, render_help
+from wlmd.cmdline.console import UsageError
+from wlmd.cmdline.values import unsigned
+from wlmd.findscu.options import parse, render_help
 
 
 def test_options_anywhere_and_params_in_order() -> None:
@@ -53,7 +55,7 @@ def test_command_file_is_expanded_with_quotes(tmp_path: Path) -> None:
 ])
 def test_integer_values(text: str, message: str) -> None:
     with pytest.raises(UsageError) as info:
-        parse_int("--repeat", text, 1, 8)
+        unsigned("[n]umber: integer", 1, 8).read("--repeat", text)
     assert str(info.value) == message
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_dcmtk
+from wlmd.cmdline.general import TRACE
+from wlmd.config.commandline import parse_command_line
 from wlmd.config.logs import LogConfigError, configure_logging, log_always, syslog_address
-from wlmd.config.options import parse_command_line
 from wlmd.config.settings import Settings
-from wlmd.config.table import TRACE
 
 REPO = Path(__file__).resolve().parents[2]
 

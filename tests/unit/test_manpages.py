@@ -12,13 +12,8 @@ from types import ModuleType
 import pytest
 
 from tests.helpers import require_tool
-from wlmd.config.table import (
-    CONFIG_KEYS,
-    ConfigError,
-    load_config,
-    render_config,
-    render_man_options,
-)
+from wlmd.config.file import CONFIG_KEYS, ConfigError, load_config, render_config
+from wlmd.config.options import render_man_options
 
 REPO = Path(__file__).resolve().parents[2]
 MAN = REPO / "man"

@@ -9,13 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_dcmtk
-from wlmd.config.options import (
+from wlmd.cmdline.general import TRACE
+from wlmd.cmdline.option import Option
+from wlmd.config.commandline import (
     CommandLineExit,
     ParsedCommandLine,
     parse_command_line,
     read_command_file,
     render_help,
 )
+from wlmd.config.options import OPTIONS
 from wlmd.config.settings import (
     CharsetMode,
     IpFamily,
@@ -23,7 +26,6 @@ from wlmd.config.settings import (
     TlsProfile,
     TransferSyntaxPreference,
 )
-from wlmd.config.table import OPTIONS, TRACE, Option
 
 NO_CONFIG = Path("/nonexistent/wlmd.conf")
 

@@ -58,7 +58,7 @@ def render_config_file(header: Iterable[str], keys: Iterable[ConfigKey]) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_man_options(options: Sequence[Option]) -> str:
+def render_man_option_list(options: Sequence[Option]) -> str:
     """The OPTIONS section of a man page as mdoc, one ``.Ss`` list per (sub)group."""
     out: list[str] = []
     heading = None

@@ -31,7 +31,7 @@ from wlmd.cmdline.option import Option
 from wlmd.cmdline.tokens import CommandLine, expand_command_files, read_command_file, tokenize
 from wlmd.cmdline.values import read_port
 from wlmd.config.file import DEFAULT_CONFIG_FILE, ConfigError, load_config
-from wlmd.config.options import OPTIONS, options_for, spellings_for
+from wlmd.config.options import OPTIONS, spellings_for
 from wlmd.config.settings import Settings
 
 __all__ = ["CommandLineExit", "ParsedCommandLine", "parse_command_line", "read_command_file"]

@@ -19,8 +19,8 @@ from logging.handlers import SysLogHandler
 from pathlib import Path
 from typing import TextIO
 
-from wlmd.config.settings import Settings
 from wlmd.cmdline.general import TRACE
+from wlmd.config.settings import Settings
 
 IDENT = "wlmd"
 ASSOCIATION_LOGGER = "wlmd.associations"  # the per-association lines, an access log

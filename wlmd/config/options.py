@@ -13,6 +13,7 @@ from logging.handlers import SysLogHandler
 
 from wlmd.cmdline.general import GENERAL_OPTIONS
 from wlmd.cmdline.option import Option
+from wlmd.cmdline.render import render_man_option_list
 from wlmd.cmdline.values import ValueSpec, path, seconds, signed, text, unsigned
 from wlmd.config.settings import (
     CharsetMode,
@@ -245,3 +246,8 @@ def spellings_for(field: str) -> list[str]:
 def spec_for(field: str) -> ValueSpec | None:
     """The value spec that range-checks ``field`` (None for flag-only fields)."""
     return next((o.value for o in options_for(field) if o.value is not None), None)
+
+
+def render_man_options() -> str:
+    """The OPTIONS list of wlmd(8) (``man/render.py`` splices it into the page)."""
+    return render_man_option_list(OPTIONS)

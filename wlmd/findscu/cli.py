@@ -6,6 +6,7 @@ bad command line or unusable local files, 2 when no association could be establi
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import ssl
@@ -23,16 +24,17 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from wlmd.cmdline.console import EXIT_USAGE, UsageError, error_text, render_header
+from wlmd.cmdline.tokens import CommandLine
+from wlmd.cmdline.values import read_port
 from wlmd.config.settings import TlsProfile
-from wlmd.findscu import options as opts
 from wlmd.findscu.client import LOG, Client, Peer, Plan, QueryBuilder, QueryFailed
 from wlmd.findscu.keys import BadKeyPath, apply_key, parse_key
-from wlmd.findscu.logs import setup_logging
+from wlmd.findscu.logs import level_from, setup_logging
+from wlmd.findscu.options import PROGRAM, parse, read_int, render_help
 from wlmd.findscu.output import Extract
 from wlmd.findscu.sink import ResponseSink
 from wlmd.security import tls
-
-EXIT_USAGE = 1
 
 MODELS = {
     "--worklist": "1.2.840.10008.5.1.4.31",
@@ -67,27 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``findscu`` console script."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        cmd = opts.parse(args)
+        cmd = parse(args)
         return _run(cmd)
-    except opts.UsageError as exc:
-        print(f"{opts.BANNER}\nerror: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        sys.stderr.write(error_text(PROGRAM, str(exc)))
         return EXIT_USAGE
     except FatalError as exc:
         LOG.critical("%s", exc)
         return EXIT_USAGE
 
 
-def _run(cmd: opts.CommandLine) -> int:
+def _run(cmd: CommandLine) -> int:
     if (not cmd.options and not cmd.params) or cmd.has("--help"):
-        print(opts.render_help(), end="")
+        print(render_help(), end="")
         return 0
     if cmd.has("--version"):
         print(_version_text(), end="")
         return 0
     setup_logging(cmd)
     if cmd.has("--arguments"):
-        quoted = " ".join(f"'{a}'" for a in cmd.expanded)
-        LOG.info("calling '%s' with %d arguments: %s \n", sys.argv[0], len(cmd.expanded), quoted)
+        LOG.info("%s", cmd.arguments_message(sys.argv[0]))
     if cmd.has("--list-ciphers"):
         print("Supported TLS ciphersuites are:")
         print("".join(f"  {name}\n" for name in tls.list_ciphers()), end="")
@@ -115,11 +116,11 @@ class Config:
     show_responses: bool
 
 
-def _config(cmd: opts.CommandLine) -> Config:
+def _config(cmd: CommandLine) -> Config:
     host, port, files = _params(cmd)
     keys = [values[0] for values in cmd.values("--key")]
     if not files and not keys:
-        raise opts.UsageError("either query file or override keys (or both) must be specified")
+        raise UsageError("either query file or override keys (or both) must be specified")
     extract, xml_single = _extract(cmd)
     limit = _limit(cmd, extract)
     output_dir = Path(cmd.values("--output-directory")[-1][0]) if cmd.has(
@@ -131,70 +132,55 @@ def _config(cmd: opts.CommandLine) -> Config:
     level = 6
     if cmd.has("--compression-level"):
         if proposal != "--propose-deflated":
-            raise opts.UsageError("--compression-level only allowed with --propose-deflated")
-        level = opts.parse_int("--compression-level", cmd.values("--compression-level")[-1][0],
-                               0, 9)
+            raise UsageError("--compression-level only allowed with --propose-deflated")
+        level = read_int(cmd, "--compression-level", level)
     ssl_context, server_name = _tls(cmd)
     peer = Peer(
         host=host, port=port,
         calling_ae=_last_value(cmd, "--aetitle", "FINDSCU"),
         called_ae=_last_value(cmd, "--call", "ANY-SCP"),
         abstract_syntax=model, transfer_syntaxes=PROPOSALS[proposal],
-        max_pdu=_int_option(cmd, "--max-pdu", 16384, 4096, 131072),
-        acse_timeout=float(_int_option(cmd, "--acse-timeout", 30, 1)),
-        dimse_timeout=_timeout(cmd, "--dimse-timeout", None, 1),
-        connect_timeout=_timeout(cmd, "--timeout", None, 1),
-        socket_timeout=_timeout(cmd, "--socket-timeout", 60, 0) or None,
+        max_pdu=read_int(cmd, "--max-pdu", 16384),
+        acse_timeout=float(read_int(cmd, "--acse-timeout", 30)),
+        dimse_timeout=_timeout(cmd, "--dimse-timeout", None),
+        connect_timeout=_timeout(cmd, "--timeout", None),
+        socket_timeout=_timeout(cmd, "--socket-timeout", 60) or None,
         ssl_context=ssl_context, server_name=server_name, compression_level=level,
     )
     plan = Plan(
         queries=[_query_builder(path, keys, cmd) for path in files] or
         [_query_builder(None, keys, cmd)],
-        repeat=_int_option(cmd, "--repeat", 1, 1),
+        repeat=read_int(cmd, "--repeat", 1),
         abort=cmd.has("--abort"),
-        cancel_after=_int_option(cmd, "--cancel", 0, 0) if cmd.has("--cancel") else None,
+        cancel_after=read_int(cmd, "--cancel", 0) if cmd.has("--cancel") else None,
     )
     show = _show_responses(cmd, extract)
     return Config(peer, plan, extract, output_dir, xml_single, limit, show)
 
 
-def _params(cmd: opts.CommandLine) -> tuple[str, int, list[Path]]:
+def _params(cmd: CommandLine) -> tuple[str, int, list[Path]]:
     if len(cmd.params) < 1:
-        raise opts.UsageError("Missing parameter peer")
+        raise UsageError("Missing parameter peer")
     if len(cmd.params) < 2:
-        raise opts.UsageError("Missing parameter port")
+        raise UsageError("Missing parameter port")
     host, port_text, *files = cmd.params
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise opts.UsageError(f"Invalid parameter value {port_text} (not a number)") from None
-    if port > 65535:
-        raise opts.UsageError(f"Invalid parameter value {port_text} (overflow)")
-    if port < 1:
-        raise opts.UsageError(f"Invalid parameter value {port_text} (underflow)")
+    port = read_port(port_text)
     for name in files:
         if not os.access(name, os.R_OK):
-            raise opts.UsageError(f"cannot access file: {name}")
+            raise UsageError(f"cannot access file: {name}")
     return host, port, [Path(name) for name in files]
 
 
-def _last_value(cmd: opts.CommandLine, long: str, default: str) -> str:
+def _last_value(cmd: CommandLine, long: str, default: str) -> str:
     values = cmd.values(long)
     return values[-1][0] if values else default
 
 
-def _int_option(cmd: opts.CommandLine, long: str, default: int, low: int,
-                high: int | None = None) -> int:
-    values = cmd.values(long)
-    return opts.parse_int(long, values[-1][0], low, high) if values else default
+def _timeout(cmd: CommandLine, long: str, default: float | None) -> float | None:
+    return float(read_int(cmd, long, 0)) if cmd.has(long) else default
 
 
-def _timeout(cmd: opts.CommandLine, long: str, default: float | None,
-             low: int) -> float | None:
-    return float(_int_option(cmd, long, 0, low)) if cmd.has(long) else default
-
-
-def _extract(cmd: opts.CommandLine) -> tuple[Extract, Path | None]:
+def _extract(cmd: CommandLine) -> tuple[Extract, Path | None]:
     last = cmd.last("--extract", "--extract-xml", "--extract-xml-single")
     if last is None:
         return Extract.NONE, None
@@ -204,16 +190,16 @@ def _extract(cmd: opts.CommandLine) -> tuple[Extract, Path | None]:
     return (Extract.DICOM if name == "--extract" else Extract.XML), None
 
 
-def _limit(cmd: opts.CommandLine, extract: Extract) -> int | None:
+def _limit(cmd: CommandLine, extract: Extract) -> int | None:
     if not cmd.has("--limit-output"):
         return None
     if extract == Extract.NONE:
-        raise opts.UsageError("--limit-output only allowed with --extract, --extract-xml or"
+        raise UsageError("--limit-output only allowed with --extract, --extract-xml or"
                               " --extract-xml-single")
-    return _int_option(cmd, "--limit-output", 0, 1)
+    return read_int(cmd, "--limit-output", 0)
 
 
-def _show_responses(cmd: opts.CommandLine, extract: Extract) -> bool:
+def _show_responses(cmd: CommandLine, extract: Extract) -> bool:
     """DCMTK: shown unless hidden, extracted, quiet or logged above INFO; +sr forces them."""
     choice = cmd.last("--show-responses", "--hide-responses")
     if choice is not None:
@@ -221,17 +207,13 @@ def _show_responses(cmd: opts.CommandLine, extract: Extract) -> bool:
     return extract == Extract.NONE and not _explicit_level_above_info(cmd)
 
 
-def _explicit_level_above_info(cmd: opts.CommandLine) -> bool:
-    last = cmd.last("--quiet", "--verbose", "--debug", "--log-level")
-    if last is None:
-        return False
-    name, values = last
-    return name == "--quiet" or (name == "--log-level" and values[0] in {"fatal", "error",
-                                                                          "warn"})
+def _explicit_level_above_info(cmd: CommandLine) -> bool:
+    explicit = cmd.has("--quiet", "--verbose", "--debug", "--log-level")
+    return explicit and level_from(cmd) > logging.INFO
 
 
 def _query_builder(path: Path | None, keys: list[str],
-                   cmd: opts.CommandLine) -> QueryBuilder:
+                   cmd: CommandLine) -> QueryBuilder:
     """A callable building one identifier at send time, so key errors come after associating."""
     correct = cmd.last("--enable-correction", "--disable-correction")
     fix_values = correct is not None and correct[0] == "--enable-correction"
@@ -279,11 +261,11 @@ def _downgrade_new_vrs(dataset: Dataset) -> None:
             element.value = value.encode("latin-1") if isinstance(value, str) else value
 
 
-def _tls(cmd: opts.CommandLine) -> tuple[ssl.SSLContext | None, str | None]:
+def _tls(cmd: CommandLine) -> tuple[ssl.SSLContext | None, str | None]:
     mode = cmd.last("--disable-tls", "--enable-tls", "--anonymous-tls")
     for option in ("--std-passwd", "--use-passwd", "--null-passwd"):
         if cmd.has(option) and (mode is None or mode[0] != "--enable-tls"):
-            raise opts.UsageError(f"{option} only allowed with --enable-tls")
+            raise UsageError(f"{option} only allowed with --enable-tls")
     if mode is None or mode[0] == "--disable-tls":
         return None, None
     if cmd.has("--seed"):
@@ -293,7 +275,7 @@ def _tls(cmd: opts.CommandLine) -> tuple[ssl.SSLContext | None, str | None]:
             tls.write_seed(seed)
     if cmd.has("--write-seed-file"):
         if not cmd.has("--seed"):
-            raise opts.UsageError("--write-seed-file only allowed with --seed")
+            raise UsageError("--write-seed-file only allowed with --seed")
         tls.write_seed(Path(cmd.values("--write-seed-file")[-1][0]))
     key, cert = (Path(mode[1][0]), Path(mode[1][1])) if mode[0] == "--enable-tls" else (None,
                                                                                         None)
@@ -326,7 +308,7 @@ def _tls(cmd: opts.CommandLine) -> tuple[ssl.SSLContext | None, str | None]:
 
 
 def _version_text() -> str:
-    return (f"{opts.BANNER}\n\nHost type: {platform.system()} {platform.machine()}\n"
+    return (f"{render_header(PROGRAM)}\nHost type: {platform.system()} {platform.machine()}\n"
             f"Build options: Python {platform.python_version()}, pydicom {pydicom.__version__},"
             f" pynetdicom {pynetdicom.__version__}\n\nExternal libraries used:\n"
             f"- {ssl.OPENSSL_VERSION}\n")

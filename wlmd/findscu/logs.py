@@ -10,15 +10,14 @@ import logging
 import logging.config
 import sys
 
-from wlmd.findscu.options import CommandLine, UsageError
+from wlmd.cmdline.console import UsageError
+from wlmd.cmdline.general import INVALID_LOG_LEVEL, TRACE, log_level
+from wlmd.cmdline.tokens import CommandLine
 
-TRACE = 5
 APP = "wlmd.findscu"
 RESPONSES = "wlmd.findscu.responses"
 _LETTERS = {TRACE: "T", logging.DEBUG: "D", logging.INFO: "I", logging.WARNING: "W",
             logging.ERROR: "E", logging.CRITICAL: "F"}
-_LEVELS = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO,
-           "warn": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL}
 
 
 class DcmtkFormatter(logging.Formatter):
@@ -36,9 +35,10 @@ def level_from(cmd: CommandLine) -> int:
         return logging.WARNING
     name, values = last
     if name == "--log-level":
-        if values[0] not in _LEVELS:
-            raise UsageError(f"Invalid value for option --log-level ({values[0]})")
-        return _LEVELS[values[0]]
+        level = log_level(values[0])
+        if level is None:
+            raise UsageError(INVALID_LOG_LEVEL)
+        return level
     return {"--quiet": logging.CRITICAL, "--verbose": logging.INFO,
             "--debug": logging.DEBUG}[name]
 
