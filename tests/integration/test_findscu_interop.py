@@ -178,6 +178,14 @@ def test_xml_single_spans_repeats(wlmscpfs: str, tmp_path: Path) -> None:
     [HOST, "104", "-k", "PatientName", "+cl", "5"],
     [HOST, "104", "-k", "PatientName", "+pw", "secret"],
     [HOST, "104", "-k", "PatientName", "-X", "-od", "/nonexistent/dir"],
+    # the shared DCMTK engine: sscanf numbers, "-<digit>" is a parameter, @file, -ll
+    [HOST, "0x5", "-k", "PatientName"],
+    [HOST, "-5", "-k", "PatientName"],
+    ["-5x", HOST],
+    [HOST, "104", "-k", "PatientName", "--repeat", "-3"],
+    [HOST, "104", "-k", "PatientName", "--repeat", " 0"],
+    ["-ll", "bogus", HOST, "104", "-k", "PatientName"],
+    ["@/nonexistent/args.txt"],
 ], ids=lambda a: " ".join(a))
 def test_command_line_errors_match(args: list[str]) -> None:
     mine, reference = ours(*args), theirs(*args)
@@ -215,6 +223,18 @@ def test_arguments_from_command_file(wlmscpfs: str, tmp_path: Path) -> None:
     mine, reference = ours(*args), theirs(*args)
     assert mine.stderr.count(b"Find Response:") == 3
     assert mine.stderr == reference.stderr
+
+
+def test_help_headings_match_dcmtk() -> None:
+    """Same usage line, parameters and (sub)group headings, in the same order and layout."""
+    def headings(text: bytes) -> list[str]:
+        lines = text.decode().splitlines()[1:]  # the identification line names the vendor
+        return [line for line in lines if not line.lstrip().startswith(("-", "+"))
+                and not line.startswith(" " * 10)]
+
+    mine = headings(ours("-h").stdout)
+    reference = headings(theirs("-h").stdout)
+    assert [h for h in mine if h != "  server name indication:"] == reference
 
 
 def test_help_lists_every_option_of_dcmtk() -> None:
