@@ -19,7 +19,8 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from wlmd.config.commandline import CommandLineExit, ParsedCommandLine, parse_command_line
+from wlmd.cmdline.console import CommandLineExit
+from wlmd.config.commandline import ParsedCommandLine, parse_command_line
 from wlmd.config.logs import LogConfigError, configure_logging, log_always
 from wlmd.config.settings import Settings
 from wlmd.daemon import systemd

@@ -18,6 +18,7 @@ from wlmd.cmdline.render import (
 )
 from wlmd.cmdline.tokens import (
     CommandLine,
+    arguments_message,
     expand_command_files,
     looks_like_option,
     parse,
@@ -58,7 +59,7 @@ def test_options_anywhere_values_taken_verbatim_and_long_names_for_arguments() -
     assert cmd.values("--pair") == [("+a", "-7")]
     assert cmd.expanded == ["one", "--count", "-a", "two", "--pair", "+a", "-7", "--alpha",
                             "-12"]
-    assert cmd.arguments_message("tool") == (
+    assert arguments_message("tool", cmd.expanded) == (
         "calling 'tool' with 9 arguments: 'one' '--count' '-a' 'two' '--pair' '+a' '-7' "
         "'--alpha' '-12' \n")
 

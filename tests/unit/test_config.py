@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from wlmd.cmdline.console import CommandLineExit
 from wlmd.cmdline.values import scan_signed, scan_unsigned
-from wlmd.config.commandline import CommandLineExit, parse_command_line
+from wlmd.config.commandline import parse_command_line
 from wlmd.config.file import CONFIG_KEYS, ConfigError, dump_config, load_config, render_config
 from wlmd.config.options import OPTIONS, render_man_options
 from wlmd.config.settings import CharsetMode, IpFamily, Settings, TransferSyntaxPreference

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import require_dcmtk
+from wlmd.cmdline.console import CommandLineExit
 from wlmd.cmdline.general import TRACE
 from wlmd.cmdline.option import Option
+from wlmd.cmdline.tokens import read_command_file
 from wlmd.config.commandline import (
-    CommandLineExit,
     ParsedCommandLine,
     parse_command_line,
-    read_command_file,
     render_help,
 )
 from wlmd.config.options import OPTIONS

@@ -48,10 +48,11 @@ class CommandLine:
         """Every value tuple given to a repeatable option, in order."""
         return [occurrence.values for occurrence in self.options if occurrence.long == long]
 
-    def arguments_message(self, prog: str) -> str:
-        """The INFO line DCMTK logs for ``--arguments``."""
-        quoted = "".join(f"'{arg}' " for arg in self.expanded)
-        return f"calling '{prog}' with {len(self.expanded)} arguments: {quoted}\n"
+
+def arguments_message(prog: str, arguments: Sequence[str]) -> str:
+    """The INFO line DCMTK logs for ``--arguments``: the expanded arguments, quoted."""
+    quoted = "".join(f"'{arg}' " for arg in arguments)
+    return f"calling '{prog}' with {len(arguments)} arguments: {quoted}\n"
 
 
 def read_command_file(name: str) -> list[str]:

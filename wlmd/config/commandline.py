@@ -28,13 +28,11 @@ from wlmd.cmdline.console import (
 from wlmd.cmdline.console import render_help as render_program_help
 from wlmd.cmdline.general import INVALID_LOG_LEVEL, log_level
 from wlmd.cmdline.option import Option
-from wlmd.cmdline.tokens import CommandLine, expand_command_files, read_command_file, tokenize
+from wlmd.cmdline.tokens import CommandLine, arguments_message, expand_command_files, tokenize
 from wlmd.cmdline.values import read_port
 from wlmd.config.file import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from wlmd.config.options import OPTIONS, spellings_for
 from wlmd.config.settings import Settings
-
-__all__ = ["CommandLineExit", "ParsedCommandLine", "parse_command_line", "read_command_file"]
 
 PROGRAM = Program(
     name="wlmd",
@@ -47,6 +45,7 @@ PROGRAM = Program(
 CHECK_CONFIG_PORT = 104  # --check-config needs no port; the settings still need one
 LIBRARIES = ("pydicom", "pynetdicom", "psutil", "netaddr", "python-daemon")
 _LOGGING_FIELDS = ("verbosity", "log_level", "log_config")
+_BY_LONG = {option.long: option for option in OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class ParsedCommandLine:
         """The INFO line DCMTK logs for ``--arguments`` (always logged, whatever the level)."""
         if self.arguments is None:
             return None
-        return CommandLine(expanded=list(self.arguments)).arguments_message(prog)
+        return arguments_message(prog, self.arguments)
 
 
 class _Evaluator:
@@ -139,7 +138,7 @@ class _Evaluator:
 
 def _option(long: str) -> Option:
     """The table row of a long spelling the tokenizer accepted."""
-    return next(option for option in OPTIONS if option.long == long)
+    return _BY_LONG[long]
 
 
 def _settings_defaults() -> dict[str, object]:

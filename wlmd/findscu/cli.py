@@ -25,7 +25,7 @@ from pydicom.uid import (
 )
 
 from wlmd.cmdline.console import EXIT_USAGE, UsageError, error_text, render_header
-from wlmd.cmdline.tokens import CommandLine
+from wlmd.cmdline.tokens import CommandLine, arguments_message
 from wlmd.cmdline.values import read_port
 from wlmd.config.settings import TlsProfile
 from wlmd.findscu.client import LOG, Client, Peer, Plan, QueryBuilder, QueryFailed
@@ -88,7 +88,7 @@ def _run(cmd: CommandLine) -> int:
         return 0
     setup_logging(cmd)
     if cmd.has("--arguments"):
-        LOG.info("%s", cmd.arguments_message(sys.argv[0]))
+        LOG.info("%s", arguments_message(sys.argv[0], cmd.expanded))
     if cmd.has("--list-ciphers"):
         print("Supported TLS ciphersuites are:")
         print("".join(f"  {name}\n" for name in tls.list_ciphers()), end="")
