@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -223,6 +224,19 @@ def test_arguments_from_command_file(wlmscpfs: str, tmp_path: Path) -> None:
     mine, reference = ours(*args), theirs(*args)
     assert mine.stderr.count(b"Find Response:") == 3
     assert mine.stderr == reference.stderr
+
+
+@pytest.mark.parametrize("level", [[], ["-q"], ["-ll", "fatal"]], ids=["default", "q", "ll"])
+def test_arguments_are_printed_whatever_the_level(level: list[str]) -> None:
+    args = [*level, "--arguments", HOST, str(free_port()), "-k", "PatientName=A B"]
+    program = re.compile(rb"^I: calling '[^']*'")  # argv[0] differs: a path either way
+
+    def first_lines(stderr: bytes) -> list[bytes]:
+        return [program.sub(b"I: calling 'findscu'", line) for line in stderr.splitlines()[:2]]
+
+    mine = first_lines(ours(*args).stderr)
+    assert mine[0].startswith(b"I: calling 'findscu' with %d arguments: " % len(args))
+    assert mine == first_lines(theirs(*args).stderr)
 
 
 def test_help_headings_match_dcmtk() -> None:

@@ -30,7 +30,7 @@ from wlmd.cmdline.values import read_port
 from wlmd.config.settings import TlsProfile
 from wlmd.findscu.client import LOG, Client, Peer, Plan, QueryBuilder, QueryFailed
 from wlmd.findscu.keys import BadKeyPath, apply_key, parse_key
-from wlmd.findscu.logs import level_from, setup_logging
+from wlmd.findscu.logs import level_from, log_always, setup_logging
 from wlmd.findscu.options import PROGRAM, parse, read_int, render_help
 from wlmd.findscu.output import Extract
 from wlmd.findscu.sink import ResponseSink
@@ -88,7 +88,7 @@ def _run(cmd: CommandLine) -> int:
         return 0
     setup_logging(cmd)
     if cmd.has("--arguments"):
-        LOG.info("%s", arguments_message(sys.argv[0], cmd.expanded))
+        log_always(arguments_message(sys.argv[0], cmd.expanded))
     if cmd.has("--list-ciphers"):
         print("Supported TLS ciphersuites are:")
         print("".join(f"  {name}\n" for name in tls.list_ciphers()), end="")

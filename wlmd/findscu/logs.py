@@ -69,3 +69,9 @@ def setup_logging(cmd: CommandLine) -> None:
             logging.config.fileConfig(config[-1][0], disable_existing_loggers=False)
         except (OSError, KeyError, ValueError) as exc:
             raise UsageError(f"cannot read log config file: {config[-1][0]}") from exc
+
+
+def log_always(message: str) -> None:
+    """Log at INFO whatever the level: DCMTK prints ``--arguments`` even with ``-q``."""
+    app = logging.getLogger(APP)
+    app.handle(app.makeRecord(APP, logging.INFO, "(findscu)", 0, message, (), None))
