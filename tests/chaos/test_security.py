@@ -29,7 +29,7 @@ from tests.chaos.harness import (
     worklist_bytes,
 )
 from tests.chaos.wire import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, request_association
-from tests.helpers import free_port
+from tests.helpers import dcmtk_tool, free_port
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root")
 
@@ -138,6 +138,33 @@ def test_called_ae_titles_never_escape_dfp(public: Path, called: str | bytes) ->
     finally:
         server.stop()
     assert fingerprint(db) == before and fingerprint(public / "outside") == outside
+
+
+ODD_TITLES = ["A\\B", "\\", "A\x01B", "A\tB", "A\x1bB", "A\x7fB"]
+
+
+def test_called_ae_titles_with_backslash_or_control_are_unknown(public: Path) -> None:
+    """A directory of that name exists and holds a worklist, yet the title is refused 1/1/7,
+    both on a raw request and from DCMTK's findscu."""
+    db = public / "db"
+    for title in ["STABLE", *ODD_TITLES]:
+        make_ae_dir(db, title, {"s.wl": worklist_bytes("ODD")})
+    logs = public / "logs"
+    logs.mkdir()
+    server = Wlmd(logs, ["-dfp", str(db)])
+    try:
+        assert request_association("127.0.0.1", server.port, "STABLE").pdu_type == A_ASSOCIATE_AC
+        for title in ODD_TITLES:
+            answer = request_association("127.0.0.1", server.port, title)
+            assert (answer.pdu_type, answer.reason) == (A_ASSOCIATE_RJ, (1, 1, 7)), title
+        findscu = subprocess.run(
+            [dcmtk_tool("findscu"), "-aec", "A\\B", "-k", "PatientID", "127.0.0.1",
+             str(server.port)], capture_output=True, timeout=30, check=False)
+        assert findscu.returncode == 2
+        assert b"Called AE Title Not Recognized" in findscu.stderr
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
 
 
 def _rules(public: Path, allow: str, deny: str) -> list[str]:

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydicom import Dataset, Sequence, dcmread
 
 from wlmd.config.settings import Settings
@@ -105,12 +107,29 @@ def test_missing_lockfile_gives_a700(root: Path) -> None:
     [
         ("#a_#c_#p.dump", "PID1", "MODALITY1_CT01_PID1.dump"),
         ("req_#x_#p", "", "req_#x_"),  # unknown placeholders stay literal; empty Patient ID
-        ("#p.dump", "../../etc/passwd", ".._.._etc_passwd.dump"),
+        ("#p.dump", "../../etc/passwd", "___.._etc_passwd.dump"),
         ("#p", "a\\b\x00c", "a_b_c"),
+        ("#p", "..", "__"),
+        ("#p", ".", "_"),
+        ("#p.dump", ".bashrc", "_bashrc.dump"),
+        ("#p", "a.b\x7f", "a.b_"),
+        ("#c#p", "x", "CT01x"),
     ],
 )
 def test_s6_request_file_placeholders(fmt: str, patient_id: str, expected: str) -> None:
     assert request_file_name(fmt, ASSOC, patient_id) == expected
+
+
+@given(called=st.text(min_size=1, max_size=16), calling=st.text(max_size=16),
+       patient_id=st.text(max_size=64))
+def test_request_file_placeholders_never_make_a_path(called: str, calling: str,
+                                                     patient_id: str) -> None:
+    """Whatever the AE titles and Patient ID hold, each placeholder yields one plain name."""
+    assoc = AssociationInfo("127.0.0.1", 40000, calling_ae=calling, called_ae=called)
+    for fmt in ("#c", "#a", "#p"):
+        name = request_file_name(fmt, assoc, patient_id)
+        assert "/" not in name and "\\" not in name and not name.startswith(".")
+        assert all(ord(ch) >= 0x20 and ord(ch) != 0x7F for ch in name)
 
 
 def test_s6_request_file_pid_and_timestamp() -> None:
@@ -125,7 +144,7 @@ def test_s6_request_file_is_written_inside_rfp(root: Path, tmp_path: Path) -> No
     out.mkdir()
     run(root, query(PatientID="../escape"), request_file_path=out, request_file_format="#p.dump")
     written = list(out.iterdir())
-    assert [p.name for p in written] == [".._escape.dump"]
+    assert [p.name for p in written] == ["___escape.dump"]
     text = written[0].read_text()
     assert "# Dicom-Data-Set" in text
     assert "# Used TransferSyntax: Little Endian Implicit" in text
@@ -137,8 +156,8 @@ def test_request_file_named_dotdot_is_not_written(root: Path, tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "requests"
     out.mkdir()
-    responses = run(root, query(PatientID=".."), request_file_path=out,
-                    request_file_format="#p")
+    responses = run(root, query(PatientID="PID1"), request_file_path=out,
+                    request_file_format="..")
     assert responses[-1].status == STATUS_SUCCESS  # the query itself is still answered
     assert list(out.iterdir()) == []
     assert "would leave" in caplog.text

@@ -68,6 +68,7 @@ def test_worklist_names(name: str, used: bool) -> None:
     ("OFFIS", True), (" OFFIS", True), ("A" * 16, True), ("a.b", True),
     ("", False), ("A" * 17, False), (".", False), ("..", False), ("../db", False),
     ("OFFIS/", False), ("a..b", False), ("OF\0FIS", False), ("OF\nFIS", False),
+    ("OF\\FIS", False), ("\\", False), ("OF\tFIS", False), ("OF\x1bFIS", False),
     ("OF\x7fFIS", False),
 ])
 def test_safe_ae_titles(ae: str, safe: bool) -> None:

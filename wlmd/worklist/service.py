@@ -170,8 +170,8 @@ class WorklistService:
 def request_file_name(fmt: str, assoc: AssociationInfo, patient_id: str) -> str:
     """Expand ``-rff`` placeholders in wlmscpfs's order: #c, #a, #i, #t, #p.
 
-    Substituted values cannot contain a path separator, so a Patient ID or AE title can never
-    name a file outside ``-rfp``.
+    Substituted values contain no path separator and never start with a dot, so a Patient ID
+    or AE title can never name a file outside ``-rfp`` nor a hidden one.
     """
     name = fmt.replace("#c", _path_safe(assoc.called_ae))
     name = name.replace("#a", _path_safe(assoc.calling_ae))
@@ -192,8 +192,15 @@ def _patient_id(identifier: Dataset) -> str:
 
 
 def _path_safe(value: str) -> str:
-    """Replace characters that could change which directory a file name lands in."""
-    return "".join("_" if ch in "/\\" or ord(ch) < 0x20 else ch for ch in value)
+    """Replace what could change which directory a file name lands in, or hide the file.
+
+    Path separators and control characters become ``_``, and so do leading dots: a value can
+    never name ``.``, ``..`` or a hidden file.
+    """
+    safe = "".join("_" if ch in "/\\" or ord(ch) < 0x20 or ord(ch) == 0x7F else ch
+                   for ch in value)
+    dots = len(safe) - len(safe.lstrip("."))
+    return "_" * dots + safe[dots:]
 
 
 def write_request_file(settings: Settings, assoc: AssociationInfo, identifier: Dataset,

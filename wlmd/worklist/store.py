@@ -99,11 +99,13 @@ def is_safe_ae(ae: str) -> bool:
     """True if ``ae`` can name a directory right under ``-dfp`` and nothing else.
 
     wlmd departs from wlmscpfs 3.6.7 here (which accepts ``../x``): 1–16 characters, no
-    ``/``, no ``..``, not ``.``, no NUL or other control characters.
+    ``/``, no ``\\`` (the DICOM value separator, never part of an AE title), no ``..``, not
+    ``.``, no NUL or other control characters.
     """
     return (
         0 < len(ae) <= MAX_AE_LENGTH
         and "/" not in ae
+        and "\\" not in ae
         and ".." not in ae
         and ae != "."
         and all(0x20 <= ord(ch) != 0x7F for ch in ae)
