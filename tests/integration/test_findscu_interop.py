@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataelem import DataElement
 
 from tests.helpers import (
     DCMTK_EXAMPLES,
@@ -113,6 +114,78 @@ def test_same_output_for_query_files(wlmscpfs: str, queries: Path, name: str) ->
     mine, reference = ours(*args), theirs(*args)
     assert reference.stderr.count(b"Find Response:") > 0
     assert mine.stderr == reference.stderr
+
+
+# Entries whose values hold non-ASCII bytes: (SpecificCharacterSet, PatientName, description).
+# DCMTK prints the bytes as they are and pads the value column by bytes, not characters.
+NON_ASCII_ENTRIES = [
+    ("ISO_IR 100", "M\xdcLLER^J\xdcRGEN ".encode("latin-1"), b"\xc1RBOL "),
+    ("ISO_IR 192", "M\u00dcLLER^J\u00dcRGEN".encode(), "\u00c9" * 30 + "x"),  # over 40 bytes
+    ("ISO_IR 144", "\u0418\u0432\u0430\u043d\u043e\u0432^\u0418\u0432\u0430\u043d"
+     .encode("iso8859_5"), "\u0413\u041e\u041b\u041e\u0412\u0410 ".encode("iso8859_5")),
+    (None, b"UNDEFINED^\x81\xff ", b"\x7f\x9b\xc3\x1b "),  # no charset: undefined bytes
+    ("ISO_IR 192", b"BROKEN^\xc3\x28\xe2\x82", b"\xf0\x9f\x98\x80 "),  # bad UTF-8, emoji
+]
+
+
+@pytest.fixture(scope="module")
+def non_ascii_server(worklist: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """wlmscpfs serving AE CHARSETS: the example entry once per NON_ASCII_ENTRIES row."""
+    root = tmp_path_factory.mktemp("charsets")
+    directory = root / "CHARSETS"
+    directory.mkdir()
+    (directory / "lockfile").touch()
+    template = sorted((worklist / "OFFIS").glob("*.wl"))[0]
+    for number, (charset, name, description) in enumerate(NON_ASCII_ENTRIES):
+        ds = dcmread(template)
+        if charset is None:
+            ds.pop(0x00080005, None)
+        else:
+            ds.SpecificCharacterSet = charset
+        ds.PatientID = f"CHARSET{number}"
+        raw = description if isinstance(description, bytes) else description.encode()
+        ds[0x00100010] = DataElement(0x00100010, "PN", name)
+        ds[0x00321060] = DataElement(0x00321060, "LO", raw)
+        ds.save_as(directory / f"entry{number}.wl")
+    port = free_port()
+    proc = start_wlmscpfs(["-dfp", str(root)], port)
+    yield str(port)
+    stop_process(proc)
+
+
+def _non_ascii_query(port: str, *options: str) -> tuple[bytes, bytes]:
+    """Both findscu programs' stderr for one query of every NON_ASCII_ENTRIES entry."""
+    args = ["-aec", "CHARSETS", *options, HOST, port, "-k", "PatientName", "-k", "PatientID",
+            "-k", "RequestedProcedureDescription", "-k", "SpecificCharacterSet"]
+    mine, reference = ours(*args), theirs(*args)
+    assert mine.returncode == reference.returncode == 0
+    for _, name, _ in NON_ASCII_ENTRIES:
+        assert name in reference.stderr  # DCMTK prints the raw bytes
+    assert b"\xef\xbf\xbd" not in mine.stderr  # never U+FFFD
+    return mine.stderr, reference.stderr
+
+
+@pytest.mark.parametrize("level", [(), ("-v",)], ids=["default", "v"])
+def test_non_ascii_responses_are_printed_byte_for_byte(non_ascii_server: str,
+                                                       level: tuple[str, ...]) -> None:
+    mine, reference = _non_ascii_query(non_ascii_server, *level)
+    assert reference.count(b"Find Response:") == len(NON_ASCII_ENTRIES)
+    assert mine == reference
+
+
+DUMP_LINE = re.compile(rb"^[DI]: ( *\([0-9a-f]{4},[0-9a-f]{4}\) .* # +\d+, *\d+ .*)$")
+
+
+def test_non_ascii_debug_dumps_are_byte_for_byte(non_ascii_server: str) -> None:
+    """At -d the rest of the log differs (implementation UID, pynetdicom's own debug lines,
+    the level letter of response dumps); every dumped dataset line does not."""
+    mine, reference = _non_ascii_query(non_ascii_server, "-d")
+
+    def dumps(log: bytes) -> list[bytes]:
+        return [match.group(1) for line in log.splitlines() if (match := DUMP_LINE.match(line))]
+
+    assert len(dumps(reference)) == 4 + 3 * len(NON_ASCII_ENTRIES)  # request, responses
+    assert dumps(mine) == dumps(reference)
 
 
 def _extract_both(port: str, tmp_path: Path, *mode: str) -> tuple[Path, Path]:

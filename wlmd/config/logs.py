@@ -21,6 +21,7 @@ from typing import TextIO
 
 from wlmd.cmdline.general import TRACE
 from wlmd.config.settings import Settings
+from wlmd.dicom.dump import byte_exact
 
 IDENT = "wlmd"
 ASSOCIATION_LOGGER = "wlmd.associations"  # the per-association lines, an access log
@@ -147,7 +148,8 @@ def configure_logging(
         if level == logging.WARNING:  # ...except that a daemon's default keeps its access log
             associations = logging.INFO
     else:
-        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        # Dumps at -v print value bytes as received, as wlmscpfs does.
+        handler = logging.StreamHandler(stream if stream is not None else byte_exact(sys.stderr))
         handler.setFormatter(DcmtkFormatter())
     root.addHandler(handler)
     root.setLevel(level)

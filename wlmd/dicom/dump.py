@@ -4,11 +4,18 @@ wlmscpfs's request files.
 Values are shown exactly as they arrived, padding included; each sequence and item is reported
 as encoded on the wire (explicit or undefined length), with lengths in the negotiated transfer
 syntax. People diff this output against DCMTK's.
+
+DCMTK prints value bytes as they are, whatever the character set, and pads the value column
+by bytes. Here bytes are decoded as UTF-8 with ``surrogateescape`` (any other byte, such as
+Latin-1 0xC1, becomes a lone surrogate), columns are padded by encoded length, and
+``byte_exact`` lets a text stream write those bytes back out unchanged.
 """
 
 from __future__ import annotations
 
+import io
 import struct
+from typing import TextIO
 
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -31,6 +38,7 @@ TRANSFER_SYNTAX_NAMES: dict[str, str] = {
 }
 
 _VALUE_WIDTH = 40  # DCM_OptPrintValueLength: the value column is padded to this width
+ENCODING, ESCAPE = "utf-8", "surrogateescape"  # round-trips every byte of a value
 _SINGLE_VALUED = {"LT", "ST", "UT", "UR", "OB", "OW", "OF", "OD", "OL", "OV", "UN"}
 _STRUCT = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d",
            "UV": "Q", "SV": "q"}
@@ -51,6 +59,16 @@ def element_vr(tag: BaseTag) -> str:
 def dump_request(identifier: Dataset, transfer_syntax: str) -> str:
     """The text of a wlmscpfs request file (``-rfp``): a blank line, then the dataset."""
     return "\n".join(["", *dump_dataset(identifier, transfer_syntax)]) + "\n"
+
+
+def byte_exact(stream: TextIO) -> TextIO:
+    """``stream`` set to write dumped value bytes as received (UTF-8 with surrogateescape).
+
+    A stream that cannot be reconfigured (a test's capture, a ``StringIO``) is returned as is.
+    """
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(encoding=ENCODING, errors=ESCAPE)
+    return stream
 
 
 def transfer_syntax_name(uid: str) -> str:
@@ -201,7 +219,7 @@ def _raw_text(vr: str, data: bytes, little: bool) -> tuple[str, int]:
         chunks = [data[i : i + width] for i in range(0, len(data), width)]
         text = "\\".join(_hex_word(chunk, little) for chunk in chunks)
         return text, 1
-    text = data.decode("utf-8", "replace")
+    text = data.decode(ENCODING, ESCAPE)
     vm = 1 if vr in _SINGLE_VALUED else text.count("\\") + 1
     return f"[{text}]", vm
 
@@ -228,7 +246,8 @@ def _line(tag: BaseTag, vr: str, text: str, length: int | None, vm: int, level: 
           name: str | None = None) -> str:
     tag = Tag(tag)
     shown_length = "u/l" if length is None else f"{length:3d}"
-    head = f"{'  ' * level}({tag.group:04x},{tag.element:04x}) {vr} {text.ljust(_VALUE_WIDTH)}"
+    padding = " " * (_VALUE_WIDTH - len(text.encode(ENCODING, ESCAPE)))
+    head = f"{'  ' * level}({tag.group:04x},{tag.element:04x}) {vr} {text}{padding}"
     return f"{head} # {shown_length},{vm:2d} {name or tag_name(tag)}"
 
 

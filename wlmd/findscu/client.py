@@ -26,7 +26,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, DimsePrimitiveType
 from pynetdicom.dsutils import encode
@@ -39,6 +39,9 @@ from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from wlmd.findscu.output import Received
 
 LOG = logging.getLogger(__name__)
+# pynetdicom would decode every response identifier to log it (and pydicom would warn on
+# stderr about bytes it cannot decode); findscu prints its own DCMTK-style dumps instead.
+_config.LOG_RESPONSE_IDENTIFIERS = False
 
 EXIT_OK = 0
 EXIT_ASSOCIATION = 2  # DCMTK findscu: no connection, or the association was rejected

@@ -13,6 +13,7 @@ import sys
 from wlmd.cmdline.console import UsageError
 from wlmd.cmdline.general import INVALID_LOG_LEVEL, TRACE, log_level
 from wlmd.cmdline.tokens import CommandLine
+from wlmd.dicom.dump import byte_exact
 
 APP = "wlmd.findscu"
 RESPONSES = "wlmd.findscu.responses"
@@ -51,7 +52,7 @@ def setup_logging(cmd: CommandLine) -> None:
     app.handlers.clear()
     app.propagate = False
     app.setLevel(level)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(byte_exact(sys.stderr))  # value bytes as DCMTK prints
     handler.setFormatter(DcmtkFormatter())
     app.addHandler(handler)
     logging.getLogger(RESPONSES).setLevel(logging.INFO)

@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from wlmd.config.settings import Settings
 from wlmd.dicom.dimse import encode_dataset
-from wlmd.dicom.dump import dump_request
+from wlmd.dicom.dump import ENCODING, ESCAPE, dump_request
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
@@ -214,7 +214,7 @@ def write_request_file(settings: Settings, assoc: AssociationInfo, identifier: D
         LOGGER.error("Request file name %r would leave %s; not written", path.name, directory)
         return
     try:
-        path.write_text(dump_request(identifier, transfer_syntax_uid), encoding="utf-8",
-                        errors="replace")
+        path.write_text(dump_request(identifier, transfer_syntax_uid), encoding=ENCODING,
+                        errors=ESCAPE)  # the value bytes as received, as wlmscpfs writes them
     except OSError as error:
         LOGGER.error("Cannot write request file %s: %s", path, error)
