@@ -13,6 +13,8 @@ asserted on their own below: InstitutionalDepartmentName, ``-nse`` with a zero-i
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -200,3 +202,53 @@ def test_departure_no_fail_three_sps_items(built: Corpus) -> None:
                                       {"EDGE": first}))
     assert reference.final == candidate.final == "0x0000"
     assert candidate.responses == reference.responses
+
+
+# --- -v logs ---------------------------------------------------------------------------------
+# Lines only one side prints: association lines (wlmd prints its one summary line instead;
+# the harness's readiness probe is refused by wlmscpfs), wlmscpfs's start notice, wlmd's stop.
+ONE_SIDE = re.compile(r"^[IW]: (Association |Refusing Association |\+{29}$|"
+                      r"association from |stopped$|\(notice: dcmdata auto correction)")
+# Sequence and item lengths in response dumps: wlmscpfs prints those of the request's items
+# (its response copies them), wlmd those of the response it sends. A documented difference.
+LENGTH = re.compile(r"^(I: +\([0-9a-f]{4},[0-9a-f]{4}\) (?:SQ|na) \(.*\) +#)\s*\d+,")
+
+
+def verbose_lines(log: Path, db: Path, after: str | None = None) -> Counter[str]:
+    """The -v log of the queries, as a multiset of normalised lines (order is not compared:
+    wlmscpfs visits files in directory order, wlmd in its stable order). ``after``: skip the
+    log up to the first line holding it (wlmd's preload checks every file once at start)."""
+    text = log.read_bytes().decode("utf-8", "surrogateescape")
+    if after is not None:
+        text = text[text.index(after):].split("\n", 1)[1]
+    lines: Counter[str] = Counter()
+    for line in text.splitlines():
+        if ONE_SIDE.match(line):
+            continue
+        # wlmscpfs prints a UID's NUL padding in its responses as nothing, wlmd as the byte
+        line = line.replace(str(db), "<db>").replace("\0]", "]")
+        line = re.sub(r"(does not match query): .*", r"\1", line)  # wlmd's explanation
+        line = re.sub(r"Response \d+ \(", "Response N (", line)
+        line = re.sub(r"result no\. \d+", "result no. N", line)
+        lines[LENGTH.sub(r"\1 <len>,", line)] += 1
+    return lines
+
+
+def test_verbose_logs_match_wlmscpfs(built: Corpus) -> None:
+    """At -v both servers log the same messages for the same queries: the C-FIND message, the
+    request and expanded identifiers, one pair of lines per worklist file, the matching
+    results and each response (paths, order and the documented differences aside)."""
+    if harness.candidate_is_wlmscpfs():
+        pytest.skip("the candidate's log is cut at wlmd's 'listening on' line")
+    queries = [q for q in QUERIES if q.name.startswith("example_") and q.ae == "CT01"]
+    assert queries
+    run_both(built, "verbose", queries, ("-v", "--single-process"))
+    out = built.work / "verbose"
+    expected = verbose_lines(out / "wlmscpfs" / "server.log", built.db)
+    got = verbose_lines(out / "wlmd" / "server.log", built.db, after=" listening on ")
+    assert expected["I: Find SCP Request Identifiers:"] == len(queries)
+    assert sum(n for line, n in expected.items() if line.endswith(" matches query")) > 0
+    missing, extra = expected - got, got - expected
+    assert not missing and not extra, (
+        f"only in wlmscpfs: {sorted(missing.items())[:20]}\n"
+        f"only in wlmd: {sorted(extra.items())[:20]}")

@@ -44,6 +44,9 @@ LOG = logging.getLogger(__name__)
 
 VERIFICATION = "1.2.840.10008.1.1"
 MWL_FIND = "1.2.840.10008.5.1.4.31"
+PRIORITY = 0x00000700
+_PRIORITY_NAMES = {0: "medium", 1: "high", 2: "low"}
+_SOP_CLASS_NAMES = {MWL_FIND: "FINDModalityWorklistInformationModel"}
 SUPPORTED_ABSTRACT_SYNTAXES = frozenset((VERIFICATION, MWL_FIND))
 
 _LITTLE_FIRST = (EXPLICIT_LITTLE, EXPLICIT_BIG)
@@ -282,6 +285,8 @@ class _Association:
             raise _abort("undecodable C-FIND identifier") from exc
         self.report.queries += 1
         LOG.debug("C-FIND-RQ message %d on context %d (%s)", message_id, context_id, ts_uid)
+        if LOG.isEnabledFor(logging.INFO):
+            LOG.info("%s", incoming_find_text(command, context_id, message_id, sop_class))
         responses = self.app.find(self.info, identifier, ts_uid)
         try:
             self._respond(responses, context_id, message_id, sop_class, ts_uid)
@@ -454,3 +459,20 @@ def serve_association(
         f" ({report.detail})" if report.detail else "",
     )
     return report
+
+
+def incoming_find_text(command: dict[int, bytes], context_id: int, message_id: int,
+                       sop_class: str | None) -> str:
+    """The C-FIND-RQ block wlmscpfs logs at -v (DCMTK's ``DIMSE_dumpMessage``)."""
+    priority = dimse.command_us(command, PRIORITY) or 0
+    lines = [
+        "===================== INCOMING DIMSE MESSAGE ====================",
+        "Message Type                  : C-FIND RQ",
+        f"Presentation Context ID       : {context_id}",
+        f"Message ID                    : {message_id}",
+        f"Affected SOP Class UID        : {_SOP_CLASS_NAMES.get(sop_class or '', sop_class)}",
+        "Data Set                      : present",
+        f"Priority                      : {_PRIORITY_NAMES.get(priority, str(priority))}",
+        "======================= END DIMSE MESSAGE =======================",
+    ]
+    return "\n".join(lines)

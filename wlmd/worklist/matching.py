@@ -91,6 +91,41 @@ def compile_matcher(query: PreparedQuery) -> Predicate:
     return _compile_level(query.mask, ROOT_MATCHING_KEYS)
 
 
+@dataclass(frozen=True)
+class KeyCheck:
+    """One of the ANDed tests of a search-mask level, labelled so a failure can be explained.
+
+    ``tags`` is the key, or the date and time pair matched as one interval; ``query`` holds
+    the query's raw value of each. A sequence key has ``items``: the checks of each query item.
+    """
+
+    tags: tuple[int, ...]
+    query: tuple[bytes, ...]
+    predicate: Predicate
+    items: tuple[tuple[KeyCheck, ...], ...] = ()
+
+
+def compile_checks(mask: Dataset, keys: MatchingKeys = ROOT_MATCHING_KEYS) -> list[KeyCheck]:
+    """``DatasetMatchesSearchMask`` for one level: plain keys, date/time pairs, sequences.
+
+    A record matches the level when every check's predicate holds.
+    """
+    checks: list[KeyCheck] = []
+    for tag, wildcards in keys.keys:
+        query = _query_value(mask, tag)
+        if query is not None:
+            checks.append(KeyCheck((tag,), (query[1],), _key_predicate(tag, *query, wildcards)))
+    for date_tag, time_tag in keys.combined:
+        check = _combined_check(mask, date_tag, time_tag)
+        if check is not None:
+            checks.append(check)
+    for sequence_tag, item_keys in keys.sequences:
+        check = _sequence_check(mask, sequence_tag, item_keys)
+        if check is not None:
+            checks.append(check)
+    return checks
+
+
 def _all(predicates: list[Predicate]) -> Predicate:
     if not predicates:
         return lambda record: True
@@ -98,21 +133,7 @@ def _all(predicates: list[Predicate]) -> Predicate:
 
 
 def _compile_level(mask: Dataset, keys: MatchingKeys) -> Predicate:
-    """``DatasetMatchesSearchMask`` for one level: plain keys, date/time pairs, sequences."""
-    predicates: list[Predicate] = []
-    for tag, wildcards in keys.keys:
-        query = _query_value(mask, tag)
-        if query is not None:
-            predicates.append(_key_predicate(tag, *query, wildcards))
-    for date_tag, time_tag in keys.combined:
-        predicate = _combined_predicate(mask, date_tag, time_tag)
-        if predicate is not None:
-            predicates.append(predicate)
-    for sequence_tag, item_keys in keys.sequences:
-        predicate = _sequence_predicate(mask, sequence_tag, item_keys)
-        if predicate is not None:
-            predicates.append(predicate)
-    return _all(predicates)
+    return _all([check.predicate for check in compile_checks(mask, keys)])
 
 
 def _query_value(mask: Dataset, tag: int, wildcards: bool = True) -> tuple[str, bytes] | None:
@@ -238,14 +259,24 @@ def _range_within(query: _Range, parse: Callable[[bytes], Ordered | None]
     )
 
 
-def _combined_predicate(mask: Dataset, date_tag: int, time_tag: int) -> Predicate | None:
+def _combined_check(mask: Dataset, date_tag: int, time_tag: int) -> KeyCheck | None:
     """StudyDate/Time or SPS start date/time: one interval when both halves are given."""
     date_query = _query_value(mask, date_tag)
     time_query = _query_value(mask, time_tag)
     if date_query is None:
-        return None if time_query is None else _key_predicate(time_tag, *time_query, True)
+        if time_query is None:
+            return None
+        return KeyCheck((time_tag,), (time_query[1],),
+                        _key_predicate(time_tag, *time_query, True))
     if time_query is None:
-        return _key_predicate(date_tag, *date_query, True)
+        return KeyCheck((date_tag,), (date_query[1],),
+                        _key_predicate(date_tag, *date_query, True))
+    return KeyCheck((date_tag, time_tag), (date_query[1], time_query[1]),
+                    _combined_predicate(date_tag, date_query, time_tag, time_query))
+
+
+def _combined_predicate(date_tag: int, date_query: tuple[str, bytes], time_tag: int,
+                        time_query: tuple[str, bytes]) -> Predicate:
     if date_query[0] != "DA" or time_query[0] != "TM":
         return lambda record: False  # DcmElement::combinationMatches
     test = _datetime_test(_first(date_query[1]), _first(time_query[1]))
@@ -310,7 +341,7 @@ def _parse_datetime(text: bytes) -> tuple[Date, float] | None:
     return date, time
 
 
-def _sequence_predicate(mask: Dataset, tag: int, keys: MatchingKeys) -> Predicate | None:
+def _sequence_check(mask: Dataset, tag: int, keys: MatchingKeys) -> KeyCheck | None:
     """The SPS: any query item must match any record item, unless the query is universal."""
     element = mask.get_item(tag)
     if element is None or element_vr(element) != "SQ":
@@ -318,7 +349,8 @@ def _sequence_predicate(mask: Dataset, tag: int, keys: MatchingKeys) -> Predicat
     items = list(mask[tag].value)
     if _sequence_is_universal(items, keys):
         return None
-    item_predicates = [_compile_level(item, keys) for item in items]
+    item_checks = tuple(tuple(compile_checks(item, keys)) for item in items)
+    item_predicates = [_all([check.predicate for check in checks]) for checks in item_checks]
 
     def predicate(record: Dataset) -> bool:
         candidate = record.get_item(tag)
@@ -327,7 +359,7 @@ def _sequence_predicate(mask: Dataset, tag: int, keys: MatchingKeys) -> Predicat
         record_items = record[tag].value or []
         return any(match(item) for match in item_predicates for item in record_items)
 
-    return predicate
+    return KeyCheck((tag,), (b"",), predicate, item_checks)
 
 
 def _sequence_is_universal(items: list[Dataset], keys: MatchingKeys) -> bool:

@@ -20,8 +20,8 @@ from pydicom.errors import BytesLengthException
 from pydicom.uid import ExplicitVRLittleEndian
 
 from wlmd.config.settings import Settings
-from wlmd.dicom.dimse import encode_dataset
-from wlmd.dicom.dump import ENCODING, ESCAPE, dump_request
+from wlmd.dicom.dimse import decode_dataset, encode_dataset
+from wlmd.dicom.dump import ENCODING, ESCAPE, dump_dataset, dump_request
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
@@ -33,6 +33,7 @@ from wlmd.dicom.types import (
     UndecodableIdentifier,
 )
 from wlmd.worklist.cache import NO_MATCH, ResponseCache
+from wlmd.worklist.explain import Explainer
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
@@ -44,6 +45,7 @@ from wlmd.worklist.store import LockfileError, WorklistStore
 
 LOGGER = logging.getLogger(__name__)
 # What pydicom raises converting a value it cannot read: unknown VR, impossible length, bytes.
+RULE = "=" * 29  # wlmscpfs's separator between the steps of a C-FIND at -v
 UNDECODABLE_VALUE_ERRORS = (NotImplementedError, BytesLengthException, ValueError,
                             struct.error, UnicodeError)
 
@@ -86,6 +88,10 @@ class WorklistService:
             write_request_file(settings, assoc, identifier, transfer_syntax_uid)
         if settings.sleep_before:
             time.sleep(settings.sleep_before)
+        verbose = LOGGER.isEnabledFor(logging.INFO)  # wlmscpfs's -v messages, built only then
+        if verbose:
+            LOGGER.info("Find SCP Request Identifiers:\n\n%s\n\n%s",
+                        "\n".join(dump_dataset(identifier, transfer_syntax_uid)), RULE)
         try:
             query = prepare_query(
                 identifier,
@@ -102,13 +108,19 @@ class WorklistService:
             LOGGER.warning("Undecodable identifier from %s (%s): %s", assoc.calling_ae,
                            assoc.peer_address, type(error).__name__)
             raise UndecodableIdentifier(type(error).__name__) from error
-        try:
-            records = self._store.query(assoc.called_ae, prefilter_of(query))
+        if verbose:
+            LOGGER.info("Expanded Find SCP Request Identifiers:\n\n%s\n\n%s\n"
+                        "Determining matching records from worklist files",
+                        "\n".join(dump_dataset(query.mask, transfer_syntax_uid)), RULE)
+        try:  # at -v every record is a candidate, so each gets its line, as in wlmscpfs
+            records = self._store.query(assoc.called_ae, None if verbose else prefilter_of(query))
         except LockfileError as error:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)
             return
         responses = self._answers(query, records, transfer_syntax_uid)
+        if verbose:
+            self._log_candidates(assoc.called_ae, query, records, responses)
         LOGGER.debug("%d of %d candidate worklist records in %s match", len(responses),
                      len(records), assoc.called_ae)
         if 0 < settings.max_responses < len(responses):
@@ -119,9 +131,34 @@ class WorklistService:
                 f"Too many matches ({len(responses)} > {settings.max_responses}), refine query"))
             return
         status = STATUS_PENDING_WARNING if query.unsupported_removed else STATUS_PENDING
-        for response in responses:
+        for number, response in enumerate(responses, 1):
+            if verbose:
+                LOGGER.info("Worklist Find SCP Response %d (%s)\n\n%s\n\n%s", number,
+                            "Pending" if status == STATUS_PENDING else "Pending (Warning)",
+                            _dump_encoded(response, transfer_syntax_uid), "-" * 29)
             yield FindResponse(status, response)
+        if verbose:
+            LOGGER.info("Worklist Find SCP Response %d (Success)", len(responses) + 1)
         yield FindResponse(STATUS_SUCCESS)
+
+    def _log_candidates(self, called_ae: str, query: PreparedQuery,
+                        records: list[WorklistRecord], responses: list[bytes]) -> None:
+        """wlmscpfs's per-file lines, plus the first key that failed for a file that does not
+        match (a wlmd addition), then the matching results."""
+        explainer = Explainer(query)
+        directory = os.path.join(self._settings.data_files_path, called_ae)
+        for record in records:
+            path = os.path.join(directory, record.name)
+            LOGGER.info('Checking whether worklist file "%s" is complete', path)
+            reason = explainer.first_mismatch(record.dataset)
+            if reason is None:
+                LOGGER.info('Information from worklist file "%s" matches query', path)
+            else:
+                LOGGER.info('Information from worklist file "%s" does not match query: %s',
+                            path, reason)
+        LOGGER.info("Matching results: %d matching records found in worklist files\n%s%s",
+                    len(responses), "".join(f"  Processing matching result no. {n}\n"
+                                            for n in range(len(responses))), RULE)
 
     def _answers(self, query: PreparedQuery, records: list[WorklistRecord],
                  transfer_syntax_uid: str) -> list[bytes]:
@@ -165,6 +202,12 @@ class WorklistService:
         LOGGER.warning("Query from %s (%s) refused: %s", assoc.calling_ae, assoc.peer_address,
                        problem)
         return FindResponse(STATUS_OUT_OF_RESOURCES, error_comment=f"Query refused: {problem}")
+
+
+def _dump_encoded(data: bytes, transfer_syntax_uid: str) -> str:
+    """An encoded response as DCMTK prints the dataset it sends."""
+    dataset = decode_dataset(data, transfer_syntax_uid, max_bytes=len(data) * 1024 + 1024)
+    return "\n".join(dump_dataset(dataset, transfer_syntax_uid))
 
 
 def request_file_name(fmt: str, assoc: AssociationInfo, patient_id: str) -> str:
