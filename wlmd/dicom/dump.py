@@ -18,7 +18,7 @@ import struct
 from typing import TextIO
 
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_is_retired, dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
@@ -76,14 +76,21 @@ def transfer_syntax_name(uid: str) -> str:
     return TRANSFER_SYNTAX_NAMES.get(uid, "Unknown Transfer Syntax")
 
 
-def dump_dataset(dataset: Dataset, transfer_syntax: str, *, built: bool = False) -> list[str]:
+def dump_dataset(dataset: Dataset, transfer_syntax: str, *, built: bool = False,
+                 response: bool = False) -> list[str]:
     """The lines of ``DcmDataset::print``: two header comments, then one line per element.
 
     ``built``: the dataset was made in memory (``-k`` only), where DCMTK has not computed
-    sequence and item lengths yet and prints 0 for them.
+    sequence and item lengths yet and prints 0 for them. ``response``: a response wlmscpfs
+    built from its file's values, as C strings: its top-level UIDs show no NUL padding.
     """
     header = ["# Dicom-Data-Set", f"# Used TransferSyntax: {transfer_syntax_name(transfer_syntax)}"]
-    return header + _dump_items(dataset, _Encoding.of(transfer_syntax, built), 0)
+    return header + _dump_items(dataset, _Encoding.of(transfer_syntax, built), 0, response)
+
+
+def dump_elements(dataset: Dataset, transfer_syntax: str) -> list[str]:
+    """One line per element, without the header (wlmscpfs's "Status Detail")."""
+    return _dump_items(dataset, _Encoding.of(transfer_syntax), 0)
 
 
 class _Encoding:
@@ -105,13 +112,14 @@ class _Encoding:
         return out
 
 
-def _dump_items(dataset: Dataset, enc: _Encoding, level: int) -> list[str]:
+def _dump_items(dataset: Dataset, enc: _Encoding, level: int,
+                response: bool = False) -> list[str]:
     lines: list[str] = []
     for tag in sorted(dataset.keys()):
         if element_vr_of(dataset, tag) == "SQ":
             lines += _dump_sequence(dataset[tag], enc, level)
         else:
-            lines.append(_leaf_line(dataset, tag, enc, level))
+            lines.append(_leaf_line(dataset, tag, enc, level, response))
     return lines
 
 
@@ -184,13 +192,15 @@ def element_vr_of(dataset: Dataset, tag: BaseTag) -> str:
     return dataset[tag].VR
 
 
-def _leaf_line(dataset: Dataset, tag: BaseTag, enc: _Encoding, level: int) -> str:
+def _leaf_line(dataset: Dataset, tag: BaseTag, enc: _Encoding, level: int,
+               response: bool = False) -> str:
     vr = element_vr_of(dataset, tag)
     data = value_bytes(dataset, tag, _uid_of(enc))
     if not data:
         return _line(tag, vr, "(no value available)", 0, 0, level)
     if isinstance(dataset.get_item(tag), RawDataElement):
-        text, vm = _raw_text(vr, data, enc.little)
+        shown = data.rstrip(b"\0") if response and vr == "UI" else data
+        text, vm = _raw_text(vr, shown, enc.little)
     else:
         text, vm = _local_text(dataset[tag])
     return _line(tag, vr, text, len(data), vm, level)
@@ -252,8 +262,12 @@ def _line(tag: BaseTag, vr: str, text: str, length: int | None, vm: int, level: 
 
 
 def tag_name(tag: BaseTag) -> str:
-    """DCMTK's dictionary name for a tag, or its placeholders for private and unknown tags."""
+    """DCMTK's dictionary name for a tag (``RETIRED_`` before a retired keyword), or its
+    placeholders for private and unknown tags."""
     tag = Tag(tag)
     if tag.is_private_creator:
         return "PrivateCreator"
-    return keyword_for_tag(tag) or "Unknown Tag & Data"
+    keyword = keyword_for_tag(tag)
+    if not keyword:
+        return "Unknown Tag & Data"
+    return f"RETIRED_{keyword}" if dictionary_is_retired(tag) else keyword

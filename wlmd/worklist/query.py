@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 from pydicom import Dataset
 from pydicom.charset import convert_encodings, encode_string
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import PersonName
 
+from wlmd.dicom.dump import tag_name
 from wlmd.worklist.keys import (
     SEQUENCE_EXPANSION,
     SPECIFIC_CHARACTER_SET,
@@ -120,11 +121,6 @@ def prepare_query(identifier: Dataset, *, no_fail: bool, expand_sequences: bool)
     if check.errors and not no_fail:
         raise InvalidQuery(tuple(check.offending), check.comment)
     return PreparedQuery(mask=mask, unsupported_removed=check.unsupported_removed)
-
-
-def tag_name(tag: BaseTag) -> str:
-    """The attribute name DCMTK logs (its dictionary keyword)."""
-    return keyword_for_tag(tag) or "Unknown Tag & Data"
 
 
 # --- raw values -----------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from pydicom.errors import BytesLengthException
 from pydicom.uid import ExplicitVRLittleEndian
 
 from wlmd.config.settings import Settings
-from wlmd.dicom.dimse import decode_dataset, encode_dataset
-from wlmd.dicom.dump import ENCODING, ESCAPE, dump_dataset, dump_request
+from wlmd.dicom.dimse import encode_dataset
+from wlmd.dicom.dump import ENCODING, ESCAPE, dump_request
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
@@ -32,8 +32,8 @@ from wlmd.dicom.types import (
     FindResponse,
     UndecodableIdentifier,
 )
+from wlmd.worklist import findlog
 from wlmd.worklist.cache import NO_MATCH, ResponseCache
-from wlmd.worklist.explain import Explainer
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
@@ -45,7 +45,6 @@ from wlmd.worklist.store import LockfileError, WorklistStore
 
 LOGGER = logging.getLogger(__name__)
 # What pydicom raises converting a value it cannot read: unknown VR, impossible length, bytes.
-RULE = "=" * 29  # wlmscpfs's separator between the steps of a C-FIND at -v
 UNDECODABLE_VALUE_ERRORS = (NotImplementedError, BytesLengthException, ValueError,
                             struct.error, UnicodeError)
 
@@ -79,19 +78,32 @@ class WorklistService:
     def find(
         self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str
     ) -> Iterator[FindResponse]:
-        """Yield one pending response per matching record, then the final status."""
+        """Yield one pending response per matching record, then the final status.
+
+        At information level every step is logged as wlmscpfs -v logs it (``findlog``).
+        """
+        if findlog.enabled():
+            log = findlog.FindLog(transfer_syntax_uid)
+            return log.responses(self._find(assoc, identifier, transfer_syntax_uid, log))
+        return self._find(assoc, identifier, transfer_syntax_uid, None)
+
+    def _find(self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str,
+              log: findlog.FindLog | None) -> Iterator[FindResponse]:
         settings = self._settings
+        if log is not None:
+            log.request(identifier)
         if (refusal := self._refusal(assoc, identifier)) is not None:
             yield refusal
             return
         if settings.request_file_path is not None:
+            if log is not None:
+                LOGGER.info("Storing request dataset to file")
             write_request_file(settings, assoc, identifier, transfer_syntax_uid)
         if settings.sleep_before:
+            if log is not None:
+                LOGGER.info("SLEEPING (before evaluating find request): %d secs",
+                            settings.sleep_before)
             time.sleep(settings.sleep_before)
-        verbose = LOGGER.isEnabledFor(logging.INFO)  # wlmscpfs's -v messages, built only then
-        if verbose:
-            LOGGER.info("Find SCP Request Identifiers:\n\n%s\n\n%s",
-                        "\n".join(dump_dataset(identifier, transfer_syntax_uid)), RULE)
         try:
             query = prepare_query(
                 identifier,
@@ -108,19 +120,19 @@ class WorklistService:
             LOGGER.warning("Undecodable identifier from %s (%s): %s", assoc.calling_ae,
                            assoc.peer_address, type(error).__name__)
             raise UndecodableIdentifier(type(error).__name__) from error
-        if verbose:
-            LOGGER.info("Expanded Find SCP Request Identifiers:\n\n%s\n\n%s\n"
-                        "Determining matching records from worklist files",
-                        "\n".join(dump_dataset(query.mask, transfer_syntax_uid)), RULE)
-        try:  # at -v every record is a candidate, so each gets its line, as in wlmscpfs
-            records = self._store.query(assoc.called_ae, None if verbose else prefilter_of(query))
+        if log is not None:
+            log.expanded(query)
+        try:  # logged: every record is a candidate, so each gets its lines, as in wlmscpfs
+            prefilter = None if log is not None else prefilter_of(query)
+            records = self._store.query(assoc.called_ae, prefilter)
         except LockfileError as error:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)
             return
         responses = self._answers(query, records, transfer_syntax_uid)
-        if verbose:
-            self._log_candidates(assoc.called_ae, query, records, responses)
+        if log is not None:
+            log.candidates(os.path.join(settings.data_files_path, assoc.called_ae), query,
+                           records, len(responses))
         LOGGER.debug("%d of %d candidate worklist records in %s match", len(responses),
                      len(records), assoc.called_ae)
         if 0 < settings.max_responses < len(responses):
@@ -131,34 +143,9 @@ class WorklistService:
                 f"Too many matches ({len(responses)} > {settings.max_responses}), refine query"))
             return
         status = STATUS_PENDING_WARNING if query.unsupported_removed else STATUS_PENDING
-        for number, response in enumerate(responses, 1):
-            if verbose:
-                LOGGER.info("Worklist Find SCP Response %d (%s)\n\n%s\n\n%s", number,
-                            "Pending" if status == STATUS_PENDING else "Pending (Warning)",
-                            _dump_encoded(response, transfer_syntax_uid), "-" * 29)
+        for response in responses:
             yield FindResponse(status, response)
-        if verbose:
-            LOGGER.info("Worklist Find SCP Response %d (Success)", len(responses) + 1)
         yield FindResponse(STATUS_SUCCESS)
-
-    def _log_candidates(self, called_ae: str, query: PreparedQuery,
-                        records: list[WorklistRecord], responses: list[bytes]) -> None:
-        """wlmscpfs's per-file lines, plus the first key that failed for a file that does not
-        match (a wlmd addition), then the matching results."""
-        explainer = Explainer(query)
-        directory = os.path.join(self._settings.data_files_path, called_ae)
-        for record in records:
-            path = os.path.join(directory, record.name)
-            LOGGER.info('Checking whether worklist file "%s" is complete', path)
-            reason = explainer.first_mismatch(record.dataset)
-            if reason is None:
-                LOGGER.info('Information from worklist file "%s" matches query', path)
-            else:
-                LOGGER.info('Information from worklist file "%s" does not match query: %s',
-                            path, reason)
-        LOGGER.info("Matching results: %d matching records found in worklist files\n%s%s",
-                    len(responses), "".join(f"  Processing matching result no. {n}\n"
-                                            for n in range(len(responses))), RULE)
 
     def _answers(self, query: PreparedQuery, records: list[WorklistRecord],
                  transfer_syntax_uid: str) -> list[bytes]:
@@ -202,12 +189,6 @@ class WorklistService:
         LOGGER.warning("Query from %s (%s) refused: %s", assoc.calling_ae, assoc.peer_address,
                        problem)
         return FindResponse(STATUS_OUT_OF_RESOURCES, error_comment=f"Query refused: {problem}")
-
-
-def _dump_encoded(data: bytes, transfer_syntax_uid: str) -> str:
-    """An encoded response as DCMTK prints the dataset it sends."""
-    dataset = decode_dataset(data, transfer_syntax_uid, max_bytes=len(data) * 1024 + 1024)
-    return "\n".join(dump_dataset(dataset, transfer_syntax_uid))
 
 
 def request_file_name(fmt: str, assoc: AssociationInfo, patient_id: str) -> str:
