@@ -205,12 +205,12 @@ def test_departure_no_fail_three_sps_items(built: Corpus) -> None:
 
 
 # --- -v logs ---------------------------------------------------------------------------------
-# Lines only one side prints, each a documented difference (man/wlmd.8, LOGGING): association
-# lines (wlmd prints one summary line; the harness's readiness probe is refused by wlmscpfs),
-# wlmscpfs's start notice and wlmd's stop line, wlmd's "Invalid query" summary, and
-# wlmscpfs's complaints about files (wlmd reports a file it cannot use once, when it reads
-# it), the type 2 sequences it adds to each response and its AddStatusDetail error.
-ONE_SIDE = re.compile(r"^[IWE]: (Association |Refusing Association |\+{29}$|"
+# Lines only one side prints, each a documented difference (man/wlmd.8, LOGGING): wlmd's
+# association summary line, wlmscpfs's refusal of the harness's readiness probe, wlmscpfs's
+# start notice and wlmd's stop line, wlmd's "Invalid query" summary, and wlmscpfs's
+# complaints about files (wlmd reports a file it cannot use once, when it reads it), the
+# type 2 sequences it adds to each response and its AddStatusDetail error.
+ONE_SIDE = re.compile(r"^[IWE]: (Refusing Association |Association Received \(\S*: -> \)|"
                       r"association from |stopped$|\(notice: dcmdata auto correction|"
                       r"Invalid query from |DcmElement: |Could not read worklist file |"
                       r"Worklist file .* is incomplete|Added missing type 2 |"
@@ -239,6 +239,8 @@ def verbose_lines(log: Path, db: Path, after: str | None = None) -> Counter[str]
         if ONE_SIDE.match(line) or any(f'file "{path}" is complete' in line for path in unusable):
             continue
         line = line.replace(str(db), "<db>")
+        line = re.sub(r"^I: Association Received \([^:]+:", "I: Association Received (<peer>:",
+                      line)  # wlmscpfs names the peer host, wlmd gives its address
         line = re.sub(r"(does not match query): .*", r"\1", line)  # wlmd's explanation
         line = re.sub(r"Response \d+ \(", "Response N (", line)
         line = re.sub(r"result no\. \d+", "result no. N", line)
@@ -264,6 +266,8 @@ def test_verbose_logs_match_wlmscpfs(built: Corpus) -> None:
     assert expected["I: Find SCP Request Identifiers:"] > len(queries) - 5
     assert sum(n for line, n in expected.items() if line.endswith(" matches query")) > 100
     assert expected["W: Status Detail:"] > 10
+    assert expected["I: Association Received (<peer>:FINDSCU -> EDGE)"] == 1
+    assert expected["I: Association Release"] > 5
     missing, extra = expected - got, got - expected
     assert not missing and not extra, (
         f"only in wlmscpfs: {sorted(missing.items())[:40]}\n"

@@ -45,6 +45,7 @@ LOG = logging.getLogger(__name__)
 VERIFICATION = "1.2.840.10008.1.1"
 MWL_FIND = "1.2.840.10008.5.1.4.31"
 PRIORITY = 0x00000700
+PDV_OVERHEAD = 12  # P-DATA-TF header and PDV item header: a PDV's value is this much shorter
 _PRIORITY_NAMES = {0: "medium", 1: "high", 2: "low"}
 _SOP_CLASS_NAMES = {MWL_FIND: "FINDModalityWorklistInformationModel"}
 SUPPORTED_ABSTRACT_SYNTAXES = frozenset((VERIFICATION, MWL_FIND))
@@ -125,6 +126,7 @@ class _Association:
         self.info = AssociationInfo(peer[0], peer[1], "", "")
         self.contexts: dict[int, str] = {}  # accepted context ID -> transfer syntax UID
         self.peer_max_pdu = 0
+        self.acknowledged = False  # the A-ASSOCIATE-AC was sent
         self.pdvs: deque[Pdv] = deque()
         self.limits = {pdu.P_DATA_TF: settings.max_pdu}
 
@@ -154,6 +156,8 @@ class _Association:
             request.implementation_class_uid,
             request.implementation_version_name,
         )
+        LOG.info("Association Received (%s:%s -> %s)", self.peer[0], request.calling_ae,
+                 request.called_ae)  # wlmscpfs names the peer host; wlmd its address
         LOG.debug(
             "A-ASSOCIATE-RQ from %s: implementation %s %s, max PDU %d, %d context(s)",
             self.peer[0],
@@ -169,6 +173,9 @@ class _Association:
             raise _Stop(Outcome.REJECTED, "no presentation context accepted", _rj(RJ_NO_REASON))
         self.peer_max_pdu = request.max_pdu
         self.sock.sendall(pdu.encode_associate_ac(request, answers, self.settings.max_pdu))
+        self.acknowledged = True
+        LOG.info("Association Acknowledged (Max Send PDV: %d)",
+                 (request.max_pdu or self.settings.max_pdu) - PDV_OVERHEAD)
 
     def _check_rejects(self, request: pdu.AssociateRequest) -> None:
         """The reject order of wlmscpfs (COMPAT §6): steps 1-3, then (past the association
@@ -405,6 +412,9 @@ def _abort_bytes() -> bytes:
     return pdu.encode_abort(pdu.ABORT_SOURCE_USER, 0)
 
 
+_ENDINGS = {"released": "Association Release", "aborted": "Association Aborted"}
+
+
 def _finish(assoc: _Association) -> AssociationReport:
     """Run the association and turn every way it can end into a report."""
     report = assoc.report
@@ -413,6 +423,8 @@ def _finish(assoc: _Association) -> AssociationReport:
         assoc.serve()
     except _Stop as stop:
         report.outcome, report.detail = stop.outcome, stop.detail
+        if assoc.acknowledged and stop.outcome in _ENDINGS:
+            LOG.info("%s", _ENDINGS[stop.outcome])
         if stop.reply:
             with contextlib.suppress(OSError):
                 assoc.sock.sendall(stop.reply)
@@ -429,6 +441,8 @@ def _finish(assoc: _Association) -> AssociationReport:
         report.outcome, report.detail = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(OSError):
             assoc.sock.sendall(_abort_bytes())
+    if assoc.acknowledged:
+        LOG.info("+++++++++++++++++++++++++++++")  # wlmscpfs's end of an association
     return report
 
 
