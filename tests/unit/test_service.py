@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from wlmd.dicom.types import (
     AssociationInfo,
     FindResponse,
 )
+from wlmd.worklist import findlog
 from wlmd.worklist.service import WorklistService, request_file_name
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
@@ -60,6 +62,47 @@ def test_max_responses_refuses_instead_of_truncating(root: Path) -> None:
     assert responses[0].status == STATUS_OUT_OF_RESOURCES
     assert "Too many matches" in (responses[0].error_comment or "")
     assert run(root, query(), max_responses=100)[-1].status == STATUS_SUCCESS
+
+
+def test_information_level_logs_each_file_and_why_it_does_not_match(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="wlmd.service")
+    responses = run(root, query(PatientID="PID107919"))
+    files = sorted((root / "CT01").glob("*.wl"))
+    assert [r.status for r in responses] == [STATUS_PENDING, STATUS_SUCCESS]
+    text = caplog.text
+    for path in files:
+        assert f'Checking whether worklist file "{path}" is complete' in text
+    assert text.count(" matches query") == 1
+    assert text.count("does not match query: PatientID '") == len(files) - 1
+    assert "does not match 'PID107919'" in text
+    assert "Matching results: 1 matching records found in worklist files" in text
+    assert "Worklist Find SCP Response 1 (Pending)" in text
+    assert "Worklist Find SCP Response 2 (Success)" in text
+
+
+def test_default_level_builds_none_of_those_messages(
+        root: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.WARNING)
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("the C-FIND log was built at the default level")
+
+    monkeypatch.setattr(findlog, "FindLog", refuse)
+    assert run(root, query())[-1].status == STATUS_SUCCESS
+
+
+def test_failed_query_logs_status_detail_as_warnings(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="wlmd.service")
+    bad = query()
+    bad.PatientBirthDate = "2024-13-45"
+    [response] = run(root, bad)
+    assert response.status == STATUS_IDENTIFIER_MISMATCH
+    details = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("Status Detail:\n(0000,0901) AT (0010,0030)") for m in details)
+    assert any("ErrorComment" in m for m in details)
+    assert "Worklist Find SCP Response 1 (Error: DataSetDoesNotMatchSOPClass)" in caplog.text
 
 
 def nested(depth: int) -> Dataset:
