@@ -270,8 +270,11 @@ def test_syslog_startup_line_and_one_line_per_association(servers, datagrams, mo
     assert final == 0 and matches
 
     line = datagrams.next(lambda text: "calling='SYSLOGSCU'" in text)[-1].text
-    time.sleep(0.5)  # room for a second line, which must not come
-    assert sum("SYSLOGSCU" in text for text in datagrams.texts()) == 1
+    time.sleep(0.5)  # room for a second summary line, which must not come
+    texts = datagrams.texts()
+    assert sum("association from" in text and "SYSLOGSCU" in text for text in texts) == 1
+    assert any(f"Association Received (127.0.0.1:SYSLOGSCU -> {CALLED})" in text
+               for text in texts)  # -v also logs what wlmscpfs -v logs
     assert line.startswith(f"{SYSLOG_DAEMON_INFO}wlmd[{srv.pid}]: association from 127.0.0.1:")
     assert f"called='{CALLED}'" in line
     assert f" outcome=released queries=1 matches={len(matches)} duration=" in line

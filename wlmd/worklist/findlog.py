@@ -80,6 +80,7 @@ class FindLog:
         for record in records:
             path = os.path.join(directory, record.name)
             LOGGER.info('Checking whether worklist file "%s" is complete', path)
+            LOGGER.debug("Checking whether dataset is complete ...")
             reason = explainer.first_mismatch(record.dataset)
             if reason is None:
                 LOGGER.info('Information from worklist file "%s" matches query', path)
