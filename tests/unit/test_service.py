@@ -66,7 +66,7 @@ def test_max_responses_refuses_instead_of_truncating(root: Path) -> None:
 
 def test_information_level_logs_each_file_and_why_it_does_not_match(
         root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="wlmd.service")
+    caplog.set_level(logging.INFO, logger="wlmd.worklist")
     responses = run(root, query(PatientID="PID107919"))
     files = sorted((root / "CT01").glob("*.wl"))
     assert [r.status for r in responses] == [STATUS_PENDING, STATUS_SUCCESS]
@@ -94,7 +94,7 @@ def test_default_level_builds_none_of_those_messages(
 
 def test_failed_query_logs_status_detail_as_warnings(
         root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="wlmd.service")
+    caplog.set_level(logging.INFO, logger="wlmd.worklist")
     bad = query()
     bad.PatientBirthDate = "2024-13-45"
     [response] = run(root, bad)

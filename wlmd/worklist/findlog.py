@@ -25,7 +25,7 @@ from wlmd.worklist.explain import Explainer
 from wlmd.worklist.query import PreparedQuery
 from wlmd.worklist.records import WorklistRecord
 
-LOGGER = logging.getLogger("wlmd.service")
+LOGGER = logging.getLogger(__name__)
 RULE = "=" * 29  # between the steps of a C-FIND
 RESPONSE_RULE = "-" * 29  # after each response dump
 # DCMTK's DU_cfindStatusString
