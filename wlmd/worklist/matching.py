@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from pydicom import Dataset
 
@@ -91,8 +91,7 @@ def compile_matcher(query: PreparedQuery) -> Predicate:
     return _compile_level(query.mask, ROOT_MATCHING_KEYS)
 
 
-@dataclass(frozen=True)
-class KeyCheck:
+class KeyCheck(NamedTuple):
     """One of the ANDed tests of a search-mask level, labelled so a failure can be explained.
 
     ``tags`` is the key, or the date and time pair matched as one interval; ``query`` holds
