@@ -335,7 +335,7 @@ def test_socket_activation_serves_c_find_on_the_inherited_socket(tmp_path: Path)
         matches, final = find(assoc)
         assoc.release()
         assert (final, patient_ids(matches)) == (0, expected_ids())
-        text = (tmp_path / "wlmd.log").read_text()
+        text = (tmp_path / "wlmd.log").read_text(errors="replace")  # -v dumps raw value bytes
         assert f"supervisor {proc.pid} listening on 127.0.0.1:{activated}" in text
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", unused), 1).close()
