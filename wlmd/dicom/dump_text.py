@@ -16,7 +16,7 @@ import struct
 from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID_dictionary
 
 from wlmd.dicom.dump import element_vr
@@ -86,7 +86,7 @@ def _value_text(value: bytes) -> bytes:
     return value
 
 
-def _element(tag: Tag, vr: str, value: bytes) -> RawDataElement | DataElement:
+def _element(tag: BaseTag, vr: str, value: bytes) -> RawDataElement | DataElement:
     """One leaf element: numbers packed, binary hex decoded, text kept as bytes."""
     if vr in _NUMBERS:
         fmt = _NUMBERS[vr]
