@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+from pydicom import config
 
 import wlmd
 from wlmd.wlmctl.commands import register_all
@@ -37,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wlmctl`` console script; returns the exit status."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    # The store's per-file warnings are reported by the subcommands themselves.
+    # The store's per-file warnings and pydicom's value warnings are reported by the
+    # subcommands themselves (lint), one line each.
     logging.getLogger("wlmd").addHandler(logging.NullHandler())
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
+    warnings.simplefilter("ignore")
     try:
         context = load_context(args.config, args.data_files_path)
         return int(args.run(context, args))

@@ -12,6 +12,7 @@ import io
 import json
 import secrets
 import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -193,9 +194,15 @@ def _as_text(value: object) -> str:
 
 def canonical(dataset: Dataset) -> tuple[bytes, Dataset]:
     """The ``.wl`` bytes of an entry and the dataset wlmd will read back from them."""
-    try:
-        data = encode_entry(dataset)
-        parsed, _body = parse_worklist_file(data)
-    except (Unreadable, ValueError, TypeError, OverflowError) as error:
-        raise WlmctlError(f"the entry cannot be encoded: {error}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = encode_entry(dataset)
+            parsed, _body = parse_worklist_file(data)
+        except (Unreadable, ValueError, TypeError, OverflowError) as error:
+            raise WlmctlError(f"the entry cannot be encoded: {error}") from None
+    lossy = [str(w.message) for w in caught if "encode" in str(w.message).lower()]
+    if lossy:
+        raise WlmctlError(f"the declared SpecificCharacterSet cannot encode every value "
+                          f"({lossy[0]})")
     return data, parsed

@@ -57,6 +57,7 @@ def run(context: Context, args: argparse.Namespace) -> int:
             continue
         if bounds is None or _within(row["date"], bounds):
             rows.append(row)
+    rows.sort(key=lambda row: (row["ae"], row["date"], row["time"], row["file"]))  # as served
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
     else:
