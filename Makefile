@@ -44,8 +44,13 @@ bench: $(STAMP)
 		$(BENCH_ARGS)
 
 ## Long chaos run (issue #6): ARGS="--attempts 2000 --concurrency 200 --kills 10 --stops 5".
+## Then the writer crash run (issue #11): wlmctl killed at every step WRITER_ROUNDS times while
+## wlmd and wlmscpfs answer queries on the same directory (needs DCMTK).
+WRITER_ROUNDS ?= 20
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos.soak $(ARGS)
+	rm -rf .soak-writer && $(BIN)/python -m tests.support.writer_crash --rounds $(WRITER_ROUNDS) \
+		--workdir .soak-writer && rm -rf .soak-writer
 
 ## ruff over the tree; mypy over wlmd/ (strict for wlmd/dicom and wlmd/daemon: pyproject.toml).
 lint: $(STAMP)
