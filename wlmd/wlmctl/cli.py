@@ -52,5 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (WlmctlError, WriterError) as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as error:  # the file system refused (permissions, a missing root, ...)
+        where = f": {error.filename}" if error.filename else ""
+        print(f"{PROGRAM}: error: {error.strerror or error}{where}", file=sys.stderr)
+        return EXIT_FAILURE
     except BrokenPipeError:
         return EXIT_FAILURE
