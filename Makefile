@@ -75,6 +75,11 @@ install:
 	install -Dm644 systemd/wlmd.service $(DESTDIR)$(UNITDIR)/wlmd.service
 	sed -i 's#^ExecStart=/usr/bin/wlmd#ExecStart=$(PREFIX)/bin/wlmd#' $(DESTDIR)$(UNITDIR)/wlmd.service
 	install -Dm644 systemd/wlmd.socket $(DESTDIR)$(UNITDIR)/wlmd.socket
+	install -Dm644 man/wlmctl.8 $(DESTDIR)$(MANDIR)/man8/wlmctl.8
+	install -Dm644 systemd/wlmd-expire.service $(DESTDIR)$(UNITDIR)/wlmd-expire.service
+	sed -i 's#^ExecStart=/usr/bin/wlmctl#ExecStart=$(PREFIX)/bin/wlmctl#' \
+		$(DESTDIR)$(UNITDIR)/wlmd-expire.service
+	install -Dm644 systemd/wlmd-expire.timer $(DESTDIR)$(UNITDIR)/wlmd-expire.timer
 	install -Dm644 systemd/wlmd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/wlmd.conf
 	install -Dm644 systemd/wlmd.tmpfiles.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/wlmd.conf
 	install -Dm644 etc/wlmd.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/wlmd.conf.example
