@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydicom import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityWorklistInformationFind
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 PENDING = (0xFF00, 0xFF01)
 
@@ -67,6 +67,7 @@ def find(port: int, called_ae: str, keys: Sequence[tuple[str, str]] = (),
         for status, identifier in assoc.send_c_find(query, ModalityWorklistInformationFind):
             assert status is not None and "Status" in status, "C-FIND got no status"
             if status.Status in PENDING:
+                assert identifier is not None, "a pending response without an identifier"
                 found.append(identifier)
             else:
                 assert status.Status == 0x0000, f"C-FIND failed: 0x{status.Status:04X}"
