@@ -153,14 +153,10 @@ def _empty_type2(dataset: Dataset, tags: tuple[BaseTag, ...]) -> list[str]:
         if dataset.get_item(tag) is None:
             element = DataElement(tag, "SQ", Sequence()) if tag in (
                 keys.REFERENCED_STUDY_SEQUENCE, keys.REFERENCED_PATIENT_SEQUENCE) else \
-                DataElement(tag, _vr(tag), "")
+                DataElement(tag, dictionary_VR(tag), "")
             dataset.add(element)
             added.append(str(element.keyword))
     return added
-
-
-def _vr(tag: BaseTag) -> str:
-    return str(dictionary_VR(tag))
 
 
 def _needs_unicode(dataset: Dataset) -> bool:

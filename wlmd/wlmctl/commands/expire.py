@@ -14,12 +14,13 @@ from pathlib import Path
 from pydicom import Dataset
 
 from wlmd.wlmctl.context import Context, WlmctlError
-from wlmd.wlmctl.entries import first_step, sps_date
+from wlmd.wlmctl.entries import sps_date
 from wlmd.worklist import keys
 from wlmd.worklist.completeness import raw_value, sequence_of
 from wlmd.worklist.lint import STATUSES, read_entry
 from wlmd.worklist.matching import parse_date
 from wlmd.worklist.records import Unreadable
+from wlmd.worklist.store import is_worklist_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,14 +59,16 @@ def run(context: Context, args: argparse.Namespace) -> int:
     writer = context.writer()
     count = 0
     for ae in args.aes or context.ae_titles():
-        context.ae_directory(ae)
+        directory = context.ae_directory(ae)
+        # Judge every entry without the lock (wlmscpfs waits while it is held), then take it
+        # and act on the candidates only, judged again as they are then.
+        candidates = [name for name in sorted(p.name for p in directory.iterdir())
+                      if is_worklist_name(name) and _reason(directory / name, cutoff, statuses)]
+        if not candidates:
+            continue
         with writer.transaction(ae) as transaction:
-            for name in transaction.names():
-                try:
-                    dataset = read_entry(transaction.path / name)
-                except Unreadable:
-                    continue  # a broken file is for lint to report, not for expire to judge
-                reason = _expired(dataset, cutoff, statuses)
+            for name in candidates:
+                reason = _reason(transaction.path / name, cutoff, statuses)
                 if reason is None:
                     continue
                 count += 1
@@ -82,6 +85,15 @@ def run(context: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reason(path: Path, cutoff: datetime.date | None, statuses: tuple[str, ...]) -> str | None:
+    """Why the entry at ``path`` expires; None if it does not, is gone or cannot be read (a
+    broken file is for lint to report, not for expire to judge)."""
+    try:
+        return _expired(read_entry(path), cutoff, statuses)
+    except Unreadable:
+        return None
+
+
 def _expired(dataset: Dataset, cutoff: datetime.date | None,
              statuses: tuple[str, ...]) -> str | None:
     """Why the entry expires, or None."""
@@ -89,7 +101,7 @@ def _expired(dataset: Dataset, cutoff: datetime.date | None,
         status = (raw_value(step, keys.SPS_STATUS) or b"").decode("latin-1").strip(" \0")
         if status and status in statuses:
             return f"status {status}"
-    if cutoff is not None and first_step(dataset) is not None:
+    if cutoff is not None:
         parsed = parse_date(sps_date(dataset).encode("latin-1"))
         if parsed is not None and datetime.date(*parsed) < cutoff:
             return f"scheduled {sps_date(dataset)}"
