@@ -14,10 +14,10 @@ import re
 import struct
 
 from pydicom import Dataset
+from pydicom._uid_dict import UID_dictionary
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import UID_dictionary
 
 from wlmd.dicom.dump import element_vr
 
@@ -109,8 +109,9 @@ def _element(tag: BaseTag, vr: str, value: bytes) -> RawDataElement | DataElemen
 
 
 def _uid_named(keyword: str) -> str:
-    """dcmdump prints well-known UIDs as ``=Keyword``; this is the UID again."""
+    """dcmdump prints well-known UIDs as ``=Name``; this is the UID again where the name is
+    pydicom's keyword or name too (DCMTK's own names differ for some)."""
     for uid, entry in UID_dictionary.items():
         if entry[4] == keyword or entry[0].replace(" ", "") == keyword:
             return uid
-    raise ValueError(f"unknown UID name ={keyword}")
+    raise ValueError(f"unknown UID name ={keyword} (dcmdump -Un prints UIDs as numbers)")

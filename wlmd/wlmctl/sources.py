@@ -112,7 +112,7 @@ def _without_meta(dataset: Dataset) -> Dataset:
     plain = Dataset()
     for tag in dataset.keys():  # noqa: SIM118 (keys() keeps elements raw)
         if tag.group != 0x0002:
-            plain.add(dataset.get_item(tag))  # type: ignore[arg-type]
+            plain.add(dataset.get_item(tag))
     return plain
 
 
@@ -163,11 +163,11 @@ def _needs_unicode(dataset: Dataset) -> bool:
     """True if any text value is beyond ASCII (so the entry must declare a character set)."""
     for tag in dataset.keys():  # noqa: SIM118 (keys() keeps elements raw)
         element = dataset.get_item(tag)
-        vr = element_vr(element)  # type: ignore[arg-type]
+        vr = element_vr(element)
         if vr == "SQ":
             if any(_needs_unicode(item) for item in dataset[tag].value or ()):
                 return True
-        elif vr in STRING_VRS and _non_ascii(element):  # type: ignore[arg-type]
+        elif vr in STRING_VRS and _non_ascii(element):
             return True
     return False
 
@@ -184,7 +184,7 @@ def _as_text(value: object) -> str:
     if isinstance(value, str):
         return value
     if hasattr(value, "__iter__"):
-        return "\\".join(str(v) for v in value)  # type: ignore[union-attr]
+        return "\\".join(str(v) for v in value)
     return str(value)
 
 

@@ -23,7 +23,7 @@ def modules() -> Iterator[ModuleType]:
             yield module
 
 
-def register_all(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_all(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the parser of every subcommand."""
     for module in modules():
         module.register(subparsers)

@@ -21,7 +21,7 @@ from wlmd.worklist.store import is_worklist_name
 from wlmd.worklist.writer import safe_file_name
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "add", help="add entries (DICOM JSON, KEY=VALUE, dump text, DICOM file)",
         description="Add worklist entries to the directory of called AE title AE.")

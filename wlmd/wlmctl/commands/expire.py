@@ -23,7 +23,7 @@ from wlmd.worklist.records import Unreadable
 from wlmd.worklist.store import is_worklist_name
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "expire", help="remove or archive old and finished entries",
         description="Remove entries older than DAYS or with a final status "

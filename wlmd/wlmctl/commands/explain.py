@@ -22,7 +22,7 @@ from wlmd.worklist.query import InvalidQuery, prepare_query
 from wlmd.worklist.store import LockfileError, WorklistStore, is_worklist_name
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "explain", help="say why entries do (not) match a query",
         description="For every entry of AE: whether it matches the query, or the first key "

@@ -14,7 +14,7 @@ from wlmd.worklist.lint import Finding, Severity, lint_paths
 from wlmd.worklist.writer import WorklistWriter
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "lint", help="check entries", description="Report entries that wlmd would skip or "
         "that modalities cannot use, duplicates and stray temporary files.")

@@ -19,7 +19,7 @@ COLUMNS = (("ae", "AE"), ("file", "FILE"), ("patient_name", "PATIENT"), ("patien
 _DATE = re.compile(r"\d{8}")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("list", help="list entries",
                                    description="List the entries of some or all AE titles.")
     parser.add_argument("aes", metavar="AE", nargs="*", help="called AE titles (default: all)")

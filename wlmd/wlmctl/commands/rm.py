@@ -9,7 +9,7 @@ from wlmd.wlmctl.entries import resolve_one_or_all
 from wlmd.worklist.writer import WorklistWriter
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("rm", help="remove entries",
                                    description="Remove entries named by file or accession.")
     parser.add_argument("entries", metavar="FILE|ACCESSION", nargs="+")

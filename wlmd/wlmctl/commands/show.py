@@ -14,7 +14,7 @@ from wlmd.worklist.lint import read_entry
 from wlmd.worklist.records import Unreadable
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("show", help="print an entry",
                                    description="Print entries named by file or accession.")
     parser.add_argument("entry", metavar="FILE|ACCESSION")

@@ -16,7 +16,7 @@ from wlmd.worklist.lint import STATUSES
 from wlmd.worklist.writer import WorklistWriter
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "set-status", help="set the scheduled procedure step status",
         description="Set ScheduledProcedureStepStatus (0040,0020) of entries.")
