@@ -26,7 +26,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import validate_value
 
-from wlmd.worklist import keys
+from wlmd.worklist import completeness, keys
 from wlmd.worklist.completeness import is_complete, raw_value, sequence_of
 from wlmd.worklist.matching import parse_date, parse_time
 from wlmd.worklist.query import CHARSET_VRS, STRING_VRS, element_vr
@@ -110,7 +110,7 @@ def rejection_reason(dataset: Dataset) -> str | None:
         def emit(self, record: logging.LogRecord) -> None:
             lines.append(record.getMessage())
 
-    logger = logging.getLogger("wlmd.store")
+    logger = completeness.LOGGER
     handler, level = Collect(logging.DEBUG), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
