@@ -11,8 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wlmd.config.file import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from wlmd.config.settings import Settings
-from wlmd.config.table import DEFAULT_CONFIG_FILE, ConfigError, load_config
 from wlmd.worklist.store import is_safe_ae
 from wlmd.worklist.writer import WorklistWriter
 
