@@ -44,8 +44,13 @@ bench: $(STAMP)
 		$(BENCH_ARGS)
 
 ## Long chaos run (issue #6): ARGS="--attempts 2000 --concurrency 200 --kills 10 --stops 5".
+## Then the writer crash run (issue #11): wlmctl killed at every step WRITER_ROUNDS times while
+## wlmd and wlmscpfs answer queries on the same directory (needs DCMTK).
+WRITER_ROUNDS ?= 20
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos.soak $(ARGS)
+	rm -rf .soak-writer && $(BIN)/python -m tests.support.writer_crash --rounds $(WRITER_ROUNDS) \
+		--workdir .soak-writer && rm -rf .soak-writer
 
 ## ruff over the tree; mypy over wlmd/ (strict for wlmd/dicom and wlmd/daemon: pyproject.toml).
 lint: $(STAMP)
@@ -70,6 +75,11 @@ install:
 	install -Dm644 systemd/wlmd.service $(DESTDIR)$(UNITDIR)/wlmd.service
 	sed -i 's#^ExecStart=/usr/bin/wlmd#ExecStart=$(PREFIX)/bin/wlmd#' $(DESTDIR)$(UNITDIR)/wlmd.service
 	install -Dm644 systemd/wlmd.socket $(DESTDIR)$(UNITDIR)/wlmd.socket
+	install -Dm644 man/wlmctl.8 $(DESTDIR)$(MANDIR)/man8/wlmctl.8
+	install -Dm644 systemd/wlmd-expire.service $(DESTDIR)$(UNITDIR)/wlmd-expire.service
+	sed -i 's#^ExecStart=/usr/bin/wlmctl#ExecStart=$(PREFIX)/bin/wlmctl#' \
+		$(DESTDIR)$(UNITDIR)/wlmd-expire.service
+	install -Dm644 systemd/wlmd-expire.timer $(DESTDIR)$(UNITDIR)/wlmd-expire.timer
 	install -Dm644 systemd/wlmd.sysusers.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/wlmd.conf
 	install -Dm644 systemd/wlmd.tmpfiles.conf $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/wlmd.conf
 	install -Dm644 etc/wlmd.conf $(DESTDIR)$(SYSCONFDIR)/wlmd/wlmd.conf.example

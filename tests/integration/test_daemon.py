@@ -426,7 +426,10 @@ def test_make_install_into_destdir(tmp_path: Path):
                  "usr/lib/systemd/system/wlmd.service", "usr/lib/systemd/system/wlmd.socket",
                  "usr/lib/sysusers.d/wlmd.conf", "usr/lib/tmpfiles.d/wlmd.conf",
                  "etc/wlmd/wlmd.conf", "etc/wlmd/wlmd.conf.example",
-                 "etc/wlmd/hosts.allow.example", "etc/wlmd/hosts.deny.example"):
+                 "etc/wlmd/hosts.allow.example", "etc/wlmd/hosts.deny.example",
+                 "usr/bin/wlmctl", "usr/share/man/man8/wlmctl.8",
+                 "usr/lib/systemd/system/wlmd-expire.service",
+                 "usr/lib/systemd/system/wlmd-expire.timer"):
         assert (destdir / path).is_file(), path
     service = (destdir / "usr/lib/systemd/system/wlmd.service").read_text()
     assert re.search(r"^ExecStart=/usr/bin/wlmd ", service, re.MULTILINE)

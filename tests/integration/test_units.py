@@ -17,6 +17,7 @@ from wlmd.config.settings import Settings
 
 SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 INSTALLED_PATH = "/usr/bin/wlmd"
+INSTALLED_WLMCTL = "/usr/bin/wlmctl"
 
 
 def unit_settings(name: str) -> dict[str, list[str]]:
@@ -38,6 +39,45 @@ def unit_dir(tmp_path: Path) -> Path:
     (tmp_path / "wlmd.service").write_text(service.replace(INSTALLED_PATH, program))
     shutil.copy(SYSTEMD_DIR / "wlmd.socket", tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def expire_unit_dir(tmp_path: Path) -> Path:
+    """Copies of the expire service and timer, ExecStart naming a program that exists here."""
+    program = shutil.which("wlmctl") or sys.executable
+    service = (SYSTEMD_DIR / "wlmd-expire.service").read_text()
+    assert f"ExecStart={INSTALLED_WLMCTL} " in service
+    (tmp_path / "wlmd-expire.service").write_text(service.replace(INSTALLED_WLMCTL, program))
+    shutil.copy(SYSTEMD_DIR / "wlmd-expire.timer", tmp_path)
+    return tmp_path
+
+
+def test_expire_units_verify_clean_and_stay_sandboxed(expire_unit_dir: Path) -> None:
+    tool = require_tool("systemd-analyze")
+    verify = subprocess.run(
+        [tool, "verify", "--man=no", "wlmd-expire.service", "wlmd-expire.timer"],
+        cwd=expire_unit_dir, capture_output=True, text=True, timeout=60)
+    assert (verify.returncode, verify.stderr, verify.stdout) == (0, "", "")
+    security = subprocess.run(
+        [tool, "security", "--offline=yes", "--threshold=20", "--no-pager",
+         "wlmd-expire.service"], cwd=expire_unit_dir, capture_output=True, text=True,
+        timeout=60)
+    assert security.returncode == 0, security.stdout[-400:]
+
+
+def test_expire_contract() -> None:
+    """Daily, settings from wlmd.conf, and every sandbox setting of wlmd.service it can keep."""
+    service = {key: values[-1] for key, values in unit_settings("wlmd-expire.service").items()}
+    timer = {key: values[-1] for key, values in unit_settings("wlmd-expire.timer").items()}
+    assert service["ExecStart"] == f"{INSTALLED_WLMCTL} --config /etc/wlmd/wlmd.conf expire"
+    assert service["Type"] == "oneshot"
+    assert (timer["OnCalendar"], timer["Persistent"]) == ("daily", "true")
+    server = {key: values[-1] for key, values in unit_settings("wlmd.service").items()}
+    for key in ("User", "Group", "ProtectSystem", "ReadWritePaths", "ProtectHome",
+                "PrivateTmp", "PrivateDevices", "ProtectProc", "SystemCallFilter",
+                "MemoryDenyWriteExecute", "NoNewPrivileges", "RestrictNamespaces"):
+        assert service[key] == server[key], key
+    assert service["PrivateNetwork"] == "yes" and service["CapabilityBoundingSet"] == ""
 
 
 def test_systemd_analyze_verify_is_clean(unit_dir: Path) -> None:

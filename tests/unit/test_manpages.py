@@ -14,6 +14,7 @@ import pytest
 from tests.helpers import require_tool
 from wlmd.config.file import CONFIG_KEYS, ConfigError, load_config, render_config
 from wlmd.config.options import render_man_options
+from wlmd.wlmctl.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 MAN = REPO / "man"
@@ -183,3 +184,31 @@ def test_every_findscu_help_option_is_in_findscu_1() -> None:
                      if line.startswith(".B "))
     words = set(re.split(r"[\s,]+", heads.replace("\\-", "-")))
     assert sorted(spellings - words) == []
+
+
+def wlmctl_options(*command: str) -> set[str]:
+    """The long options that ``python -m wlmd.wlmctl [COMMAND] --help`` prints."""
+    result = subprocess.run([sys.executable, "-m", "wlmd.wlmctl", *command, "--help"],
+                            capture_output=True, text=True, timeout=60, check=True, cwd=REPO)
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", result.stdout)) - {"--help"}
+
+
+def test_wlmctl_page_renders_without_warnings() -> None:
+    require_groff()
+    assert groff_warnings(MAN / "wlmctl.8") == ""
+
+
+def test_every_wlmctl_subcommand_and_option_is_documented() -> None:
+    """Each subcommand of the registry is an ``.It Cm`` item naming all of its options."""
+    subparsers = next(action for action in build_parser()._actions
+                      if action.dest == "command")
+    commands = set(subparsers.choices)  # type: ignore[union-attr]
+    assert {"add", "list", "show", "rm", "set-status", "lint", "explain", "expire"} <= commands
+    items = {line.split()[2]: line for line in page_text("wlmctl.8").splitlines()
+             if line.startswith(".It Cm ")}
+    assert sorted(commands - set(items)) == []
+    for command in commands:
+        documented = {f"--{flag}" for flag in re.findall(r"Fl -([a-z-]+)", items[command])}
+        assert sorted(wlmctl_options(command) - documented) == [], command
+    top = page_text("wlmctl.8").split(".Sh SUBCOMMANDS")[0]
+    assert all(f"Fl {option[1:]}" in top for option in wlmctl_options())

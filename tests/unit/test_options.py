@@ -22,6 +22,7 @@ from wlmd.config.options import OPTIONS
 from wlmd.config.settings import (
     CharsetMode,
     IpFamily,
+    RefreshMode,
     Settings,
     TlsProfile,
     TransferSyntaxPreference,
@@ -91,6 +92,7 @@ CASES: list[tuple[list[str], str, object]] = [
     (["--user", "wlmd"], "user", "wlmd"),
     (["--group", "dicom"], "group", "dicom"),
     (["--listen-address", "::1"], "listen_address", "::1"),
+    (["--refresh", "stat"], "refresh", RefreshMode.STAT),
     (["--max-associations-per-host", "4"], "max_associations_per_host", 4),
     (["--idle-timeout", "2.5"], "idle_timeout", 2.5),
     (["--hosts-allow", "/x/allow"], "hosts_allow", Path("/x/allow")),

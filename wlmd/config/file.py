@@ -25,6 +25,19 @@ SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _HINTS = typing.get_type_hints(Settings)
 # Keys a config file may hold: every Settings field but the config file itself.
 CONFIG_KEYS = tuple(name for name in SETTINGS_FIELDS if name != "config_file")
+# Tables of wlmd.conf that belong to wlmd's tools and that the server skips.
+TOOL_SECTIONS = ("expire",)
+EXPIRE_SECTION = """
+# [expire]: what `wlmctl expire` (and wlmd-expire.timer, daily) removes. A TOML table: it
+# must stay the last part of this file. Options on wlmctl's command line win.
+[expire]
+# entries whose scheduled procedure step started more than this many days ago (0: none)
+older_than = 30
+# entries whose ScheduledProcedureStepStatus is one of these (empty list: none)
+status = ["COMPLETED", "DISCONTINUED"]
+# move expired entries below this directory (one subdirectory per AE) instead of deleting them
+#archive = "/var/lib/wlmd/archive"
+"""
 
 
 def field_default(field: str) -> object:
@@ -107,6 +120,8 @@ def load_config(path: Path) -> dict[str, object]:
     lines = source.splitlines()
     values: dict[str, object] = {}
     for key, raw in document.items():
+        if key in TOOL_SECTIONS and isinstance(raw, dict):
+            continue  # read by that tool (wlmd.wlmctl.context), not by the server
         where = f"{path}:{_line_of(lines, key)}"
         if key not in CONFIG_KEYS:
             raise ConfigError(f"{where}: unknown setting {key!r}")
@@ -159,4 +174,4 @@ def config_keys() -> list[ConfigKey]:
 
 def render_config() -> str:
     """The annotated default configuration file shipped as ``etc/wlmd.conf``."""
-    return render_config_file(SHIPPED_HEADER, config_keys())
+    return render_config_file(SHIPPED_HEADER, config_keys()) + EXPIRE_SECTION

@@ -18,6 +18,7 @@ from wlmd.cmdline.values import ValueSpec, path, seconds, signed, text, unsigned
 from wlmd.config.settings import (
     CharsetMode,
     IpFamily,
+    RefreshMode,
     TlsProfile,
     TransferSyntaxPreference,
 )
@@ -38,6 +39,10 @@ def _facility(text: str) -> str | None:
 
 def _tls_profile(text: str) -> TlsProfile | None:
     return next((p for p in TlsProfile if p.value == text), None)
+
+
+def _refresh_mode(text: str) -> RefreshMode | None:
+    return next((m for m in RefreshMode if m.value == text), None)
 
 
 def _needs(field: str, wanted: object) -> Callable[[dict[str, object]], bool]:
@@ -163,6 +168,10 @@ OPTIONS: tuple[Option, ...] = (
        field="user", value=text("[u]ser: string"), in_wlmscpfs=False),
     _O("--group", "run as group g after binding the port", WLMD, "configuration and daemon:",
        field="group", value=text("[g]roup: string"), in_wlmscpfs=False),
+    _O("--refresh", "how changed worklist files are found: inotify,\n"
+       "stat (scan; for directories shared by several\nnodes) or auto (stat on NFS, CephFS, "
+       "CIFS...)", WLMD, "worklist directory:", field="refresh",
+       value=ValueSpec("[m]ode: string (default: auto)", _refresh_mode), in_wlmscpfs=False),
     _O("--listen-address", "listen on address a only (default: all addresses)", WLMD,
        "network:", field="listen_address",
        value=ValueSpec("[a]ddress: IPv4 or IPv6 address", _ip_address), in_wlmscpfs=False),

@@ -36,6 +36,18 @@ class TransferSyntaxPreference(enum.Enum):
     IMPLICIT = "implicit"  # +xi
 
 
+class RefreshMode(enum.Enum):
+    """How the store learns of changed worklist files (``--refresh``).
+
+    inotify cannot see changes made by another machine on a shared (NFS, CephFS, CIFS)
+    directory: ``auto`` detects such file systems and scans them instead.
+    """
+
+    AUTO = "auto"
+    INOTIFY = "inotify"
+    STAT = "stat"
+
+
 class TlsProfile(enum.Enum):
     """The TLS security profiles of DCMTK that Python's ssl can honour, for both ends (wlmd's
     ``--tls-profile``, findscu's ``+pg`` ...): ``wlmd.security.tls`` turns each into a context.
@@ -62,6 +74,7 @@ class Settings:
     # input options
     data_files_path: Path = Path(".")
     file_reject: bool = True
+    refresh: RefreshMode = RefreshMode.AUTO  # wlmd addition
     # processing options
     return_charset: CharsetMode = CharsetMode.NONE
     sequence_expansion: bool = True

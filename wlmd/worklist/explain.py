@@ -8,12 +8,15 @@ them, so the explanation can never disagree with the outcome.
 from __future__ import annotations
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR as dictionary_vr
 from pydicom.datadict import keyword_for_tag
 from pydicom.tag import Tag
 
 from wlmd.dicom.dump import ENCODING, ESCAPE
 from wlmd.worklist.matching import KeyCheck, compile_checks
 from wlmd.worklist.query import PreparedQuery, element_vr, value_of
+
+RANGED_VRS = ("DA", "TM", "DT")  # a query value with "-" is a range there
 
 
 class Explainer:
@@ -49,7 +52,9 @@ def _describe(check: KeyCheck, record: Dataset) -> str:
     if any(value is None for value in values):
         return f"{names} is missing (query asks {wanted})"
     found = " ".join(_quoted(value[1]) for value in values if value is not None)
-    return f"{names} {found} does not match {wanted}"
+    ranged = any(dictionary_vr(tag) in RANGED_VRS and b"-" in raw
+                 for tag, raw in zip(check.tags, check.query, strict=False))
+    return f"{names} {found} {'is outside' if ranged else 'does not match'} {wanted}"
 
 
 def _describe_sequence(check: KeyCheck, record: Dataset) -> str:

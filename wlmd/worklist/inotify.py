@@ -5,6 +5,10 @@ event synchronously with the writer's system call (create, write, rename, unlink
 draining the queue without blocking when a query arrives yields every name touched since the
 previous query; only those need a ``stat``, instead of one per file in the directory.
 
+On a directory other machines write to (NFS, CephFS, CIFS: see ``filesystems``), the kernel
+sees none of their changes, so with ``RefreshMode.AUTO`` such a directory is never watched and
+``changes()`` always answers None; ``RefreshMode.STAT`` does the same for every directory.
+
 Whenever the events cannot be trusted to be complete -- a new watch, a queue overflow, a watch
 the kernel dropped, the directory itself moved or deleted or replaced, a fork, or inotify not
 being available at all -- ``changes()`` answers None and the caller scans the whole directory.
@@ -23,6 +27,9 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from wlmd.config.settings import RefreshMode
+from wlmd.worklist.filesystems import shared_filesystem
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,7 +69,9 @@ class _Watch:
 class Inotify:
     """Directory watches of this process; ``changes(path)`` is all a caller needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, refresh: RefreshMode = RefreshMode.AUTO) -> None:
+        self.refresh = refresh
+        self._unwatchable: dict[str, bool] = {}  # per directory: scan it, never watch it
         self._creator = os.getpid()
         self._pid: int | None = -1  # the process whose queue this is; None: a handover's
         self._fd: int | None = None
@@ -75,6 +84,8 @@ class Inotify:
 
         A None also (re)arms the watch, so the scan that follows it is the new baseline.
         """
+        if self._scan_only(path):
+            return None
         fd = self._descriptor()
         if fd is None:
             return None
@@ -93,18 +104,36 @@ class Inotify:
         names, watch.names = watch.names, set()
         return names
 
+    def _scan_only(self, path: str) -> bool:
+        """True if ``path`` must be scanned on every refresh (setting, or a shared directory)."""
+        if self.refresh is RefreshMode.INOTIFY:
+            return False
+        if self.refresh is RefreshMode.STAT:
+            return True
+        known = self._unwatchable.get(path)
+        if known is None:
+            kind = shared_filesystem(path)
+            if kind is not None:
+                LOGGER.info("%s is on a shared file system (%s): its queries scan the "
+                            "directory instead of relying on inotify", path, kind)
+            known = self._unwatchable[path] = kind is not None
+        return known
+
     @classmethod
-    def handover(cls, paths: Iterable[str]) -> Inotify:
+    def handover(cls, paths: Iterable[str],
+                 refresh: RefreshMode = RefreshMode.AUTO) -> Inotify:
         """Watches on ``paths`` armed now, for the next process forked from this one.
 
         That child's ``changes()`` answers from this queue: every change since this call.
         The parent must bring what it knows up to date after this call, and ``close()`` its
         copy after the fork.
         """
-        inotify = cls()
+        inotify = cls(refresh)
         fd = inotify._descriptor()
         if fd is not None:
             for path in paths:
+                if inotify._scan_only(path):
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError:

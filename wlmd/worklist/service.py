@@ -55,7 +55,8 @@ class WorklistService:
     def __init__(self, settings: Settings, store: WorklistStore | None = None) -> None:
         self._settings = settings
         self._store = store or WorklistStore(
-            settings.data_files_path, file_reject=settings.file_reject
+            settings.data_files_path, file_reject=settings.file_reject,
+            refresh=settings.refresh,
         )
         self._cache = ResponseCache()
 

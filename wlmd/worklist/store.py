@@ -35,6 +35,7 @@ import pydicom
 from pydicom import config
 
 import wlmd
+from wlmd.config.settings import RefreshMode
 from wlmd.worklist.index import Prefilter, WorklistIndex
 from wlmd.worklist.inotify import Inotify
 from wlmd.worklist.persist import IndexFile
@@ -122,13 +123,14 @@ class WorklistStore:
     """The ``-dfp`` worklist database, kept in step with the directory by stat-based refresh."""
 
     def __init__(self, root: Path, *, file_reject: bool, lock_wait: float = DEFAULT_LOCK_WAIT,
-                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                 refresh: RefreshMode = RefreshMode.AUTO) -> None:
         self._root = root
         self._root_text = str(root)  # paths in log lines keep the -dfp spelling, like DCMTK's
         self._loader = FileLoader(self._root_text, file_reject, max_file_bytes)
         self._lock_wait = lock_wait
         self._caches: dict[str, _AeCache] = {}
-        self._inotify = Inotify()
+        self._inotify = Inotify(refresh)
         self._batch_map: BatchMap | None = None  # parses a full scan's files elsewhere
         self.parse_count = 0  # files parsed so far: proves that unchanged files are not re-read
         # Worklist files carry whatever their writers put in; odd values must not raise when
@@ -226,7 +228,7 @@ class WorklistStore:
         # scans it on its first query: here a write lock on it could hold the supervisor up.
         ae_dirs = {ae: ae_dir for ae, cache in self._caches.items()
                    if cache.snapshot is not None and (ae_dir := self._ae_dir(ae))}
-        handover = Inotify.handover(ae_dirs.values())
+        handover = Inotify.handover(ae_dirs.values(), self._inotify.refresh)
         for ae, ae_dir in ae_dirs.items():
             try:
                 cache = self._refreshed(ae)

@@ -10,6 +10,10 @@ done survives a power cut. A writer killed at any step leaves the old file or th
 most a stray temporary file, which the next change in that directory (or ``wlmctl lint --fix``)
 removes.
 
+For the crash-safety test, ``WLMD_WRITER_FAULT=<step>`` in the environment makes the writing
+process kill itself with SIGKILL when it reaches that step (``FAULT_STEPS``), so the test can
+prove each step leaves readers a whole file.
+
 Read-modify-write (a status change, an MPPS linking to its entry) runs inside ``transaction()``,
 which holds the exclusive lock from the read to the rename, so concurrent writers (two
 ``wlmctl``, MPPS in two workers, two nodes on one NFS directory) never lose an update.
@@ -24,6 +28,7 @@ import io
 import os
 import re
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -44,6 +49,10 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 _LOCK_POLL = 0.02
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 FILE_MODE = 0o600  # worklist entries hold patient data
+FAULT_ENV = "WLMD_WRITER_FAULT"
+# Where a writer can die, in the order a write passes them.
+FAULT_STEPS = ("temporary-created", "temporary-half-written", "temporary-synced", "locked",
+               "renamed", "removed")
 
 
 class WriterError(Exception):
@@ -129,6 +138,7 @@ class WorklistWriter:
         """Hold the AE's exclusive lock for a read-modify-write; changes are durable on exit."""
         directory = self.directory(ae)
         fd = _lock_exclusive(directory.lockfile, self.lock_timeout)
+        fault_point("locked")
         try:
             transaction = Transaction(directory)
             transaction.remove_stray_temporaries()
@@ -203,6 +213,7 @@ class Transaction:
             raise EntryExists(f"{target} already exists (use replace to overwrite it)")
         os.rename(temporary, target)
         self.changed = True
+        fault_point("renamed")
         return target
 
     def remove(self, name: str) -> None:
@@ -212,6 +223,7 @@ class Transaction:
         except FileNotFoundError:
             raise NoSuchEntry(f"no entry {name} in {self.path}") from None
         self.changed = True
+        fault_point("removed")
 
     def move_out(self, name: str, destination: Path) -> Path:
         """Move an entry out of the worklist (archive); the copy is durable before the removal."""
@@ -268,6 +280,12 @@ def stray_temporaries(directory: Path) -> list[Path]:
     return sorted(found)
 
 
+def fault_point(step: str) -> None:
+    """Die here (SIGKILL, like a power cut or ``kill -9``) if the crash test asked for ``step``."""
+    if os.environ.get(FAULT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _check_name(name: str) -> None:
     if "/" in name or name.startswith(".") or not is_worklist_name(name) or "\0" in name:
         raise WriterError(f"not a worklist file name: {name!r}")
@@ -279,12 +297,14 @@ def _write_temporary(directory: Path, data: bytes) -> Path:
     path = directory / f"{TEMP_PREFIX}{unique}{TEMP_SUFFIX}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
+        fault_point("temporary-created")
         _match_owner_fd(fd, directory)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        half = len(data) // 2
+        _write_all(fd, memoryview(data)[:half])
+        fault_point("temporary-half-written")
+        _write_all(fd, memoryview(data)[half:])
         os.fsync(fd)
+        fault_point("temporary-synced")
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
@@ -292,6 +312,11 @@ def _write_temporary(directory: Path, data: bytes) -> Path:
         raise
     os.close(fd)
     return path
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _lock_exclusive(lockfile: Path, timeout: float) -> int:

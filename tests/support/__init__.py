@@ -1,0 +1,1 @@
+"""Harnesses shared by tests (never import a test module from another test)."""

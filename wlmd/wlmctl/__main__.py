@@ -1,0 +1,7 @@
+"""``python -m wlmd.wlmctl``."""
+
+import sys
+
+from wlmd.wlmctl.cli import main
+
+sys.exit(main())
