@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.helpers import (
+from tests.support.processes import (
     DCMTK_EXAMPLES,
     dump2dcm,
     free_port,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require_tool
+from tests.support.processes import require_tool
 from wlmd.config.file import load_config
 from wlmd.config.settings import Settings
 

@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers import (
+from tests.support.processes import (
     DCMTK_EXAMPLES,
     dcmtk_tool,
     dump2dcm,

@@ -9,7 +9,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from tests.unit.builders import dataset, raw
+from tests.support.datasets import dataset, raw
 from wlmd.worklist.matching import matches, parse_time
 from wlmd.worklist.query import prepare_query
 

@@ -9,8 +9,8 @@ from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from tests.unit.builders import dataset, sequence
-from tests.unit.builders import raw as element
+from tests.support.datasets import dataset, sequence
+from tests.support.datasets import raw as element
 from wlmd.worklist.query import InvalidQuery, PreparedQuery, prepare_query, value_of
 
 SPS = Tag("ScheduledProcedureStepSequence")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.chaos.wire import associate_rq, rj_reason
+from tests.support.wire import associate_rq, rj_reason
 from wlmd.config.settings import Settings
 from wlmd.daemon.refusals import Refusals
 

@@ -9,8 +9,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.tag import Tag
 
-from tests.unit.builders import dataset, raw
-from tests.unit.builders import sequence as seq
+from tests.support.datasets import dataset, raw
+from tests.support.datasets import sequence as seq
 from wlmd.config.settings import CharsetMode
 from wlmd.worklist.query import prepare_query, value_of
 from wlmd.worklist.response import build_response

@@ -27,7 +27,7 @@ from pydicom import Dataset, Sequence
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from tests.helpers import DCMTK_EXAMPLES, dump2dcm
+from tests.support.processes import DCMTK_EXAMPLES, dump2dcm
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
