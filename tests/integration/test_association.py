@@ -609,9 +609,13 @@ class TestNegotiation:
         reply, outcome, _ = limit_refusal(0x05, b"\0" * 4, Settings(port=0))
         assert (reply[0], outcome) == (0x07, "aborted")
 
-    def test_reject_accepts_with_implementation_uid(self, engine_factory) -> None:
+    def test_reject_option_refuses_only_a_request_without_implementation_uid(
+        self, engine_factory
+    ) -> None:
         engine = engine_factory(reject=True)
-        decode_ac(exchange(engine.port, encode_rq()))
+        assert exchange(engine.port, encode_rq(implementation_uid=None)) == rj_pdu((1, 1, 1))
+        accepted = exchange(engine.port, encode_rq(implementation_uid="1.2.3.4"))
+        assert decode_ac(accepted).called_ae_title == "WLMD"
 
     def test_no_contexts_closes_without_rj(self, engine_factory) -> None:
         engine = engine_factory()

@@ -75,8 +75,16 @@ def test_s3_validation_rejects_bad_values(vr, keyword, value, comment):
     ],
 )
 def test_s3_validation_accepts_good_values(vr, keyword, value):
-    """§3 Validation: values inside the repertoire or range syntax pass."""
-    prepare(element(keyword, vr, value))
+    """§3 Validation: values inside the repertoire or range syntax pass, into the mask as sent."""
+    if keyword == "ScheduledStationAETitle":  # a matching key inside the SPS only
+        query = prepare(sequence("ScheduledProcedureStepSequence",
+                                 dataset(element(keyword, vr, value))))
+        mask = query.mask[SPS].value[0]
+    else:
+        query = prepare(element(keyword, vr, value))
+        mask = query.mask
+    assert value_of(mask, Tag(keyword)) == (vr, value)
+    assert not query.unsupported_removed
 
 
 def test_s3_pn_lo_sh_unchecked_with_specific_character_set():
