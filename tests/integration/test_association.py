@@ -544,7 +544,7 @@ def rj_pdu(values: tuple[int, int, int]) -> bytes:
 
 
 def test_departure_server_socket_has_tcp_nodelay() -> None:
-    """COMPAT departures: no Nagle stall; the engine sets TCP_NODELAY on every association."""
+    """docs/compat.md §12.5: no Nagle stall; the engine sets TCP_NODELAY on every association."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = connect(listener.getsockname()[1])
         conn, peer = listener.accept()

@@ -1,4 +1,4 @@
-"""Request files (-rfp/-rff, COMPAT §6): wlmd writes the same text as wlmscpfs for a query."""
+"""Request files (-rfp/-rff, docs/compat.md §8): wlmd writes wlmscpfs's text for a query."""
 
 from __future__ import annotations
 

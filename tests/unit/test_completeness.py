@@ -1,4 +1,4 @@
-"""The file-reject rules (COMPAT §2), against hand-made files and against DCMTK's wlmscpfs."""
+"""The file-reject rules (docs/compat.md §3), against hand-made files and DCMTK's wlmscpfs."""
 
 from __future__ import annotations
 

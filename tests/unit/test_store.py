@@ -1,4 +1,4 @@
-"""The worklist store: discovery, stat-based refresh, bad files, the lockfile (COMPAT §1)."""
+"""The worklist store: discovery, stat-based refresh, the lockfile (docs/compat.md §2)."""
 
 from __future__ import annotations
 
