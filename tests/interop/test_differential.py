@@ -3,8 +3,9 @@
 Both servers serve the corpus of ``tests.support.corpus`` on two loopback ports; every query is
 sent to both with DCMTK ``findscu -X`` and the answers are compared as multisets of (status,
 dataset), plus final status, status detail, findscu's messages and exit status (see
-``tests.support.differential``). Each option set starts each server once. ``WLMD_DIFF_CANDIDATE=wlmscpfs`` runs a
-second wlmscpfs in place of wlmd, to check the harness and corpus themselves.
+``tests.support.differential``). Each option set starts each server once.
+``WLMD_DIFF_CANDIDATE=wlmscpfs`` runs a second wlmscpfs in place of wlmd, to check the harness
+and corpus themselves.
 
 Documented departures (docs/compat.md §12) are excluded from the multiset runs and
 asserted on their own below: InstitutionalDepartmentName, ``-nse`` with a zero-item SPS and
