@@ -118,8 +118,7 @@ async def _attempt(index: int, host: str, port: int, called: str, hold: float,
     attempt = Attempt(index, DROPPED, writer.get_extra_info("sockname")[1])
     established = False
     try:
-        writer.write(wire.associate_rq(called, abstract=wire.MWL if index % 2
-                                       else wire.VERIFICATION))
+        writer.write(wire.single_context_rq(called, wire.MWL if index % 2 else wire.VERIFICATION))
         pdu_type, body = await asyncio.wait_for(wire.read_pdu(reader.readexactly), timeout)
         if pdu_type == wire.ASSOCIATE_RJ:
             attempt.outcome = (REJECTED_LIMIT if wire.rj_reason(body) == (2, 3, 2)
