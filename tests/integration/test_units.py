@@ -66,11 +66,16 @@ def test_sandbox_exposure_stays_low(unit_dir: Path) -> None:
     assert result.returncode == 0, result.stdout[-400:]
 
 
+def snippet_lines(name: str) -> list[list[str]]:
+    """The fields of each line of a sysusers.d or tmpfiles.d snippet, comments left out."""
+    lines = (SYSTEMD_DIR / name).read_text().splitlines()
+    return [line.split() for line in lines if line.strip() and not line.startswith("#")]
+
+
 def tmpfiles_directories() -> dict[str, str]:
     """Directory -> mode of each ``d`` line of the tmpfiles snippet."""
-    lines = (SYSTEMD_DIR / "wlmd.tmpfiles.conf").read_text().splitlines()
-    return {fields[1]: fields[2] for fields in map(str.split, lines)
-            if fields and fields[0] == "d"}
+    return {fields[1]: fields[2] for fields in snippet_lines("wlmd.tmpfiles.conf")
+            if fields[0] == "d"}
 
 
 def test_service_agrees_with_the_code_and_the_files_beside_it() -> None:
@@ -84,7 +89,7 @@ def test_service_agrees_with_the_code_and_the_files_beside_it() -> None:
     stop = int(re.fullmatch(r"(\d+)s?", service["TimeoutStopSec"])[1])
     assert stop > Settings(port=104).graceful_timeout
     # runs as the user sysusers creates, may write the worklists tmpfiles creates
-    user = (SYSTEMD_DIR / "wlmd.sysusers.conf").read_text().split("\nu ", 1)[-1].split()[0]
+    user = next(fields[1] for fields in snippet_lines("wlmd.sysusers.conf") if fields[0] == "u")
     assert (service["User"], service["Group"]) == (user, user)
     directories = tmpfiles_directories()
     worklists = next(path for path in directories if path.endswith("/worklists"))
