@@ -13,7 +13,7 @@ MANDIR    := $(PREFIX)/share/man
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 
-.PHONY: run test lint fuzz soak bench examples install clean
+.PHONY: run test check lint fuzz soak bench examples install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: $(STAMP)
 ## The test suite (interop tests need DCMTK: apt-get install -y dcmtk).
 test: lint
 	$(BIN)/python -m pytest -q -x --durations=15
+
+## The unit tier only (tests/unit, marked by tests/conftest.py): about 20 s, for every edit.
+check: $(STAMP)
+	$(BIN)/python -m pytest -q -m unit
 
 ## Fuzz a running wlmd in both modes for FUZZ_SECONDS (default 300); FUZZ_SEED to replay a run.
 ## Prints cases, crashes and coverage; reproducers of findings go to tests/fuzz/regressions/.

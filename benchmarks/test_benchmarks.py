@@ -16,7 +16,7 @@ from pydicom.filereader import read_dataset
 
 from benchmarks import build_db, run
 from benchmarks.loadgen import Client, encode_identifier, find_once, run_load
-from tests.helpers import free_port, start_wlmscpfs, stop_process
+from tests.support.processes import free_port, start_wlmscpfs, stop_process
 
 SIZE = 40
 

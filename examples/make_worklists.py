@@ -14,7 +14,7 @@ Layout written under ``--out`` (one directory per called AE title, as wlmscpfs e
     */lockfile           empty; wlmscpfs and wlmd take a shared fcntl lock on it
 
 Names include Latin-1 text under ``ISO_IR 100`` and Greek, Cyrillic and Japanese text under
-``ISO_IR 192`` (UTF-8). Every entry passes wlmscpfs's file-reject rules (COMPAT.md §2).
+``ISO_IR 192`` (UTF-8). Every entry passes wlmscpfs's file-reject rules (docs/compat.md §3).
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.chaos import wire
-from tests.chaos.harness import Wlmd
+from tests.support import wire
+from tests.support.server import Wlmd
 
 SERVED, REJECTED_LIMIT, REJECTED_OTHER = "served", "rejected 2/3/2", "rejected other"
 DROPPED, FAILED, WRONG, CONNECT_ERROR = "closed unanswered", "failed", "wrong answer", "no connect"
@@ -118,14 +118,13 @@ async def _attempt(index: int, host: str, port: int, called: str, hold: float,
     attempt = Attempt(index, DROPPED, writer.get_extra_info("sockname")[1])
     established = False
     try:
-        writer.write(wire.associate_rq(called, abstract=wire.MWL_FIND if index % 2
-                                       else wire.VERIFICATION))
+        writer.write(wire.single_context_rq(called, wire.MWL if index % 2 else wire.VERIFICATION))
         pdu_type, body = await asyncio.wait_for(wire.read_pdu(reader.readexactly), timeout)
-        if pdu_type == wire.A_ASSOCIATE_RJ:
+        if pdu_type == wire.ASSOCIATE_RJ:
             attempt.outcome = (REJECTED_LIMIT if wire.rj_reason(body) == (2, 3, 2)
                                else REJECTED_OTHER)
             return attempt
-        if pdu_type != wire.A_ASSOCIATE_AC:
+        if pdu_type != wire.ASSOCIATE_AC:
             raise wire.PduError(f"PDU type {pdu_type:#x} instead of A-ASSOCIATE-AC")
         established = True
         gauge.up()
@@ -151,9 +150,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     writer.write(wire.universal_find_rq() if query else wire.echo_rq())
     statuses = await wire.read_statuses(reader.readexactly)
     wanted = [0xFF00] * expected_matches + [0] if query else [0]
-    writer.write(wire.RELEASE_RQ)
+    writer.write(wire.release_rq())
     pdu_type, _ = await wire.read_pdu(reader.readexactly)
-    if pdu_type != wire.A_RELEASE_RP:
+    if pdu_type != wire.RELEASE_RP:
         raise wire.PduError(f"PDU type {pdu_type:#x} instead of A-RELEASE-RP")
     return SERVED if statuses == wanted else WRONG
 

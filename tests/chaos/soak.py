@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from tests.chaos import flood
-from tests.chaos.harness import (
+from tests.support.server import (
     Wlmd,
     example_files,
     fingerprint,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import (
+from tests.support.server import (
     STATUS_OUT_OF_RESOURCES,
     Wlmd,
     associate,
@@ -31,7 +31,7 @@ from tests.chaos.harness import (
     wait_until,
     worklist_bytes,
 )
-from tests.chaos.wire import request_association
+from tests.support.wire import request_association
 
 LOCK_WAIT = 10.0  # wlmd.worklist.store.DEFAULT_LOCK_WAIT: a writer is held longer than this
 HUGE_BYTES = 20 << 20

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.chaos import flood
-from tests.chaos.harness import (
+from tests.support.server import (
     Wlmd,
     associate,
     example_files,
@@ -28,7 +28,7 @@ from tests.chaos.harness import (
     worker_pids,
     worklist_bytes,
 )
-from tests.chaos.wire import A_ASSOCIATE_AC, request_association
+from tests.support.wire import ASSOCIATE_AC, request_association
 
 MAX_ASSOCIATIONS = 50
 ENTRIES = 5
@@ -75,7 +75,7 @@ def test_flood_with_killed_and_stopped_workers_loses_only_their_associations(
 
     # recovered: a fresh association is served at once, the pool is back within its bounds
     recovered = wait_until(lambda: request_association(server.host, server.port,
-                                                       "LOAD").pdu_type == A_ASSOCIATE_AC,
+                                                       "LOAD").pdu_type == ASSOCIATE_AC,
                            timeout=5, what="a fresh association")
     assert recovered < 1.0
     wait_until(lambda: 2 <= len(server.workers()) <= 8, timeout=10, what="pool back to spares")

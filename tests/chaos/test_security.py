@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import (
+from tests.support.processes import dcmtk_tool, free_port
+from tests.support.server import (
     Wlmd,
     associate,
     example_files,
@@ -28,8 +29,7 @@ from tests.chaos.harness import (
     wait_until,
     worklist_bytes,
 )
-from tests.chaos.wire import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, request_association
-from tests.helpers import dcmtk_tool, free_port
+from tests.support.wire import ASSOCIATE_AC, ASSOCIATE_RJ, request_association
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root")
 
@@ -131,9 +131,9 @@ def test_called_ae_titles_never_escape_dfp(public: Path, called: str | bytes) ->
     logs.mkdir()
     server = Wlmd(logs, ["-dfp", str(db)])
     try:
-        assert request_association("127.0.0.1", server.port, "STABLE").pdu_type == A_ASSOCIATE_AC
+        assert request_association("127.0.0.1", server.port, "STABLE").pdu_type == ASSOCIATE_AC
         answer = request_association("127.0.0.1", server.port, called)
-        assert (answer.pdu_type, answer.reason) == (A_ASSOCIATE_RJ, (1, 1, 7))
+        assert (answer.pdu_type, answer.reason) == (ASSOCIATE_RJ, (1, 1, 7))
         assert server.proc.poll() is None
     finally:
         server.stop()
@@ -153,10 +153,10 @@ def test_called_ae_titles_with_backslash_or_control_are_unknown(public: Path) ->
     logs.mkdir()
     server = Wlmd(logs, ["-dfp", str(db)])
     try:
-        assert request_association("127.0.0.1", server.port, "STABLE").pdu_type == A_ASSOCIATE_AC
+        assert request_association("127.0.0.1", server.port, "STABLE").pdu_type == ASSOCIATE_AC
         for title in ODD_TITLES:
             answer = request_association("127.0.0.1", server.port, title)
-            assert (answer.pdu_type, answer.reason) == (A_ASSOCIATE_RJ, (1, 1, 7)), title
+            assert (answer.pdu_type, answer.reason) == (ASSOCIATE_RJ, (1, 1, 7)), title
         findscu = subprocess.run(
             [dcmtk_tool("findscu"), "-aec", "A\\B", "-k", "PatientID", "127.0.0.1",
              str(server.port)], capture_output=True, timeout=30, check=False)
@@ -191,7 +191,7 @@ def test_ipv4_mapped_peers_are_judged_by_ipv4_rules(public: Path, allow: str, de
             earlier = server.count(refused)  # the readiness probe came from 127.0.0.1 too
             answer = request_association("127.0.0.1", server.port, "ECHO", source=source)
             if source in admitted:
-                assert answer.pdu_type == A_ASSOCIATE_AC
+                assert answer.pdu_type == ASSOCIATE_AC
             else:
                 assert answer.pdu_type is None  # closed without a DICOM answer
                 wait_until(lambda r=refused, n=earlier: server.count(r) >= n + 1, what=refused)

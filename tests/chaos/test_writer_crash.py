@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require_dcmtk
+from tests.support.processes import require_dcmtk
 from tests.support.wlmctl import wlmctl
 from tests.support.writer_crash import AE, changes, run
 

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tests.fuzz import wire
+from tests.support import wire
 
 # How an association may end, as the runner classifies it.
 ABORT, REJECT, RELEASE, CLOSE = "abort", "reject", "release", "close"

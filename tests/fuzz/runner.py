@@ -27,7 +27,6 @@ from pathlib import Path
 import psutil
 from pydicom import dcmread
 
-from tests.fuzz import wire
 from tests.fuzz.generators import (
     ABORT,
     CLOSE,
@@ -38,7 +37,8 @@ from tests.fuzz.generators import (
     Case,
     CaseStream,
 )
-from tests.helpers import free_port, stop_process, wait_for_port
+from tests.support import wire
+from tests.support.processes import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "worklists"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz import wire
 from tests.fuzz.generators import IDLE, REJECT, Case, CaseStream
 from tests.fuzz.runner import (
     MODES,
@@ -30,6 +29,7 @@ from tests.fuzz.runner import (
     drive,
     judge,
 )
+from tests.support import wire
 
 SEED = 20240304
 CASES_PER_MODE = 130

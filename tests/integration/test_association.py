@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -30,8 +29,16 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from tests.helpers import DCMTK_EXAMPLES, dump2dcm, free_port, require_dcmtk, start_wlmscpfs
-from tests.helpers import stop_process as stop_wlmscpfs
+from tests.support import wire
+from tests.support.processes import (
+    DCMTK_EXAMPLES,
+    dcmtk_tool,
+    dump2dcm,
+    free_port,
+    require_dcmtk,
+    start_wlmscpfs,
+)
+from tests.support.processes import stop_process as stop_wlmscpfs
 from wlmd.config.settings import Settings, TransferSyntaxPreference
 from wlmd.dicom import pdu
 from wlmd.dicom.association import limit_refusal, serve_association
@@ -252,9 +259,8 @@ def command_bytes(field: int, *, message_id: int = 1, responded_to: int | None =
 
 
 def pdata(context_id: int, is_command: bool, payload: bytes, last: bool = True) -> bytes:
-    header = (1 if is_command else 0) | (2 if last else 0)
-    item = struct.pack(">LBB", len(payload) + 2, context_id, header) + payload
-    return b"\x04\x00" + struct.pack(">L", len(item)) + item
+    """A P-DATA-TF holding one PDV."""
+    return wire.p_data(wire.pdv(context_id, is_command, last, payload))
 
 
 def identifier_bytes(little: bool = True) -> bytes:
@@ -408,12 +414,6 @@ class TestWithPynetdicom:
 # --- (b) DCMTK clients ----------------------------------------------------------------------
 
 
-def dcmtk_tool(name: str) -> str:
-    """DCMTK's binary: pynetdicom installs findscu/echoscu shims that may come first on PATH."""
-    system = Path("/usr/bin") / name
-    return str(system) if system.exists() else shutil.which(name) or name
-
-
 def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [dcmtk_tool(name), *args], capture_output=True, text=True, timeout=60, check=False
@@ -544,7 +544,7 @@ def rj_pdu(values: tuple[int, int, int]) -> bytes:
 
 
 def test_departure_server_socket_has_tcp_nodelay() -> None:
-    """COMPAT departures: no Nagle stall; the engine sets TCP_NODELAY on every association."""
+    """docs/compat.md §12.5: no Nagle stall; the engine sets TCP_NODELAY on every association."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = connect(listener.getsockname()[1])
         conn, peer = listener.accept()
@@ -609,9 +609,13 @@ class TestNegotiation:
         reply, outcome, _ = limit_refusal(0x05, b"\0" * 4, Settings(port=0))
         assert (reply[0], outcome) == (0x07, "aborted")
 
-    def test_reject_accepts_with_implementation_uid(self, engine_factory) -> None:
+    def test_reject_option_refuses_only_a_request_without_implementation_uid(
+        self, engine_factory
+    ) -> None:
         engine = engine_factory(reject=True)
-        decode_ac(exchange(engine.port, encode_rq()))
+        assert exchange(engine.port, encode_rq(implementation_uid=None)) == rj_pdu((1, 1, 1))
+        accepted = exchange(engine.port, encode_rq(implementation_uid="1.2.3.4"))
+        assert decode_ac(accepted).called_ae_title == "WLMD"
 
     def test_no_contexts_closes_without_rj(self, engine_factory) -> None:
         engine = engine_factory()

@@ -28,7 +28,8 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
-from tests.chaos.harness import (
+from tests.support.processes import free_port, require_tool, stop_process, wait_for_port
+from tests.support.server import (
     EXAMPLES,
     Wlmd,
     associate,
@@ -38,7 +39,6 @@ from tests.chaos.harness import (
     wait_until,
     worker_pids,
 )
-from tests.helpers import free_port, require_tool, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 CALLED = "CT01"

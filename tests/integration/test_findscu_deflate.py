@@ -12,7 +12,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from tests.helpers import free_port
+from tests.support.processes import free_port
 
 HOST = "127.0.0.1"
 NAME = "A" * 64  # stored as is at level 0, a few bytes at any other level

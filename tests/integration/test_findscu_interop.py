@@ -12,7 +12,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
 
-from tests.helpers import (
+from tests.support.processes import (
     DCMTK_EXAMPLES,
     dump2dcm,
     free_port,

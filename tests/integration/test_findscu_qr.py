@@ -12,7 +12,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from tests.helpers import free_port, require_dcmtk, stop_process, wait_for_port
+from tests.support.processes import free_port, require_dcmtk, stop_process, wait_for_port
 
 pytestmark = pytest.mark.interop
 HOST = "127.0.0.1"

@@ -13,8 +13,8 @@ from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from tests.helpers import dcmtk_tool, free_port
-from tests.tlsutil import make_pki
+from tests.support.pki import make_pki
+from tests.support.processes import dcmtk_tool, free_port
 from wlmd.security.tls import TlsOptions, make_ssl_context
 
 HOST = "127.0.0.1"

@@ -9,8 +9,8 @@ from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from tests.integration.test_supervisor import BASE, CALLED_AE, Server
-from tests.unit.test_completeness import worklist_dataset, write_worklist
+from tests.support.server import ANY_AE, SMALL_POOL, Wlmd, start_configured
+from tests.support.worklists import worklist_dataset, write_worklist
 
 PENDING = (0xFF00, 0xFF01)
 
@@ -19,7 +19,7 @@ def accession_numbers(port: int) -> list[str]:
     """The AccessionNumber of every C-FIND response to a universal query."""
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = ae.associate("127.0.0.1", port, ae_title=CALLED_AE)
+    assoc = ae.associate("127.0.0.1", port, ae_title=ANY_AE)
     assert assoc.is_established
     query = Dataset()
     query.AccessionNumber = ""
@@ -33,12 +33,12 @@ def accession_numbers(port: int) -> list[str]:
         ae.shutdown()
 
 
-def started(tmp_path: Path, index: Path) -> Server:
-    return Server(tmp_path, {**BASE, "index_file": str(index)}, "127.0.0.1")
+def started(tmp_path: Path, index: Path) -> Wlmd:
+    return start_configured(tmp_path, {**SMALL_POOL, "index_file": str(index)})
 
 
 def test_a_restart_parses_only_the_files_changed_while_stopped(tmp_path: Path) -> None:
-    ae_dir = tmp_path / "db" / CALLED_AE
+    ae_dir = tmp_path / "db" / ANY_AE
     ae_dir.mkdir(parents=True)
     (ae_dir / "lockfile").touch()
     for number in range(3):
@@ -48,7 +48,7 @@ def test_a_restart_parses_only_the_files_changed_while_stopped(tmp_path: Path) -
 
     first = started(tmp_path, index)
     try:
-        assert f"Loaded 3 worklist records of {CALLED_AE}" in first.log()
+        assert f"Loaded 3 worklist records of {ANY_AE}" in first.log()
         assert "(3 files parsed)" in first.log()
         assert accession_numbers(first.port) == ["A0", "A1", "A2"]
     finally:
@@ -59,7 +59,7 @@ def test_a_restart_parses_only_the_files_changed_while_stopped(tmp_path: Path) -
     (ae_dir / "2.wl").unlink()
     second = started(tmp_path, index)
     try:
-        assert f"Loaded 2 worklist records of {CALLED_AE}" in second.log()
+        assert f"Loaded 2 worklist records of {ANY_AE}" in second.log()
         assert "(1 files parsed)" in second.log()
         assert accession_numbers(second.port) == ["A0", "CHANGED"]
         write_worklist(ae_dir / "3.wl", worklist_dataset("ADDED"))  # while it runs

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import free_port, start_wlmd, stop_process
+from tests.support.processes import free_port, start_wlmd, stop_process
 from tests.support.wlmctl import entry_keys, find, wlmctl
 
 AE = "CT01"

@@ -6,88 +6,27 @@ association limit, a silent client, dead and stopped workers, signals), not matc
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
-from tests.helpers import free_port, start_wlmd, stop_process, wait_until
-
-CALLED_AE = "ANYSCP"
-
-
-class Server:
-    """One ``python -m wlmd`` this test started, its port, its log and its config file."""
-
-    def __init__(self, tmp_path: Path, options: dict[str, object], host: str) -> None:
-        (tmp_path / "db" / CALLED_AE).mkdir(parents=True, exist_ok=True)
-        self.host = host
-        self.port = free_port(host)
-        self.log_path = tmp_path / "wlmd.log"
-        self.config_path = tmp_path / "wlmd.toml"  # re-read on SIGHUP
-        self.config_path.write_text(_toml(options))
-        self._log = self.log_path.open("wb")
-        self.proc = start_wlmd(["-v", "--config", str(self.config_path),
-                                "-dfp", str(tmp_path / "db")],
-                               self.port, host, stderr=self._log, stdout=subprocess.DEVNULL)
-        # the readiness probe holds a slot until its worker reports: let it free the slot
-        wait_until(lambda: "outcome=closed" in self.log())
-
-    def workers(self) -> list[psutil.Process]:
-        """Live children; one that exits while being looked at is not one."""
-        return [p for p in psutil.Process(self.proc.pid).children() if alive(p)]
-
-    def worker_serving(self, assoc: Association) -> psutil.Process:
-        """The worker whose TCP connection has the client's local port."""
-        local_port = assoc.dul.socket.socket.getsockname()[1]
-        for worker in self.workers():
-            if any(c.raddr and c.raddr.port == local_port
-                   for c in worker.net_connections(kind="tcp")):
-                return worker
-        raise AssertionError(f"no worker serves client port {local_port}")
-
-    def reconfigure(self, text: str) -> None:
-        self.config_path.write_text(text)
-        self.proc.send_signal(signal.SIGHUP)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _toml(options: dict[str, object]) -> str:
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in options.items())
-
-
-BASE = {"max_associations": 2, "min_spare_workers": 1, "max_spare_workers": 2,
-        "worker_timeout": 5, "graceful_timeout": 10, "acse_timeout": 5}
+from tests.support.processes import wait_until
+from tests.support.server import ANY_AE, SMALL_POOL, Wlmd, alive, start_configured, toml
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
+def server(tmp_path: Path) -> Iterator[Callable[..., Wlmd]]:
+    started: list[Wlmd] = []
 
-    def start(host: str = "127.0.0.1", **overrides: object) -> Server:
-        started.append(Server(tmp_path, {**BASE, **overrides}, host))
+    def start(host: str = "127.0.0.1", **overrides: object) -> Wlmd:
+        started.append(start_configured(tmp_path, {**SMALL_POOL, **overrides}, host))
         return started[-1]
 
     yield start
@@ -105,7 +44,7 @@ def scu() -> Iterator[Callable[[int], Association]]:
 
     def associate(port: int, host: str = "127.0.0.1", source: str | None = None) -> Association:
         bind = (source, 0) if source else None
-        opened.append(ae.associate(host, port, ae_title=CALLED_AE, bind_address=bind))
+        opened.append(ae.associate(host, port, ae_title=ANY_AE, bind_address=bind))
         return opened[-1]
 
     yield associate
@@ -174,7 +113,7 @@ def test_kill_9_of_a_busy_worker_fails_only_its_association(server, scu):
     wait_until(lambda: not victim_assoc.is_established)
     assert echo_ok(other_assoc)
     wait_until(lambda: f"worker {victim.pid} serving 127.0.0.1" in srv.log())
-    wait_until(lambda: sum(1 for _ in srv.workers()) >= 3)  # 1 busy + min_spare 2
+    wait_until(lambda: sum(1 for _ in srv.children()) >= 3)  # 1 busy + min_spare 2
 
     later = scu(srv.port)
     assert later.is_established and echo_ok(later)
@@ -193,7 +132,7 @@ def test_stopped_busy_worker_is_detected_killed_and_replaced(server, scu):
     assert later.is_established and echo_ok(later)
 
 
-def sigterm_to_exit(srv: Server) -> float:
+def sigterm_to_exit(srv: Wlmd) -> float:
     start = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
     srv.proc.wait(30)
@@ -245,11 +184,11 @@ def test_sighup_recycles_workers_without_dropping_an_association(server, scu):
     srv = server(max_associations=4, min_spare_workers=2)
     assoc = scu(srv.port)
     busy = srv.worker_serving(assoc)
-    wait_until(lambda: len(srv.workers()) == 3)
-    idle_before = {p.pid for p in srv.workers()} - {busy.pid}
+    wait_until(lambda: len(srv.children()) == 3)
+    idle_before = {p.pid for p in srv.children()} - {busy.pid}
 
     srv.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: not idle_before & {p.pid for p in srv.workers()})
+    wait_until(lambda: not idle_before & {p.pid for p in srv.children()})
     assert busy.is_running() and echo_ok(assoc)
     assoc.release()
     wait_until(lambda: not alive(busy))
@@ -267,7 +206,7 @@ def test_sighup_applies_reloaded_settings_and_survives_a_failed_reload(server, s
     wait_until(lambda: "reload failed, keeping the running configuration" in srv.log())
     assert scu(srv.port).is_rejected and echo_ok(held)
 
-    srv.reconfigure(_toml({**BASE, "max_associations": 2}))
+    srv.reconfigure(toml({**SMALL_POOL, "max_associations": 2}))
     wait_until(lambda: "worker generation 1" in srv.log())
     second = scu(srv.port)
     assert second.is_established and echo_ok(second) and echo_ok(held)
@@ -289,12 +228,12 @@ def test_pool_does_not_fork_for_every_association(server, scu):
     """With min = max spare workers, a busy worker makes one spare short and its release one
     too many; the pool gives back at most one worker a second instead of forking each time."""
     srv = server(max_associations=10, min_spare_workers=2, max_spare_workers=2)
-    wait_until(lambda: len(srv.workers()) >= 2)
-    seen = {p.pid for p in srv.workers()}
+    wait_until(lambda: len(srv.children()) >= 2)
+    seen = {p.pid for p in srv.children()}
     for _ in range(20):
         assoc = scu(srv.port)
         assert echo_ok(assoc)
         assoc.release()
         time.sleep(0.02)  # let the supervisor act on the release
-        seen |= {p.pid for p in srv.workers()}
+        seen |= {p.pid for p in srv.children()}
     assert len(seen) <= 5, f"{len(seen)} workers for 20 sequential associations"

@@ -23,8 +23,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from tests.helpers import dcmtk_tool, free_port, start_wlmd, stop_process, wait_until
-from tests.tlsutil import make_pki
+from tests.support.pki import make_pki
+from tests.support.processes import dcmtk_tool, free_port, start_wlmd, stop_process, wait_until
 from wlmd.config.settings import Settings, TlsProfile
 from wlmd.security.tls import TlsOptions, make_ssl_context, server_context
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require_tool
+from tests.support.processes import require_tool
 from wlmd.config.file import load_config
 from wlmd.config.settings import Settings
 
@@ -106,31 +106,46 @@ def test_sandbox_exposure_stays_low(unit_dir: Path) -> None:
     assert result.returncode == 0, result.stdout[-400:]
 
 
-def test_service_contract() -> None:
-    """What wlmd's supervisor relies on (notify, HUP reload, stop timeout, one capability)."""
-    service = unit_settings("wlmd.service")
-    single = {key: values[-1] for key, values in service.items()}
-    assert single["Type"] == "notify"
-    assert single["NotifyAccess"] == "main"
-    assert single["ExecReload"] == "/bin/kill -HUP $MAINPID"
-    assert single["ExecStart"] == f"{INSTALLED_PATH} --config /etc/wlmd/wlmd.conf"
-    assert single["KillMode"] == "mixed"
-    stop = int(re.fullmatch(r"(\d+)s?", single["TimeoutStopSec"])[1])
+def snippet_lines(name: str) -> list[list[str]]:
+    """The fields of each line of a sysusers.d or tmpfiles.d snippet, comments left out."""
+    lines = (SYSTEMD_DIR / name).read_text().splitlines()
+    return [line.split() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def tmpfiles_directories() -> dict[str, str]:
+    """Directory -> mode of each ``d`` line of the tmpfiles snippet."""
+    return {fields[1]: fields[2] for fields in snippet_lines("wlmd.tmpfiles.conf")
+            if fields[0] == "d"}
+
+
+def test_service_agrees_with_the_code_and_the_files_beside_it() -> None:
+    """Not a copy of the unit: each line checked is one another part of wlmd relies on."""
+    service = {key: values[-1] for key, values in unit_settings("wlmd.service").items()}
+    # the supervisor sends READY=1 and watchdog pings, reloads on SIGHUP, stops its own workers
+    assert (service["Type"], service["NotifyAccess"]) == ("notify", "main")
+    assert int(re.fullmatch(r"(\d+)s?", service["WatchdogSec"])[1]) > 0
+    assert "-HUP" in service["ExecReload"].split()
+    assert service["KillMode"] == "mixed"
+    stop = int(re.fullmatch(r"(\d+)s?", service["TimeoutStopSec"])[1])
     assert stop > Settings(port=104).graceful_timeout
-    assert int(re.fullmatch(r"(\d+)s?", single["WatchdogSec"])[1]) > 0
-    assert (single["User"], single["Group"]) == ("wlmd", "wlmd")
-    assert single["CapabilityBoundingSet"] == single["AmbientCapabilities"] == (
-        "CAP_NET_BIND_SERVICE")
-    assert single["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
-    assert "/var/lib/wlmd" in single["ReadWritePaths"].split()
-    index_file = load_config(SYSTEMD_DIR.parent / "etc" / "wlmd.conf")["index_file"]
-    assert index_file.parent == Path("/var/cache") / single["CacheDirectory"]
-    assert single["CacheDirectoryMode"] == "0700"
+    # runs as the user sysusers creates, may write the worklists tmpfiles creates
+    user = next(fields[1] for fields in snippet_lines("wlmd.sysusers.conf") if fields[0] == "u")
+    assert (service["User"], service["Group"]) == (user, user)
+    directories = tmpfiles_directories()
+    worklists = next(path for path in directories if path.endswith("/worklists"))
+    assert any(Path(worklists).is_relative_to(path)
+               for path in service["ReadWritePaths"].split())
+    # the shipped config's index file (patient data) lies in the owner-only cache directory
+    config = service["ExecStart"].split("--config", 1)[1].split()[0]
+    index_file = load_config(SYSTEMD_DIR.parent / "etc" / Path(config).name)["index_file"]
+    cache = Path("/var/cache") / service["CacheDirectory"]
+    assert index_file.parent == cache
+    assert service["CacheDirectoryMode"] == directories[str(cache)] == "0700"
 
 
-def test_socket_contract() -> None:
+def test_socket_activates_the_service_on_the_dicom_port() -> None:
     socket_unit = unit_settings("wlmd.socket")
-    assert socket_unit["ListenStream"] == ["104"]
+    assert socket_unit["ListenStream"] == ["104"]  # the DICOM port (PS3.15 registration)
     assert socket_unit["Service"] == ["wlmd.service"]
 
 

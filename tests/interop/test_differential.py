@@ -1,12 +1,13 @@
 """Differential tests: wlmd must answer like DCMTK's wlmscpfs 3.6.7 on the same directory.
 
-Both servers serve the corpus of ``tests.interop.corpus`` on two loopback ports; every query is
+Both servers serve the corpus of ``tests.support.corpus`` on two loopback ports; every query is
 sent to both with DCMTK ``findscu -X`` and the answers are compared as multisets of (status,
 dataset), plus final status, status detail, findscu's messages and exit status (see
-``harness``). Each option set starts each server once. ``WLMD_DIFF_CANDIDATE=wlmscpfs`` runs a
-second wlmscpfs in place of wlmd, to check the harness and corpus themselves.
+``tests.support.differential``). Each option set starts each server once.
+``WLMD_DIFF_CANDIDATE=wlmscpfs`` runs a second wlmscpfs in place of wlmd, to check the harness
+and corpus themselves.
 
-Documented departures (COMPAT.md, last section) are excluded from the multiset runs and
+Documented departures (docs/compat.md §12) are excluded from the multiset runs and
 asserted on their own below: InstitutionalDepartmentName, ``-nse`` with a zero-item SPS and
 ``--no-fail`` with three SPS items.
 """
@@ -22,9 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import helpers
-from tests.interop import corpus, harness
-from tests.interop.corpus import QUERIES, Query
+from tests.support import corpus, differential, processes
+from tests.support.corpus import QUERIES, Query
 
 pytestmark = pytest.mark.interop
 
@@ -41,7 +41,7 @@ class Corpus:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     """Build the corpus once for the module (needs dump2dcm)."""
-    helpers.require_dcmtk()
+    processes.require_dcmtk()
     root = tmp_path_factory.mktemp("interop")
     db = corpus.build_database(root / "db")
     return Corpus(db, corpus.write_queries(root / "queries"), root)
@@ -57,21 +57,21 @@ def by_ae(queries: list[Query], files: dict[str, Path]) -> dict[str, dict[str, P
 
 def run_side(kind: str, built: Corpus, label: str, server: tuple[str, ...],
              findscu: tuple[str, ...], groups: dict[str, dict[str, Path]]
-             ) -> dict[str, harness.Session]:
+             ) -> dict[str, differential.Session]:
     """Start one server with ``server`` options and send every group; one session per AE."""
     out = built.work / label / kind
     out.mkdir(parents=True)
-    proc, port = harness.start_server(kind, built.db, server, out / "server.log")
+    proc, port = differential.start_server(kind, built.db, server, out / "server.log")
     try:
-        return {ae: harness.run_findscu(port, ae, files, out / ae, findscu)
+        return {ae: differential.run_findscu(port, ae, files, out / ae, findscu)
                 for ae, files in groups.items()}
     finally:
-        helpers.stop_process(proc)
+        processes.stop_process(proc)
 
 
 def run_both(built: Corpus, label: str, queries: list[Query], server: tuple[str, ...] = (),
              findscu: tuple[str, ...] = (), candidate_server: tuple[str, ...] | None = None
-             ) -> tuple[dict[str, harness.Session], dict[str, harness.Session]]:
+             ) -> tuple[dict[str, differential.Session], dict[str, differential.Session]]:
     """Run the reference and the candidate side by side (two threads, two processes)."""
     groups = by_ae(queries, built.files)
     with ThreadPoolExecutor(2) as pool:
@@ -113,11 +113,12 @@ OPTION_SETS = [
 ]
 
 
-def differences(reference: dict[str, harness.Session], candidate: dict[str, harness.Session],
+def differences(reference: dict[str, differential.Session],
+                candidate: dict[str, differential.Session],
                 label: str) -> Iterator[str]:
     """Every difference across the AE sessions of one option set."""
     for ae, session in reference.items():
-        yield from harness.compare(session, candidate[ae], f"{label}/{ae}")
+        yield from differential.compare(session, candidate[ae], f"{label}/{ae}")
 
 
 @pytest.mark.parametrize("option_set", OPTION_SETS, ids=lambda o: o.name)
@@ -126,7 +127,7 @@ def test_same_answers(built: Corpus, option_set: OptionSet) -> None:
     queries = [q for q in QUERIES if option_set.select(q) and "three_sps" not in q.tags]
     reference, candidate = run_both(built, option_set.name, queries, option_set.server,
                                     option_set.findscu)
-    compared = sum(harness.responses_compared(s) for s in reference.values())
+    compared = sum(differential.responses_compared(s) for s in reference.values())
     assert compared > 0, "the reference answered nothing: the corpus or harness is broken"
     found = list(differences(reference, candidate, option_set.name))
     assert not found, (f"{len(found)} differences over {len(queries)} queries "
@@ -148,7 +149,7 @@ def single(built: Corpus, name: str) -> dict[str, Path]:
     return {name: built.files[name]}
 
 
-def only_outcome(sessions: dict[str, harness.Session]) -> harness.Outcome:
+def only_outcome(sessions: dict[str, differential.Session]) -> differential.Outcome:
     """The outcome of a run that sent exactly one query."""
     (session,) = sessions.values()
     (outcome,) = session.outcomes.values()
@@ -157,7 +158,7 @@ def only_outcome(sessions: dict[str, harness.Session]) -> harness.Outcome:
 
 def test_departure_institutional_department_name(built: Corpus) -> None:
     """(0008,1040) is a return key in wlmd; 3.6.7 strips it and answers 0xFF01."""
-    if harness.candidate_is_wlmscpfs():
+    if differential.candidate_is_wlmscpfs():
         pytest.skip("a departure cannot hold for wlmscpfs against itself")
     query = Query("d_department", "EDGE", corpus.lines(
         "(0010,0020) LO [EDGE013]", "(0008,1040) LO []", "(0010,0010) PN []"))
@@ -176,7 +177,7 @@ def test_departure_institutional_department_name(built: Corpus) -> None:
 
 def test_departure_nse_zero_item_sps(built: Corpus) -> None:
     """-nse with a zero-item SPS kills the wlmscpfs child; wlmd answers with empty SPS."""
-    if harness.candidate_is_wlmscpfs():
+    if differential.candidate_is_wlmscpfs():
         pytest.skip("a departure cannot hold for wlmscpfs against itself")
     files = single(built, "s_sps_zero_items")
     reference = only_outcome(run_side("wlmscpfs", built, "nse0", ("-nse",), (),
@@ -192,7 +193,7 @@ def test_departure_nse_zero_item_sps(built: Corpus) -> None:
 
 def test_departure_no_fail_three_sps_items(built: Corpus) -> None:
     """--no-fail keeps only the first SPS item in wlmd (3.6.7 keeps items 1 and 3)."""
-    if harness.candidate_is_wlmscpfs():
+    if differential.candidate_is_wlmscpfs():
         pytest.skip("a departure cannot hold for wlmscpfs against itself")
     three = single(built, "v_three_sps_items")
     first = single(built, "v_three_sps_first_item")

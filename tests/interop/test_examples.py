@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests import helpers
-from tests.interop import corpus, harness
+from tests.support import corpus, differential, processes
 
 WORKLISTS = corpus.EXAMPLES / "worklists"
 QUERY_DIR = corpus.EXAMPLES / "queries"
@@ -43,17 +42,17 @@ def test_today_moves_the_schedule(tmp_path: Path) -> None:
 @pytest.mark.interop
 def test_wlmscpfs_serves_every_example_entry(tmp_path: Path) -> None:
     """Every committed entry passes wlmscpfs's file-reject rules: a universal query gets all."""
-    helpers.require_dcmtk()
-    proc, port = harness.start_server("wlmscpfs", WORKLISTS, (), tmp_path / "server.log")
+    processes.require_dcmtk()
+    proc, port = differential.start_server("wlmscpfs", WORKLISTS, (), tmp_path / "server.log")
     try:
         for ae in corpus.EXAMPLE_AES:
-            session = harness.run_findscu(port, ae, {"all": QUERY_DIR / "all_entries.dcm"},
+            session = differential.run_findscu(port, ae, {"all": QUERY_DIR / "all_entries.dcm"},
                                           tmp_path / ae)
             outcome = session.outcomes["all"]
             assert outcome.final == "0x0000"
             assert sum(outcome.responses.values()) == len(list((WORKLISTS / ae).glob("*.wl")))
     finally:
-        helpers.stop_process(proc)
+        processes.stop_process(proc)
     assert "incomplete" not in (tmp_path / "server.log").read_text()
 
 
@@ -61,7 +60,7 @@ def test_wlmscpfs_serves_every_example_entry(tmp_path: Path) -> None:
 @pytest.mark.parametrize("dump", sorted(QUERY_DIR.glob("*.dump")), ids=lambda p: p.stem)
 def test_query_dump_matches_dicom(tmp_path: Path, dump: Path) -> None:
     """Each example .dump converts (dump2dcm) to the same dataset as the committed .dcm."""
-    helpers.require_dcmtk("dump2dcm")
-    converted = dcmread(helpers.dump2dcm(dump, tmp_path / "q.dcm"))
+    processes.require_dcmtk("dump2dcm")
+    converted = dcmread(processes.dump2dcm(dump, tmp_path / "q.dcm"))
     committed = dcmread(dump.with_suffix(".dcm"))
-    assert list(harness.canonical(converted)) == list(harness.canonical(committed))
+    assert list(differential.canonical(converted)) == list(differential.canonical(committed))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (
+from tests.support.processes import (
     dcmtk_tool,
     free_port,
     require_dcmtk,

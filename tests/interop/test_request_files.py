@@ -1,4 +1,4 @@
-"""Request files (-rfp/-rff, COMPAT §6): wlmd writes the same text as wlmscpfs for a query."""
+"""Request files (-rfp/-rff, docs/compat.md §8): wlmd writes wlmscpfs's text for a query."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers import (
+from tests.support.processes import (
     DCMTK_EXAMPLES,
     dcmtk_tool,
     dump2dcm,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydicom import Dataset
 
-from tests.helpers import free_port, start_wlmd, start_wlmscpfs, stop_process
+from tests.support.processes import free_port, start_wlmd, start_wlmscpfs, stop_process
 from tests.support.wlmctl import entry_keys, find, wlmctl
 from wlmd.worklist.writer import FAULT_ENV, FAULT_STEPS
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-AE = "OFFIS"  # the called AE title of the ``root`` fixture
+from tests.support.worklists import AE
 
 
 @pytest.fixture

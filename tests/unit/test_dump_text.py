@@ -10,7 +10,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
-from tests.helpers import DCMTK_EXAMPLES, dcmtk_tool, dump2dcm
+from tests.support.processes import DCMTK_EXAMPLES, dcmtk_tool, dump2dcm
 from wlmd.dicom.dump import dump_request
 from wlmd.dicom.dump_text import DumpSyntaxError, parse_dump
 from wlmd.worklist.writer import encode_entry

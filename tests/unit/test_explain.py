@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydicom import Dataset
 
-from tests.unit.builders import dataset, raw, sequence
+from tests.support.datasets import dataset, raw, sequence
 from wlmd.worklist.explain import Explainer, first_mismatch
 from wlmd.worklist.matching import matches
 from wlmd.worklist.query import prepare_query

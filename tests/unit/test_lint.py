@@ -9,7 +9,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence
 
-from tests.unit.builders import raw
+from tests.support.datasets import raw
 from wlmd.worklist.lint import Severity, check_dataset, duplicates, lint_directory
 from wlmd.worklist.writer import WorklistWriter, encode_entry
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require_dcmtk
+from tests.support.processes import require_dcmtk
 from wlmd.cmdline.general import TRACE
 from wlmd.config.commandline import parse_command_line
 from wlmd.config.logs import LogConfigError, configure_logging, log_always, syslog_address

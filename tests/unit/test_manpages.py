@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.helpers import require_tool
+from tests.support.processes import require_tool
 from wlmd.config.file import CONFIG_KEYS, ConfigError, load_config, render_config
 from wlmd.config.options import render_man_options
 from wlmd.wlmctl.cli import build_parser

@@ -1,4 +1,4 @@
-"""matches(): universal rules, normalisation, wildcards, DA/TM, date+time, SPS (COMPAT §3)."""
+"""matches(): universal values, wildcards, DA/TM, combined date+time, SPS (docs/compat.md §4)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from tests.unit.builders import dataset, raw
+from tests.support.datasets import dataset, raw
 from wlmd.worklist.matching import matches, parse_time
 from wlmd.worklist.query import prepare_query
 
@@ -72,27 +72,27 @@ SINGLE_KEY_CASES = [
     ids=[case[0] for case in SINGLE_KEY_CASES],
 )
 def test_single_key(query, record, expected):
-    """§3 Algorithm/Universal/Value comparison/Strings/DA-TM, one rule per case."""
+    """§4.2–§4.5, §4.7: algorithm, universal values, comparison, strings, DA/TM; a rule a case."""
     keyword, vr = (query[0], query[1]) if query else ("PatientID", LO)
     query_elements = [raw(*query)] if query else [raw("PatientID", LO, b"")]
     record_elements = [] if record is None else [raw(keyword, vr, record)]
     assert match(query_elements, record_elements) is expected
 
 
-def test_s3_same_vr_rule():
-    """§3: query and record element must have the same VR."""
+def test_query_and_entry_must_have_the_same_vr():
+    """§4.4: query and record element must have the same VR."""
     assert not match([raw("PatientID", LO, b"X")], [raw("PatientID", SH, b"X")])
 
 
-def test_s3_keys_are_anded():
-    """§3 Algorithm: every non-universal key must match."""
+def test_every_non_universal_key_must_match():
+    """§4.2: every non-universal key must match."""
     record = [raw("PatientID", LO, b"P1"), raw("PatientSex", CS, b"F")]
     assert match([raw("PatientID", LO, b"P1"), raw("PatientSex", CS, b"F")], record)
     assert not match([raw("PatientID", LO, b"P1"), raw("PatientSex", CS, b"M")], record)
 
 
-def test_s3_return_keys_are_not_matched():
-    """§3 Not matched: a value in a return-only key is ignored."""
+def test_return_keys_are_not_matched():
+    """§4.10: a value in a return-only key is ignored."""
     assert match([raw("StudyInstanceUID", "UI", b"1.2.3")], [raw("StudyInstanceUID", "UI", b"9")])
 
 
@@ -115,7 +115,7 @@ DATETIME_CASES = [
     ids=[case[0] for case in DATETIME_CASES],
 )
 def test_combined_date_time(date_q, time_q, date_r, time_r, expected):
-    """§3 Combined date + time: StudyDate/StudyTime as one interval when shapes agree."""
+    """§4.8: StudyDate/StudyTime as one interval when shapes agree."""
     query = [raw("StudyDate", DA, date_q), raw("StudyTime", TM, time_q)]
     record = [raw("StudyDate", DA, date_r)]
     if time_r is not None:
@@ -123,8 +123,8 @@ def test_combined_date_time(date_q, time_q, date_r, time_r, expected):
     assert match(query, record) is expected
 
 
-def test_s3_sps_combined_date_time():
-    """§3: the SPS start date/time pair is combined too."""
+def test_step_start_date_and_time_are_combined():
+    """§4.8: the SPS start date/time pair is combined too."""
     query = [sps(dataset(raw("ScheduledProcedureStepStartDate", DA, b"19960406-19960407"),
                          raw("ScheduledProcedureStepStartTime", TM, b"1630-0900")))]
     inside = sps(dataset(raw("ScheduledProcedureStepStartDate", DA, b"19960407"),
@@ -163,18 +163,18 @@ def _station(ae: bytes, modality: bytes = b"MR") -> Dataset:
     ],
 )
 def test_sps(query_item, record, expected):
-    """§3 Sequences: universality with per-key flags, any-item matching."""
+    """§4.9: universality with per-key flags, any-item matching."""
     assert match([sps(query_item)], record) is expected
 
 
-def test_s3_zero_item_sps_query_is_universal():
-    """§3: a zero-item SPS is universal (here with -nse, so it stays empty)."""
+def test_zero_item_step_sequence_is_universal():
+    """§4.9: a zero-item SPS is universal (here with -nse, so it stays empty)."""
     query = prepare_query(dataset(sps()), no_fail=False, expand_sequences=False)
     assert matches(query, Dataset())
 
 
-def test_s5_no_fail_invalid_value_fails_to_match():
-    """§5 --no-fail: an invalid value simply does not match."""
+def test_no_fail_invalid_value_matches_nothing():
+    """§6.2 --no-fail: an invalid value simply does not match."""
     assert not match([raw("PatientSex", CS, b"m")], [raw("PatientSex", CS, b"M")], no_fail=True)
 
 
@@ -211,6 +211,6 @@ def test_query_compiled_once():
      (b"16:07", 16 * 3600 + 7 * 60), (b"2400", None), (b"123", None),
      (b"160760", 16 * 3600 + 8 * 60)],
 )
-def test_s3_time_parsing(text, seconds):
-    """§3 DA/TM: DcmTime parsing (HH[MM[SS[.F]]], old HH:MM, leap second allowed)."""
+def test_time_parsing_follows_dcmtk(text, seconds):
+    """§4.7: DcmTime parsing (HH[MM[SS[.F]]], old HH:MM, leap second allowed)."""
     assert parse_time(text) == seconds

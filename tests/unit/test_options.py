@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require_dcmtk
+from tests.support.processes import require_dcmtk
 from wlmd.cmdline.console import CommandLineExit
 from wlmd.cmdline.general import TRACE
 from wlmd.cmdline.option import Option

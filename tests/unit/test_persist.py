@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.builders import dataset, raw, sequence
-from tests.unit.test_completeness import make_case
-from tests.unit.test_store import AE, accessions, add
+from tests.support.datasets import dataset, raw, sequence
+from tests.support.worklists import AE, accessions, add, make_case
 from wlmd.daemon.pool import ChildProcesses
 from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of

@@ -16,7 +16,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from tests.unit.test_completeness import worklist_dataset
+from tests.support.worklists import worklist_dataset
 from wlmd.worklist.completeness import add_missing_references
 from wlmd.worklist.records import FileLoader, parse_worklist_file
 

@@ -1,4 +1,4 @@
-"""Over-limit refusals answered by the supervisor's selector (COMPAT §6 step 4, issue #3 item 2)."""
+"""Over-limit refusals answered by the supervisor's selector (docs/compat.md §7.1 step 4, §12.6)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.chaos.wire import associate_rq, rj_reason
+from tests.support.wire import associate_rq, rj_reason
 from wlmd.config.settings import Settings
 from wlmd.daemon.refusals import Refusals
 

@@ -1,4 +1,4 @@
-"""The worklist service: request files, resource limits, statuses (COMPAT §5, §6 request files)."""
+"""The worklist service: request files, resource limits, statuses (docs/compat.md §6, §8)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def run(root: Path, identifier: Dataset, **settings: object) -> list[FindRespons
     return list(service.find(ASSOC, identifier, ILE))
 
 
-def test_s5_every_entry_pending_then_success(root: Path) -> None:
+def test_every_match_is_pending_then_one_final_success(root: Path) -> None:
     responses = run(root, query())
     entries = len(list((root / "CT01").glob("*.wl")))
     assert [r.status for r in responses] == [STATUS_PENDING] * entries + [STATUS_SUCCESS]
@@ -133,7 +133,7 @@ def test_sequence_item_limit_refuses_with_a700(root: Path) -> None:
     assert "more than 64 sequence items" in (responses[0].error_comment or "")
 
 
-def test_s5_invalid_value_gives_a900_with_offending_element(root: Path) -> None:
+def test_invalid_value_gives_a900_with_the_offending_element(root: Path) -> None:
     identifier = query(Modality="ct")  # CS allows upper case only
     responses = run(root, identifier)
     assert [r.status for r in responses] == [STATUS_IDENTIFIER_MISMATCH]
@@ -159,7 +159,7 @@ def test_missing_lockfile_gives_a700(root: Path) -> None:
         ("#c#p", "x", "CT01x"),
     ],
 )
-def test_s6_request_file_placeholders(fmt: str, patient_id: str, expected: str) -> None:
+def test_request_file_placeholders(fmt: str, patient_id: str, expected: str) -> None:
     assert request_file_name(fmt, ASSOC, patient_id) == expected
 
 
@@ -175,14 +175,14 @@ def test_request_file_placeholders_never_make_a_path(called: str, calling: str,
         assert all(ord(ch) >= 0x20 and ord(ch) != 0x7F for ch in name)
 
 
-def test_s6_request_file_pid_and_timestamp() -> None:
+def test_request_file_pid_and_timestamp() -> None:
     name = request_file_name("#i-#t", ASSOC, "")
     pid, stamp = name.split("-")
     assert pid == str(os.getpid())
     assert len(stamp) == 20 and stamp.isdigit()
 
 
-def test_s6_request_file_is_written_inside_rfp(root: Path, tmp_path: Path) -> None:
+def test_request_file_is_written_inside_rfp(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "requests"
     out.mkdir()
     run(root, query(PatientID="../escape"), request_file_path=out, request_file_format="#p.dump")

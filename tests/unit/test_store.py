@@ -1,4 +1,4 @@
-"""The worklist store: discovery, stat-based refresh, bad files, the lockfile (COMPAT §1)."""
+"""The worklist store: discovery, stat-based refresh, the lockfile (docs/compat.md §2)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset, dcmwrite
 
-from tests.unit.conftest import AE
-from tests.unit.test_completeness import (
+from tests.support.worklists import (
+    AE,
+    accessions,
+    add,
     make_case,
     query_wlmscpfs,
     worklist_dataset,
@@ -36,20 +38,6 @@ from wlmd.worklist.store import (
     is_safe_ae,
     is_worklist_name,
 )
-
-
-def add(root: Path, name: str, accession: str = "00000", date: str = "19951015",
-        time_: str = "085607") -> Path:
-    """Write a complete worklist file ``name`` into the AE directory."""
-    ds = worklist_dataset(accession)
-    ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate = date
-    ds.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartTime = time_
-    return write_worklist(root / AE / name, ds)
-
-
-def accessions(store: WorklistStore, ae: str = AE) -> list[str]:
-    """AccessionNumber of every served record, in the store's order."""
-    return [str(r.dataset.AccessionNumber) for r in store.query(ae, None)]
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:

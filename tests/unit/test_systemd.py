@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, require_tool
+from tests.support.processes import free_port, require_tool
 from wlmd.config.settings import Settings
 from wlmd.daemon import systemd
 from wlmd.daemon.hooks import ServerHooks

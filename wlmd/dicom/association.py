@@ -93,7 +93,7 @@ def _abort(detail: str, source: int = pdu.ABORT_SOURCE_USER, reason: int = 0) ->
 def negotiate_contexts(
     request: pdu.AssociateRequest, preference: TransferSyntaxPreference
 ) -> list[pdu.PresentationContextAC]:
-    """Accept each proposed context by server transfer syntax preference (COMPAT §6)."""
+    """Accept each proposed context by server transfer syntax preference (docs/compat.md §7.2)."""
     order = TRANSFER_SYNTAX_PREFERENCES[preference]
     results = []
     for ctx in request.contexts:
@@ -178,7 +178,7 @@ class _Association:
                  (request.max_pdu or self.settings.max_pdu) - PDV_OVERHEAD)
 
     def _check_rejects(self, request: pdu.AssociateRequest) -> None:
-        """The reject order of wlmscpfs (COMPAT §6): steps 1-3, then (past the association
+        """The reject order of wlmscpfs (docs/compat.md §7.1): steps 1-3, then (past the association
         limit, which the supervisor enforces with ``limit_refusal``) steps 5-6."""
         if (stop := _reject_before_limit(request, self.settings)) is not None:
             raise stop
@@ -330,7 +330,7 @@ class _Association:
             self.report.matches += 1
 
     def _cancel_requested(self, message_id: int) -> bool:
-        """Non-blocking: a matching C-CANCEL-RQ is True, anything else aborts (COMPAT §5)."""
+        """Non-blocking: a matching C-CANCEL-RQ is True, all else aborts (docs/compat.md §6.4)."""
         if not self.pdvs and not self.stream.has_data():
             return False
         _, command = self._receive_command(self.settings.dimse_timeout, "DIMSE timeout")
@@ -389,7 +389,7 @@ def limit_refusal(pdu_type: int, body: bytes, settings: Settings
     """The answer to the first PDU of a connection that arrived while the server is full.
 
     Returns (reply, outcome, detail): normally A-ASSOCIATE-RJ 2/3/2, or the earlier reject of
-    COMPAT §6 steps 1-3, or an A-ABORT for anything that is not a valid A-ASSOCIATE-RQ. Pure,
+    docs/compat.md §7.1 steps 1-3, or an A-ABORT for anything but a valid A-ASSOCIATE-RQ. Pure,
     so the supervisor can answer without a worker and without blocking.
     """
     if pdu_type != pdu.A_ASSOCIATE_RQ:

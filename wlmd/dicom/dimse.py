@@ -167,7 +167,7 @@ def find_response_command(
     offending: tuple[BaseTag, ...] = (),
     comment: str | None = None,
 ) -> bytes:
-    """The C-FIND-RSP command set exactly as wlmscpfs builds it (COMPAT §5)."""
+    """The C-FIND-RSP command set exactly as wlmscpfs builds it (docs/compat.md §6.3)."""
     elements = [
         (AFFECTED_SOP_CLASS_UID, _uid_value(sop_class_uid)),
         (COMMAND_FIELD, struct.pack("<H", C_FIND_RSP)),

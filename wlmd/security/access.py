@@ -21,7 +21,7 @@ import netaddr
 
 LOGGER = logging.getLogger(__name__)
 
-# The names a daemon list may use for this server: its own, and the reference's (COMPAT §7).
+# Names a daemon list may use for this server: its own and the reference's (docs/compat.md §12.9).
 # Both are aliases of one daemon, so `ALL EXCEPT wlmscpfs` excludes wlmd too, as it did before.
 DAEMON_NAMES = frozenset({"wlmd", "wlmscpfs"})
 LOOKUP_TIMEOUT = 2.0  # seconds for the reverse (and confirming forward) lookup

@@ -1,4 +1,4 @@
-"""The file-reject rules of wlmscpfs (``--enable-file-reject``, COMPAT §2).
+"""The file-reject rules of wlmscpfs (``--enable-file-reject``, docs/compat.md §3).
 
 A worklist file is served only if it carries every return key of type 1 that a modality relies
 on. The rules, their order, their short-circuiting and their DEBUG lines follow DCMTK 3.6.7

@@ -2,7 +2,7 @@
 
 The matcher (``matching.py``) stays the judge; the index only narrows the records it sees. It
 must never drop a record the matcher would accept: every constraint below is implied by the
-matcher's own rules (COMPAT §3), and anything the index cannot express exactly is simply not
+matcher's own rules (docs/compat.md §4), and anything the index cannot express exactly is simply not
 used (a larger candidate set, never a smaller one).
 
 Indexed, normalised as the matcher normalises them (AE, CS, LO: leading and trailing spaces

@@ -1,7 +1,7 @@
 """Which attributes a worklist query may match on or ask for (the wlmscpfs(1) conformance tables).
 
-The matching-key table mirrors DCMTK 3.6.7 ``wlfsim.cc MatchingKeys`` (COMPAT §3): a per-key
-wildcard flag, the combined date/time pairs and the one matching sequence. The return keys are
+The matching-key table mirrors DCMTK 3.6.7 ``wlfsim.cc MatchingKeys`` (docs/compat.md §4.1): the
+wildcard flag of each key, the combined date/time pairs, the one matching sequence. Return keys are
 those of the 3.7.0 man page, which adds InstitutionalDepartmentName (0008,1040) (a documented
 departure from 3.6.7). The expansion tables say what an empty query sequence turns into
 (``wlds.cc ExpandEmptySequenceInSearchMask``).

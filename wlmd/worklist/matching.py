@@ -1,4 +1,4 @@
-"""Does a worklist record match a prepared query? (COMPAT §3; DCMTK ``wlfsim.cc``, ``dcmatch.cc``)
+"""Does a worklist record match a prepared query? (docs/compat.md §4; DCMTK wlfsim.cc, dcmatch.cc)
 
 The query is compiled once into small predicates (regexes, pre-parsed date and time ranges)
 and cached on the ``PreparedQuery``; each record then costs a few dictionary lookups. Values

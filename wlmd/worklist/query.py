@@ -1,4 +1,4 @@
-"""Turn a C-FIND identifier into the search mask wlmscpfs works with (COMPAT §3, §4, §9).
+"""Turn a C-FIND identifier into the search mask wlmscpfs works with (docs/compat.md §4, §5.4).
 
 ``prepare_query`` does what DCMTK's ``WlmDataSourceFileSystem::StartFindRequest`` and
 ``WlmDataSource::CheckSearchMask`` do before matching: copy the identifier without group lengths

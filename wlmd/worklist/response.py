@@ -1,4 +1,4 @@
-"""Build one C-FIND response from the search mask and a matching record (COMPAT §4).
+"""Build one C-FIND response from the search mask and a matching record (docs/compat.md §5).
 
 Mirrors DCMTK ``wldsfs.cc StartFindRequest``: the response starts as a copy of the cleaned,
 expanded mask, so only requested keys come back, each with the VR of the request. Every string

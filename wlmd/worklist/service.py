@@ -1,6 +1,6 @@
 """The worklist application: turns one C-FIND identifier into the responses wlmscpfs would send.
 
-Pipeline (COMPAT §"Pipeline per C-FIND"): write the request file, sleep, validate and clean the
+Pipeline (docs/compat.md §1): write the request file, sleep, validate and clean the
 search mask, take a consistent snapshot of the called AE's worklist, match, build every
 response, and only then hand them out one by one.
 """

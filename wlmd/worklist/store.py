@@ -1,6 +1,6 @@
 """The worklist store: one directory of ``*.wl`` files per called AE title under ``-dfp``.
 
-The directory stays the source of truth (COMPAT §1): every query refreshes the AE first, so a
+The directory stays the source of truth (docs/compat.md §12.8): every query refreshes the AE, so a
 file that was added, changed or removed is seen by the very next C-FIND. Unlike wlmscpfs, files
 whose ``stat`` did not change are not parsed again. Where inotify works, a refresh re-stats only
 the names the kernel reported since the last one (plus every symbolic link, whose target can

@@ -1,8 +1,9 @@
-"""A raw DICOM upper-layer client for fuzzing, written apart from wlmd's own codecs.
+"""The one raw DICOM upper-layer client of the tests (PS3.8 §9.3, PS3.7 §9.3).
 
-It must be able to say anything, including what no real stack would send, so every PDU is built
-from bytes here; only well-formed identifiers are written by pydicom. It shares no code with
-``wlmd.dicom`` so that a bug there cannot hide itself by being mirrored in the client.
+The fuzzer, the chaos flood and the unit tests must be able to say anything, including what no
+real stack would send (any bytes in an AE title, wrapped lengths), at no cost in threads, so
+every PDU is built from bytes here; only well-formed identifiers are written by pydicom. It shares
+no code with ``wlmd.dicom`` so that a bug there cannot hide itself by being mirrored in the client.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 
@@ -31,6 +33,7 @@ RELEASE_RQ, RELEASE_RP, ABORT = 0x05, 0x06, 0x07
 # Command fields and dataset types (PS3.7 §9.3, §E.1)
 C_FIND_RQ, C_ECHO_RQ, C_CANCEL_RQ = 0x0020, 0x0030, 0x0FFF
 HAS_DATASET, NO_DATASET = 0x0001, 0x0101
+STATUS_PENDING = frozenset((0xFF00, 0xFF01))
 
 # The contexts every established fuzz association proposes: (id, abstract syntax, syntaxes).
 STANDARD_CONTEXTS = ((1, MWL, (ELE,)), (3, MWL, (ILE,)), (5, VERIFICATION, (ILE,)))
@@ -46,12 +49,14 @@ def pdu(pdu_type: int, body: bytes) -> bytes:
     return struct.pack(">BxL", pdu_type, len(body)) + body
 
 
-def ae_field(title: bytes) -> bytes:
+def ae_field(title: str | bytes) -> bytes:
     """A 16-byte AE field, space padded (longer titles are cut, as a stack would)."""
-    return title[:16].ljust(16, b" ")
+    raw = title.encode("latin-1") if isinstance(title, str) else title
+    return raw[:16].ljust(16, b" ")
 
 
-def rq_fixed(called: bytes = b"CT01", calling: bytes = b"FUZZSCU", version: int = 1) -> bytes:
+def rq_fixed(called: str | bytes = b"CT01", calling: str | bytes = b"FUZZSCU",
+             version: int = 1) -> bytes:
     """The 68 fixed bytes of an A-ASSOCIATE-RQ body."""
     return struct.pack(">HH", version, 0) + ae_field(called) + ae_field(calling) + bytes(32)
 
@@ -83,9 +88,26 @@ def rq_items(contexts: tuple[tuple[int, str, tuple[str, ...]], ...] = STANDARD_C
     ]
 
 
-def associate_rq(called: bytes = b"CT01", max_pdu: int = 16384) -> bytes:
-    """A well-formed A-ASSOCIATE-RQ proposing ``STANDARD_CONTEXTS``."""
-    return pdu(ASSOCIATE_RQ, rq_fixed(called) + b"".join(rq_items(max_pdu=max_pdu)))
+def associate_rq(called: str | bytes = b"CT01", max_pdu: int = 16384,
+                 contexts: tuple[tuple[int, str, tuple[str, ...]], ...] = STANDARD_CONTEXTS
+                 ) -> bytes:
+    """A well-formed A-ASSOCIATE-RQ proposing ``contexts``."""
+    return pdu(ASSOCIATE_RQ, rq_fixed(called) + b"".join(rq_items(contexts, max_pdu)))
+
+
+def single_context_rq(called: str | bytes, abstract: str = VERIFICATION) -> bytes:
+    """An A-ASSOCIATE-RQ proposing ``abstract`` in implicit VR little endian as context 1."""
+    return associate_rq(called, contexts=((1, abstract, (ILE,)),))
+
+
+def release_rq() -> bytes:
+    """An A-RELEASE-RQ PDU."""
+    return pdu(RELEASE_RQ, bytes(4))
+
+
+def abort() -> bytes:
+    """An A-ABORT PDU (source: service user)."""
+    return pdu(ABORT, bytes(4))
 
 
 def pdv(context_id: int, is_command: bool, last: bool, data: bytes) -> bytes:
@@ -131,6 +153,20 @@ def find_command(message_id: int = 1) -> bytes:
     return command_set(command_elements(C_FIND_RQ, message_id))
 
 
+def echo_rq(message_id: int = 1) -> bytes:
+    """One P-DATA-TF holding a C-ECHO-RQ on context 1."""
+    command = command_set(command_elements(C_ECHO_RQ, message_id, NO_DATASET, VERIFICATION))
+    return p_data(pdv(1, True, True, command))
+
+
+def universal_find_rq(message_id: int = 1) -> bytes:
+    """Two P-DATA-TFs on context 1 (implicit VR): a C-FIND-RQ and an identifier asking for every
+    entry's Patient's Name and Patient ID."""
+    identifier = element(0x0010, b"", 0x0010) + element(0x0020, b"", 0x0010)
+    return (p_data(pdv(1, True, True, find_command(message_id)))
+            + p_data(pdv(1, False, True, identifier)))
+
+
 def encode_identifier(ds: Dataset, implicit: bool = False) -> bytes:
     """An identifier in (explicit or implicit) VR little endian, written by pydicom."""
     fp = DicomBytesIO()
@@ -150,6 +186,10 @@ def health_query() -> Dataset:
     ds.PatientID = ""
     ds.ScheduledProcedureStepSequence = [step]
     return ds
+
+
+class PduError(Exception):
+    """The peer sent something this client did not expect."""
 
 
 class Closed(Exception):
@@ -303,3 +343,74 @@ def accepted_syntax(ac_body: bytes, context_id: int) -> str | None:
 def decode_identifier(data: bytes, ts_uid: str) -> Dataset:
     """A response identifier in the negotiated syntax."""
     return read_dataset(BytesIO(data), ts_uid == ILE, True)
+
+
+def rj_reason(body: bytes) -> tuple[int, int, int]:
+    """(result, source, reason) of an A-ASSOCIATE-RJ body."""
+    return body[1], body[2], body[3]
+
+
+ReadExactly = Callable[[int], Awaitable[bytes]]
+
+
+async def read_pdu(read: ReadExactly) -> tuple[int, bytes]:
+    """(PDU type, body) of the next PDU, read with an asyncio stream's ``readexactly``."""
+    pdu_type, length = struct.unpack(">BxL", await read(6))
+    return pdu_type, await read(length)
+
+
+async def read_statuses(read: ReadExactly) -> list[int]:
+    """Every response Status of one DIMSE exchange, up to and including the final one."""
+    statuses: list[int] = []
+    command = b""
+    for _ in range(100_000):  # bound: far more responses than any test worklist holds
+        pdu_type, body = await read_pdu(read)
+        if pdu_type != P_DATA:
+            raise PduError(f"PDU type {pdu_type:#x} instead of P-DATA-TF")
+        for _, header, fragment in parse_pdvs(body):
+            if not header & 0x01:
+                continue  # an identifier fragment
+            command += fragment
+            if header & 0x02:
+                status = Message(command_fields(command), None).status
+                if status is None:
+                    raise PduError("command set without a Status")
+                statuses.append(status)
+                command = b""
+                if status not in STATUS_PENDING:
+                    return statuses
+    raise PduError("no final response")
+
+
+@dataclass
+class Answer:
+    """What the server answered an A-ASSOCIATE-RQ: its PDU type and, for RJ, the reason."""
+
+    pdu_type: int | None  # None: closed without answering
+    reason: tuple[int, int, int] | None = None
+
+
+def request_association(host: str, port: int, called: str | bytes, timeout: float = 10.0,
+                        source: str | None = None) -> Answer:
+    """Send an A-ASSOCIATE-RQ on a blocking socket and report the answer (then abort)."""
+    bind = (source, 0) if source else None
+    with socket.create_connection((host, port), timeout=timeout, source_address=bind) as sock:
+        sock.sendall(single_context_rq(called))
+        try:
+            pdu_type, length = struct.unpack(">BxL", _recv_exactly(sock, 6))
+            body = _recv_exactly(sock, length)
+        except (EOFError, ConnectionResetError):
+            return Answer(None)
+        if pdu_type == ASSOCIATE_AC:
+            sock.sendall(abort())
+        return Answer(pdu_type, rj_reason(body) if pdu_type == ASSOCIATE_RJ else None)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError(f"closed after {len(data)} of {size} bytes")
+        data += chunk
+    return data

@@ -1,13 +1,16 @@
-"""What every chaos test needs: a real wlmd process with its log, its workers, a pynetdicom
-client, worklist files, and a fingerprint of the worklist tree to prove nothing was touched."""
+"""The one server harness of the tests: a real ``python -m wlmd`` process with its log, its
+workers and (optionally) a config file re-read on SIGHUP; a pynetdicom client; worklist files;
+and a fingerprint of the worklist tree to prove nothing was touched."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pwd
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -21,19 +24,25 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
-from tests.helpers import free_port, start_wlmd, stop_process, wait_until
+from tests.support.processes import free_port, start_wlmd, stop_process, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
-HEARTBEAT = "/memfd:wlmd-heartbeat"  # only pre-forked workers hold one (wlmd/pool.py)
+HEARTBEAT = "/memfd:wlmd-heartbeat"  # only pre-forked workers hold one (wlmd/daemon/pool.py)
 STATUS_OUT_OF_RESOURCES = 0xA700
+ANY_AE = "ANYSCP"  # the one called AE directory of start_configured()
+# A small pool with short timeouts: process-management tests reach every limit quickly.
+SMALL_POOL = {"max_associations": 2, "min_spare_workers": 1, "max_spare_workers": 2,
+              "worker_timeout": 5, "graceful_timeout": 10, "acse_timeout": 5}
 
 
 class Wlmd:
     """One ``python -m wlmd`` (fork mode unless asked) started by a test, logging to a file."""
 
     def __init__(self, workdir: Path, args: Sequence[str], *, host: str = "127.0.0.1",
-                 port: int | None = None, verbose: bool = True) -> None:
+                 port: int | None = None, verbose: bool = True,
+                 config_path: Path | None = None) -> None:
         self.host = host
+        self.config_path = config_path
         self.port = port or free_port(host)
         self.log_path = workdir / f"wlmd-{self.port}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
@@ -57,9 +66,51 @@ class Wlmd:
         """PIDs of the live pre-forked workers (the children holding a heartbeat file)."""
         return worker_pids(self.pid)
 
+    def children(self) -> list[psutil.Process]:
+        """Live children; one that exits while being looked at is not one."""
+        return [p for p in psutil.Process(self.pid).children() if alive(p)]
+
+    def worker_serving(self, assoc: Association) -> psutil.Process:
+        """The worker whose TCP connection has the client's local port."""
+        local_port = assoc.dul.socket.socket.getsockname()[1]
+        for worker in self.children():
+            if any(c.raddr and c.raddr.port == local_port
+                   for c in worker.net_connections(kind="tcp")):
+                return worker
+        raise AssertionError(f"no worker serves client port {local_port}")
+
+    def reconfigure(self, text: str) -> None:
+        """Rewrite the config file and make the supervisor re-read it (SIGHUP)."""
+        assert self.config_path is not None, "started without --config"
+        self.config_path.write_text(text)
+        self.proc.send_signal(signal.SIGHUP)
+
     def stop(self) -> None:
         stop_process(self.proc)
         self._log.close()
+
+
+def start_configured(workdir: Path, options: dict[str, object], host: str = "127.0.0.1"
+                     ) -> Wlmd:
+    """A verbose wlmd whose settings come from a TOML config file (so SIGHUP can change them),
+    serving ``workdir/db`` with one empty called AE directory, ANY_AE."""
+    (workdir / "db" / ANY_AE).mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "wlmd.toml"
+    config_path.write_text(toml(options))
+    return Wlmd(workdir, ["--config", str(config_path), "-dfp", str(workdir / "db")],
+                host=host, config_path=config_path)
+
+
+def toml(options: dict[str, object]) -> str:
+    """A flat TOML document of ``options`` (strings, numbers and booleans)."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in options.items())
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def worker_pids(supervisor: int) -> list[int]:

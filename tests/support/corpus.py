@@ -27,7 +27,7 @@ from pydicom import Dataset, Sequence
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from tests.helpers import DCMTK_EXAMPLES, dump2dcm
+from tests.support.processes import DCMTK_EXAMPLES, dump2dcm
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -181,7 +181,7 @@ COMPLETE: dict[str, Spec] = {
         x0038_0050=("LO", "WHEELCHAIR"), x0040_1002=("LO", "PAIN"),
         x0040_2016=("LO", "PLACER1"), x0040_2017=("LO", "FILLER1")),
 }
-# Entries rejected by the default --enable-file-reject, one per rule (COMPAT.md §2).
+# Entries rejected by the default --enable-file-reject, one per rule (docs/compat.md §3).
 INCOMPLETE: dict[str, Spec] = {
     "i01_two_sps_items": entry(101, sps_items=[sps(), sps(x0040_0009=("SH", "SPS2"))]),
     "i02_zero_sps_items": entry(102, sps_items=[]),

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
-from tests import helpers
-from tests.interop.corpus import dcmtk
+from tests.support import processes
+from tests.support.corpus import dcmtk
 
 FINDSCU_TIMEOUT = 60.0
 STATUS = re.compile(r"^D: DIMSE Status\s+: (0x[0-9a-f]{4})")
@@ -188,11 +188,11 @@ def start_server(kind: str, db: Path, options: Iterable[str], log: Path
 
     Logs go to a file: a server blocked on a full stderr pipe would stall the suite.
     """
-    port = helpers.free_port()
+    port = processes.free_port()
     args = ["-dfp", str(db), *options]
     with log.open("wb") as sink:
         if kind == "wlmd" and not candidate_is_wlmscpfs():
-            proc = helpers.start_wlmd(args, port, stdout=sink, stderr=subprocess.STDOUT)
+            proc = processes.start_wlmd(args, port, stdout=sink, stderr=subprocess.STDOUT)
         else:
-            proc = helpers.start_wlmscpfs(args, port, stdout=sink, stderr=subprocess.STDOUT)
+            proc = processes.start_wlmscpfs(args, port, stdout=sink, stderr=subprocess.STDOUT)
     return proc, port
