@@ -257,7 +257,7 @@ def test_verbose_logs_match_wlmscpfs(built: Corpus) -> None:
     message, the request and expanded identifiers, the search mask checks, one pair of lines
     per worklist file, the matching results, each response and its status detail (paths,
     order and the documented differences aside)."""
-    if harness.candidate_is_wlmscpfs():
+    if differential.candidate_is_wlmscpfs():
         pytest.skip("the candidate's log is cut at wlmd's 'listening on' line")
     queries = [q for q in QUERIES if "three_sps" not in q.tags]
     run_both(built, "verbose", queries, ("-v", "--single-process"))
