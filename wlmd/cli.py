@@ -25,10 +25,17 @@ from wlmd.config.logs import LogConfigError, configure_logging, log_always
 from wlmd.config.settings import Settings
 from wlmd.daemon import systemd
 from wlmd.daemon.hooks import ServerHooks
-from wlmd.daemon.listeners import ListenerError, adopt_listeners, bind_listeners
+from wlmd.daemon.listeners import (
+    ListenerError,
+    adopt_listeners,
+    bind_endpoint,
+    bind_listeners,
+)
 from wlmd.daemon.pool import ChildProcesses
+from wlmd.daemon.services import Service
 from wlmd.daemon.single import SingleProcessServer
 from wlmd.daemon.supervisor import Supervisor
+from wlmd.hl7.server import Hl7ConfigError, Hl7Service
 from wlmd.security.access import AccessPolicy, AccessRuleError, check_rules
 from wlmd.security.tls import TlsError, server_context
 from wlmd.worklist.service import WorklistService
@@ -76,6 +83,8 @@ def check_config(settings: Settings) -> int:
         return EXIT_FAILURE
     try:
         load_tls_context(settings)
+        if settings.hl7_listen:
+            build_services(settings, {"hl7": []})  # the mapping file, allow-lists, journal
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -90,25 +99,29 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
     policy = load_access_policy(settings)
     tls_context = load_tls_context(settings)
     listeners = open_listeners(settings)
+    service_sockets = open_service_sockets(settings)
     drop_privileges(settings)
+    services = build_services(settings, service_sockets)
     if settings.daemon:
-        detach(settings, listeners)
+        detach(settings, [*listeners, *(s for sockets in service_sockets.values()
+                                        for s in sockets)])
     running = RunningConfiguration(args, parsed, tls_context)
-    services = PreloadedService()
-    services(settings)
+    worklist = PreloadedService()
+    worklist(settings)
     hooks = ServerHooks(notify=systemd.notify, watchdog_interval=systemd.watchdog_interval(),
                         reload=running.reload, reopen_logs=running.reopen_logs,
                         tls_context=running.tls_context)
     if settings.single_process:
-        return SingleProcessServer(settings, listeners, services, policy, hooks).run()
+        return SingleProcessServer(settings, listeners, worklist, policy, hooks,
+                                   services).run()
 
     def reload() -> tuple[Settings, AccessPolicy | None]:
         fresh, fresh_policy = running.reload()
-        services(fresh)  # the next generation of workers shares the reloaded worklist too
+        worklist(fresh)  # the next generation of workers shares the reloaded worklist too
         return fresh, fresh_policy
 
     hooks.reload = reload
-    supervisor = Supervisor(settings, listeners, services, policy, hooks)
+    supervisor = Supervisor(settings, listeners, worklist, policy, hooks, services)
     return supervisor.run()
 
 
@@ -217,6 +230,30 @@ def open_listeners(settings: Settings) -> list[socket.socket]:
         return adopt_listeners(inherited) if inherited else bind_listeners(settings)
     except (ListenerError, ValueError) as exc:
         raise StartupError(str(exc)) from exc
+
+
+def open_service_sockets(settings: Settings) -> dict[str, list[socket.socket]]:
+    """The listeners of the services that are switched on, bound before privileges are dropped
+    (a port below 1024 needs root). A changed address needs a restart, as for DICOM."""
+    sockets: dict[str, list[socket.socket]] = {}
+    try:
+        if settings.hl7_listen:
+            sockets["hl7"] = [bind_endpoint(settings.hl7_listen, settings.listen_address)]
+    except ListenerError as exc:
+        raise StartupError(f"HL7: {exc}") from exc
+    return sockets
+
+
+def build_services(settings: Settings,
+                   sockets: dict[str, list[socket.socket]]) -> list[Service]:
+    """The services for the bound sockets, configured (files checked) as the running user."""
+    services: list[Service] = []
+    if "hl7" in sockets:
+        try:
+            services.append(Hl7Service(sockets["hl7"], settings))
+        except Hl7ConfigError as exc:
+            raise StartupError(f"HL7: {exc}") from exc
+    return services
 
 
 def drop_privileges(settings: Settings) -> None:

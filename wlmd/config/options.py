@@ -33,6 +33,17 @@ def _ip_address(text: str) -> str | None:
         return None
 
 
+def _listen_address(text: str) -> str | None:
+    """``port``, ``address:port`` or ``[v6address]:port``; returned as given when valid."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    host = host.strip("[]")
+    if host and _ip_address(host) is None:
+        return None
+    return text
+
+
 def _facility(text: str) -> str | None:
     return text if text in SysLogHandler.facility_names else None
 
@@ -239,6 +250,33 @@ OPTIONS: tuple[Option, ...] = (
     _O("--tls-profile", "TLS security profile p, as findscu's +pg ... +pa:\n"
        + ", ".join(p.value for p in TlsProfile), WLMD, "TLS:", field="tls_profile",
        value=ValueSpec("[p]rofile: string (default: 8996)", _tls_profile), in_wlmscpfs=False),
+    _O("--hl7-listen", "accept HL7 orders over MLLP on [address:]port\n(default: off)", WLMD,
+       "HL7 order intake:", field="hl7_listen",
+       value=ValueSpec("[a]ddress: [address:]port", _listen_address), in_wlmscpfs=False),
+    _O("--hl7-mapping", "map HL7 fields to worklist attributes as TOML\nfile f says "
+       "(default: IHE mapping)", WLMD, "HL7 order intake:", field="hl7_mapping",
+       value=path("[f]ilename: string"), in_wlmscpfs=False),
+    _O("--hl7-journal", "keep the HL7 journal in directory d (default:\n"
+       "hl7-journal beside the data files path)", WLMD, "HL7 order intake:",
+       field="hl7_journal", value=path("[d]irectory: string"), in_wlmscpfs=False),
+    _O("--hl7-tls", "MLLP over TLS with the --tls-key and --tls-cert", WLMD,
+       "HL7 order intake:", field="hl7_tls", const=True, in_wlmscpfs=False),
+    _O("--hl7-allow-senders", "accept MLLP connections from these addresses or\n"
+       "networks only (comma-separated)", WLMD, "HL7 order intake:",
+       field="hl7_allow_senders", value=text("[l]ist: string"), in_wlmscpfs=False),
+    _O("--hl7-allow-applications", "accept messages from these MSH-3 applications\n"
+       "(APP or APP^FACILITY, comma-separated) only", WLMD, "HL7 order intake:",
+       field="hl7_allow_applications", value=text("[l]ist: string"), in_wlmscpfs=False),
+    _O("--hl7-max-message-size", "refuse HL7 messages above n bytes", WLMD,
+       "HL7 order intake:", field="hl7_max_message_bytes",
+       value=unsigned("[n]umber of bytes: integer (default: 1048576)", 256),
+       in_wlmscpfs=False),
+    _O("--hl7-max-rate", "accept at most r messages per second and\nconnection "
+       "(default: 0 = unlimited)", WLMD, "HL7 order intake:", field="hl7_max_rate",
+       value=seconds("[r]ate: number", allow_zero=True), in_wlmscpfs=False),
+    _O("--hl7-max-connections", "serve at most n MLLP connections at once", WLMD,
+       "HL7 order intake:", field="hl7_max_connections",
+       value=unsigned("[n]umber: integer (default: 16)", 1), in_wlmscpfs=False),
 )
 
 

@@ -35,6 +35,19 @@ def bind_listeners(settings: Settings) -> list[socket.socket]:
     return [sock]
 
 
+def bind_endpoint(endpoint: str, default_address: str | None) -> socket.socket:
+    """A listener for a service's ``[address:]port`` (``[v6]:port`` for IPv6); without an
+    address, ``default_address`` (``--listen-address``) or every IPv4 address."""
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]") or default_address or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return _bind(family, host, int(port), dual=False)
+    except (OSError, ValueError) as exc:
+        raise ListenerError(getattr(exc, "errno", None) or errno.EINVAL,
+                            f"cannot listen on {endpoint}: {exc}") from exc
+
+
 def _plan(settings: Settings) -> tuple[socket.AddressFamily, str, bool]:
     """(family, address, dual stack) for the settings."""
     address = settings.listen_address

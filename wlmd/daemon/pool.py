@@ -214,6 +214,16 @@ class WorkerPool:
         LOGGER.debug("spawned worker %d (generation %d)", pid, generation)
         return slot
 
+    def fork_service(self, body: Callable[[], int]) -> int:
+        """Fork a child that is not a worker (a service); ``reap`` reports it with no slot."""
+
+        def service() -> int:
+            self.close()  # first close what belongs to the supervisor
+            self._after_fork()
+            return body()
+
+        return fork(service)
+
     def reap(self) -> list[ChildExit]:
         """Collect every exited child now (SIGCHLD has no count: loop until none is left).
 

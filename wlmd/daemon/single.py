@@ -1,7 +1,8 @@
 """``--single-process``: the whole server in one process, one association at a time.
 
 The same accept → access check → serve path as a worker, inline, so that a person can follow an
-association under pdb or strace. Later connections wait in the listen backlog.
+association under pdb or strace. Later connections wait in the listen backlog. Services (HL7
+intake) run in threads of this process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from wlmd.config.settings import Settings
 from wlmd.daemon.connection import address_of, log_association, refused, serve_connection
 from wlmd.daemon.hooks import AppFactory, ServerHooks
+from wlmd.daemon.services import Service, ServiceThreads
 from wlmd.security.access import AccessPolicy
 
 LOGGER = logging.getLogger(__name__)
@@ -29,8 +31,9 @@ class SingleProcessServer:
 
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
                  app_factory: AppFactory, access_policy: AccessPolicy | None = None,
-                 hooks: ServerHooks | None = None) -> None:
+                 hooks: ServerHooks | None = None, services: Sequence[Service] = ()) -> None:
         self._settings = settings
+        self._services = ServiceThreads(services)
         self._hooks = hooks or ServerHooks()
         self._listeners = list(listeners)
         self._app_factory = app_factory
@@ -51,6 +54,7 @@ class SingleProcessServer:
         signal.signal(signal.SIGUSR1, self._request_reopen)
         # signals also write to wake_w (set_wakeup_fd), so select() returns at once for them
         wake_r, wake_w = socket.socketpair()
+        self._services.start()
         with selectors.DefaultSelector() as selector, wake_r, wake_w:
             wake_w.setblocking(False)
             previous_wakeup_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
@@ -77,6 +81,7 @@ class SingleProcessServer:
             signal.set_wakeup_fd(previous_wakeup_fd)
         for listener in self._listeners:
             listener.close()
+        self._services.close()
         LOGGER.info("stopped")
         return 0
 
@@ -103,6 +108,7 @@ class SingleProcessServer:
             if (fresh := hooks.reload_settings()) is not None:
                 self._settings, self._access = fresh
                 self._app = self._app_factory(self._settings)
+                self._services.reconfigure(self._settings)
                 LOGGER.info("reloaded")
             hooks.reloaded()
 

@@ -40,6 +40,7 @@ from wlmd.daemon.pool import (
     spawn_plan,
 )
 from wlmd.daemon.refusals import Refusals
+from wlmd.daemon.services import Service, ServiceChildren
 from wlmd.daemon.worker import reset_signals, run_worker
 from wlmd.dicom.types import AssociationReport
 from wlmd.security.access import AccessPolicy
@@ -94,7 +95,7 @@ class Supervisor:
 
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
                  app_factory: AppFactory, access_policy: AccessPolicy | None = None,
-                 hooks: ServerHooks | None = None) -> None:
+                 hooks: ServerHooks | None = None, services: Sequence[Service] = ()) -> None:
         self.settings = settings
         self._hooks = hooks = hooks or ServerHooks()
         self._listeners = list(listeners)
@@ -110,6 +111,7 @@ class Supervisor:
         self._next_shrink = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool = WorkerPool(self._worker_main, self._after_fork)
+        self._services = ServiceChildren(services, self._pool.fork_service)
         self._exit_code: int | None = None
         self._stopping = False
         self._stop_code = EXIT_OK
@@ -127,6 +129,7 @@ class Supervisor:
             self._watch_listeners()
             self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
             self._manage_workers()
+            self._services.tend(time.monotonic())
             LOGGER.info("supervisor %d listening on %s", os.getpid(),
                         ", ".join(address_of(s) for s in self._listeners))
             self._hooks.notify("READY=1\nSTATUS=accepting associations")
@@ -164,6 +167,7 @@ class Supervisor:
             self._watch_listeners()
         self._expire_pending(now)
         self._manage_workers()
+        self._services.tend(now)
         self._dispatch_pending()
 
     def _report_health(self, now: float) -> None:
@@ -221,6 +225,7 @@ class Supervisor:
                     self.settings.graceful_timeout)
         self._hooks.notify("STOPPING=1")
         self._begin_stop(time.monotonic() + self.settings.graceful_timeout)
+        self._services.stop()
         for slot in self._pool:
             self._pool.retire(slot)
 
@@ -242,15 +247,17 @@ class Supervisor:
         self._drain_deadline = min(self._drain_deadline, deadline)
         self._stopping = True
         self._close_listeners()
+        self._services.close_sockets()
         while self._pending:
             self._pending.popleft().conn.close()
         self._refusals.close_all()
 
     def _check_drained(self, now: float) -> None:
-        if not self._pool.slots:
+        if not self._pool.slots and not self._services.pids:
             self._exit_code = self._stop_code
         elif now >= self._drain_deadline + REAP_GRACE:
-            LOGGER.error("children did not exit: %s", sorted(self._pool.slots))
+            LOGGER.error("children did not exit: %s",
+                         sorted([*self._pool.slots, *self._services.pids]))
             self._exit_code = self._stop_code
         elif now >= self._drain_deadline and not self._killed_all:
             LOGGER.warning("grace period over, ending %d association(s)",
@@ -260,6 +267,7 @@ class Supervisor:
     def _kill_all(self) -> None:
         self._killed_all = True
         self._pool.kill_all()
+        self._services.stop(signal.SIGKILL)
 
     def reload(self) -> None:
         """SIGHUP: re-read configuration and rules, then replace the workers by generation.
@@ -274,6 +282,7 @@ class Supervisor:
             self._refusals.settings = self.settings
             self._refusals.ssl_context = self._hooks.tls_context()
             self._start_generation("reloaded")
+            self._services.reconfigure(self.settings)
         self._hooks.reloaded()
 
     def reopen_logs(self) -> None:
@@ -424,8 +433,9 @@ class Supervisor:
 
     def _on_exit(self, child: ChildExit) -> None:
         slot = child.slot
-        if slot is None:
-            return  # an unknown child (we may be PID 1 in a container)
+        if slot is None:  # a service child, or an unknown one (we may be PID 1)
+            self._services.on_exit(child.pid, child.describe())
+            return
         _unregister(self._selector, slot.channel)
         slot.close()
         if slot.state is SlotState.BOOTING and child.exit_code == WORKER_BOOT_ERROR:
@@ -456,6 +466,7 @@ class Supervisor:
         self._wake_w.close()
         for listener in self._listeners:
             listener.close()
+        self._services.after_fork()
         while self._pending:
             self._pending.popleft().conn.close()
         self._refusals.drop()
@@ -466,11 +477,13 @@ class Supervisor:
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         self._begin_stop(time.monotonic())
-        if self._pool.slots:
+        if self._pool.slots or self._services.pids:
             self._pool.kill_all()
+            self._services.stop(signal.SIGKILL)
             deadline = time.monotonic() + REAP_GRACE
-            while self._pool.slots and time.monotonic() < deadline:
-                self._pool.reap()
+            while (self._pool.slots or self._services.pids) and time.monotonic() < deadline:
+                for child in self._pool.reap():
+                    self._on_exit(child)
                 time.sleep(0.02)
         self._pool.close()
         self._selector.close()

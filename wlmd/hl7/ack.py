@@ -1,0 +1,108 @@
+"""Acknowledgements: MSA with AA/AE/AR (original mode) or CA/CE/CR (enhanced mode), and an ERR
+segment naming the field at fault, in the form of the message's own HL7 version.
+
+Built from the received header bytes, not from a parse, so that even a message that cannot be
+parsed gets a NAK its sender can match (MSA-2 is its MSH-10 whenever that can be read).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from wlmd.hl7.message import CODE_TEXT, Hl7Error
+
+ENHANCED_CODES = {"AA": "CA", "AE": "CE", "AR": "CR"}
+_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+_LOCATION = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class Header:
+    """The received MSH as raw (still escaped) field values."""
+
+    fields: list[str]  # fields[n] is MSH-n (fields[1] the field separator)
+
+    @classmethod
+    def of(cls, raw: bytes) -> Header:
+        segment = raw.replace(b"\n", b"\r").split(b"\r", 1)[0].decode("latin-1")
+        if not segment.startswith("MSH") or len(segment) < 8:
+            return cls(["MSH", "|", "^~\\&"])
+        separator = segment[3]
+        return cls(["MSH", separator, *segment[4:].split(separator)])
+
+    def get(self, number: int) -> str:
+        return self.fields[number] if number < len(self.fields) else ""
+
+    @property
+    def version(self) -> str:
+        return self.get(12).split(self.component_separator)[0] or "2.5.1"
+
+    @property
+    def component_separator(self) -> str:
+        return (self.get(2) or "^")[0]
+
+    def accept_ack_type(self) -> str:
+        """MSH-15 in enhanced mode ("AL" when only MSH-16 was sent); "" in original mode."""
+        if not (self.get(15) or self.get(16)):
+            return ""
+        return (self.get(15) or "AL").upper()
+
+
+def acknowledgement(header: Header, code: str, error: Hl7Error | None, codec: str) -> bytes | None:
+    """The ACK to send for ``code`` (AA/AE/AR); None when enhanced mode asked for none."""
+    accept = header.accept_ack_type()
+    if accept:
+        success = code == "AA"
+        if accept == "NE" or (accept == "ER" and success) or (accept == "SU" and not success):
+            return None
+        code = ENHANCED_CODES[code]
+    separator = header.get(1) or "|"
+    encoding = header.get(2) or "^~\\&"
+    component = encoding[0]
+    trigger = header.get(9).split(component)[1] if component in header.get(9) else ""
+    msh = ["MSH", encoding, header.get(5) or "WLMD", header.get(6), header.get(3),
+           header.get(4), time.strftime("%Y%m%d%H%M%S", time.gmtime()), "",
+           component.join(["ACK", trigger, "ACK"]), "WLMD" + secrets.token_hex(8).upper(),
+           header.get(11) or "P", header.get(12) or "2.5.1", "", "", "", "", "",
+           header.get(18)]
+    msa = ["MSA", code, header.get(10)]
+    if error is not None:
+        msa.append(_escape(error.reason))
+    segments = [separator.join(msh).rstrip(separator), separator.join(msa)]
+    if error is not None:
+        segments.append(separator.join(_err(header, error, encoding)))
+    return ("\r".join(segments) + "\r").encode(codec, "replace")
+
+
+def _err(header: Header, error: Hl7Error, encoding: str) -> list[str]:
+    component, subcomponent = encoding[0], encoding[3] if len(encoding) > 3 else "&"
+    match = _LOCATION.match(error.location)
+    where = [match.group(1), "1", match.group(2)] if match else []
+    if match and match.group(3):
+        where += ["1", match.group(3)]
+    text = CODE_TEXT.get(error.code, "")
+    if _before_25(header.version):  # ERR-1: segment^seq^field^code&text (ELD)
+        eld = [*where[:3], subcomponent.join([error.code, text])] if where else [
+            "", "", "", subcomponent.join([error.code, text])]
+        return ["ERR", component.join(eld)]
+    severity = "E"
+    return ["ERR", "", component.join(where), component.join([error.code, text, "HL70357"]),
+            severity, "", "", "", _escape(error.reason)]
+
+
+def _before_25(version: str) -> bool:
+    parts = version.split(".")
+    try:
+        return (int(parts[0]), int(parts[1] if len(parts) > 1 else 0)) < (2, 5)
+    except ValueError:
+        return False
+
+
+def _escape(text: str) -> str:
+    text = " ".join(text.split())
+    for plain, escaped in _ESCAPES:
+        text = text.replace(plain, escaped)
+    return text
