@@ -58,11 +58,12 @@ class Intake:
     """Applies order messages; used by the MLLP child, ``test`` and ``replay``."""
 
     def __init__(self, root: Path, mapping: Mapping, journal: Journal | None = None,
-                 applications: tuple[ApplicationRule, ...] = ()) -> None:
+                 applications: tuple[ApplicationRule, ...] = (), *,
+                 replaying: bool = False) -> None:
         self.mapping = mapping
         self.journal = journal
         self.applications = applications
-        self.book = OrderBook(WorklistWriter(root))
+        self.book = OrderBook(WorklistWriter(root), replaying=replaying)
 
     def recover(self) -> int:
         """Apply the messages a crash left between receipt and ACK; returns how many."""

@@ -62,8 +62,9 @@ class Action:
 class OrderBook:
     """Plans and applies order messages against ``root`` (the ``-dfp`` directory)."""
 
-    def __init__(self, writer: WorklistWriter) -> None:
+    def __init__(self, writer: WorklistWriter, *, replaying: bool = False) -> None:
         self.writer = writer
+        self.replaying = replaying  # a replayed NW may overwrite what an older mapping made
 
     def plan(self, message: OrderMessage, entries: list[tuple[OrderGroup, Entry]]
              ) -> list[Action]:
@@ -73,7 +74,8 @@ class OrderBook:
             control = message.value(Location("ORC", 1), group).strip().upper()
             current = self.locate(entry.name)
             if control in NEW:
-                if current is not None and current.read_bytes() != self._bytes(entry, current):
+                if (current is not None and not self.replaying
+                        and current.read_bytes() != self._bytes(entry, current)):
                     raise Hl7Error(f"order {entry.key[0]} already exists with other values",
                                    location="ORC-2", code=DUPLICATE_KEY)
             elif control in CHANGE | CANCEL | STATUS:
