@@ -117,6 +117,16 @@ CASES: list[tuple[list[str], str, object]] = [
      "tls_require_peer_cert", True),
     (["--tls-key", "k", "--tls-cert", "c", "--tls-profile", "bcp195"], "tls_profile",
      TlsProfile.BCP195),
+    (["--hl7-listen", "2575"], "hl7_listen", "2575"),
+    (["--hl7-listen", "[::1]:2575"], "hl7_listen", "[::1]:2575"),
+    (["--hl7-mapping", "m.toml"], "hl7_mapping", Path("m.toml")),
+    (["--hl7-journal", "/var/lib/j"], "hl7_journal", Path("/var/lib/j")),
+    (["--hl7-tls"], "hl7_tls", True),
+    (["--hl7-allow-senders", "10.0.0.0/8"], "hl7_allow_senders", "10.0.0.0/8"),
+    (["--hl7-allow-applications", "RIS^HOSP"], "hl7_allow_applications", "RIS^HOSP"),
+    (["--hl7-max-message-size", "4096"], "hl7_max_message_bytes", 4096),
+    (["--hl7-max-rate", "50"], "hl7_max_rate", 50.0),
+    (["--hl7-max-connections", "4"], "hl7_max_connections", 4),
 ]
 
 

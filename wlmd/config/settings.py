@@ -138,7 +138,7 @@ class Settings:
     # HL7 order intake (a supervised MLLP child; off unless hl7_listen is set)
     hl7_listen: str | None = None  # [address:]port
     hl7_mapping: Path | None = None  # TOML mapping file (default: the IHE mapping)
-    hl7_journal: Path | None = None  # journal directory (default: <data_files_path>/.hl7-journal)
+    hl7_journal: Path | None = None  # journal directory (default: hl7-journal beside -dfp)
     hl7_tls: bool = False  # MLLP over TLS with the --tls-* key and certificate
     hl7_allow_senders: str | None = None  # comma-separated addresses/networks; None = any
     hl7_allow_applications: str | None = None  # comma-separated MSH-3[^MSH-4]; None = any
