@@ -152,10 +152,12 @@ def mllp_send(port: int, *messages: bytes) -> list[bytes]:
 
 def ack_segments(ack: bytes, codec: str = "latin-1") -> dict[str, list[str]]:
     """{segment id: fields} of an ACK (the first of each kind)."""
+    text = ack.strip(VT + FS + CR).decode(codec)
+    separator = text[3:4] or "|"  # the ACK answers in the delimiters of the message
     segments: dict[str, list[str]] = {}
-    for line in ack.strip(VT + FS + CR).decode(codec).split("\r"):
+    for line in text.split("\r"):
         if line:
-            segments.setdefault(line[:3], line.split("|"))
+            segments.setdefault(line[:3], line.split(separator))
     return segments
 
 

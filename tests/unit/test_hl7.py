@@ -19,7 +19,6 @@ from wlmd.hl7.journal import FILE_NAME, KEEP_ROTATED, Journal, received_in
 from wlmd.hl7.mapping import Mapping, MappingError
 from wlmd.hl7.message import Hl7Error, OrderMessage
 
-
 DEFAULT = dataclasses.replace(Mapping.default(), default_ae=CALLED_AE)
 
 

@@ -28,10 +28,16 @@ class Header:
     @classmethod
     def of(cls, raw: bytes) -> Header:
         segment = raw.replace(b"\n", b"\r").split(b"\r", 1)[0].decode("latin-1")
+        default = cls(["MSH", "|", "^~\\&"])
         if not segment.startswith("MSH") or len(segment) < 8:
-            return cls(["MSH", "|", "^~\\&"])
+            return default
         separator = segment[3]
-        return cls(["MSH", separator, *segment[4:].split(separator)])
+        fields = ["MSH", separator, *segment[4:].split(separator)]
+        if not (_is_delimiter(separator) and 2 <= len(fields[2]) <= 5
+                and all(map(_is_delimiter, fields[2]))
+                and len(set(separator + fields[2])) == len(fields[2]) + 1):
+            return default  # not a usable header: answer in the standard delimiters
+        return cls(fields)
 
     def get(self, number: int) -> str:
         return self.fields[number] if number < len(self.fields) else ""
@@ -91,6 +97,11 @@ def _err(header: Header, error: Hl7Error, encoding: str) -> list[str]:
     severity = "E"
     return ["ERR", "", component.join(where), component.join([error.code, text, "HL70357"]),
             severity, "", "", "", _escape(error.reason)]
+
+
+def _is_delimiter(character: str) -> bool:
+    return character.isascii() and character.isprintable() and not character.isalnum() \
+        and character != " "
 
 
 def _before_25(version: str) -> bool:

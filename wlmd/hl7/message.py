@@ -6,13 +6,19 @@ can tell the RIS what to fix.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 import hl7  # type: ignore[import-untyped]
+import hl7.util  # type: ignore[import-untyped]
 from hl7.containers import Message, Segment  # type: ignore[import-untyped]
 
 from wlmd.hl7.charsets import Charset, by_hl7_name, msh18_of
+
+# python-hl7 logs the field text of a bad escape sequence at ERROR, under a logger named by its
+# file path: patient data must stay out of the default log, and the ACK already says what failed.
+logging.getLogger(hl7.util.__file__).setLevel(logging.CRITICAL)
 
 SUPPORTED = {("ORM", "O01"), ("OMI", "O23"), ("OMG", "O19")}
 GROUP_SEGMENTS = {"ORC", "OBR", "TQ1", "TQ2", "IPC", "ZDS", "NTE", "OBX", "DG1"}
