@@ -40,12 +40,14 @@ fuzz: $(STAMP)
 	-$(BIN)/python -m pip install --quiet coverage
 	$(BIN)/python -m tests.fuzz.runner --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
-## Benchmarks against DCMTK's wlmscpfs (issue #5): SCENARIOS="small medium large", QUICK=1.
+## Benchmarks against DCMTK's wlmscpfs (issue #5): SCENARIOS="small medium large", QUICK=1;
+## then HL7 intake (issue #14): orders/s with ACK after fsync, and order-to-C-FIND delay.
 ## wlmd as benchmarked: a warm pool for 8 concurrent clients (the runner adds --index-file).
 BENCH_ARGS ?= --rounds 2 --wlmd-arg=--min-spare-workers --wlmd-arg=8
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick) \
 		$(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.hl7 $(if $(QUICK),--quick)
 
 ## Long chaos run (issue #6): ARGS="--attempts 2000 --concurrency 200 --kills 10 --stops 5".
 ## Then the writer crash run (issue #11): wlmctl killed at every step WRITER_ROUNDS times while
@@ -66,7 +68,7 @@ examples: $(STAMP)
 	$(BIN)/python examples/make_worklists.py
 
 ## A staged install (DESTDIR, for packagers) builds offline with the local setuptools, leaves
-## the dependencies (pydicom, pynetdicom, psutil, netaddr, python-daemon) to the package's own
+## the dependencies (pydicom, pynetdicom, psutil, netaddr, python-daemon, hl7) to the package's own
 ## dependency list, and leaves alone any wlmd installed where it runs (pip would otherwise
 ## uninstall it first); a direct install lets pip resolve the dependencies.
 PIP_INSTALL_FLAGS ?= $(if $(DESTDIR),--no-deps --no-build-isolation --ignore-installed)

@@ -71,6 +71,9 @@ class Intake:
             return 0
         pending = self.journal.pending()
         for record in pending:
+            if self.journal.accepted(record.key):  # a resend of what was applied before it
+                self.journal.done(record, "AA", "duplicate")
+                continue
             result = self._process(record.raw)
             self.journal.done(record, result.ack_code, _detail(result.error))
             LOGGER.warning("applied journal message %d left unfinished by a crash: %s",

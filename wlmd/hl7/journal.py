@@ -4,7 +4,10 @@ One JSON line per event, appended and ``fsync``-ed: ``received`` (the raw messag
 its sequence number, sender and duplicate key) before the message is applied, and ``done`` (the
 acknowledgement code) after. After a crash, a ``received`` line without its ``done`` is applied
 again at start; a resent message whose key already has an ``AA`` is acknowledged without being
-applied twice. The files hold patient data: owner-only, in an owner-only directory; the live
+applied twice. ``done`` lines are not fsync-ed on their own: the next ``received`` line's fsync
+flushes them, so a crash can lose only a suffix of them, and applying that suffix again, in
+order, ends in the same worklist (a resend of an accepted message is still recognised, as its
+first ``done`` came before). The files hold patient data: owner-only, in an owner-only directory; the live
 file is rotated at a size limit and a fixed number of old files is kept.
 """
 
@@ -79,7 +82,7 @@ class Journal:
     def done(self, record: Received, ack: str, detail: str = "") -> None:
         """Record the outcome (the acknowledgement code) of a received message."""
         self._append({"seq": record.seq, "event": "done", "at": _now(), "ack": ack,
-                      "detail": detail})
+                      "detail": detail}, sync=False)
         self._pending.pop(record.seq, None)
         if ack in ("AA", "CA"):
             self._remember(record.key)
@@ -88,14 +91,16 @@ class Journal:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
+            os.fsync(self._fd)
             os.close(self._fd)
 
-    def _append(self, record: dict[str, object]) -> None:
+    def _append(self, record: dict[str, object], *, sync: bool = True) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
         view = memoryview(line)
         while view:
             view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
+        if sync:
+            os.fsync(self._fd)
 
     def _open(self) -> int:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
@@ -104,6 +109,7 @@ class Journal:
         return fd
 
     def _rotate(self) -> None:
+        os.fsync(self._fd)
         os.close(self._fd)
         for number in range(KEEP_ROTATED, 0, -1):
             source = self.path if number == 1 else self.path.with_name(f"{FILE_NAME}.{number - 1}")

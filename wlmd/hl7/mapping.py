@@ -329,15 +329,16 @@ def _assign(ds: Dataset, keyword: str, value: str | list[str], source: Location 
             ds.ScheduledProcedureStepSequence = Sequence([Dataset()])
         target = ds.ScheduledProcedureStepSequence[0]
     attribute = parts[-1]
+    tag = tag_for_keyword(attribute)
     vr = dictionary_VR(attribute)
     if vr == "DA" and isinstance(value, str) and value and not (
             len(value) == 8 and value.isdigit()):
         raise Hl7Error(f"{attribute} {value!r} is not a date", location=str(source or ""),
                        code=DATA_TYPE_ERROR)
     if vr == "SQ":
-        setattr(target, attribute, Sequence([_code_item(value)]) if value else Sequence())
+        target.add_new(tag, vr, Sequence([_code_item(value)]) if value else Sequence())
         return
-    setattr(target, attribute, value)
+    target.add_new(tag, vr, value)  # by tag: keyword look-ups are half of pydicom's cost
 
 
 def _code_item(value: str | list[str]) -> Dataset:
