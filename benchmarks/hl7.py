@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hl7.client import MLLPClient
+from hl7.client import MLLPClient  # type: ignore[import-untyped]
 from pydicom import Dataset
 
 from benchmarks.loadgen import Client, encode_identifier, find_once

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hl7.client import MLLPClient
+from hl7.client import MLLPClient  # type: ignore[import-untyped]
 
 from tests.support.processes import wait_until
 from tests.support.hl7 import (

@@ -121,10 +121,11 @@ class Hl7Server:
             except psutil.NoSuchProcess:
                 return False
 
-        found: list[psutil.Process] = []
-        wait_until(lambda: found.extend(p for p in psutil.Process(self.proc.pid).children()
-                                        if listening(p)) or found, what="HL7 child")
-        return found[0]
+        def find() -> list[psutil.Process]:
+            return [p for p in psutil.Process(self.proc.pid).children() if listening(p)]
+
+        wait_until(find, what="HL7 child")
+        return find()[0]
 
     def journal_records(self) -> list[str]:
         return (self.journal / "journal.log").read_text().splitlines()
@@ -198,7 +199,7 @@ def worklist(port: int, ae: str = CALLED_AE, tls: ssl.SSLContext | None = None,
     client = AE(ae_title="HL7TEST")
     client.add_requested_context(ModalityWorklistInformationFind)
     assoc = client.associate(HOST, port, ae_title=ae,
-                             tls_args=(tls, None) if tls is not None else None)
+                             tls_args=(tls, HOST) if tls is not None else None)
     assert assoc.is_established, "C-FIND association refused"
     found = []
     try:

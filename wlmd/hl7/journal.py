@@ -7,8 +7,8 @@ again at start; a resent message whose key already has an ``AA`` is acknowledged
 applied twice. ``done`` lines are not fsync-ed on their own: the next ``received`` line's fsync
 flushes them, so a crash can lose only a suffix of them, and applying that suffix again, in
 order, ends in the same worklist (a resend of an accepted message is still recognised, as its
-first ``done`` came before). The files hold patient data: owner-only, in an owner-only directory; the live
-file is rotated at a size limit and a fixed number of old files is kept.
+first ``done`` came before). The files hold patient data: owner-only, in an owner-only
+directory; the live file is rotated at a size limit and a fixed number of old files is kept.
 """
 
 from __future__ import annotations

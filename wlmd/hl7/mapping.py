@@ -330,6 +330,7 @@ def _assign(ds: Dataset, keyword: str, value: str | list[str], source: Location 
         target = ds.ScheduledProcedureStepSequence[0]
     attribute = parts[-1]
     tag = tag_for_keyword(attribute)
+    assert tag is not None  # every keyword was checked when the mapping was made
     vr = dictionary_VR(attribute)
     if vr == "DA" and isinstance(value, str) and value and not (
             len(value) == 8 and value.isdigit()):
