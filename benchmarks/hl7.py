@@ -34,7 +34,7 @@ POLL = 0.002
 def order(number: int, prefix: str) -> Order:
     tag = f"{prefix}{number:06d}"
     return Order(control_id=tag, placer=f"P{tag}", filler=f"F{tag}", accession=f"A{tag}",
-                 procedure=f"R{tag}", step=f"S{tag}")
+                 procedure=f"R{tag}", step=f"S{tag}", patient_id=f"I{tag}")
 
 
 def throughput(server: Hl7Server, count: int) -> tuple[float, int]:
@@ -64,8 +64,8 @@ def visibility(server: Hl7Server, samples: int) -> tuple[list[float], list[float
     with MLLPClient(HOST, server.hl7_port) as sender:
         for number in range(samples):
             item = order(number, "V")
-            query = Dataset()
-            query.AccessionNumber = item.accession
+            query = Dataset()  # by patient ID, a key the store indexes, as a modality may ask
+            query.PatientID = item.patient_id
             query.PatientName = ""
             client = Client(HOST, server.port, CALLED_AE, [encode_identifier(query)])
             started = time.perf_counter()

@@ -197,3 +197,28 @@ def test_journal_lines_are_json_with_base64_messages(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / FILE_NAME).read_text().splitlines()]
     assert [line["event"] for line in lines] == ["received", "done"]
     assert lines[1]["ack"] == "AE"
+
+
+def test_a_cancel_applied_before_a_crash_is_not_refused_on_recovery_or_resend(
+        root: Path, tmp_path: Path) -> None:
+    """The crash came after the entry was removed but before ``done`` reached the disk: the
+    restart applies the cancel again (the entry is already gone: nothing to do, AA) and the
+    sender's resend is a duplicate, not an unknown order."""
+    mapping = mapping_file(tmp_path, f'default_ae = "{CALLED_AE}"\n')
+    journal = Journal(tmp_path / "j")
+    intake = Intake(root, mapping, journal)
+    assert intake.handle(Order().message(), "test").ack_code == "AA"
+    cancel = Order(control="CA", control_id="M2").message()
+    assert intake.handle(cancel, "test").ack_code == "AA"
+    journal.close()
+    path = tmp_path / "j" / FILE_NAME
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))  # the cancel's done line was lost
+    restarted = Intake(root, mapping, Journal(tmp_path / "j"))
+    assert restarted.recover() == 1
+    assert list(root.glob("*/*.wl")) == []
+    resent = restarted.handle(cancel, "test")
+    assert (resent.ack_code, resent.outcomes) == ("AA", ())
+    done = [json.loads(line) for line in path.read_text().splitlines() if '"done"' in line]
+    assert [(d["ack"], d["detail"]) for d in done] == [("AA", ""), ("AA", ""),
+                                                       ("AA", "duplicate")]

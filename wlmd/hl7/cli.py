@@ -2,9 +2,10 @@
 
 ``test FILE`` shows the entries a message would produce (mapping, routing, file names) and
 writes nothing. ``replay --from N [--to M]`` applies journalled messages again through the
-writer, after a mapping fix for example: a new order (NW) then replaces the entry an older
-mapping made. Every change is keyed by order, requested procedure and step, so nothing is
-created twice.
+writer, after a mapping fix for example. As the messages may have been applied before, they
+converge instead of being refused: a new order (NW) replaces the entry an older mapping made,
+and a cancel of an entry already gone does nothing. Every change is keyed by order, requested
+procedure and step, so nothing is created twice.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ class Intake:
         self.mapping = mapping
         self.journal = journal
         self.applications = applications
-        self.book = OrderBook(WorklistWriter(root), replaying=replaying)
+        self.replaying = replaying  # ``replay``: messages applied before, in journal order
+        self.book = OrderBook(WorklistWriter(root))
 
     def recover(self) -> int:
         """Apply the messages a crash left between receipt and ACK; returns how many."""
@@ -74,7 +75,7 @@ class Intake:
             if self.journal.accepted(record.key):  # a resend of what was applied before it
                 self.journal.done(record, "AA", "duplicate")
                 continue
-            result = self._process(record.raw)
+            result = self._process(record.raw, reapplying=True)
             self.journal.done(record, result.ack_code, _detail(result.error))
             LOGGER.warning("applied journal message %d left unfinished by a crash: %s",
                            record.seq, result.ack_code)
@@ -91,7 +92,7 @@ class Intake:
                 LOGGER.info("HL7 %s from %s: duplicate of an accepted message, not applied",
                             _control_id(raw), peer)
                 return result
-        result = self._process(raw)
+        result = self._process(raw, reapplying=self.replaying)
         if record is not None and self.journal is not None:
             self.journal.done(record, result.ack_code, _detail(result.error))
         return result
@@ -101,10 +102,11 @@ class Intake:
         message = self._decode(raw)
         return [entry for _group, entry in self.mapping.entries(message)]
 
-    def _process(self, raw: bytes) -> Result:
+    def _process(self, raw: bytes, *, reapplying: bool) -> Result:
         try:
             message = self._decode(raw)
-            actions = self.book.plan(message, self.mapping.entries(message))
+            actions = self.book.plan(message, self.mapping.entries(message),
+                                     reapplying=reapplying)
             outcomes = tuple(self.book.apply(actions))
         except Hl7Error as error:
             LOGGER.info("HL7 %s refused (%s): %s %s", _control_id(raw), error.ack,

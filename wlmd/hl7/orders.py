@@ -62,24 +62,29 @@ class Action:
 class OrderBook:
     """Plans and applies order messages against ``root`` (the ``-dfp`` directory)."""
 
-    def __init__(self, writer: WorklistWriter, *, replaying: bool = False) -> None:
+    def __init__(self, writer: WorklistWriter) -> None:
         self.writer = writer
-        self.replaying = replaying  # a replayed NW may overwrite what an older mapping made
 
-    def plan(self, message: OrderMessage, entries: list[tuple[OrderGroup, Entry]]
-             ) -> list[Action]:
-        """Check every entry against the worklist; Hl7Error before anything is written."""
+    def plan(self, message: OrderMessage, entries: list[tuple[OrderGroup, Entry]], *,
+             reapplying: bool = False) -> list[Action]:
+        """Check every entry against the worklist; Hl7Error before anything is written.
+
+        ``reapplying``: the message may have been applied before (journal recovery after a
+        crash, ``replay``), and later ones may follow it again: converge instead of refusing.
+        A new order replaces its entry, a change of a missing entry writes it, and a cancel or
+        status change of a missing entry does nothing.
+        """
         actions = []
         for group, entry in entries:
             control = message.value(Location("ORC", 1), group).strip().upper()
             current = self.locate(entry.name)
             if control in NEW:
-                if (current is not None and not self.replaying
+                if (current is not None and not reapplying
                         and current.read_bytes() != self._bytes(entry, current)):
                     raise Hl7Error(f"order {entry.key[0]} already exists with other values",
                                    location="ORC-2", code=DUPLICATE_KEY)
             elif control in CHANGE | CANCEL | STATUS:
-                if current is None:
+                if current is None and not reapplying:
                     raise Hl7Error(f"unknown order {entry.key[0]} (requested procedure "
                                    f"{entry.key[1]}, step {entry.key[2]})",
                                    location="ORC-3", code=UNKNOWN_KEY)
@@ -115,7 +120,8 @@ class OrderBook:
         if control in CANCEL or (control in STATUS and action.status in REMOVING_STATUS):
             return self._remove(current)
         if control in STATUS:
-            assert current is not None
+            if current is None:  # reapplying: removed by a later message
+                return Outcome.UNCHANGED
             return self._set_status(current, STEP_STATUS[action.status])
         data = self._bytes(entry, current)
         if current is not None and current.parent.name != entry.ae:
