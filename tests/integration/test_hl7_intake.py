@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from hl7.client import MLLPClient  # type: ignore[import-untyped]
 
-from tests.support.processes import wait_until
 from tests.support.hl7 import (
     CALLED_AE,
     CR,
@@ -33,6 +32,7 @@ from tests.support.hl7 import (
     worklist,
 )
 from tests.support.pki import make_pki
+from tests.support.processes import wait_until
 
 
 @pytest.fixture
