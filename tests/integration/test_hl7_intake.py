@@ -33,6 +33,7 @@ from tests.support.hl7 import (
 )
 from tests.support.pki import make_pki
 from tests.support.processes import wait_until
+from tests.support.wlmctl import wlmctl
 
 
 @pytest.fixture
@@ -342,10 +343,10 @@ def test_replay_after_a_mapping_fix_and_test_command(tmp_path: Path) -> None:
                                 str(message_file)], capture_output=True, text=True, check=True)
         assert f"# {CALLED_AE}/hl7_FI1001_RP1001_SPS1001.wl" in shown.stdout
         assert entry_files(server) == []  # test writes nothing
-        replayed = subprocess.run([sys.executable, "-m", "wlmd.hl7", "replay", *common,
-                                   "--journal", str(server.journal), "--from", "1"],
-                                  capture_output=True, text=True, check=True)
-        assert replayed.stdout.strip() == "1: AA created"
+        config = tmp_path / "wlmctl.conf"
+        config.write_text(f'hl7_mapping = "{fixed}"\nhl7_journal = "{server.journal}"\n')
+        replayed = wlmctl(server.root, "--config", str(config), "hl7", "replay", "--from", "1")
+        assert (replayed.returncode, replayed.stdout.strip()) == (0, "1: AA created")
         (entry,) = worklist(server.port)
         assert entry.ScheduledProcedureStepSequence[0].Modality == "US"
     finally:

@@ -1,4 +1,4 @@
-"""``python -m wlmd.hl7 test|replay``: the HL7 commands ``wlmctl hl7`` runs.
+"""``wlmctl hl7 test|replay`` (``wlmd.wlmctl.commands.hl7``), also ``python -m wlmd.hl7``.
 
 ``test FILE`` shows the entries a message would produce (mapping, routing, file names) and
 writes nothing. ``replay --from N [--to M]`` applies journalled messages again through the

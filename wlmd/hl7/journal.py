@@ -23,11 +23,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from wlmd.config.settings import Settings
+
 FILE_NAME = "journal.log"
 KEEP_ROTATED = 8
 REMEMBERED_KEYS = 100_000  # accepted message keys kept for duplicate detection
 FILE_MODE = 0o600
 DIRECTORY_MODE = 0o700
+
+
+def journal_directory(settings: Settings) -> Path:
+    """``--hl7-journal``, else ``hl7-journal`` beside the worklist directory, not in it (the
+    store never sees the journal)."""
+    return settings.hl7_journal or settings.data_files_path.resolve().parent / "hl7-journal"
 
 
 @dataclass(frozen=True)

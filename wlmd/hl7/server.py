@@ -33,7 +33,7 @@ from hl7.mllp.streams import (  # type: ignore[import-untyped]
 from wlmd.config.settings import Settings
 from wlmd.hl7.ack import Header, acknowledgement
 from wlmd.hl7.intake import ApplicationRule, Intake
-from wlmd.hl7.journal import Journal
+from wlmd.hl7.journal import Journal, journal_directory
 from wlmd.hl7.mapping import Mapping, MappingError
 from wlmd.hl7.message import DATA_TYPE_ERROR, Hl7Error
 from wlmd.security.tls import TlsError, server_context
@@ -75,7 +75,7 @@ class Hl7Config:
             raise Hl7ConfigError(str(exc)) from None
         if settings.hl7_tls and tls is None:
             raise Hl7ConfigError("--hl7-tls needs --tls-key and --tls-cert")
-        journal = settings.hl7_journal or journal_default(settings)
+        journal = journal_directory(settings)
         try:
             journal.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -84,11 +84,6 @@ class Hl7Config:
                    ApplicationRule.parse_list(settings.hl7_allow_applications),
                    settings.hl7_max_message_bytes, settings.hl7_max_rate,
                    settings.hl7_max_connections, tls)
-
-
-def journal_default(settings: Settings) -> Path:
-    """Beside the worklist directory, not in it: the store never sees the journal."""
-    return settings.data_files_path.resolve().parent / "hl7-journal"
 
 
 class Hl7Service:
