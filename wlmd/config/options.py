@@ -239,6 +239,10 @@ OPTIONS: tuple[Option, ...] = (
     _O("--tls-profile", "TLS security profile p, as findscu's +pg ... +pa:\n"
        + ", ".join(p.value for p in TlsProfile), WLMD, "TLS:", field="tls_profile",
        value=ValueSpec("[p]rofile: string (default: 8996)", _tls_profile), in_wlmscpfs=False),
+    _O("--mpps", "also serve Modality Performed Procedure Step\n(N-CREATE/N-SET) on the same port",
+       WLMD, "MPPS:", field="mpps", const=True, in_wlmscpfs=False),
+    _O("--mpps-path", "keep MPPS instances under path p, one\ndirectory per called AE",
+       WLMD, "MPPS:", field="mpps_path", value=path("[p]ath: string"), in_wlmscpfs=False),
 )
 
 

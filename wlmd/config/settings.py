@@ -6,8 +6,10 @@ Field names follow the long option names of wlmscpfs(1); defaults are wlmscpfs's
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from wlmd.mpps.policy import MppsPolicies
 
 
 class CharsetMode(enum.Enum):
@@ -135,3 +137,8 @@ class Settings:
     tls_ca_file: Path | None = None
     tls_require_peer_cert: bool = False
     tls_profile: TlsProfile = TlsProfile.RFC8996
+    # MPPS (--mpps): off by default, so that a wlmscpfs command line behaves as before
+    mpps: bool = False
+    mpps_path: Path | None = None  # one sub-directory per called AE
+    # the [mpps_policy.<AE>] tables of wlmd.conf
+    mpps_policy: MppsPolicies = field(default_factory=MppsPolicies)

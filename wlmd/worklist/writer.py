@@ -39,7 +39,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from wlmd.worklist.store import LOCKFILE, is_safe_ae, is_worklist_name
+from wlmd.worklist.store import LOCKFILE, WORKLIST_SUFFIX, is_safe_ae, is_worklist_name
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 TEMP_PREFIX = ".wlmd-"
@@ -108,13 +108,17 @@ class Directory:
 
 
 class WorklistWriter:
-    """Writes, replaces, moves and removes ``.wl`` files under ``root/<AE>/`` crash-safely."""
+    """Writes, replaces, moves and removes ``.wl`` files under ``root/<AE>/`` crash-safely.
+
+    ``suffix`` lets the same machinery keep other per-AE DICOM files (MPPS instances, ``.dcm``).
+    """
 
     def __init__(self, root: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-                 create_ae: bool = False) -> None:
+                 create_ae: bool = False, suffix: str = WORKLIST_SUFFIX) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.create_ae = create_ae
+        self.suffix = suffix
 
     def directory(self, ae: str) -> Directory:
         """The AE's directory; created (with its lockfile) only when the writer may create AEs."""
@@ -140,7 +144,7 @@ class WorklistWriter:
         fd = _lock_exclusive(directory.lockfile, self.lock_timeout)
         fault_point("locked")
         try:
-            transaction = Transaction(directory)
+            transaction = Transaction(directory, self.suffix)
             transaction.remove_stray_temporaries()
             yield transaction
             if transaction.changed:
@@ -152,7 +156,7 @@ class WorklistWriter:
               replace: bool = False) -> Path:
         """Write one entry; the temporary file is prepared before the lock is taken."""
         directory = self.directory(ae)
-        _check_name(name)
+        _check_name(name, self.suffix)
         data = dataset if isinstance(dataset, bytes) else encode_entry(dataset)
         temporary = _write_temporary(directory.path, data)
         try:
@@ -171,8 +175,9 @@ class WorklistWriter:
 class Transaction:
     """Changes to one AE directory made while its exclusive lock is held."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, suffix: str = WORKLIST_SUFFIX) -> None:
         self.directory = directory
+        self.suffix = suffix
         self.changed = False
 
     @property
@@ -180,13 +185,14 @@ class Transaction:
         return self.directory.path
 
     def names(self) -> list[str]:
-        """The ``.wl`` file names of the directory, sorted."""
+        """The ``.wl`` (or ``suffix``) file names of the directory, sorted."""
         with os.scandir(self.path) as entries:
-            return sorted(e.name for e in entries if is_worklist_name(e.name) and e.is_file())
+            return sorted(e.name for e in entries
+                          if _has_suffix(e.name, self.suffix) and e.is_file())
 
     def read(self, name: str) -> Dataset:
         """The entry as it is now (the lock keeps it from changing under the caller)."""
-        _check_name(name)
+        _check_name(name, self.suffix)
         try:
             return dcmread(self.path / name, force=True)
         except FileNotFoundError:
@@ -197,7 +203,7 @@ class Transaction:
 
     def write(self, name: str, dataset: Dataset | bytes, *, replace: bool = True) -> Path:
         """Write (or replace) ``name`` atomically within this transaction."""
-        _check_name(name)
+        _check_name(name, self.suffix)
         data = dataset if isinstance(dataset, bytes) else encode_entry(dataset)
         temporary = _write_temporary(self.path, data)
         try:
@@ -217,7 +223,7 @@ class Transaction:
         return target
 
     def remove(self, name: str) -> None:
-        _check_name(name)
+        _check_name(name, self.suffix)
         try:
             (self.path / name).unlink()
         except FileNotFoundError:
@@ -227,7 +233,7 @@ class Transaction:
 
     def move_out(self, name: str, destination: Path) -> Path:
         """Move an entry out of the worklist (archive); the copy is durable before the removal."""
-        _check_name(name)
+        _check_name(name, self.suffix)
         source = self.path / name
         if not source.is_file():
             raise NoSuchEntry(f"no entry {name} in {self.path}")
@@ -235,10 +241,7 @@ class Transaction:
         target = destination / name
         if target.exists():
             target = destination / f"{name[:-3]}.{time.strftime('%Y%m%d%H%M%S')}.wl"
-        data = source.read_bytes()
-        temporary = _write_temporary(destination, data)
-        os.rename(temporary, target)
-        _fsync_directory(destination)
+        write_durably(destination, target.name, source.read_bytes())
         source.unlink()
         self.changed = True
         return target
@@ -286,9 +289,34 @@ def fault_point(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _check_name(name: str) -> None:
-    if "/" in name or name.startswith(".") or not is_worklist_name(name) or "\0" in name:
-        raise WriterError(f"not a worklist file name: {name!r}")
+def write_durably(directory: Path, name: str, data: bytes) -> Path:
+    """Write ``directory/name`` the crash-safe way (synced temporary, rename, synced directory).
+
+    For files outside the locked AE directories (archives, queues) whose names are unique.
+    """
+    temporary = _write_temporary(directory, data)
+    try:
+        target = directory / name
+        os.rename(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    _fsync_directory(directory)
+    return target
+
+
+def _has_suffix(name: str, suffix: str) -> bool:
+    """DCMTK's ``OFpath::extension()`` rule for ``suffix``: the last dot, not a leading one."""
+    if suffix == WORKLIST_SUFFIX:
+        return is_worklist_name(name)
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:] == suffix
+
+
+def _check_name(name: str, suffix: str = WORKLIST_SUFFIX) -> None:
+    if "/" in name or name.startswith(".") or not _has_suffix(name, suffix) or "\0" in name:
+        raise WriterError(f"not a {suffix} file name: {name!r}")
 
 
 def _write_temporary(directory: Path, data: bytes) -> Path:
