@@ -74,7 +74,7 @@ SERIES_ITEM_REQUIRED: tuple[tuple[int, int], ...] = (
     (0x0008103E, 2),  # Series Description
     (0x00080054, 2),  # Retrieve AE Title
     (0x00081140, 2),  # Referenced Image Sequence
-    (0x0040A375, 2),  # Referenced Non-Image Composite SOP Instance Sequence
+    (0x00400220, 2),  # Referenced Non-Image Composite SOP Instance Sequence
 )
 # N-SET "Not allowed": fixed once the instance exists.
 SET_NOT_ALLOWED = frozenset(Tag(t) for t in (
