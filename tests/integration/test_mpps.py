@@ -14,6 +14,8 @@ import psutil
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
 from tests.helpers import free_port, start_wlmd, stop_process, wait_until
 from tests.support.mpps import (
@@ -326,3 +328,19 @@ def test_forwarding_survives_a_down_destination_and_a_restart(server: Server) ->
 def _tags(value: object) -> list[int]:
     """(0000,1005) as pydicom gives it: one tag, or a list of them."""
     return [int(t) for t in value] if isinstance(value, list) else [int(value)]  # type: ignore[call-overload]
+
+
+def test_without_mpps_the_mpps_context_is_refused(tmp_path: Path) -> None:
+    """A wlmscpfs command line (no --mpps) negotiates exactly what it did before."""
+    (tmp_path / "MARK").mkdir()
+    (tmp_path / "MARK" / "lockfile").touch()
+    port = free_port()
+    proc = start_wlmd(["-dfp", str(tmp_path)], port)
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(ModalityPerformedProcedureStep)
+        assoc = ae.associate("127.0.0.1", port, ae_title="MARK")
+        assert not assoc.is_established  # the only proposed context is refused: A-ASSOCIATE-RJ
+        assert assoc.is_rejected
+    finally:
+        stop_process(proc)
