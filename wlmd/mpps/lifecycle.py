@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,6 @@ from wlmd.mpps.policy import (
 )
 from wlmd.mpps.rules import COMPLETED, STEP_SEQUENCE_TAG, text
 from wlmd.worklist.writer import (
-    NoSuchEntry,
-    Transaction,
     WorklistWriter,
     WriterError,
     encode_entry,
@@ -89,6 +88,16 @@ def link_keys(mpps: Dataset) -> list[LinkKey]:
     return [key for key in keys if key.usable()]
 
 
+def _encoded(key: LinkKey) -> list[bytes]:
+    """The key's Study Instance UID (or Accession Number) element as a file holds it, in
+    explicit and implicit VR little endian: a whole-element match, not a substring of a value."""
+    tag, vr, value, pad = ((b"\x20\x00\x0d\x00", b"UI", key.study_uid, b"\0") if key.study_uid
+                           else (b"\x08\x00\x50\x00", b"SH", key.accession, b" "))
+    raw = value.encode("latin-1", "replace")
+    raw += pad * (len(raw) % 2)
+    return [tag + vr + struct.pack("<H", len(raw)) + raw, tag + struct.pack("<L", len(raw)) + raw]
+
+
 def _sps_ids(entry: Dataset) -> list[str]:
     element = entry.get(0x00400100)
     if element is None or element.VR != "SQ":
@@ -118,7 +127,7 @@ class WorklistLifecycle:
     def started(self, ae: str, mpps: Dataset, policy: AePolicy) -> list[str]:
         """IN PROGRESS: mark STARTED or hide; returns the linked entry names."""
         action = policy.in_progress
-        return self._apply(ae, mpps, lambda tx, found: self._started(tx, found, action))
+        return self._apply(ae, mpps, lambda ae, found: self._started(ae, found, action))
 
     def ended(self, ae: str, mpps: Dataset, status: str, policy: AePolicy) -> list[str]:
         """COMPLETED or DISCONTINUED: the policy's action, except a delayed archive/delete,
@@ -128,112 +137,136 @@ class WorklistLifecycle:
             if policy.completed_delay and completed in (CompletedAction.ARCHIVE,
                                                         CompletedAction.DELETE):
                 completed = CompletedAction.MARK
-            return self._apply(ae, mpps, lambda tx, found: self._completed(tx, found, completed))
+            return self._apply(ae, mpps, lambda ae, found: self._completed(ae, found, completed))
         discontinued = policy.discontinued
         return self._apply(ae, mpps,
-                           lambda tx, found: self._discontinued(tx, found, discontinued))
+                           lambda ae, found: self._discontinued(ae, found, discontinued))
 
     def remove_later(self, ae: str, mpps: Dataset, action: CompletedAction) -> list[str]:
         """The delayed half of a COMPLETED policy: archive or delete now."""
-        return self._apply(ae, mpps, lambda tx, found: self._completed(tx, found, action))
+        return self._apply(ae, mpps, lambda ae, found: self._completed(ae, found, action))
 
     # --- finding --------------------------------------------------------------------------
 
     def _apply(self, ae: str, mpps: Dataset, act: _Action) -> list[str]:
+        """Find the linked entries (without the lock: renames are atomic), then act on each.
+
+        The in-memory worklist is asked before any lock is taken: the store takes the shared
+        lock on the same lockfile, and fcntl locks are per process (its close would release
+        ours). Each action re-checks its entry under the lock.
+        """
         keys = link_keys(mpps)
         if not keys:
             return []
         try:
-            with self.writer.transaction(ae) as tx:
-                found = self._find(ae, tx, keys)
-                for entry in found:
-                    act(tx, entry)
-                return [entry.name for entry in found]
+            directory = self.writer.directory(ae).path
+            names = self._candidates(ae, keys)
+            if names is None:
+                names = sorted(p.name for p in directory.glob("*.wl"))
+            found = self._find(ae, directory, keys, names)
+            for entry in found:
+                act(ae, entry)
         except WriterError as exc:  # no worklist directory for this AE, or its lock timed out
-            LOGGER.debug("worklist of %s not updated: %s", ae, exc)
+            LOGGER.warning("worklist of %s not updated: %s", ae, exc)
             return []
+        return [entry.name for entry in found]
 
-    def _find(self, ae: str, tx: Transaction, keys: list[LinkKey]) -> list[_Found]:
-        needles = [k.study_uid.encode() or k.accession.encode() for k in keys]
-        names = self._candidates(ae, tx, needles)
+    def _find(self, ae: str, directory: Path, keys: list[LinkKey],
+              names: list[str]) -> list[_Found]:
         found = []
         for name in names:
-            with contextlib.suppress(NoSuchEntry, OSError, ValueError):
-                entry = tx.read(name)
+            with contextlib.suppress(OSError, ValueError):
+                entry = dcmread(directory / name, force=True)
                 sps = {k.sps_id for k in keys if k.matches(entry)}
-                if any(k.matches(entry) for k in keys):
-                    found.append(_Found(name, entry, None, sps - {""}))
+                if sps:
+                    found.append(_Found(name, entry, None, sps - {""}, keys))
         if not found:
             hidden = self.mpps_root / ae / HIDDEN
             for path in sorted(hidden.glob("*.wl")) if hidden.is_dir() else []:
                 with contextlib.suppress(OSError, ValueError):
                     entry = dcmread(path, force=True)
                     sps = {k.sps_id for k in keys if k.matches(entry)}
-                    if any(k.matches(entry) for k in keys):
-                        found.append(_Found(path.name, entry, path, sps - {""}))
+                    if sps:
+                        found.append(_Found(path.name, entry, path, sps - {""}, keys))
         return found
 
-    def _candidates(self, ae: str, tx: Transaction, needles: list[bytes]) -> list[str]:
-        """Entry names that may link: from the worker's in-memory worklist when it has one."""
-        if self.entries is not None:
-            try:
-                records = self.entries.query(ae, None)
-            except Exception as exc:  # a store problem must not stop the MPPS; read the disk
-                LOGGER.debug("in-memory worklist of %s unavailable: %s", ae, exc)
-            else:
-                names = [r.name for r in records if any(n in r.data for n in needles)]
-                if names:
-                    return names
-        return tx.names()
+    def _candidates(self, ae: str, keys: list[LinkKey]) -> list[str] | None:
+        """Entry names that may link, from the worker's in-memory worklist (its files' bytes
+        hold the encoded Study Instance UID or Accession Number); None: read every entry."""
+        if self.entries is None:
+            return None
+        try:
+            records = self.entries.query(ae, None)
+        except Exception as exc:  # a store problem must not stop the MPPS: read the disk
+            LOGGER.debug("in-memory worklist of %s unavailable: %s", ae, exc)
+            return None
+        needles = [needle for key in keys for needle in _encoded(key)]
+        if len(needles) == 2:  # one link (the usual case): no generator per record
+            explicit, implicit = needles
+            return [r.name for r in records if explicit in r.data or implicit in r.data]
+        return [r.name for r in records if any(n in r.data for n in needles)]
 
     # --- actions -----------------------------------------------------------------------------
 
-    def _started(self, tx: Transaction, found: _Found, action: InProgressAction) -> None:
+    def _started(self, ae: str, found: _Found, action: InProgressAction) -> None:
         if action is InProgressAction.MARK:
-            self._mark(tx, found, SPS_STATUS["started"])
+            self._mark(ae, found, SPS_STATUS["started"])
         elif action is InProgressAction.HIDE and found.hidden_path is None:
-            tx.move_out(found.name, self.mpps_root / tx.path.name / HIDDEN)
+            with self.writer.transaction(ae) as tx:
+                if tx.exists(found.name):
+                    tx.move_out(found.name, self.mpps_root / ae / HIDDEN)
 
-    def _completed(self, tx: Transaction, found: _Found, action: CompletedAction) -> None:
+    def _completed(self, ae: str, found: _Found, action: CompletedAction) -> None:
         if action is CompletedAction.MARK:
-            self._mark(tx, found, SPS_STATUS["completed"])
+            self._mark(ae, found, SPS_STATUS["completed"])
         elif action is CompletedAction.ARCHIVE:
-            self._archive(tx, found)
+            self._archive(ae, found)
         elif action is CompletedAction.DELETE:
-            self._delete(tx, found)
+            self._delete(ae, found)
 
-    def _discontinued(self, tx: Transaction, found: _Found,
-                      action: DiscontinuedAction) -> None:
+    def _discontinued(self, ae: str, found: _Found, action: DiscontinuedAction) -> None:
         if action is DiscontinuedAction.RESCHEDULE:
-            self._mark(tx, found, SPS_STATUS["scheduled"])
+            self._mark(ae, found, SPS_STATUS["scheduled"])
         elif action is DiscontinuedAction.MARK:
-            self._mark(tx, found, SPS_STATUS["discontinued"])
+            self._mark(ae, found, SPS_STATUS["discontinued"])
         elif action is DiscontinuedAction.ARCHIVE:
-            self._archive(tx, found)
+            self._archive(ae, found)
 
-    @staticmethod
-    def _mark(tx: Transaction, found: _Found, status: str) -> None:
+    def _mark(self, ae: str, found: _Found, status: str) -> None:
         """Set the status; an entry hidden while IN PROGRESS comes back to the worklist."""
-        set_sps_status(found.entry, status, found.sps_ids)
-        tx.write(found.name, encode_entry(found.entry), replace=True)
         if found.hidden_path is not None:
+            set_sps_status(found.entry, status, found.sps_ids)
+            with self.writer.transaction(ae) as tx:
+                tx.write(found.name, encode_entry(found.entry), replace=True)
             _unlink_durably(found.hidden_path)
+            return
 
-    def _archive(self, tx: Transaction, found: _Found) -> None:
-        archive = self.mpps_root / tx.path.name / ARCHIVE
+        def change(entry: Dataset) -> Dataset | None:
+            if not any(key.matches(entry) for key in found.keys):
+                return None  # replaced meanwhile by an entry this MPPS does not link to
+            set_sps_status(entry, status, found.sps_ids)
+            return entry
+
+        self.writer.update(ae, found.name, change)
+
+    def _archive(self, ae: str, found: _Found) -> None:
+        archive = self.mpps_root / ae / ARCHIVE
         if found.hidden_path is None:
-            tx.move_out(found.name, archive)
+            with self.writer.transaction(ae) as tx:
+                if tx.exists(found.name):
+                    tx.move_out(found.name, archive)
             return
         archive.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_durably(archive, found.name, found.hidden_path.read_bytes())
         _unlink_durably(found.hidden_path)
 
-    @staticmethod
-    def _delete(tx: Transaction, found: _Found) -> None:
-        if found.hidden_path is None:
-            tx.remove(found.name)
-        else:
+    def _delete(self, ae: str, found: _Found) -> None:
+        if found.hidden_path is not None:
             _unlink_durably(found.hidden_path)
+            return
+        with self.writer.transaction(ae) as tx:
+            if tx.exists(found.name):
+                tx.remove(found.name)
 
 
 @dataclass
@@ -244,10 +277,11 @@ class _Found:
     entry: Dataset
     hidden_path: Path | None
     sps_ids: set[str]
+    keys: list[LinkKey]
 
 
 class _Action(Protocol):
-    def __call__(self, tx: Transaction, found: _Found, /) -> None: ...
+    def __call__(self, ae: str, found: _Found, /) -> None: ...
 
 
 def _unlink_durably(path: Path) -> None:

@@ -96,7 +96,7 @@ class MppsService:
                 refusal.status, uid, refusal.tags, refusal.comment), refusal.comment)
         ae = assoc.called_ae
         policy = self.policies.for_ae(ae)
-        with self.storage.locked(ae) as tx:
+        with self.storage.locked(ae, uid) as tx:
             if self.storage.read(tx, uid) is not None:
                 return self._refuse(assoc, "N-CREATE", uid, NResponse(
                     STATUS_DUPLICATE_INSTANCE, uid, error_comment="instance exists"),
@@ -131,7 +131,7 @@ class MppsService:
                 "invalid SOP Instance UID")
         ae = assoc.called_ae
         policy = self.policies.for_ae(ae)
-        with self.storage.locked(ae) as tx:
+        with self.storage.locked(ae, uid) as tx:
             current = self.storage.read(tx, uid)
             if current is None:
                 return self._refuse(assoc, "N-SET", uid, NResponse(
@@ -189,7 +189,7 @@ class MppsService:
                 continue
             ae = due_file.parent.parent.name
             action = CompletedAction(parts[1])
-            with self.storage.locked(ae) as tx:
+            with self.storage.locked(ae, parts[2]) as tx:
                 mpps = self.storage.read(tx, parts[2]) if is_uid(parts[2]) else None
                 if mpps is not None:
                     linked = self.lifecycle.remove_later(ae, mpps, action)

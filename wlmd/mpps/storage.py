@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from wlmd.mpps.rules import is_uid
+from wlmd.worklist.store import LOCKFILE
 from wlmd.worklist.writer import NoSuchEntry, Transaction, WorklistWriter, WriterError
 
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
+LOCK_STRIPES = 64
 SUFFIX = ".dcm"
 
 
@@ -76,9 +79,17 @@ class MppsStorage:
         return self.writer.directory(ae).path
 
     @contextlib.contextmanager
-    def locked(self, ae: str) -> Iterator[Transaction]:
-        """The AE's MPPS directory under its exclusive lock (read-modify-write)."""
-        with self.writer.transaction(ae) as transaction:
+    def locked(self, ae: str, sop_instance_uid: str = "") -> Iterator[Transaction]:
+        """The AE's MPPS directory under the lock of one instance (read-modify-write).
+
+        Instances hash onto ``LOCK_STRIPES`` lock files (``lockfile.<n>``), so that steps of
+        different instances are written in parallel and two changes of one instance never are;
+        without a UID the whole directory's lock is taken.
+        """
+        lock_name = LOCKFILE
+        if sop_instance_uid:
+            lock_name = f"{LOCKFILE}.{zlib.crc32(sop_instance_uid.encode()) % LOCK_STRIPES}"
+        with self.writer.transaction(ae, lock_name=lock_name) as transaction:
             yield transaction
 
     @staticmethod

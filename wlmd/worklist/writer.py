@@ -31,7 +31,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,7 @@ TEMP_SUFFIX = ".tmp"
 STRAY_AGE = 600.0  # seconds after which a temporary of another host counts as stray
 DEFAULT_LOCK_TIMEOUT = 30.0
 _LOCK_POLL = 0.02
+_LOCK_POLL_FIRST = 0.0005
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 FILE_MODE = 0o600  # worklist entries hold patient data
 FAULT_ENV = "WLMD_WRITER_FAULT"
@@ -138,16 +139,22 @@ class WorklistWriter:
         return Directory(path)
 
     @contextlib.contextmanager
-    def transaction(self, ae: str) -> Iterator[Transaction]:
-        """Hold the AE's exclusive lock for a read-modify-write; changes are durable on exit."""
+    def transaction(self, ae: str, *, lock_name: str = LOCKFILE,
+                    sync: bool = True) -> Iterator[Transaction]:
+        """Hold the AE's exclusive lock for a read-modify-write; changes are durable on exit.
+
+        ``lock_name`` picks another lock file of the directory, so that writers of files no
+        DCMTK reader looks at (MPPS instances) can lock finer than the whole directory.
+        """
         directory = self.directory(ae)
-        fd = _lock_exclusive(directory.lockfile, self.lock_timeout)
+        lockfile = directory.path / lock_name if lock_name != LOCKFILE else directory.lockfile
+        fd = _lock_exclusive(lockfile, self.lock_timeout, create=lock_name != LOCKFILE)
         fault_point("locked")
         try:
             transaction = Transaction(directory, self.suffix)
             transaction.remove_stray_temporaries()
             yield transaction
-            if transaction.changed:
+            if transaction.changed and sync:  # sync=False: the caller syncs after the unlock
                 _fsync_directory(directory.path)
         finally:
             os.close(fd)  # closing the descriptor releases the fcntl lock
@@ -165,6 +172,41 @@ class WorklistWriter:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
+
+    def update(self, ae: str, name: str, change: Callable[[Dataset], Dataset | None], *,
+               attempts: int = 5) -> bool:
+        """Read-modify-write of one entry holding the lock only for the rename.
+
+        The entry is read and the new file written and synced without the lock; under the lock
+        it is installed only if the entry is still the file that was read (same inode, size
+        and modification time), else the change is tried again on the new content. ``change``
+        returns None to leave the entry alone. False: no such entry, or nothing to change.
+        Meant for hot paths (MPPS status marks) where many writers change one directory.
+        """
+        directory = self.directory(ae)
+        _check_name(name, self.suffix)
+        path = directory.path / name
+        for _ in range(attempts):
+            try:
+                before = path.stat()
+                changed = change(dcmread(path, force=True))
+            except FileNotFoundError:
+                return False
+            if changed is None:
+                return False
+            temporary = _write_temporary(directory.path, encode_entry(changed))
+            try:
+                with self.transaction(ae, sync=False) as transaction:
+                    if _same_file(before, path):
+                        transaction.install(temporary, name, replace=True)
+                        break
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+        else:
+            raise WriterError(f"{path} kept changing; gave up after {attempts} attempts")
+        _fsync_directory(directory.path)  # durable before the caller reports it done
+        return True
 
     def remove(self, ae: str, name: str) -> None:
         """Remove one entry under the lock."""
@@ -347,13 +389,14 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-def _lock_exclusive(lockfile: Path, timeout: float) -> int:
+def _lock_exclusive(lockfile: Path, timeout: float, *, create: bool = False) -> int:
     """Open ``lockfile`` and take the exclusive ``fcntl`` lock readers and DCMTK respect."""
     try:
-        fd = os.open(lockfile, os.O_RDWR)
+        fd = os.open(lockfile, os.O_RDWR | (os.O_CREAT if create else 0), FILE_MODE)
     except OSError as exc:
         raise WriterError(f"cannot open {lockfile}: {exc.strerror}") from None
     deadline = time.monotonic() + timeout
+    poll = _LOCK_POLL_FIRST
     while True:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -365,7 +408,17 @@ def _lock_exclusive(lockfile: Path, timeout: float) -> int:
         if time.monotonic() >= deadline:
             os.close(fd)
             raise WriterError(f"{lockfile} stayed locked by another writer for {timeout:g} s")
-        time.sleep(_LOCK_POLL)
+        time.sleep(poll)
+        poll = min(poll * 2, _LOCK_POLL)  # short waits stay short, long ones cost little CPU
+
+
+def _same_file(before: os.stat_result, path: Path) -> bool:
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    return (now.st_ino, now.st_size, now.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
 
 
 def _fsync_directory(path: Path) -> None:
