@@ -13,7 +13,10 @@ from pathlib import Path
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import ModalityPerformedProcedureStep, ModalityWorklistInformationFind
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import time
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+)
 
 MPPS = ModalityPerformedProcedureStep
 

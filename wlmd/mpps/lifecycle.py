@@ -47,7 +47,8 @@ class NamedBytes(Protocol):
     @property
     def name(self) -> str: ...
 
-    data: bytes
+    @property
+    def data(self) -> bytes: ...
 
 
 class EntrySource(Protocol):

@@ -108,8 +108,10 @@ def _missing(dataset: Dataset, required: tuple[tuple[int, int], ...],
 
 def _is_empty(dataset: Dataset, tag: BaseTag) -> bool:
     value = dataset[tag].value
-    if isinstance(value, bytes | str):
-        return not value.strip(" \0" if isinstance(value, str) else b" \0")
+    if isinstance(value, str):
+        return not value.strip(" \0")
+    if isinstance(value, bytes):
+        return not value.strip(b" \0")
     return value is None or value == "" or (isinstance(value, list) and not value)
 
 

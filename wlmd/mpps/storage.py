@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from wlmd.mpps.rules import is_uid
@@ -47,10 +47,10 @@ def encode_instance(dataset: Dataset, sop_instance_uid: str) -> bytes:
     ds.SOPInstanceUID = sop_instance_uid
     ds.ensure_file_meta()
     meta = ds.file_meta
-    meta.MediaStorageSOPClassUID = MPPS_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(MPPS_SOP_CLASS)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
