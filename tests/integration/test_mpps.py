@@ -15,10 +15,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
 from tests.helpers import free_port, start_wlmd, stop_process, wait_until
 from tests.support.mpps import (
+    MPPS,
     MppsPeer,
     create_attributes,
     final_modifications,
@@ -338,7 +338,7 @@ def test_without_mpps_the_mpps_context_is_refused(tmp_path: Path) -> None:
     proc = start_wlmd(["-dfp", str(tmp_path)], port)
     try:
         ae = AE(ae_title="MODALITY")
-        ae.add_requested_context(ModalityPerformedProcedureStep)
+        ae.add_requested_context(MPPS)
         assoc = ae.associate("127.0.0.1", port, ae_title="MARK")
         assert not assoc.is_established  # the only proposed context is refused: A-ASSOCIATE-RJ
         assert assoc.is_rejected

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import time
     ModalityPerformedProcedureStep,
@@ -47,8 +47,8 @@ def write_entry(directory: Path, accession: str, study_uid: str, sps_id: str = "
     sps.ScheduledProcedureStepStatus = "SCHEDULED"
     ds.ScheduledProcedureStepSequence = [sps]
     ds.ensure_file_meta()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.31"
-    ds.file_meta.MediaStorageSOPInstanceUID = study_uid
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.31")
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(study_uid)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     path = directory / f"{accession}.wl"
     ds.save_as(path, enforce_file_format=True)
