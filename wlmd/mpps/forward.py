@@ -198,6 +198,9 @@ def _delivered(op: str, status: int, error_id: int | None) -> bool:
     return op == OP_SET and status == PROCESSING_FAILURE and error_id == NO_LONGER_UPDATABLE
 
 
+_RUNNING: tuple[int, ForwardAgent] | None = None  # (pid, agent) of this process's thread
+
+
 class ForwardAgent:
     """The background thread of one process: forwarder (when it holds the lock) and timer."""
 
@@ -205,13 +208,17 @@ class ForwardAgent:
         self.forwarder = forwarder
         self.timers = timers
         self._lock_fd: int | None = None
-        self._started_in: int | None = None
 
     def start(self) -> None:
-        """Start the thread in this process (once per process)."""
-        if self._started_in == os.getpid():
+        """Start the thread in this process; a later agent (after a reload) hands its queues
+        and timers to the thread already running, as one process may run only one forwarder
+        (fcntl locks do not exclude threads of one process)."""
+        global _RUNNING
+        if _RUNNING is not None and _RUNNING[0] == os.getpid():
+            running = _RUNNING[1]
+            running.forwarder, running.timers = self.forwarder, self.timers
             return
-        self._started_in = os.getpid()
+        _RUNNING = (os.getpid(), self)
         self._lock_fd = None  # a descriptor inherited from the parent is not our lock
         threading.Thread(target=self._run, name="mpps-forwarder", daemon=True).start()
 
