@@ -117,6 +117,8 @@ CASES: list[tuple[list[str], str, object]] = [
      "tls_require_peer_cert", True),
     (["--tls-key", "k", "--tls-cert", "c", "--tls-profile", "bcp195"], "tls_profile",
      TlsProfile.BCP195),
+    (["--mpps"], "mpps", True),
+    (["--mpps", "--mpps-path", "/srv/mpps"], "mpps_path", Path("/srv/mpps")),
 ]
 
 
@@ -128,7 +130,9 @@ def test_option_sets_its_field(args: list[str], field: str, expected: object) ->
 
 
 def test_every_settings_field_has_an_option_and_a_case() -> None:
-    fields = {f for f in Settings.__dataclass_fields__ if f not in ("port", "config_file")}
+    # mpps_policy is tables in wlmd.conf only (tests/unit/test_mpps_policy.py)
+    fields = {f for f in Settings.__dataclass_fields__
+              if f not in ("port", "config_file", "mpps_policy")}
     assert fields <= {o.field for o in OPTIONS}
     assert fields <= {field for _, field, _ in CASES}
 
