@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from wlmd.config.options import parse_command_line
+from wlmd.config.commandline import parse_command_line
+from wlmd.config.file import ConfigError, dump_config, load_config
 from wlmd.config.settings import Settings
-from wlmd.config.table import ConfigError, dump_config, load_config
 from wlmd.mpps.policy import (
     AePolicy,
     CompletedAction,
