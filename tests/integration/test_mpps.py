@@ -255,12 +255,14 @@ def _workers(proc) -> list[psutil.Process]:  # type: ignore[no-untyped-def]
 def test_a_worker_killed_after_the_response_loses_nothing(server: Server) -> None:
     accession, study = server.entry("MARK")
     uid = server.start_step("MARK", accession, study)
-    for worker in _workers(server.proc):
-        os.kill(worker.pid, signal.SIGKILL)  # workers of the server this test started
+    killed = {worker.pid for worker in _workers(server.proc)}
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)  # workers of the server this test started
     assert dcmread(server.mpps / "MARK" / f"{uid}.dcm").PerformedProcedureStepStatus == \
         "IN PROGRESS"
     assert not list((server.mpps / "MARK").glob(".wlmd-*"))  # no half-written file
-    wait_until(lambda: len(_workers(server.proc)) >= 1, 15, "replacement workers")
+    wait_until(lambda: not killed & {w.pid for w in _workers(server.proc)}, 15, "killed reaped")
+    wait_until(lambda: len(_workers(server.proc)) >= 2, 15, "replacement workers")
     assert n_set(server.port, "MARK", uid, final_modifications()).Status == 0
     assert server.view("MARK", accession) == ["COMPLETED"]
 
