@@ -30,8 +30,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import generate_uid
 
-from tests.helpers import free_port, stop_process, wait_for_port
 from tests.support.mpps import create_attributes, final_modifications, write_entry
+from tests.support.processes import free_port, stop_process, wait_for_port
 
 MPPS = b"1.2.840.10008.3.1.2.3.3"
 EXPLICIT_LE = b"1.2.840.10008.1.2.1"

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.fuzz import wire
 from tests.fuzz.generators import havoc
-from tests.helpers import free_port, start_wlmd, stop_process
+from tests.support import wire
 from tests.support.mpps import create_attributes, final_modifications, n_create, write_entry
+from tests.support.processes import free_port, start_wlmd, stop_process
 
 MPPS = "1.2.840.10008.3.1.2.3.3"
 N_SET_RQ, N_CREATE_RQ = 0x0120, 0x0140

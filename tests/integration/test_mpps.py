@@ -16,7 +16,6 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
-from tests.helpers import free_port, start_wlmd, stop_process, wait_until
 from tests.support.mpps import (
     MPPS,
     MppsPeer,
@@ -27,6 +26,7 @@ from tests.support.mpps import (
     worklist_status,
     write_entry,
 )
+from tests.support.processes import free_port, start_wlmd, stop_process, wait_until
 
 AES = ("MARK", "HIDE", "ARCH", "DELE", "RESCH", "DARCH", "DELAY", "FWD")
 
