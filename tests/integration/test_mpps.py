@@ -27,6 +27,7 @@ from tests.support.mpps import (
     write_entry,
 )
 from tests.support.processes import free_port, start_wlmd, stop_process, wait_until
+from tests.support.wlmctl import wlmctl
 
 AES = ("MARK", "HIDE", "ARCH", "DELE", "RESCH", "DARCH", "DELAY", "FWD")
 
@@ -346,3 +347,23 @@ def test_without_mpps_the_mpps_context_is_refused(tmp_path: Path) -> None:
         assert assoc.is_rejected
     finally:
         stop_process(proc)
+
+
+def test_wlmctl_mpps_starts_completes_and_lists_a_step(server: Server) -> None:
+    accession, _study = server.entry("MARK")
+    entry = server.data / "MARK" / f"{accession}.wl"
+    network = ["--port", str(server.port), "--aec", "MARK"]
+    started = wlmctl(server.data, "--config", str(server.config), "mpps", "start", *network,
+                     "--worklist-file", str(entry))
+    assert started.returncode == 0, started.stderr
+    uid = started.stdout.strip()
+    assert server.view("MARK", accession) == ["STARTED"]
+    done = wlmctl(server.data, "--config", str(server.config), "mpps", "complete", *network, uid)
+    assert done.returncode == 0, done.stderr
+    assert server.view("MARK", accession) == ["COMPLETED"]
+    again = wlmctl(server.data, "--config", str(server.config), "mpps", "complete", *network, uid)
+    assert again.returncode == 1 and "0x0110" in again.stderr
+    listed = wlmctl(server.data, "--config", str(server.config), "mpps", "list", "--ae", "MARK")
+    assert f"MARK\t{uid}\tCOMPLETED\t" in listed.stdout
+    queue = wlmctl(server.data, "--config", str(server.config), "mpps", "queue")
+    assert queue.returncode == 0

@@ -144,9 +144,10 @@ def _queue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wlmd-mpps", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser], *,
+                 mpps_path_required: bool = True) -> None:
+    """The subcommands (start, complete, discontinue, list, queue), for this module's own
+    parser and for ``wlmctl mpps``."""
 
     def network(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--host", default="127.0.0.1")
@@ -173,18 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(status=status)
     for name, what in (("list", "stored MPPS instances"), ("queue", "the forwarding queue")):
         sub = commands.add_parser(name, help=f"show {what}")
-        sub.add_argument("--mpps-path", type=Path, required=True)
+        sub.add_argument("--mpps-path", type=Path, required=mpps_path_required,
+                         help="default: mpps_path of wlmd.conf" if not mpps_path_required
+                         else None)
         if name == "list":
             sub.add_argument("--ae", help="only this called AE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wlmd-mpps", description=__doc__.splitlines()[0])
+    add_commands(parser.add_subparsers(dest="mpps_command", required=True))
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "start":
+def run(args: argparse.Namespace) -> int:
+    """Carry out parsed arguments of ``add_commands``; the exit status."""
+    if args.mpps_command == "start":
         attributes = in_progress_attributes(_entry_from_args(args), args.aet, args.modality)
         return _send(args, "create", args.uid or generate_uid(), attributes)
-    if args.command in ("complete", "discontinue"):
+    if args.mpps_command in ("complete", "discontinue"):
         return _send(args, "set", args.uid,
                      final_modifications(args.status, args.series_uid, args.protocol))
-    return _list(args) if args.command == "list" else _queue(args)
+    return _list(args) if args.mpps_command == "list" else _queue(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
