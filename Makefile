@@ -13,7 +13,7 @@ MANDIR    := $(PREFIX)/share/man
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 
-.PHONY: run test check lint fuzz soak bench examples install clean
+.PHONY: run test check lint fuzz soak bench bench-mpps examples install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick) \
 		$(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.hl7 $(if $(QUICK),--quick)
+
+## The MPPS scenario (issue #12): N-CREATE + N-SET COMPLETED pairs/s, 8 concurrent.
+bench-mpps: $(STAMP)
+	$(BIN)/python -m benchmarks.mpps
 
 ## Long chaos run (issue #6): ARGS="--attempts 2000 --concurrency 200 --kills 10 --stops 5".
 ## Then the writer crash run (issue #11): wlmctl killed at every step WRITER_ROUNDS times while

@@ -93,6 +93,39 @@ def _option_lines(options: list[Option]) -> list[str]:
     return lines
 
 
+# Keys without a command-line option: TOML tables, described by hand.
+TABLE_KEYS = {
+    "mpps_policy": [
+        "Type: tables",
+        ".Li [mpps_policy.\\(dqAE\\(dq]",
+        "(or one inline table), one per called AE;",
+        ".Li \\(dq*\\(dq",
+        "is every AE without a table of its own.",
+        "Default: every AE marks its entries and forwards nowhere.",
+        "Command line: none.",
+        ".Pp",
+        "What MPPS",
+        ".Pq Fl -mpps",
+        "does to the worklist entry an N-CREATE or N-SET links to, and where it",
+        "forwards them. Keys of each table:",
+        ".Ic in_progress",
+        "= \\(dqmark\\(dq (status STARTED, the default), \\(dqhide\\(dq or \\(dqnone\\(dq;",
+        ".Ic completed",
+        "= \\(dqmark\\(dq, \\(dqarchive\\(dq, \\(dqdelete\\(dq or \\(dqnone\\(dq;",
+        ".Ic completed_delay",
+        "= seconds before archive or delete (the entry is marked COMPLETED meanwhile);",
+        ".Ic discontinued",
+        "= \\(dqreschedule\\(dq, \\(dqmark\\(dq, \\(dqarchive\\(dq or \\(dqnone\\(dq;",
+        ".Ic forward",
+        "= a list of destinations",
+        ".Li { ae_title, host, port, tls, tls_ca_file, calling_ae } .",
+        "See",
+        ".Xr wlmd 8 ,",
+        "section MPPS.",
+    ],
+}
+
+
 def render_man_config_keys() -> str:
     """The key list of wlmd.conf(5) as mdoc: type, default, options and meaning of each key."""
     out = [".Bl -tag -width Ds"]
@@ -108,6 +141,8 @@ def render_man_config_keys() -> str:
         if not options:
             helps = {"tcp/ip port number to listen on": None}
         out += [".Pp", *textwrap.wrap("; ".join(helps) + ".", width=80, break_on_hyphens=False)]
+    for field, lines in TABLE_KEYS.items():
+        out += [f".It Ic {field}", *lines]
     out.append(".El")
     return "\n".join(out) + "\n"
 

@@ -36,6 +36,7 @@ from wlmd.daemon.services import Service
 from wlmd.daemon.single import SingleProcessServer
 from wlmd.daemon.supervisor import Supervisor
 from wlmd.hl7.server import Hl7ConfigError, Hl7Service
+from wlmd.mpps.service import MppsService, mpps_directory_problem
 from wlmd.security.access import AccessPolicy, AccessRuleError, check_rules
 from wlmd.security.tls import TlsError, server_context
 from wlmd.worklist.service import WorklistService
@@ -136,11 +137,16 @@ class PreloadedService:
     def __init__(self) -> None:
         self._service: WorklistService | None = None
         self._settings: Settings | None = None
+        self._mpps: MppsService | None = None
+        self._built_in = os.getpid()
 
     def __call__(self, settings: Settings) -> WorklistService:
         if self._service is None or settings != self._settings:
-            self._service = WorklistService(settings)
+            store = WorklistStore(settings.data_files_path, file_reject=settings.file_reject)
+            self._mpps = MppsService(settings, entries=store) if settings.mpps else None
+            self._service = WorklistService(settings, store, procedure_steps=self._mpps)
             self._settings = settings
+            self._built_in = os.getpid()
             gc.disable()  # collections while 100,000 records are made cost more than the making
             try:
                 self._service.preload(ChildProcesses())
@@ -148,6 +154,8 @@ class PreloadedService:
                 gc.freeze()  # before enable: the records never pass through a collection
                 gc.enable()
             _release_free_memory()
+        if self._mpps is not None and (settings.single_process or os.getpid() != self._built_in):
+            self._mpps.start_agent()  # in the serving process: a worker, or the single process
         return self._service
 
 
@@ -199,6 +207,8 @@ def check_data_sources(settings: Settings) -> None:
         WorklistStore(settings.data_files_path, file_reject=settings.file_reject).check_root()
     except DataSourceError as exc:
         raise StartupError("Cannot connect to data source.") from exc
+    if settings.mpps and (problem := mpps_directory_problem(settings.mpps_path)) is not None:
+        raise StartupError(problem)
     path = settings.request_file_path
     if path is not None and not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
         raise StartupError(f"Request file directory ({path}) does not exist or is not writable")

@@ -91,6 +91,9 @@ class FakeApp:
     def knows_called_ae(self, called_ae: str) -> bool:
         return called_ae == "WLMD"
 
+    def procedure_steps(self) -> None:
+        return None
+
     def find(
         self, assoc: AssociationInfo, identifier: Dataset, ts_uid: str
     ) -> Iterator[FindResponse]:

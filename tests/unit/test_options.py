@@ -127,6 +127,8 @@ CASES: list[tuple[list[str], str, object]] = [
     (["--hl7-max-message-size", "4096"], "hl7_max_message_bytes", 4096),
     (["--hl7-max-rate", "50"], "hl7_max_rate", 50.0),
     (["--hl7-max-connections", "4"], "hl7_max_connections", 4),
+    (["--mpps"], "mpps", True),
+    (["--mpps", "--mpps-path", "/srv/mpps"], "mpps_path", Path("/srv/mpps")),
 ]
 
 
@@ -138,7 +140,9 @@ def test_option_sets_its_field(args: list[str], field: str, expected: object) ->
 
 
 def test_every_settings_field_has_an_option_and_a_case() -> None:
-    fields = {f for f in Settings.__dataclass_fields__ if f not in ("port", "config_file")}
+    # mpps_policy is tables in wlmd.conf only (tests/unit/test_mpps_policy.py)
+    fields = {f for f in Settings.__dataclass_fields__
+              if f not in ("port", "config_file", "mpps_policy")}
     assert fields <= {o.field for o in OPTIONS}
     assert fields <= {field for _, field, _ in CASES}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from wlmd.cmdline.render import ConfigKey, render_config_file, toml_literal
 from wlmd.config.options import OPTIONS, options_for, spec_for
 from wlmd.config.settings import Settings
+from wlmd.mpps.policy import CONFIG_EXAMPLE as MPPS_CONFIG_EXAMPLE
 
 DEFAULT_CONFIG_FILE = Path("/etc/wlmd/wlmd.conf")
 
@@ -65,6 +66,9 @@ def _base_type(field: str) -> tuple[type, bool]:
 def convert_value(field: str, raw: object) -> object:
     """Turn a TOML value into the Settings type of ``field``; ValueError explains a refusal."""
     kind, _optional = _base_type(field)
+    from_toml = getattr(kind, "from_toml", None)
+    if from_toml is not None:  # a structured setting (tables) that parses itself
+        return from_toml(raw)
     if kind is bool:
         if not isinstance(raw, bool):
             raise ValueError("expected true or false")
@@ -143,10 +147,14 @@ def _toml_error_text(exc: tomllib.TOMLDecodeError) -> str:
 
 
 def dump_config(values: dict[str, object]) -> str:
-    """A TOML document setting ``values`` (None values are left out: they mean "unset")."""
-    return "".join(
-        f"{key} = {toml_literal(value)}\n" for key, value in values.items() if value is not None
-    )
+    """A TOML document setting ``values`` (None values are left out: they mean "unset").
+
+    Structured settings (``to_toml``) are tables, which TOML wants after the plain keys.
+    """
+    plain = [f"{key} = {toml_literal(value)}\n" for key, value in values.items()
+             if value is not None and not hasattr(value, "to_toml")]
+    tables = [value.to_toml(key) for key, value in values.items() if hasattr(value, "to_toml")]
+    return "".join(plain) + "".join(tables)
 
 
 # Values the shipped file sets for the packaged systemd service (wlmd.service reads the file).
@@ -174,4 +182,5 @@ def config_keys() -> list[ConfigKey]:
 
 def render_config() -> str:
     """The annotated default configuration file shipped as ``etc/wlmd.conf``."""
-    return render_config_file(SHIPPED_HEADER, config_keys()) + EXPIRE_SECTION
+    return (render_config_file(SHIPPED_HEADER, config_keys()) + "\n" + MPPS_CONFIG_EXAMPLE
+            + EXPIRE_SECTION)

@@ -277,6 +277,10 @@ OPTIONS: tuple[Option, ...] = (
     _O("--hl7-max-connections", "serve at most n MLLP connections at once", WLMD,
        "HL7 order intake:", field="hl7_max_connections",
        value=unsigned("[n]umber: integer (default: 16)", 1), in_wlmscpfs=False),
+    _O("--mpps", "also serve Modality Performed Procedure Step\n(N-CREATE/N-SET) on the same port",
+       WLMD, "MPPS:", field="mpps", const=True, in_wlmscpfs=False),
+    _O("--mpps-path", "keep MPPS instances under path p, one\ndirectory per called AE",
+       WLMD, "MPPS:", field="mpps_path", value=path("[p]ath: string"), in_wlmscpfs=False),
 )
 
 

@@ -6,8 +6,10 @@ Field names follow the long option names of wlmscpfs(1); defaults are wlmscpfs's
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from wlmd.mpps.policy import MppsPolicies
 
 
 class CharsetMode(enum.Enum):
@@ -145,3 +147,8 @@ class Settings:
     hl7_max_message_bytes: int = 1 << 20
     hl7_max_rate: float = 0  # messages per second and connection; 0 = unlimited
     hl7_max_connections: int = 16
+    # MPPS (--mpps): off by default, so that a wlmscpfs command line behaves as before
+    mpps: bool = False
+    mpps_path: Path | None = None  # one sub-directory per called AE
+    # the [mpps_policy.<AE>] tables of wlmd.conf
+    mpps_policy: MppsPolicies = field(default_factory=MppsPolicies)

@@ -17,6 +17,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
+from pydicom import Dataset
+
 from wlmd.config.settings import Settings, TransferSyntaxPreference
 from wlmd.dicom import dimse, pdu
 from wlmd.dicom.dimse import (
@@ -29,13 +31,17 @@ from wlmd.dicom.dimse import (
 )
 from wlmd.dicom.types import (
     STATUS_CANCEL,
+    STATUS_NO_SUCH_INSTANCE,
     STATUS_PENDING,
     STATUS_PENDING_WARNING,
+    STATUS_SOP_CLASS_NOT_SUPPORTED,
     STATUS_SUCCESS,
     AssociationInfo,
     AssociationReport,
     FindResponse,
+    NResponse,
     Outcome,
+    ProcedureStepApplication,
     UndecodableIdentifier,
     WorklistApplication,
 )
@@ -91,13 +97,15 @@ def _abort(detail: str, source: int = pdu.ABORT_SOURCE_USER, reason: int = 0) ->
 
 
 def negotiate_contexts(
-    request: pdu.AssociateRequest, preference: TransferSyntaxPreference
+    request: pdu.AssociateRequest,
+    preference: TransferSyntaxPreference,
+    supported: frozenset[str] = SUPPORTED_ABSTRACT_SYNTAXES,
 ) -> list[pdu.PresentationContextAC]:
     """Accept each proposed context by server transfer syntax preference (docs/compat.md §7.2)."""
     order = TRANSFER_SYNTAX_PREFERENCES[preference]
     results = []
     for ctx in request.contexts:
-        if ctx.abstract_syntax not in SUPPORTED_ABSTRACT_SYNTAXES:
+        if ctx.abstract_syntax not in supported:
             result, ts = pdu.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED, IMPLICIT_LITTLE
         else:
             ts = next((t for t in order if t in ctx.transfer_syntaxes), "")
@@ -125,6 +133,8 @@ class _Association:
         self.report = AssociationReport(outcome=Outcome.ERROR)
         self.info = AssociationInfo(peer[0], peer[1], "", "")
         self.contexts: dict[int, str] = {}  # accepted context ID -> transfer syntax UID
+        self.abstract_syntaxes: dict[int, str] = {}  # accepted context ID -> SOP class UID
+        self.steps: ProcedureStepApplication | None = app.procedure_steps()
         self.peer_max_pdu = 0
         self.acknowledged = False  # the A-ASSOCIATE-AC was sent
         self.pdvs: deque[Pdv] = deque()
@@ -167,8 +177,16 @@ class _Association:
             len(request.contexts),
         )
         self._check_rejects(request)
-        answers = negotiate_contexts(request, self.settings.transfer_syntax)
+        supported = SUPPORTED_ABSTRACT_SYNTAXES
+        if self.steps is not None:
+            supported = supported | {self.steps.sop_class_uid}
+        answers = negotiate_contexts(request, self.settings.transfer_syntax, supported)
         self.contexts = {a.context_id: a.transfer_syntax for a in answers if a.result == 0}
+        self.abstract_syntaxes = {
+            ctx.context_id: ctx.abstract_syntax
+            for ctx in request.contexts
+            if ctx.context_id in self.contexts
+        }
         if not self.contexts:
             raise _Stop(Outcome.REJECTED, "no presentation context accepted", _rj(RJ_NO_REASON))
         self.peer_max_pdu = request.max_pdu
@@ -260,6 +278,8 @@ class _Association:
                 self._echo(context_id, command)
             elif field == dimse.C_FIND_RQ and has_dataset:
                 self._find(context_id, command)
+            elif field in (dimse.N_CREATE_RQ, dimse.N_SET_RQ) and self.steps is not None:
+                self._procedure_step(context_id, command, field, has_dataset, self.steps)
             elif field == dimse.C_CANCEL_RQ:
                 LOG.warning("C-CANCEL-RQ received while no C-FIND is running, ignored")
             else:
@@ -273,23 +293,71 @@ class _Association:
         )
         self.sock.sendall(dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu))
 
-    def _find(self, context_id: int, command: dict[int, bytes]) -> None:
-        """Receive the identifier (DIMSE timeout), then send the application's responses."""
-        message_id = dimse.command_us(command, dimse.MESSAGE_ID) or 0
-        sop_class = dimse.command_ui(command, dimse.AFFECTED_SOP_CLASS_UID)
-        ts_uid = self.contexts[context_id]
+    def _receive_dataset(self, ts_uid: str, what: str) -> Dataset:
+        """The data set that follows a command (DIMSE timeout); undecodable ones abort."""
         try:
             _, data = self._reassemble(
                 False, self.settings.dimse_timeout, self.settings.max_identifier_bytes
             )
         except TimeoutError as exc:
-            detail = "DIMSE timeout receiving the identifier"
+            detail = f"DIMSE timeout receiving the {what}"
             raise _Stop(Outcome.TIMEOUT, detail, _abort_bytes()) from exc
         try:
-            identifier = dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
+            return dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
         except DimseError as exc:
-            LOG.debug("undecodable identifier: %s", exc)  # may quote patient data
-            raise _abort("undecodable C-FIND identifier") from exc
+            LOG.debug("undecodable data set: %s", exc)  # may quote patient data
+            raise _abort(f"undecodable {what}") from exc
+
+    def _procedure_step(
+        self,
+        context_id: int,
+        command: dict[int, bytes],
+        field: int,
+        has_dataset: bool,
+        steps: ProcedureStepApplication,
+    ) -> None:
+        """N-CREATE or N-SET: read the data set, let the application answer, respond."""
+        creating = field == dimse.N_CREATE_RQ
+        name = "N-CREATE" if creating else "N-SET"
+        message_id = dimse.command_us(command, dimse.MESSAGE_ID) or 0
+        class_tag = dimse.AFFECTED_SOP_CLASS_UID if creating else dimse.REQUESTED_SOP_CLASS_UID
+        instance_tag = (
+            dimse.AFFECTED_SOP_INSTANCE_UID if creating else dimse.REQUESTED_SOP_INSTANCE_UID
+        )
+        sop_class = dimse.command_ui(command, class_tag)
+        instance = dimse.command_ui(command, instance_tag)
+        dataset = (
+            self._receive_dataset(self.contexts[context_id], f"{name} data set")
+            if has_dataset else Dataset()
+        )
+        self.report.queries += 1
+        LOG.debug("%s-RQ message %d on context %d", name, message_id, context_id)
+        if sop_class != steps.sop_class_uid or self.abstract_syntaxes[context_id] != sop_class:
+            response = NResponse(STATUS_SOP_CLASS_NOT_SUPPORTED, instance)
+        elif creating:
+            response = steps.create(self.info, instance, dataset)
+        elif not instance:
+            response = NResponse(STATUS_NO_SUCH_INSTANCE, error_comment="no SOP instance UID")
+        else:
+            response = steps.set(self.info, instance, dataset)
+        rsp = dimse.n_response_command(
+            sop_class,
+            dimse.N_CREATE_RSP if creating else dimse.N_SET_RSP,
+            message_id,
+            response.status,
+            sop_instance_uid=response.sop_instance_uid,
+            attribute_identifiers=response.attribute_identifiers,
+            comment=response.error_comment,
+            error_id=response.error_id,
+        )
+        self.sock.sendall(dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu))
+
+    def _find(self, context_id: int, command: dict[int, bytes]) -> None:
+        """Receive the identifier (DIMSE timeout), then send the application's responses."""
+        message_id = dimse.command_us(command, dimse.MESSAGE_ID) or 0
+        sop_class = dimse.command_ui(command, dimse.AFFECTED_SOP_CLASS_UID)
+        ts_uid = self.contexts[context_id]
+        identifier = self._receive_dataset(ts_uid, "C-FIND identifier")
         self.report.queries += 1
         LOG.debug("C-FIND-RQ message %d on context %d (%s)", message_id, context_id, ts_uid)
         if LOG.isEnabledFor(logging.INFO):

@@ -31,6 +31,7 @@ DEFLATED_LITTLE = "1.2.840.10008.1.2.1.99"
 
 # Command set elements (group 0000).
 AFFECTED_SOP_CLASS_UID = 0x00000002
+REQUESTED_SOP_CLASS_UID = 0x00000003
 COMMAND_FIELD = 0x00000100
 MESSAGE_ID = 0x00000110
 MESSAGE_ID_RESPONDED_TO = 0x00000120
@@ -38,6 +39,10 @@ COMMAND_DATASET_TYPE = 0x00000800
 STATUS = 0x00000900
 OFFENDING_ELEMENT = 0x00000901
 ERROR_COMMENT = 0x00000902
+ERROR_ID = 0x00000903
+AFFECTED_SOP_INSTANCE_UID = 0x00001000
+REQUESTED_SOP_INSTANCE_UID = 0x00001001
+ATTRIBUTE_IDENTIFIER_LIST = 0x00001005
 
 # Command field values.
 C_FIND_RQ = 0x0020
@@ -45,6 +50,10 @@ C_FIND_RSP = 0x8020
 C_ECHO_RQ = 0x0030
 C_ECHO_RSP = 0x8030
 C_CANCEL_RQ = 0x0FFF
+N_SET_RQ = 0x0120
+N_SET_RSP = 0x8120
+N_CREATE_RQ = 0x0140
+N_CREATE_RSP = 0x8140
 
 DATASET_PRESENT = 0x0001
 NO_DATASET = 0x0101
@@ -180,6 +189,37 @@ def find_response_command(
         elements.append((OFFENDING_ELEMENT, at))
     if comment is not None:
         elements.append((ERROR_COMMENT, _text_value(comment)))
+    return encode_command(elements)
+
+
+def n_response_command(
+    sop_class_uid: str,
+    command_field: int,
+    message_id: int,
+    status: int,
+    *,
+    sop_instance_uid: str = "",
+    attribute_identifiers: tuple[BaseTag, ...] = (),
+    comment: str | None = None,
+    error_id: int | None = None,
+) -> bytes:
+    """An N-CREATE-RSP or N-SET-RSP command set without a data set (PS3.7 §10.3)."""
+    elements = [
+        (AFFECTED_SOP_CLASS_UID, _uid_value(sop_class_uid)),
+        (COMMAND_FIELD, struct.pack("<H", command_field)),
+        (MESSAGE_ID_RESPONDED_TO, struct.pack("<H", message_id)),
+        (COMMAND_DATASET_TYPE, struct.pack("<H", NO_DATASET)),
+        (STATUS, struct.pack("<H", status)),
+    ]
+    if comment is not None:
+        elements.append((ERROR_COMMENT, _text_value(comment[:64])))
+    if error_id is not None:
+        elements.append((ERROR_ID, struct.pack("<H", error_id)))
+    if sop_instance_uid:
+        elements.append((AFFECTED_SOP_INSTANCE_UID, _uid_value(sop_instance_uid)))
+    if attribute_identifiers:
+        at = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in attribute_identifiers)
+        elements.append((ATTRIBUTE_IDENTIFIER_LIST, at))
     return encode_command(elements)
 
 

@@ -21,6 +21,16 @@ STATUS_PENDING_WARNING = 0xFF01  # pending, some optional keys were not supporte
 STATUS_CANCEL = 0xFE00
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_IDENTIFIER_MISMATCH = 0xA900
+# DIMSE-N status values (PS3.7 Annex C) used by the procedure step services.
+STATUS_NO_SUCH_ATTRIBUTE = 0x0105
+STATUS_INVALID_ATTRIBUTE_VALUE = 0x0106
+STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_DUPLICATE_INSTANCE = 0x0111
+STATUS_NO_SUCH_INSTANCE = 0x0112
+STATUS_NO_SUCH_SOP_CLASS = 0x0118
+STATUS_MISSING_ATTRIBUTE = 0x0120
+STATUS_MISSING_ATTRIBUTE_VALUE = 0x0121
+STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
 
 
 class UndecodableIdentifier(Exception):
@@ -53,8 +63,38 @@ class FindResponse:
     error_comment: str | None = None  # (0000,0902)
 
 
+@dataclass(frozen=True)
+class NResponse:
+    """One N-CREATE-RSP or N-SET-RSP (PS3.7 §10.1.5, §10.1.3)."""
+
+    status: int
+    sop_instance_uid: str = ""  # Affected SOP Instance UID (0000,1000)
+    attribute_identifiers: tuple[BaseTag, ...] = ()  # (0000,1005), with 0x0105/0x0106/0x0120/1
+    error_comment: str | None = None  # (0000,0902)
+    error_id: int | None = None  # (0000,0903)
+
+
+class ProcedureStepApplication(Protocol):
+    """What the engine needs from a DIMSE-N application (the MPPS service)."""
+
+    sop_class_uid: str
+
+    def create(
+        self, assoc: AssociationInfo, sop_instance_uid: str, attributes: Dataset
+    ) -> NResponse:
+        """Answer one N-CREATE; ``sop_instance_uid`` is '' when the SCU left it to the SCP."""
+
+    def set(
+        self, assoc: AssociationInfo, sop_instance_uid: str, modifications: Dataset
+    ) -> NResponse:
+        """Answer one N-SET."""
+
+
 class WorklistApplication(Protocol):
     """What the association engine needs from the worklist side."""
+
+    def procedure_steps(self) -> ProcedureStepApplication | None:
+        """The MPPS service negotiated next to the worklist, or None when MPPS is off."""
 
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if ``called_ae`` is a safe AE title with a directory under the data path."""

@@ -30,6 +30,7 @@ from wlmd.dicom.types import (
     STATUS_SUCCESS,
     AssociationInfo,
     FindResponse,
+    ProcedureStepApplication,
     UndecodableIdentifier,
 )
 from wlmd.worklist import findlog
@@ -52,8 +53,10 @@ UNDECODABLE_VALUE_ERRORS = (NotImplementedError, BytesLengthException, ValueErro
 class WorklistService:
     """Answers C-FIND requests from the worklist directory; one instance per process."""
 
-    def __init__(self, settings: Settings, store: WorklistStore | None = None) -> None:
+    def __init__(self, settings: Settings, store: WorklistStore | None = None,
+                 procedure_steps: ProcedureStepApplication | None = None) -> None:
         self._settings = settings
+        self._procedure_steps = procedure_steps
         self._store = store or WorklistStore(
             settings.data_files_path, file_reject=settings.file_reject,
             refresh=settings.refresh,
@@ -71,6 +74,10 @@ class WorklistService:
     def forking(self) -> contextlib.AbstractContextManager[None]:
         """Wrap the fork of one worker, so that it starts from an up-to-date worklist."""
         return self._store.forking()
+
+    def procedure_steps(self) -> ProcedureStepApplication | None:
+        """The MPPS service answered on the same associations (None: MPPS is off)."""
+        return self._procedure_steps
 
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if the called AE title is safe and has a directory under ``-dfp``."""

@@ -31,7 +31,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from wlmd.worklist.store import LOCKFILE, is_safe_ae, is_worklist_name
+from wlmd.worklist.store import LOCKFILE, WORKLIST_SUFFIX, is_safe_ae, is_worklist_name
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 TEMP_PREFIX = ".wlmd-"
@@ -47,6 +47,7 @@ TEMP_SUFFIX = ".tmp"
 STRAY_AGE = 600.0  # seconds after which a temporary of another host counts as stray
 DEFAULT_LOCK_TIMEOUT = 30.0
 _LOCK_POLL = 0.02
+_LOCK_POLL_FIRST = 0.0005
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 FILE_MODE = 0o600  # worklist entries hold patient data
 FAULT_ENV = "WLMD_WRITER_FAULT"
@@ -108,13 +109,17 @@ class Directory:
 
 
 class WorklistWriter:
-    """Writes, replaces, moves and removes ``.wl`` files under ``root/<AE>/`` crash-safely."""
+    """Writes, replaces, moves and removes ``.wl`` files under ``root/<AE>/`` crash-safely.
+
+    ``suffix`` lets the same machinery keep other per-AE DICOM files (MPPS instances, ``.dcm``).
+    """
 
     def __init__(self, root: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-                 create_ae: bool = False) -> None:
+                 create_ae: bool = False, suffix: str = WORKLIST_SUFFIX) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.create_ae = create_ae
+        self.suffix = suffix
 
     def directory(self, ae: str) -> Directory:
         """The AE's directory; created (with its lockfile) only when the writer may create AEs."""
@@ -134,16 +139,22 @@ class WorklistWriter:
         return Directory(path)
 
     @contextlib.contextmanager
-    def transaction(self, ae: str) -> Iterator[Transaction]:
-        """Hold the AE's exclusive lock for a read-modify-write; changes are durable on exit."""
+    def transaction(self, ae: str, *, lock_name: str = LOCKFILE,
+                    sync: bool = True) -> Iterator[Transaction]:
+        """Hold the AE's exclusive lock for a read-modify-write; changes are durable on exit.
+
+        ``lock_name`` picks another lock file of the directory, so that writers of files no
+        DCMTK reader looks at (MPPS instances) can lock finer than the whole directory.
+        """
         directory = self.directory(ae)
-        fd = _lock_exclusive(directory.lockfile, self.lock_timeout)
+        lockfile = directory.path / lock_name if lock_name != LOCKFILE else directory.lockfile
+        fd = _lock_exclusive(lockfile, self.lock_timeout, create=lock_name != LOCKFILE)
         fault_point("locked")
         try:
-            transaction = Transaction(directory)
+            transaction = Transaction(directory, self.suffix)
             transaction.remove_stray_temporaries()
             yield transaction
-            if transaction.changed:
+            if transaction.changed and sync:  # sync=False: the caller syncs after the unlock
                 _fsync_directory(directory.path)
         finally:
             os.close(fd)  # closing the descriptor releases the fcntl lock
@@ -152,7 +163,7 @@ class WorklistWriter:
               replace: bool = False) -> Path:
         """Write one entry; the temporary file is prepared before the lock is taken."""
         directory = self.directory(ae)
-        _check_name(name)
+        _check_name(name, self.suffix)
         data = dataset if isinstance(dataset, bytes) else encode_entry(dataset)
         temporary = _write_temporary(directory.path, data)
         try:
@@ -161,6 +172,41 @@ class WorklistWriter:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
+
+    def update(self, ae: str, name: str, change: Callable[[Dataset], Dataset | None], *,
+               attempts: int = 5) -> bool:
+        """Read-modify-write of one entry holding the lock only for the rename.
+
+        The entry is read and the new file written and synced without the lock; under the lock
+        it is installed only if the entry is still the file that was read (same inode, size
+        and modification time), else the change is tried again on the new content. ``change``
+        returns None to leave the entry alone. False: no such entry, or nothing to change.
+        Meant for hot paths (MPPS status marks) where many writers change one directory.
+        """
+        directory = self.directory(ae)
+        _check_name(name, self.suffix)
+        path = directory.path / name
+        for _ in range(attempts):
+            try:
+                before = path.stat()
+                changed = change(dcmread(path, force=True))
+            except FileNotFoundError:
+                return False
+            if changed is None:
+                return False
+            temporary = _write_temporary(directory.path, encode_entry(changed))
+            try:
+                with self.transaction(ae, sync=False) as transaction:
+                    if _same_file(before, path):
+                        transaction.install(temporary, name, replace=True)
+                        break
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+        else:
+            raise WriterError(f"{path} kept changing; gave up after {attempts} attempts")
+        _fsync_directory(directory.path)  # durable before the caller reports it done
+        return True
 
     def remove(self, ae: str, name: str) -> None:
         """Remove one entry under the lock."""
@@ -171,8 +217,9 @@ class WorklistWriter:
 class Transaction:
     """Changes to one AE directory made while its exclusive lock is held."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, suffix: str = WORKLIST_SUFFIX) -> None:
         self.directory = directory
+        self.suffix = suffix
         self.changed = False
 
     @property
@@ -180,13 +227,14 @@ class Transaction:
         return self.directory.path
 
     def names(self) -> list[str]:
-        """The ``.wl`` file names of the directory, sorted."""
+        """The ``.wl`` (or ``suffix``) file names of the directory, sorted."""
         with os.scandir(self.path) as entries:
-            return sorted(e.name for e in entries if is_worklist_name(e.name) and e.is_file())
+            return sorted(e.name for e in entries
+                          if _has_suffix(e.name, self.suffix) and e.is_file())
 
     def read(self, name: str) -> Dataset:
         """The entry as it is now (the lock keeps it from changing under the caller)."""
-        _check_name(name)
+        _check_name(name, self.suffix)
         try:
             return dcmread(self.path / name, force=True)
         except FileNotFoundError:
@@ -197,7 +245,7 @@ class Transaction:
 
     def write(self, name: str, dataset: Dataset | bytes, *, replace: bool = True) -> Path:
         """Write (or replace) ``name`` atomically within this transaction."""
-        _check_name(name)
+        _check_name(name, self.suffix)
         data = dataset if isinstance(dataset, bytes) else encode_entry(dataset)
         temporary = _write_temporary(self.path, data)
         try:
@@ -217,7 +265,7 @@ class Transaction:
         return target
 
     def remove(self, name: str) -> None:
-        _check_name(name)
+        _check_name(name, self.suffix)
         try:
             (self.path / name).unlink()
         except FileNotFoundError:
@@ -227,7 +275,7 @@ class Transaction:
 
     def move_out(self, name: str, destination: Path) -> Path:
         """Move an entry out of the worklist (archive); the copy is durable before the removal."""
-        _check_name(name)
+        _check_name(name, self.suffix)
         source = self.path / name
         if not source.is_file():
             raise NoSuchEntry(f"no entry {name} in {self.path}")
@@ -235,10 +283,7 @@ class Transaction:
         target = destination / name
         if target.exists():
             target = destination / f"{name[:-3]}.{time.strftime('%Y%m%d%H%M%S')}.wl"
-        data = source.read_bytes()
-        temporary = _write_temporary(destination, data)
-        os.rename(temporary, target)
-        _fsync_directory(destination)
+        write_durably(destination, target.name, source.read_bytes())
         source.unlink()
         self.changed = True
         return target
@@ -286,9 +331,34 @@ def fault_point(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _check_name(name: str) -> None:
-    if "/" in name or name.startswith(".") or not is_worklist_name(name) or "\0" in name:
-        raise WriterError(f"not a worklist file name: {name!r}")
+def write_durably(directory: Path, name: str, data: bytes) -> Path:
+    """Write ``directory/name`` the crash-safe way (synced temporary, rename, synced directory).
+
+    For files outside the locked AE directories (archives, queues) whose names are unique.
+    """
+    temporary = _write_temporary(directory, data)
+    try:
+        target = directory / name
+        os.rename(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    _fsync_directory(directory)
+    return target
+
+
+def _has_suffix(name: str, suffix: str) -> bool:
+    """DCMTK's ``OFpath::extension()`` rule for ``suffix``: the last dot, not a leading one."""
+    if suffix == WORKLIST_SUFFIX:
+        return is_worklist_name(name)
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:] == suffix
+
+
+def _check_name(name: str, suffix: str = WORKLIST_SUFFIX) -> None:
+    if "/" in name or name.startswith(".") or not _has_suffix(name, suffix) or "\0" in name:
+        raise WriterError(f"not a {suffix} file name: {name!r}")
 
 
 def _write_temporary(directory: Path, data: bytes) -> Path:
@@ -319,13 +389,14 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-def _lock_exclusive(lockfile: Path, timeout: float) -> int:
+def _lock_exclusive(lockfile: Path, timeout: float, *, create: bool = False) -> int:
     """Open ``lockfile`` and take the exclusive ``fcntl`` lock readers and DCMTK respect."""
     try:
-        fd = os.open(lockfile, os.O_RDWR)
+        fd = os.open(lockfile, os.O_RDWR | (os.O_CREAT if create else 0), FILE_MODE)
     except OSError as exc:
         raise WriterError(f"cannot open {lockfile}: {exc.strerror}") from None
     deadline = time.monotonic() + timeout
+    poll = _LOCK_POLL_FIRST
     while True:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -337,7 +408,17 @@ def _lock_exclusive(lockfile: Path, timeout: float) -> int:
         if time.monotonic() >= deadline:
             os.close(fd)
             raise WriterError(f"{lockfile} stayed locked by another writer for {timeout:g} s")
-        time.sleep(_LOCK_POLL)
+        time.sleep(poll)
+        poll = min(poll * 2, _LOCK_POLL)  # short waits stay short, long ones cost little CPU
+
+
+def _same_file(before: os.stat_result, path: Path) -> bool:
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    return (now.st_ino, now.st_size, now.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
 
 
 def _fsync_directory(path: Path) -> None:

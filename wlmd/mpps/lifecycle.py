@@ -1,0 +1,295 @@
+"""The worklist side of MPPS: find the entry an MPPS belongs to and apply the AE's policy.
+
+An MPPS names its worklist entry in the Scheduled Step Attributes Sequence (0040,0270): Study
+Instance UID, Accession Number, Requested Procedure ID and Scheduled Procedure Step ID. Every
+change goes through the worklist writer under the AE's lock; entries hidden while a step is IN
+PROGRESS wait in ``<mpps_path>/<AE>/hidden/`` and archived ones in ``<mpps_path>/<AE>/archive/``.
+An MPPS that links to no entry (an unscheduled exam) changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pydicom import Dataset, dcmread
+
+from wlmd.mpps.policy import (
+    AePolicy,
+    CompletedAction,
+    DiscontinuedAction,
+    InProgressAction,
+)
+from wlmd.mpps.rules import COMPLETED, STEP_SEQUENCE_TAG, text
+from wlmd.worklist.writer import (
+    WorklistWriter,
+    WriterError,
+    encode_entry,
+    write_durably,
+)
+
+LOGGER = logging.getLogger("wlmd.mpps")
+SPS_STATUS = {"started": "STARTED", "completed": "COMPLETED",
+              "discontinued": "DISCONTINUED", "scheduled": "SCHEDULED"}
+HIDDEN = "hidden"
+ARCHIVE = "archive"
+
+
+class NamedBytes(Protocol):
+    """A worklist record as the store keeps it: its file name and bytes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
+class EntrySource(Protocol):
+    """The in-memory worklist of a worker, used to find candidate entries without disk reads."""
+
+    def query(self, ae: str, prefilter: None) -> Sequence[NamedBytes]: ...
+
+
+@dataclass(frozen=True)
+class LinkKey:
+    """One Scheduled Step Attributes Sequence item's identifying values."""
+
+    study_uid: str
+    accession: str
+    requested_procedure_id: str
+    sps_id: str
+
+    def usable(self) -> bool:
+        return bool(self.study_uid or self.accession)
+
+    def matches(self, entry: Dataset) -> bool:
+        """True when every value the MPPS gives equals the entry's."""
+        wanted = ((self.study_uid, text(entry, 0x0020000D)),
+                  (self.accession, text(entry, 0x00080050)),
+                  (self.requested_procedure_id, text(entry, 0x00401001)))
+        if any(mine and mine != theirs for mine, theirs in wanted):
+            return False
+        return not self.sps_id or self.sps_id in _sps_ids(entry)
+
+
+def link_keys(mpps: Dataset) -> list[LinkKey]:
+    """The usable links of an MPPS instance."""
+    element = mpps.get(STEP_SEQUENCE_TAG)
+    if element is None or element.VR != "SQ":
+        return []
+    keys = [LinkKey(text(item, 0x0020000D), text(item, 0x00080050), text(item, 0x00401001),
+                    text(item, 0x00400009)) for item in element.value]
+    return [key for key in keys if key.usable()]
+
+
+def _encoded(key: LinkKey) -> list[bytes]:
+    """The key's Study Instance UID (or Accession Number) element as a file holds it, in
+    explicit and implicit VR little endian: a whole-element match, not a substring of a value."""
+    tag, vr, value, pad = ((b"\x20\x00\x0d\x00", b"UI", key.study_uid, b"\0") if key.study_uid
+                           else (b"\x08\x00\x50\x00", b"SH", key.accession, b" "))
+    raw = value.encode("latin-1", "replace")
+    raw += pad * (len(raw) % 2)
+    return [tag + vr + struct.pack("<H", len(raw)) + raw, tag + struct.pack("<L", len(raw)) + raw]
+
+
+def _sps_ids(entry: Dataset) -> list[str]:
+    element = entry.get(0x00400100)
+    if element is None or element.VR != "SQ":
+        return []
+    return [text(item, 0x00400009) for item in element.value]
+
+
+def set_sps_status(entry: Dataset, status: str, sps_ids: set[str]) -> None:
+    """Scheduled Procedure Step Status (0040,0020) of the linked steps (all when no SPS ID)."""
+    element = entry.get(0x00400100)
+    if element is None or element.VR != "SQ":
+        return
+    for item in element.value:
+        if not sps_ids or text(item, 0x00400009) in sps_ids:
+            item.ScheduledProcedureStepStatus = status
+
+
+class WorklistLifecycle:
+    """Applies an AE's MPPS policy to the linked worklist entries through the writer."""
+
+    def __init__(self, data_path: Path, mpps_root: Path,
+                 entries: EntrySource | None = None) -> None:
+        self.writer = WorklistWriter(data_path)
+        self.mpps_root = mpps_root
+        self.entries = entries
+
+    def started(self, ae: str, mpps: Dataset, policy: AePolicy) -> list[str]:
+        """IN PROGRESS: mark STARTED or hide; returns the linked entry names."""
+        action = policy.in_progress
+        return self._apply(ae, mpps, lambda ae, found: self._started(ae, found, action))
+
+    def ended(self, ae: str, mpps: Dataset, status: str, policy: AePolicy) -> list[str]:
+        """COMPLETED or DISCONTINUED: the policy's action, except a delayed archive/delete,
+        which only marks now (``remove_later`` does the rest)."""
+        if status == COMPLETED:
+            completed = policy.completed
+            if policy.completed_delay and completed in (CompletedAction.ARCHIVE,
+                                                        CompletedAction.DELETE):
+                completed = CompletedAction.MARK
+            return self._apply(ae, mpps, lambda ae, found: self._completed(ae, found, completed))
+        discontinued = policy.discontinued
+        return self._apply(ae, mpps,
+                           lambda ae, found: self._discontinued(ae, found, discontinued))
+
+    def remove_later(self, ae: str, mpps: Dataset, action: CompletedAction) -> list[str]:
+        """The delayed half of a COMPLETED policy: archive or delete now."""
+        return self._apply(ae, mpps, lambda ae, found: self._completed(ae, found, action))
+
+    # --- finding --------------------------------------------------------------------------
+
+    def _apply(self, ae: str, mpps: Dataset, act: _Action) -> list[str]:
+        """Find the linked entries (without the lock: renames are atomic), then act on each.
+
+        The in-memory worklist is asked before any lock is taken: the store takes the shared
+        lock on the same lockfile, and fcntl locks are per process (its close would release
+        ours). Each action re-checks its entry under the lock.
+        """
+        keys = link_keys(mpps)
+        if not keys:
+            return []
+        try:
+            directory = self.writer.directory(ae).path
+            names = self._candidates(ae, keys)
+            if names is None:
+                names = sorted(p.name for p in directory.glob("*.wl"))
+            found = self._find(ae, directory, keys, names)
+            for entry in found:
+                act(ae, entry)
+        except WriterError as exc:  # no worklist directory for this AE, or its lock timed out
+            LOGGER.warning("worklist of %s not updated: %s", ae, exc)
+            return []
+        return [entry.name for entry in found]
+
+    def _find(self, ae: str, directory: Path, keys: list[LinkKey],
+              names: list[str]) -> list[_Found]:
+        found = []
+        for name in names:
+            with contextlib.suppress(OSError, ValueError):
+                entry = dcmread(directory / name, force=True)
+                sps = {k.sps_id for k in keys if k.matches(entry)}
+                if sps:
+                    found.append(_Found(name, entry, None, sps - {""}, keys))
+        if not found:
+            hidden = self.mpps_root / ae / HIDDEN
+            for path in sorted(hidden.glob("*.wl")) if hidden.is_dir() else []:
+                with contextlib.suppress(OSError, ValueError):
+                    entry = dcmread(path, force=True)
+                    sps = {k.sps_id for k in keys if k.matches(entry)}
+                    if sps:
+                        found.append(_Found(path.name, entry, path, sps - {""}, keys))
+        return found
+
+    def _candidates(self, ae: str, keys: list[LinkKey]) -> list[str] | None:
+        """Entry names that may link, from the worker's in-memory worklist (its files' bytes
+        hold the encoded Study Instance UID or Accession Number); None: read every entry."""
+        if self.entries is None:
+            return None
+        try:
+            records = self.entries.query(ae, None)
+        except Exception as exc:  # a store problem must not stop the MPPS: read the disk
+            LOGGER.debug("in-memory worklist of %s unavailable: %s", ae, exc)
+            return None
+        needles = [needle for key in keys for needle in _encoded(key)]
+        if len(needles) == 2:  # one link (the usual case): no generator per record
+            explicit, implicit = needles
+            return [r.name for r in records if explicit in r.data or implicit in r.data]
+        return [r.name for r in records if any(n in r.data for n in needles)]
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def _started(self, ae: str, found: _Found, action: InProgressAction) -> None:
+        if action is InProgressAction.MARK:
+            self._mark(ae, found, SPS_STATUS["started"])
+        elif action is InProgressAction.HIDE and found.hidden_path is None:
+            with self.writer.transaction(ae) as tx:
+                if tx.exists(found.name):
+                    tx.move_out(found.name, self.mpps_root / ae / HIDDEN)
+
+    def _completed(self, ae: str, found: _Found, action: CompletedAction) -> None:
+        if action is CompletedAction.MARK:
+            self._mark(ae, found, SPS_STATUS["completed"])
+        elif action is CompletedAction.ARCHIVE:
+            self._archive(ae, found)
+        elif action is CompletedAction.DELETE:
+            self._delete(ae, found)
+
+    def _discontinued(self, ae: str, found: _Found, action: DiscontinuedAction) -> None:
+        if action is DiscontinuedAction.RESCHEDULE:
+            self._mark(ae, found, SPS_STATUS["scheduled"])
+        elif action is DiscontinuedAction.MARK:
+            self._mark(ae, found, SPS_STATUS["discontinued"])
+        elif action is DiscontinuedAction.ARCHIVE:
+            self._archive(ae, found)
+
+    def _mark(self, ae: str, found: _Found, status: str) -> None:
+        """Set the status; an entry hidden while IN PROGRESS comes back to the worklist."""
+        if found.hidden_path is not None:
+            set_sps_status(found.entry, status, found.sps_ids)
+            with self.writer.transaction(ae) as tx:
+                tx.write(found.name, encode_entry(found.entry), replace=True)
+            _unlink_durably(found.hidden_path)
+            return
+
+        def change(entry: Dataset) -> Dataset | None:
+            if not any(key.matches(entry) for key in found.keys):
+                return None  # replaced meanwhile by an entry this MPPS does not link to
+            set_sps_status(entry, status, found.sps_ids)
+            return entry
+
+        self.writer.update(ae, found.name, change)
+
+    def _archive(self, ae: str, found: _Found) -> None:
+        archive = self.mpps_root / ae / ARCHIVE
+        if found.hidden_path is None:
+            with self.writer.transaction(ae) as tx:
+                if tx.exists(found.name):
+                    tx.move_out(found.name, archive)
+            return
+        archive.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_durably(archive, found.name, found.hidden_path.read_bytes())
+        _unlink_durably(found.hidden_path)
+
+    def _delete(self, ae: str, found: _Found) -> None:
+        if found.hidden_path is not None:
+            _unlink_durably(found.hidden_path)
+            return
+        with self.writer.transaction(ae) as tx:
+            if tx.exists(found.name):
+                tx.remove(found.name)
+
+
+@dataclass
+class _Found:
+    """A linked entry: in the worklist (``hidden_path`` None) or hidden."""
+
+    name: str
+    entry: Dataset
+    hidden_path: Path | None
+    sps_ids: set[str]
+    keys: list[LinkKey]
+
+
+class _Action(Protocol):
+    def __call__(self, ae: str, found: _Found, /) -> None: ...
+
+
+def _unlink_durably(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
