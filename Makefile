@@ -8,22 +8,29 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 
 BIN       := $(VENV)/bin
+RUN_STAMP := $(VENV)/.runtime
 STAMP     := $(VENV)/.installed
 MANDIR    := $(PREFIX)/share/man
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 
-.PHONY: run test check lint fuzz soak bench bench-mpps examples install clean
+.PHONY: run test check lint fuzz soak bench bench-mpps examples install deb test-deb clean
 
-$(STAMP): pyproject.toml
+# `make run` needs the runtime dependencies only; the test tools come with `make test`.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 ## Serve the bundled example worklists on $(LISTEN):$(PORT) in the foreground (Ctrl-C stops).
-run: $(STAMP)
-	$(BIN)/wlmd -v --listen-address $(LISTEN) -dfp examples/worklists $(PORT)
+## The first line says where it listens; then one line per association.
+run: $(RUN_STAMP)
+	$(BIN)/wlmd --listen-address $(LISTEN) -dfp examples/worklists $(PORT)
 
 ## The test suite (interop tests need DCMTK: apt-get install -y dcmtk).
 test: lint
@@ -71,17 +78,16 @@ lint: $(STAMP)
 examples: $(STAMP)
 	$(BIN)/python examples/make_worklists.py
 
-## A staged install (DESTDIR, for packagers) builds offline with the local setuptools, leaves
-## the dependencies (pydicom, pynetdicom, psutil, netaddr, python-daemon, hl7) to the package's own
-## dependency list, and leaves alone any wlmd installed where it runs (pip would otherwise
-## uninstall it first); a direct install lets pip resolve the dependencies.
-PIP_INSTALL_FLAGS ?= $(if $(DESTDIR),--no-deps --no-build-isolation --ignore-installed)
-
+## Install for real: wlmd in its own environment, PREFIX/lib/wlmd (built with $(PYTHON), a
+## system or a venv python; never pip into the system python), `wlmd` and `wlmd-findscu` linked
+## into PREFIX/bin (never `findscu`: DCMTK's stays first), man pages, units whose ExecStart is
+## PREFIX/bin/wlmd, sysusers/tmpfiles snippets, and the config file if there is none yet.
+## DESTDIR stages the tree for packagers.
 install:
-	$(PYTHON) -m pip install $(PIP_INSTALL_FLAGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
+	packaging/install-venv.sh "$(PYTHON)" "$(PREFIX)" "$(DESTDIR)"
 	install -Dm644 man/wlmd.8 $(DESTDIR)$(MANDIR)/man8/wlmd.8
 	install -Dm644 man/wlmd.conf.5 $(DESTDIR)$(MANDIR)/man5/wlmd.conf.5
-	install -Dm644 man/findscu.1 $(DESTDIR)$(MANDIR)/man1/wlmd-findscu.1
+	install -Dm644 man/wlmd-findscu.1 $(DESTDIR)$(MANDIR)/man1/wlmd-findscu.1
 	install -Dm644 systemd/wlmd.service $(DESTDIR)$(UNITDIR)/wlmd.service
 	sed -i 's#^ExecStart=/usr/bin/wlmd#ExecStart=$(PREFIX)/bin/wlmd#' $(DESTDIR)$(UNITDIR)/wlmd.service
 	install -Dm644 systemd/wlmd.socket $(DESTDIR)$(UNITDIR)/wlmd.socket
@@ -99,5 +105,18 @@ install:
 	install -Dm644 etc/hosts.allow.example $(DESTDIR)$(SYSCONFDIR)/wlmd/hosts.allow.example
 	install -Dm644 etc/hosts.deny.example $(DESTDIR)$(SYSCONFDIR)/wlmd/hosts.deny.example
 
+## The Debian package wlmd_<version>_<arch>.deb, here (needs: apt-get install debhelper
+## python3-venv; the wheels come from the package index at build time).
+deb:
+	dpkg-checkbuilddeps
+	debian/rules clean
+	debian/rules build
+	debian/rules binary DEB_DESTDIR=$(CURDIR)
+	debian/rules clean
+
+## Install the package on this machine, check it, purge it (root; what CI runs).
+test-deb: deb
+	packaging/test-deb.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache wlmd_*.deb

@@ -173,14 +173,14 @@ def findscu_help_spellings() -> set[str]:
 
 def test_findscu_page_renders_without_warnings() -> None:
     require_groff()
-    assert groff_warnings(MAN / "findscu.1") == ""
+    assert groff_warnings(MAN / "wlmd-findscu.1") == ""
 
 
-def test_every_findscu_help_option_is_in_findscu_1() -> None:
-    """man/findscu.1 (man macros) writes each option as ``\\-x`` in a bold ``.B`` line."""
+def test_every_findscu_help_option_is_in_wlmd_findscu_1() -> None:
+    """man/wlmd-findscu.1 (man macros) writes each option as ``\\-x`` in a bold ``.B`` line."""
     spellings = findscu_help_spellings()
     assert {"-aec", "--call", "-Xs", "+tls", "--cancel"} <= spellings
-    heads = " ".join(line for line in page_text("findscu.1").splitlines()
+    heads = " ".join(line for line in page_text("wlmd-findscu.1").splitlines()
                      if line.startswith(".B "))
     words = set(re.split(r"[\s,]+", heads.replace("\\-", "-")))
     assert sorted(spellings - words) == []
