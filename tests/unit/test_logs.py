@@ -188,3 +188,71 @@ def test_dict_config_json_and_bad_files(tmp_path: Path) -> None:
     bad.write_text("[loggers]\nkeys = root\n")
     with pytest.raises(LogConfigError, match="not valid"):
         configure_logging(Settings(port=104), logging.WARNING, bad)
+
+
+def test_stderr_default_level_keeps_the_association_lines() -> None:
+    """`journalctl -u wlmd` shows one line per association with the shipped configuration."""
+    stream = io.StringIO()
+    configure_logging(Settings(port=104), logging.WARNING, stream=stream)
+    logging.getLogger("wlmd.store").info("not shown: an ordinary info line")
+    logging.getLogger("wlmd.associations").info("association from 127.0.0.1:5000")
+    assert stream.getvalue() == "I: association from 127.0.0.1:5000\n"
+
+
+JOURNAL_PROBE = (
+    "import logging; from wlmd.config.logs import configure_logging; "
+    "from wlmd.config.commandline import parse_command_line; "
+    "parsed = parse_command_line(__import__('sys').argv[1:]); "
+    "configure_logging(parsed.settings, parsed.log_level); "
+    "logging.getLogger('wlmd').error('bad'); logging.getLogger('wlmd').warning('odd\\nfile'); "
+    "logging.getLogger('wlmd.associations').info('association'); "
+    "logging.getLogger('wlmd').info('detail')"
+)
+
+
+def run_with_stderr_file(tmp_path: Path, journal: bool, *args: str) -> list[str]:
+    """Run the probe with stderr on a file; with ``journal`` JOURNAL_STREAM names that file."""
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        status = os.fstat(stderr.fileno())
+        env = dict(os.environ)
+        env.pop("JOURNAL_STREAM", None)
+        if journal:
+            env["JOURNAL_STREAM"] = f"{status.st_dev}:{status.st_ino}"
+        subprocess.run([sys.executable, "-c", JOURNAL_PROBE, *args, "104"], stderr=stderr,
+                       env=env, cwd=REPO, timeout=30, check=True)
+    return log.read_text().splitlines()
+
+
+def test_journal_stream_gets_syslog_priorities(tmp_path: Path) -> None:
+    """With stderr connected to journald each line carries its priority, so -p filters."""
+    assert run_with_stderr_file(tmp_path, True, "--config", "/dev/null") == [
+        "<3>E: bad", "<4>W: odd", "<4>W: file", "<6>I: association"]
+
+
+def test_no_priorities_when_stderr_is_not_the_journal(tmp_path: Path) -> None:
+    """JOURNAL_STREAM inherited by a process whose stderr went elsewhere is ignored."""
+    lines = run_with_stderr_file(tmp_path, False, "--config", "/dev/null")
+    assert lines == ["E: bad", "W: odd", "W: file", "I: association"]
+
+
+def test_log_level_and_json_format_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "wlmd.conf"
+    config.write_text('log_level = "info"\nlog_format = "json"\n')
+    lines = run_with_stderr_file(tmp_path, True, "--config", str(config))
+    priorities = [line[:3] for line in lines]
+    entries = [json.loads(line[3:]) for line in lines]
+    assert priorities == ["<3>", "<4>", "<6>", "<6>"]
+    assert [(e["level"], e["logger"], e["message"]) for e in entries] == [
+        ("error", "wlmd", "bad"), ("warning", "wlmd", "odd\nfile"),
+        ("info", "wlmd.associations", "association"), ("info", "wlmd", "detail")]
+    assert all(isinstance(e["pid"], int) and e["time"] for e in entries)
+
+
+def test_command_line_level_wins_over_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "wlmd.conf"
+    config.write_text('log_level = "debug"\n')
+    parsed = parse_command_line(["--config", str(config), "-q", "104"])
+    assert (parsed.log_level, parsed.settings.log_level) == (logging.CRITICAL, "fatal")
+    parsed = parse_command_line(["--config", str(config), "104"])
+    assert (parsed.log_level, parsed.settings.log_level) == (logging.DEBUG, "debug")

@@ -22,6 +22,7 @@ from wlmd.config.options import OPTIONS
 from wlmd.config.settings import (
     CharsetMode,
     IpFamily,
+    LogFormat,
     RefreshMode,
     Settings,
     TlsProfile,
@@ -105,6 +106,10 @@ CASES: list[tuple[list[str], str, object]] = [
     (["--graceful-timeout", "0"], "graceful_timeout", 0.0),
     (["--syslog"], "syslog", True),
     (["--syslog-facility", "local3"], "syslog_facility", "local3"),
+    (["-ll", "debug"], "log_level", "debug"),
+    (["-v"], "log_level", "info"),
+    (["-q"], "log_level", "fatal"),
+    (["--log-format", "json"], "log_format", LogFormat.JSON),
     (["--syslog-socket", "/tmp/log.sock"], "syslog_socket", "/tmp/log.sock"),
     (["--max-identifier-size", "1000"], "max_identifier_bytes", 1000),
     (["--max-sequence-depth", "2"], "max_sequence_depth", 2),

@@ -26,7 +26,7 @@ from wlmd.cmdline.console import (
     render_header,
 )
 from wlmd.cmdline.console import render_help as render_program_help
-from wlmd.cmdline.general import INVALID_LOG_LEVEL, log_level
+from wlmd.cmdline.general import INVALID_LOG_LEVEL, LOG_LEVELS, log_level
 from wlmd.cmdline.option import Option
 from wlmd.cmdline.tokens import CommandLine, arguments_message, expand_command_files, tokenize
 from wlmd.cmdline.values import read_port
@@ -99,8 +99,12 @@ class _Evaluator:
                 raise self.fail("Specified --log-config file does not exist")
             if not os.access(config_path, os.R_OK):
                 raise self.fail("Specified --log-config file cannot be read")
+        if level is None and config_path is None:  # wlmd.conf's log_level, else warnings
+            level = log_level(str(self.values.get("log_level", "warn")))
         level = logging.WARNING if level is None else level
         assert isinstance(level, int)
+        self.values["log_level"] = next(name for name, value in LOG_LEVELS.items()
+                                        if value == level)  # the level in force, by name
         self.quiet = config_path is None and level > logging.ERROR
         return level, config_path
 

@@ -2,7 +2,8 @@
 
 Named ``logs`` so it does not shadow the standard library's ``logging``. ``configure_logging``
 replaces what it installed before, so the supervisor calls it again on SIGHUP (new settings) or
-SIGUSR1 (reopen files and sockets).
+SIGUSR1 (reopen files and sockets). When stderr is the systemd journal (``JOURNAL_STREAM``),
+each line starts with its syslog priority (``<4>``), so ``journalctl -p warning`` filters.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from pathlib import Path
 from typing import TextIO
 
 from wlmd.cmdline.general import TRACE
-from wlmd.config.settings import Settings
+from wlmd.config.settings import LogFormat, Settings
 from wlmd.dicom.dump import byte_exact
 
 IDENT = "wlmd"
 ASSOCIATION_LOGGER = "wlmd.associations"  # the per-association lines, an access log
+LIFECYCLE_LOGGER = "wlmd.lifecycle"  # where the server listens (the first line it writes)
 logging.addLevelName(TRACE, "TRACE")
 
 # DCMTK's %P pattern: one letter per level, on every line of a message.
 _LETTERS = ((logging.CRITICAL, "F"), (logging.ERROR, "E"), (logging.WARNING, "W"),
             (logging.INFO, "I"), (logging.DEBUG, "D"))
+
+
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
 
 class LogConfigError(Exception):
@@ -48,6 +53,59 @@ class DcmtkFormatter(logging.Formatter):
         letter = level_letter(record.levelno)
         text = super().format(record)
         return "\n".join(f"{letter}: {line}" for line in text.split("\n"))
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog severity of a logging level: 2 critical, 3 error, 4 warning, 6 info, 7 debug."""
+    return next((priority for level, priority in _PRIORITIES if levelno >= level), 7)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record and line, for log shippers (``log_format = "json"``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class JournalPrefix(logging.Formatter):
+    """Puts ``<N>``, the record's syslog priority, before every line another formatter makes.
+
+    journald reads the prefix from each line of a service's stderr (sd-daemon(3)).
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self._inner.format(record).split("\n"))
+
+
+def stderr_is_journal(stream: TextIO) -> bool:
+    """True when ``stream`` is the journal connection systemd named in ``JOURNAL_STREAM``."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        status = os.fstat(stream.fileno())
+        return (status.st_dev, status.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def stderr_formatter(settings: Settings, stream: TextIO) -> logging.Formatter:
+    """DCMTK's layout or JSON lines, with journal priorities when stderr is the journal."""
+    formatter: logging.Formatter = (
+        JsonFormatter() if settings.log_format is LogFormat.JSON else DcmtkFormatter())
+    return JournalPrefix(formatter) if stderr_is_journal(stream) else formatter
 
 
 class SyslogFormatter(logging.Formatter):
@@ -134,26 +192,27 @@ def configure_logging(
 ) -> None:
     """Route the root logger: -lc file, else syslog (``--syslog``), else stderr (default).
 
-    With syslog at the default level (warnings), the one line per association is still sent:
-    that is what an administrator reads to see who queried and what came back.
+    At the default level (warnings) the one line per association is still written, to syslog
+    or stderr alike: that is what an administrator reads to see who queried and what came back.
     """
     root = logging.getLogger()
     _remove_handlers(root)
     if log_config is not None:
         _apply_config_file(log_config)
         return
-    associations = logging.NOTSET  # the per-association lines follow the root level...
     if settings.syslog:
         handler = _syslog_handler(settings)
-        if level == logging.WARNING:  # ...except that a daemon's default keeps its access log
-            associations = logging.INFO
     else:
         # Dumps at -v print value bytes as received, as wlmscpfs does.
+        target = stream if stream is not None else sys.stderr
         handler = logging.StreamHandler(stream if stream is not None else byte_exact(sys.stderr))
-        handler.setFormatter(DcmtkFormatter())
+        handler.setFormatter(stderr_formatter(settings, target))
+    # The access log and the listening line follow the root level, but the default keeps them.
+    kept = logging.INFO if level == logging.WARNING else logging.NOTSET
     root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger(ASSOCIATION_LOGGER).setLevel(associations)
+    for name in (ASSOCIATION_LOGGER, LIFECYCLE_LOGGER):
+        logging.getLogger(name).setLevel(kept)
 
 
 def log_always(message: str, logger: str = IDENT) -> None:

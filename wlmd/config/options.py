@@ -18,6 +18,7 @@ from wlmd.cmdline.values import ValueSpec, path, seconds, signed, text, unsigned
 from wlmd.config.settings import (
     CharsetMode,
     IpFamily,
+    LogFormat,
     RefreshMode,
     TlsProfile,
     TransferSyntaxPreference,
@@ -50,6 +51,10 @@ def _facility(text: str) -> str | None:
 
 def _tls_profile(text: str) -> TlsProfile | None:
     return next((p for p in TlsProfile if p.value == text), None)
+
+
+def _log_format(text: str) -> LogFormat | None:
+    return next((f for f in LogFormat if f.value == text), None)
 
 
 def _refresh_mode(text: str) -> RefreshMode | None:
@@ -165,8 +170,9 @@ OPTIONS: tuple[Option, ...] = (
     _O("--config", "read settings from TOML file f\n(default: /etc/wlmd/wlmd.conf if present)",
        WLMD, "configuration and daemon:", field="config_file",
        value=path("[f]ilename: string"), in_wlmscpfs=False),
-    _O("--check-config", "check configuration and access rules, then exit", WLMD,
-       "configuration and daemon:", in_wlmscpfs=False),
+    _O("--check-config", "check configuration, access rules, TLS files,\n"
+       "data path, port and user, then exit", WLMD, "configuration and daemon:",
+       in_wlmscpfs=False),
     _O("--daemon", "detach from the terminal and run in the background", WLMD,
        "configuration and daemon:", field="daemon", const=True, in_wlmscpfs=False),
     _O("--pid-file", "write the server's process id to file f", WLMD,
@@ -216,6 +222,9 @@ OPTIONS: tuple[Option, ...] = (
     _O("--graceful-timeout", "on SIGTERM, let associations finish for s seconds", WLMD,
        "worker pool:", field="graceful_timeout",
        value=seconds("[s]econds: number (default: 30)", allow_zero=True), in_wlmscpfs=False),
+    _O("--log-format", "text: DCMTK's layout; json: one JSON object per line", WLMD,
+       "logging:", field="log_format", value=ValueSpec("[f]ormat: text or json (default: text)",
+                                                       _log_format), in_wlmscpfs=False),
     _O("--syslog", "log to syslog instead of standard error", WLMD, "logging:",
        field="syslog", const=True, in_wlmscpfs=False),
     _O("--syslog-facility", "syslog facility (daemon, local0..local7, ...)", WLMD, "logging:",

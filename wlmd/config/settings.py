@@ -50,6 +50,13 @@ class RefreshMode(enum.Enum):
     STAT = "stat"
 
 
+class LogFormat(enum.Enum):
+    """How stderr lines look: DCMTK's ``I: message``, or one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 class TlsProfile(enum.Enum):
     """The TLS security profiles of DCMTK that Python's ssl can honour, for both ends (wlmd's
     ``--tls-profile``, findscu's ``+pg`` ...): ``wlmd.security.tls`` turns each into a context.
@@ -118,6 +125,8 @@ class Settings:
     worker_max_memory_mb: int = 512  # recycle a worker above this private memory
     graceful_timeout: float = 30  # SIGTERM: how long open associations may finish
     # logging
+    log_level: str = "warn"  # wlmd.conf's level; -q/-v/-d/-ll on the command line win
+    log_format: LogFormat = LogFormat.TEXT
     syslog: bool = False  # log to syslog instead of stderr
     syslog_facility: str = "daemon"
     syslog_socket: str = "/dev/log"

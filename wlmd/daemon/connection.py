@@ -7,20 +7,23 @@ the one log line an administrator reads for it.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
-from wlmd.config.logs import ASSOCIATION_LOGGER
+from wlmd.config.logs import ASSOCIATION_LOGGER, LIFECYCLE_LOGGER
 from wlmd.config.settings import Settings
 from wlmd.dicom.association import serve_association
-from wlmd.dicom.types import AssociationReport, Outcome, WorklistApplication
+from wlmd.dicom.types import AssociationInfo, AssociationReport, Outcome, WorklistApplication
 from wlmd.security.access import AccessPolicy
 from wlmd.security.tls import HandshakeFailed, accept_tls
 
 LOGGER = logging.getLogger(__name__)
-# The one line per association: a channel of its own (an access log, kept at INFO under syslog).
+# The one line per association: a channel of its own (an access log, kept at INFO by default).
 ASSOCIATION_LOG = logging.getLogger(ASSOCIATION_LOGGER)
+LIFECYCLE_LOG = logging.getLogger(LIFECYCLE_LOGGER)  # the listening line, shown by default too
 
 
 def refused(access: AccessPolicy | None, conn: socket.socket, peer: tuple[str, int]) -> bool:
@@ -41,9 +44,16 @@ def address_of(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def log_listening(server: str, listeners: list[socket.socket]) -> None:
+    """The start-up line, shown at the default level: ``supervisor 42 listening on ...``."""
+    LIFECYCLE_LOG.info("%s %d listening on %s", server, os.getpid(),
+                       ", ".join(address_of(s) for s in listeners))
+
+
 def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Settings,
-                     app: WorklistApplication,
-                     tls_context: ssl.SSLContext | None) -> AssociationReport:
+                     app: WorklistApplication, tls_context: ssl.SSLContext | None,
+                     on_request: Callable[[AssociationInfo], None] | None = None,
+                     ) -> AssociationReport:
     """The TLS handshake when configured (within the ACSE timeout), then the association.
 
     Runs in the process that serves the connection, never in the supervisor.
@@ -54,17 +64,22 @@ def serve_connection(conn: socket.socket, peer: tuple[str, int], settings: Setti
         except HandshakeFailed as exc:
             LOGGER.warning("TLS handshake with %s:%s failed: %s", peer[0], peer[1], exc)
             return AssociationReport(Outcome.TLS_FAILED, detail=str(exc))
-    return serve_association(conn, peer, settings, app)
+    return serve_association(conn, peer, settings, app, on_request)
 
 
 def log_association(report: AssociationReport, peer: tuple[str, int], started: float,
                     worker_pid: int | None = None) -> None:
-    """The one line per association an administrator reads in syslog."""
+    """The one line per association an administrator reads in syslog or the journal.
+
+    ``matches=3+0+9`` gives the matched entries of each query (the total when there is one).
+    """
+    per_query = "+".join(str(count) for count in report.match_counts)
     ASSOCIATION_LOG.info(
-        "association from %s:%s calling=%r called=%r%s outcome=%s queries=%d matches=%d "
+        "association from %s:%s calling=%r called=%r%s outcome=%s queries=%d matches=%s "
         "duration=%.3fs%s",
         peer[0], peer[1], report.calling_ae, report.called_ae,
         f" worker={worker_pid}" if worker_pid else "", report.outcome, report.queries,
-        report.matches, time.monotonic() - started,
+        per_query if len(report.match_counts) > 1 else report.matches,
+        time.monotonic() - started,
         f" ({report.detail})" if report.detail else "",
     )

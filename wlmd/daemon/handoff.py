@@ -90,7 +90,8 @@ def _report_of(data: dict[str, Any]) -> AssociationReport:
     for name, default in dataclasses.asdict(report).items():
         value = data.get(name, default)
         if name != "outcome":
-            if not isinstance(value, type(default)):
+            if not isinstance(value, type(default)) or (
+                    isinstance(value, list) and not all(type(v) is int for v in value)):
                 raise ValueError(f"done message with {name} {value!r}")
             setattr(report, name, value)
     return report

@@ -8,7 +8,6 @@ intake) run in threads of this process.
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import signal
 import socket
@@ -16,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from wlmd.config.settings import Settings
-from wlmd.daemon.connection import address_of, log_association, refused, serve_connection
+from wlmd.daemon.connection import log_association, log_listening, refused, serve_connection
 from wlmd.daemon.hooks import AppFactory, ServerHooks
 from wlmd.daemon.services import Service, ServiceThreads
 from wlmd.security.access import AccessPolicy
@@ -62,8 +61,7 @@ class SingleProcessServer:
             for listener in self._listeners:
                 listener.setblocking(False)
                 selector.register(listener, selectors.EVENT_READ, listener)
-            LOGGER.info("single process %d listening on %s", os.getpid(),
-                        ", ".join(address_of(s) for s in self._listeners))
+            log_listening("single process", self._listeners)
             hooks = self._hooks
             hooks.notify("READY=1\nSTATUS=serving (single process)")
             tick = min(TICK, hooks.watchdog_interval / 2) if hooks.watchdog_interval else TICK

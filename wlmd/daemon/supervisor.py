@@ -26,9 +26,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from setproctitle import setproctitle
+
 from wlmd.config.settings import Settings
 from wlmd.daemon import handoff
-from wlmd.daemon.connection import address_of, log_association, refused
+from wlmd.daemon.connection import log_association, log_listening, refused
 from wlmd.daemon.hooks import AppFactory, ServerHooks
 from wlmd.daemon.pool import (
     WORKER_BOOT_ERROR,
@@ -124,14 +126,14 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until a stop signal (or a halt); return the exit status."""
+        setproctitle("wlmd: supervisor")
         self._install_signals()
         try:
             self._watch_listeners()
             self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
             self._manage_workers()
             self._services.tend(time.monotonic())
-            LOGGER.info("supervisor %d listening on %s", os.getpid(),
-                        ", ".join(address_of(s) for s in self._listeners))
+            log_listening("supervisor", self._listeners)
             self._hooks.notify("READY=1\nSTATUS=accepting associations")
             while self._exit_code is None:
                 self._wait()
@@ -499,5 +501,3 @@ def _record_nothing(_signum: int, _frame: object) -> None:
 def _unregister(selector: selectors.BaseSelector, fileobj: socket.socket) -> None:
     with contextlib.suppress(KeyError, ValueError):
         selector.unregister(fileobj)
-
-

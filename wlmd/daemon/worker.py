@@ -14,18 +14,21 @@ import ssl
 import threading
 import time
 
+from setproctitle import setproctitle
+
 from wlmd.config.settings import Settings
 from wlmd.daemon import handoff
 from wlmd.daemon.connection import refused, serve_connection
 from wlmd.daemon.hooks import AppFactory
 from wlmd.daemon.pool import WORKER_BOOT_ERROR, Heartbeat
-from wlmd.dicom.types import AssociationReport, Outcome
+from wlmd.dicom.types import AssociationInfo, AssociationReport, Outcome
 from wlmd.security.access import AccessPolicy
 from wlmd.worklist import completeness, records
 from wlmd.worklist.records import FILE_VERSION
 
 LOGGER = logging.getLogger(__name__)
 
+IDLE_TITLE = "wlmd: worker idle"
 IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_SIGNALS = (signal.SIGQUIT, signal.SIGCHLD)
 
@@ -60,6 +63,11 @@ class ForwardFileProblems(logging.Filter):
         return False
 
 
+def show_association(info: AssociationInfo) -> None:
+    """``ps`` shows which modality a busy worker serves: ``wlmd: worker CT01 <- 10.0.0.5``."""
+    setproctitle(f"wlmd: worker {info.called_ae} <- {info.peer_address}")
+
+
 def start_heartbeat(heartbeat: Heartbeat, timeout: float) -> None:
     """Beat from a thread, so that a long association is not mistaken for a hang.
 
@@ -92,6 +100,7 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
     except Exception:
         LOGGER.exception("worker cannot build the worklist application")
         return WORKER_BOOT_ERROR
+    setproctitle(IDLE_TITLE)
     handoff.send_message(channel, handoff.OP_READY)
     while True:
         try:
@@ -102,8 +111,11 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
         if message.op != handoff.OP_SERVE or message.conn is None:
             return 0
         peer = (message.data["peer"][0], message.data["peer"][1])
+        setproctitle(f"wlmd: worker <- {peer[0]}")
         if refused(access, message.conn, peer):
             report = AssociationReport(Outcome.REFUSED, detail="access rules")
         else:
-            report = serve_connection(message.conn, peer, settings, app, tls_context)
+            report = serve_connection(message.conn, peer, settings, app, tls_context,
+                                      on_request=show_association)
         handoff.send_report(channel, report)
+        setproctitle(IDLE_TITLE)

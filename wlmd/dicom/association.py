@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pydicom import Dataset
 
@@ -124,8 +124,10 @@ class _Association:
         peer: tuple[str, int],
         settings: Settings,
         app: WorklistApplication,
+        on_request: Callable[[AssociationInfo], None] | None = None,
     ) -> None:
         self.sock = sock
+        self.on_request = on_request
         self.peer = peer
         self.settings = settings
         self.app = app
@@ -168,6 +170,8 @@ class _Association:
         )
         LOG.info("Association Received (%s:%s -> %s)", self.peer[0], request.calling_ae,
                  request.called_ae)  # wlmscpfs names the peer host; wlmd its address
+        if self.on_request is not None:
+            self.on_request(self.info)
         LOG.debug(
             "A-ASSOCIATE-RQ from %s: implementation %s %s, max PDU %d, %d context(s)",
             self.peer[0],
@@ -359,6 +363,7 @@ class _Association:
         ts_uid = self.contexts[context_id]
         identifier = self._receive_dataset(ts_uid, "C-FIND identifier")
         self.report.queries += 1
+        self.report.match_counts.append(0)
         LOG.debug("C-FIND-RQ message %d on context %d (%s)", message_id, context_id, ts_uid)
         if LOG.isEnabledFor(logging.INFO):
             LOG.info("%s", incoming_find_text(command, context_id, message_id, sop_class))
@@ -396,6 +401,7 @@ class _Association:
                 LOG.debug("C-FIND final status 0x%04x", response.status)
                 return
             self.report.matches += 1
+            self.report.match_counts[-1] += 1
 
     def _cancel_requested(self, message_id: int) -> bool:
         """Non-blocking: a matching C-CANCEL-RQ is True, all else aborts (docs/compat.md §6.4)."""
@@ -519,11 +525,15 @@ def serve_association(
     peer: tuple[str, int],
     settings: Settings,
     app: WorklistApplication,
+    on_request: Callable[[AssociationInfo], None] | None = None,
 ) -> AssociationReport:
-    """Run one association on a connected socket to its end, close the socket, report."""
+    """Run one association on a connected socket to its end, close the socket, report.
+
+    ``on_request`` sees who is asking as soon as the A-ASSOCIATE-RQ is read (process titles).
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    assoc = _Association(sock, peer, settings, app)
+    assoc = _Association(sock, peer, settings, app, on_request)
     try:
         report = _finish(assoc)
     finally:

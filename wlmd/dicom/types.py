@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydicom import Dataset
@@ -129,3 +129,4 @@ class AssociationReport:
     queries: int = 0
     matches: int = 0
     detail: str = ""
+    match_counts: list[int] = field(default_factory=list)  # matches of each query, in order
