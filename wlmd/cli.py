@@ -32,6 +32,7 @@ from wlmd.daemon.listeners import (
     bind_listeners,
 )
 from wlmd.daemon.pool import ChildProcesses
+from wlmd.daemon.preflight import preflight
 from wlmd.daemon.services import Service
 from wlmd.daemon.single import SingleProcessServer
 from wlmd.daemon.supervisor import Supervisor
@@ -75,19 +76,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_config(settings: Settings) -> int:
-    """``--check-config``: the options and config already parsed; now access rules and TLS."""
+    """``--check-config``: the options and config are parsed; now access rules, TLS files and
+    what start-up would meet on this machine (data path, index file, port, account)."""
     problems = check_rules(settings.hosts_allow, settings.hosts_deny,
                            host_lookup=settings.host_lookup)
     for problem in problems:
         print(problem, file=sys.stderr)
-    if any(problem.fatal for problem in problems):
-        return EXIT_FAILURE
+    failed = any(problem.fatal for problem in problems)
     try:
         load_tls_context(settings)
         if settings.hl7_listen:
             build_services(settings, {"hl7": []})  # the mapping file, allow-lists, journal
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        failed = True
+    findings = preflight(settings)
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    if failed or any(finding.fatal for finding in findings):
         return EXIT_FAILURE
     print("configuration OK")
     return EXIT_OK

@@ -244,7 +244,8 @@ def test_sighup_reloads_rules_and_keeps_them_when_the_new_ones_are_malformed(
 def test_check_config_reports_a_malformed_rule_with_file_and_line(tmp_path: Path):
     (tmp_path / "wlmd.conf").write_text("")
     command = [sys.executable, "-m", "wlmd", "--config", str(tmp_path / "wlmd.conf"),
-               "--check-config", *write_rules(tmp_path, "wlmd: 127.0.0.2\n", "wlmd: ALL\n")]
+               "--check-config", *write_rules(tmp_path, "wlmd: 127.0.0.2\n", "wlmd: ALL\n"),
+               "--listen-address", "127.0.0.1", "-dfp", str(EXAMPLES), str(free_port())]
     good = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=REPO)
     assert (good.returncode, good.stderr) == (0, "")
 
