@@ -96,7 +96,22 @@ def check_config(settings: Settings) -> int:
     if failed or any(finding.fatal for finding in findings):
         return EXIT_FAILURE
     print("configuration OK")
+    _suggest_ip_allow_list(settings)
     return EXIT_OK
+
+
+def _suggest_ip_allow_list(settings: Settings) -> None:
+    """With +ac rules that are plain addresses, the systemd drop-in saying the same."""
+    if not settings.access_control:
+        return
+    with contextlib.suppress(AccessRuleError):
+        policy = AccessPolicy.load(settings.hosts_allow, settings.hosts_deny,
+                                   host_lookup=settings.host_lookup)
+        networks = policy.address_allow_list()
+        if networks:
+            print("The access rules are plain addresses: the kernel can drop other peers "
+                  "before wlmd sees them (systemctl edit wlmd.service):\n[Service]\n"
+                  f"IPAddressDeny=any\nIPAddressAllow=localhost {' '.join(networks)}")
 
 
 def serve(parsed: ParsedCommandLine, args: list[str]) -> int:

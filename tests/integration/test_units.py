@@ -135,6 +135,9 @@ def test_service_agrees_with_the_code_and_the_files_beside_it() -> None:
     worklists = next(path for path in directories if path.endswith("/worklists"))
     assert any(Path(worklists).is_relative_to(path)
                for path in service["ReadWritePaths"].split())
+    assert (service["StateDirectory"], service["StateDirectoryMode"]) == ("wlmd", "0750")
+    # request files and the index file hold patient data; /proc beyond its own PIDs unneeded
+    assert (service["UMask"], service["ProcSubset"]) == ("0077", "pid")
     # the shipped config's index file (patient data) lies in the owner-only cache directory
     config = service["ExecStart"].split("--config", 1)[1].split()[0]
     index_file = load_config(SYSTEMD_DIR.parent / "etc" / Path(config).name)["index_file"]

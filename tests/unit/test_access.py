@@ -310,3 +310,18 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, name: str, forward: list[str]) -> 
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **kw: [
         (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0))
         for a in forward] if host == name else [])
+
+
+@pytest.mark.parametrize(("allow", "deny", "networks"), [
+    ("wlmd: 10.0.0.0/8, 192.168.1. 127.0.0.1\n", "wlmd: ALL\n",
+     ["10.0.0.0/8", "192.168.1.0/24", "127.0.0.1/32"]),
+    ("wlmd: [::1]\nwlmd: 172.16.0.0/255.240.0.0\n", "ALL: ALL\n", ["::1/128", "172.16.0.0/12"]),
+    ("wlmd: 10.0.0.0/8\n", "", None),  # nothing denied: no allow list to give the kernel
+    ("wlmd: .example.org\n", "wlmd: ALL\n", None),  # names need wlmd's lookups
+    ("wlmd: 10.0.0.0/8 EXCEPT 10.0.0.1\n", "wlmd: ALL\n", None),
+    ("wlmd: 10.0.0.0/8\n", "wlmd: 10.0.0.7\nwlmd: ALL\n", None),
+])
+def test_address_allow_list_for_systemd(tmp_path: Path, allow: str, deny: str,
+                                        networks: list[str] | None) -> None:
+    """Only "allow these addresses, deny ALL" becomes IPAddressAllow= for the unit."""
+    assert load(tmp_path, allow, deny).address_allow_list() == networks

@@ -91,3 +91,18 @@ def test_check_config_exit_status_follows_the_findings(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=30, cwd=REPO)
     assert (failed.returncode, failed.stdout) == (1, "")
     assert "error: data files path" in failed.stderr
+
+
+def test_check_config_prints_the_ip_allow_list_for_plain_address_rules(tmp_path: Path) -> None:
+    (tmp_path / "allow").write_text("wlmd: 10.0.0.0/8, 192.168.1.\n")
+    (tmp_path / "deny").write_text("wlmd: ALL\n")
+    data = worklist_tree(tmp_path / "wl", "CT01")
+    result = subprocess.run(
+        [sys.executable, "-m", "wlmd", "--config", "/dev/null", "--check-config", "+ac",
+         "--hosts-allow", str(tmp_path / "allow"), "--hosts-deny", str(tmp_path / "deny"),
+         "--listen-address", "127.0.0.1", "-dfp", str(data), str(free_port())],
+        capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("configuration OK\n")
+    assert result.stdout.endswith(
+        "[Service]\nIPAddressDeny=any\nIPAddressAllow=localhost 10.0.0.0/8 192.168.1.0/24\n")

@@ -220,6 +220,27 @@ class AccessPolicy:
             _uses_names(rule.clients) for rule in self._allow + self._deny
         )
 
+    def address_allow_list(self) -> list[str] | None:
+        """The allowed networks when the rules are only "allow these addresses, deny ALL".
+
+        Then systemd's ``IPAddressAllow=`` can say the same in the kernel (the unit's
+        hardening); None when any rule needs more (names, EXCEPT, options, other denials).
+        """
+        deny = self._deny
+        if len(deny) != 1 or deny[0].action is not None or deny[0].clients.exception is not None \
+                or deny[0].clients.items != (_Always(),):
+            return None
+        networks: list[str] = []
+        for rule in self._allow:
+            if rule.action is False or rule.clients.exception is not None:
+                return None
+            for item in rule.clients.items:
+                network = _as_network(item)
+                if network is None:
+                    return None
+                networks.append(network)
+        return networks
+
     def check(self, ip: str) -> Decision:
         """Decide for peer address ``ip``: first allow match grants, first deny match refuses."""
         peer = _Peer(_peer_address(ip), self._resolver)
@@ -229,6 +250,17 @@ class AccessPolicy:
                     allowed = default if rule.action is None else rule.action
                     return Decision(allowed, rule.where)
         return Decision(True, "default")
+
+
+def _as_network(pattern: Pattern) -> str | None:
+    """A plain address pattern as CIDR text (``192.168.`` is 192.168.0.0/16); else None."""
+    if isinstance(pattern, _Network):
+        return str(pattern.network.cidr)
+    if isinstance(pattern, _V4Prefix):
+        octets = pattern.prefix.rstrip(".").split(".")
+        if len(octets) <= 3 and all(o.isdigit() and int(o) <= 255 for o in octets):
+            return ".".join([*octets, *["0"] * (4 - len(octets))]) + f"/{8 * len(octets)}"
+    return None
 
 
 def check_rules(allow_path: Path, deny_path: Path, *, host_lookup: bool) -> list[RuleProblem]:
