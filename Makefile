@@ -79,12 +79,16 @@ examples: $(STAMP)
 	$(BIN)/python examples/make_worklists.py
 
 ## Install for real: wlmd in its own environment, PREFIX/lib/wlmd (built with $(PYTHON), a
-## system or a venv python; never pip into the system python), `wlmd` and `wlmd-findscu` linked
+## system or a venv python; never pip into the system python), wlmd, wlmctl, wlmd-findscu linked
 ## into PREFIX/bin (never `findscu`: DCMTK's stays first), man pages, units whose ExecStart is
 ## PREFIX/bin/wlmd, sysusers/tmpfiles snippets, and the config file if there is none yet.
 ## DESTDIR stages the tree for packagers.
+# Debian's python unless PYTHON is given: the service cannot run an interpreter in /root or /home.
+INSTALL_PYTHON := $(if $(filter command line environment,$(origin PYTHON)),$(PYTHON),$(firstword \
+	$(wildcard /usr/bin/python3) $(PYTHON)))
+
 install:
-	packaging/install-venv.sh "$(PYTHON)" "$(PREFIX)" "$(DESTDIR)"
+	packaging/install-venv.sh "$(INSTALL_PYTHON)" "$(PREFIX)" "$(DESTDIR)"
 	install -Dm644 man/wlmd.8 $(DESTDIR)$(MANDIR)/man8/wlmd.8
 	install -Dm644 man/wlmd.conf.5 $(DESTDIR)$(MANDIR)/man5/wlmd.conf.5
 	install -Dm644 man/wlmd-findscu.1 $(DESTDIR)$(MANDIR)/man1/wlmd-findscu.1

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Install wlmd into its own virtual environment, PREFIX/lib/wlmd, and link the two public
-# commands, wlmd and wlmd-findscu, into PREFIX/bin. Used by `make install` and debian/rules.
+# Install wlmd into its own virtual environment, PREFIX/lib/wlmd, and link its public
+# commands, wlmd, wlmd-findscu and wlmctl, into PREFIX/bin. Used by make install and debian/rules.
 #
 #   packaging/install-venv.sh PYTHON PREFIX [DESTDIR]
 #
@@ -51,6 +51,6 @@ find "$staged" -name __pycache__ -type d -prune -exec rm -rf {} +
     ${destdir:+-s "$destdir" -p /} "$staged/lib"
 
 install -d "$destdir$prefix/bin"
-for command in wlmd wlmd-findscu; do
+for command in wlmd wlmd-findscu wlmctl; do
     ln -sfn "$final/bin/$command" "$destdir$prefix/bin/$command"
 done

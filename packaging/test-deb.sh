@@ -45,10 +45,14 @@ check "/usr/bin/wlmd links into /usr/lib/wlmd" \
     test "$(readlink -f /usr/bin/wlmd)" = /usr/lib/wlmd/bin/wlmd
 check "/usr/bin/wlmd-findscu links into /usr/lib/wlmd" \
     test "$(readlink -f /usr/bin/wlmd-findscu)" = /usr/lib/wlmd/bin/wlmd-findscu
+check "/usr/bin/wlmctl links into /usr/lib/wlmd" \
+    test "$(readlink -f /usr/bin/wlmctl)" = /usr/lib/wlmd/bin/wlmctl
 check "no findscu from wlmd in /usr/bin" bash -c '! dpkg -L wlmd | grep -qx /usr/bin/findscu'
 check "DCMTK's /usr/bin/findscu unchanged by install" \
     test "$(sha256sum /usr/bin/findscu 2>/dev/null || echo absent)" = "$dcmtk_findscu_before"
 for path in /lib/systemd/system/wlmd.service /lib/systemd/system/wlmd.socket \
+            /lib/systemd/system/wlmd-expire.service /lib/systemd/system/wlmd-expire.timer \
+            /usr/share/man/man8/wlmctl.8.gz \
             /usr/lib/sysusers.d/wlmd.conf /usr/lib/tmpfiles.d/wlmd.conf \
             /usr/share/man/man8/wlmd.8.gz /usr/share/man/man5/wlmd.conf.5.gz \
             /usr/share/man/man1/wlmd-findscu.1.gz /etc/wlmd/wlmd.conf; do
@@ -100,7 +104,8 @@ check "no file under /usr/lib/wlmd that dpkg does not know" bash -c \
 # --- purge -----------------------------------------------------------------------------------
 dpkg -P wlmd >/dev/null
 check "package gone" bash -c "! dpkg-query -W -f='\${Status}' wlmd 2>/dev/null | grep -q installed"
-for path in /usr/lib/wlmd /usr/bin/wlmd /usr/bin/wlmd-findscu /etc/wlmd /var/cache/wlmd \
+for path in /usr/lib/wlmd /usr/bin/wlmd /usr/bin/wlmd-findscu /usr/bin/wlmctl /etc/wlmd \
+            /var/cache/wlmd /lib/systemd/system/wlmd-expire.timer \
             /lib/systemd/system/wlmd.service /usr/lib/sysusers.d/wlmd.conf; do
     check "purged $path" test ! -e "$path"
 done
