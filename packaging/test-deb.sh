@@ -9,11 +9,18 @@
 # given after the unit's arguments); no file appears under /usr/lib/wlmd at run time; DCMTK's
 # /usr/bin/findscu is untouched; `dpkg -P` leaves nothing behind but the worklists.
 # systemd is not PID 1 here (containers, CI), so the unit itself is not started.
+#
+# It installs system-wide: while it runs, every wlmd on the machine started without --config
+# reads /etc/wlmd/wlmd.conf. Run it on a CI machine or after the test suite, never alongside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 deb=${1:-$(ls wlmd_*.deb | head -n1)}
 [ "$(id -u)" -eq 0 ] || { echo "test-deb: needs root" >&2; exit 2; }
+if dpkg-query -W -f='${Status}' wlmd 2>/dev/null | grep -q installed || [ -e /etc/wlmd ]; then
+    echo "test-deb: wlmd is installed (or /etc/wlmd exists) here; it would be purged" >&2
+    exit 2
+fi
 export DEBIAN_FRONTEND=noninteractive
 
 failures=0
