@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import EXAMPLES, associate, example_files, find, worker_pids
-from tests.helpers import free_port, start_wlmd, stop_process, wait_until
+from tests.support.processes import free_port, start_wlmd, stop_process, wait_until
+from tests.support.server import EXAMPLES, associate, example_files, find, worker_pids
 
 
 def title(pid: int) -> str:

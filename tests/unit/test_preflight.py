@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import free_port
+from tests.support.processes import free_port
 from wlmd.config.settings import Settings
 from wlmd.daemon.preflight import preflight
 
