@@ -1,0 +1,311 @@
+"""The HTTP application over a real socket: DICOMweb search against C-FIND, media types,
+status codes, the front door (tokens, limits) and the status page.
+
+The web application runs under uvicorn on loopback in a thread of the test; C-FIND answers come
+from a ``python -m wlmd`` on the same directory, queried with pynetdicom. Requests are made with
+httpx, a client this project did not write.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.parser
+import hashlib
+import json
+import shutil
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from pydicom import Dataset
+from pydicom.sequence import Sequence
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from tests.helpers import free_port, start_wlmd, stop_process
+from wlmd.config.settings import Settings
+from wlmd.web.app import WebContext, create_app, web_service
+from wlmd.web.auth import TokenStore
+from wlmd.web.guard import GuardSettings
+from wlmd.worklist.writer import WorklistWriter
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
+READ_TOKEN, WRITE_TOKEN = "read-token-for-tests", "write-token-for-tests"
+SEARCH = "/aets/{ae}/rs/modality-scheduled-procedure-steps"
+
+
+@dataclass
+class Web:
+    base: str
+    root: Path
+
+    def get(self, path: str, token: str | None = READ_TOKEN, **kwargs: object) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.get(self.base + path, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def _token_file(path: Path) -> Path:
+    lines = [f"reader read sha256:{hashlib.sha256(READ_TOKEN.encode()).hexdigest()}",
+             f"writer write sha256:{hashlib.sha256(WRITE_TOKEN.encode()).hexdigest()}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def worklists(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("web") / "worklists"
+    shutil.copytree(EXAMPLES, root)
+    today = datetime.date.today().strftime("%Y%m%d")
+    entry = Dataset()
+    entry.SpecificCharacterSet = "ISO_IR 192"
+    entry.PatientName = "<b>Müller</b>^Jörg"
+    entry.PatientID = "WEB-1"
+    entry.AccessionNumber = "WEBACC1"
+    entry.StudyInstanceUID = "1.2.826.0.1.3680043.2.1143.1"
+    entry.RequestedProcedureID = "RP1"
+    entry.RequestedProcedureDescription = "CT HEAD"
+    step = Dataset()
+    step.ScheduledStationAETitle = "CT01"
+    step.ScheduledProcedureStepStartDate = today
+    step.ScheduledProcedureStepStartTime = "101500"
+    step.Modality = "CT"
+    step.ScheduledProcedureStepID = "SPS1"
+    step.ScheduledProcedureStepDescription = "CT HEAD"
+    step.ScheduledProcedureStepStatus = "SCHEDULED"
+    entry.ScheduledProcedureStepSequence = Sequence([step])
+    WorklistWriter(root).write("CT01", "web_today.wl", entry)
+    return root
+
+
+def _serve(app: object, sock: socket.socket) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))  # type: ignore[arg-type]
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    return server
+
+
+@pytest.fixture(scope="module")
+def web(worklists: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
+    settings = Settings(port=0, data_files_path=worklists)
+    context = WebContext(service=web_service(settings), data_path=worklists,
+                         ready=lambda: (True, "ready"),
+                         problems=lambda: ["CT01/broken.wl: PatientName <missing>"])
+    tokens = TokenStore.load(_token_file(tmp_path_factory.mktemp("tokens") / "tokens"))
+    guard = GuardSettings(tokens=tokens, max_body=4096, rate=1000, burst=1000)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = _serve(create_app(context, guard), sock)
+    yield Web(f"http://127.0.0.1:{sock.getsockname()[1]}", worklists)
+    server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def cfind_port(worklists: Path) -> Iterator[int]:
+    port = free_port()
+    proc = start_wlmd(["-csk", "-dfp", str(worklists)], port)  # as HTTP: the file's charset
+    yield port
+    stop_process(proc)
+
+
+def _cfind(port: int, ae: str, identifier: Dataset) -> list[Dataset]:
+    client = AE(ae_title="WEBTEST")
+    client.add_requested_context(ModalityWorklistInformationFind)
+    assoc = client.associate("127.0.0.1", port, ae_title=ae)
+    assert assoc.is_established
+    try:
+        return [ds for status, ds in assoc.send_c_find(identifier, ModalityWorklistInformationFind)
+                if status and status.Status in (0xFF00, 0xFF01)]
+    finally:
+        assoc.release()
+
+
+def _identifier(**matching: str) -> Dataset:
+    """A C-FIND identifier asking for the keys compared below, with the given matching keys."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = ""
+    ds.AccessionNumber = matching.get("AccessionNumber", "")
+    ds.PatientName = matching.get("PatientName", "")
+    ds.PatientID = matching.get("PatientID", "")
+    ds.PatientBirthDate = ""
+    ds.StudyInstanceUID = ""
+    ds.RequestedProcedureID = ""
+    step = Dataset()
+    step.ScheduledStationAETitle = matching.get("ScheduledStationAETitle", "")
+    step.ScheduledProcedureStepStartDate = matching.get("ScheduledProcedureStepStartDate", "")
+    step.ScheduledProcedureStepStartTime = ""
+    step.Modality = matching.get("Modality", "")
+    step.ScheduledProcedureStepID = ""
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    return ds
+
+
+def _projection(ds: Dataset, like: Dataset) -> dict[str, object]:
+    """``ds`` restricted to the attributes of ``like`` (one level of sequence), as DICOM JSON."""
+    kept = Dataset()
+    for element in like:
+        if element.tag not in ds or element.keyword == "SpecificCharacterSet":
+            continue
+        if element.VR == "SQ":
+            item = Dataset()
+            source = ds[element.tag].value[0]
+            for inner in element.value[0]:
+                if inner.tag in source:
+                    item.add(source[inner.tag])
+            kept.add_new(element.tag, "SQ", Sequence([item]))
+        else:
+            kept.add(ds[element.tag])
+    return kept.to_json_dict()
+
+
+SPS = "ScheduledProcedureStepSequence."
+DIFFERENTIAL = [
+    ("CT01", {}, {}),
+    ("CT01", {f"{SPS}Modality": "CT"}, {"Modality": "CT"}),
+    ("WORKLIST", {"PatientName": "*a*"}, {"PatientName": "*a*"}),
+    ("WORKLIST", {"00400100.00400002": "20240304-20240305"},
+     {"ScheduledProcedureStepStartDate": "20240304-20240305"}),
+    ("WORKLIST", {"00100020": "NOSUCHID"}, {"PatientID": "NOSUCHID"}),
+    ("MR01", {f"{SPS}ScheduledStationAETitle": "MR01", "AccessionNumber": "A24*"},
+     {"ScheduledStationAETitle": "MR01", "AccessionNumber": "A24*"}),
+]
+
+
+@pytest.mark.parametrize(("ae", "params", "keys"), DIFFERENTIAL)
+def test_search_returns_what_cfind_returns(web: Web, cfind_port: int, ae: str,
+                                           params: dict[str, str], keys: dict[str, str]) -> None:
+    identifier = _identifier(**keys)
+    expected = [_projection(ds, identifier) for ds in _cfind(cfind_port, ae, identifier)]
+    response = web.get(SEARCH.format(ae=ae), params=params)
+    if not expected:
+        assert response.status_code == 204
+        return
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/dicom+json"
+    got = [_projection(Dataset.from_json(item), identifier) for item in response.json()]
+    assert got == expected
+
+
+def test_paging_with_offset_and_limit_warns_of_the_rest(web: Web) -> None:
+    everything = web.get(SEARCH.format(ae="WORKLIST")).json()
+    page = web.get(SEARCH.format(ae="WORKLIST"), params={"offset": "3", "limit": "4"})
+    assert page.status_code == 200
+    assert page.json() == everything[3:7]
+    assert f"There are {len(everything) - 7} additional results" in page.headers["warning"]
+
+
+def test_fuzzy_matching_request_gets_the_standard_warning(web: Web) -> None:
+    response = web.get(SEARCH.format(ae="CT01"), params={"fuzzymatching": "true"})
+    assert response.status_code == 200
+    assert "fuzzymatching parameter is not supported" in response.headers["warning"]
+
+
+def test_xml_and_multipart_forms_hold_the_same_datasets(web: Web) -> None:
+    params = {f"{SPS}Modality": "CT", "limit": "3"}
+    as_json = web.get(SEARCH.format(ae="CT01"), params=params).json()
+    xml = web.get(SEARCH.format(ae="CT01"), params=params,
+                  headers={"Accept": "application/dicom+xml"})
+    assert xml.status_code == 200
+    models = ET.fromstring(xml.content).findall("{*}NativeDicomModel")
+    assert len(models) == 3
+    accessions = [m.find("{*}DicomAttribute[@keyword='AccessionNumber']/{*}Value").text
+                  for m in models]
+    assert accessions == [item["00080050"]["Value"][0] for item in as_json]
+    multipart = web.get(SEARCH.format(ae="CT01"), params=params,
+                        headers={"Accept": 'multipart/related; type="application/dicom+json"'})
+    assert multipart.status_code == 200
+    message = email.parser.BytesParser().parsebytes(
+        b"Content-Type: " + multipart.headers["content-type"].encode() + b"\r\n\r\n"
+        + multipart.content)
+    parts = [json.loads(part.get_payload(decode=True)) for part in message.get_payload()]
+    assert parts == as_json
+
+
+@pytest.mark.parametrize(("params", "headers", "status"), [
+    ({"NoSuchKeyword": "x"}, {}, 400),
+    ({"limit": "-1"}, {}, 400),
+    ({"PatientName.PatientID": "x"}, {}, 400),
+    ({"fuzzymatching": "maybe"}, {}, 400),
+    ({}, {"Accept": "image/png"}, 406),
+])
+def test_bad_searches_are_refused_with_the_standard_status(
+        web: Web, params: dict[str, str], headers: dict[str, str], status: int) -> None:
+    response = web.get(SEARCH.format(ae="CT01"), params=params, headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+def test_unknown_or_unsafe_ae_is_not_found(web: Web) -> None:
+    assert web.get(SEARCH.format(ae="NOSUCHAE")).status_code == 404
+    assert web.get("/aets/..%2FCT01/rs/modality-scheduled-procedure-steps").status_code == 404
+
+
+def test_credentials_are_required_except_for_the_probes(web: Web) -> None:
+    assert web.get("/healthz", token=None).status_code == 200
+    assert web.get("/readyz", token=None).text == "ready\n"
+    refused = web.get(SEARCH.format(ae="CT01"), token=None)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert web.get(SEARCH.format(ae="CT01"), token="not-a-token").status_code == 401
+    assert web.get("/", token=None).status_code == 401
+
+
+def test_a_read_token_cannot_write(web: Web) -> None:
+    response = httpx.post(web.base + "/aets/CT01/entries", content=b"{}",
+                          headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    assert response.status_code == 403
+
+
+def test_oversized_bodies_are_refused_whatever_they_declare(web: Web) -> None:
+    headers = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+    declared = httpx.post(web.base + "/aets/CT01/entries", content=b"x" * 5000, headers=headers)
+    assert declared.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"y" * 1000
+
+    streamed = httpx.post(web.base + "/aets/CT01/entries", content=chunks(), headers=headers)
+    assert streamed.status_code == 413
+    assert web.get("/healthz", token=None).status_code == 200  # the server is still there
+
+
+def test_status_page_shows_todays_entries_escaped(web: Web) -> None:
+    page = web.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "&lt;b&gt;Müller&lt;/b&gt;^Jörg" in page.text
+    assert "<b>Müller" not in page.text
+    assert "WEBACC1" in page.text and "10:15" in page.text
+    assert "CT01/broken.wl: PatientName &lt;missing&gt;" in page.text
+
+
+def test_rate_limit_answers_429_and_recovers(worklists: Path) -> None:
+    settings = Settings(port=0, data_files_path=worklists)
+    context = WebContext(service=web_service(settings), data_path=worklists,
+                         ready=lambda: (True, "ready"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = _serve(create_app(context, GuardSettings(rate=5, burst=3)), sock)
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/healthz"
+        statuses = [httpx.get(url).status_code for _ in range(6)]
+        assert statuses[:3] == [200, 200, 200]
+        assert 429 in statuses[3:]
+        time.sleep(0.5)
+        assert httpx.get(url).status_code == 200
+    finally:
+        server.should_exit = True
