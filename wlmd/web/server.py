@@ -1,54 +1,136 @@
-"""The HTTP child: uvicorn serving the web application on sockets the supervisor opened.
+"""The HTTP service: uvicorn serving the web application on sockets the supervisor opened.
 
-The supervisor binds the HTTP listener before privileges are dropped and forks this child
-like a worker (so it shares the preloaded worklist copy-on-write and keeps it current with its
-own inotify queue); it respawns the child if it dies. TERM stops uvicorn gracefully.
+A supervised service child (``wlmd.daemon.services``): the supervisor binds the listener before
+privileges are dropped, forks the child inside the worklist's ``forking()`` like a worker (so
+it shares the preloaded worklist copy-on-write and keeps it current with its own inotify
+queue), respawns it if it dies and recycles it on reload. ``stop`` (SIGTERM) makes uvicorn
+finish the requests under way and exit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
 import ssl
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
 
 from wlmd.config.settings import Settings
-from wlmd.web.app import WebContext, create_app
+from wlmd.security.access import AccessPolicy
+from wlmd.security.tls import TlsError, server_context
+from wlmd.web.app import WebContext, create_app, web_service
+from wlmd.web.auth import Principal, TokenFileError, TokenStore
+from wlmd.web.guard import GuardSettings
 from wlmd.web.metrics import exposition
 from wlmd.worklist.service import WorklistService
 
 LOGGER = logging.getLogger(__name__)
+STOP_POLL = 0.2  # seconds between looks at the stop event
+
+
+class HttpConfigError(Exception):
+    """The HTTP settings cannot be used (token file, TLS files); the message says why."""
 
 
 def readiness(settings: Settings, metrics_directory: Path | None) -> tuple[bool, str]:
-    """Ready when the data path is readable and the pool has an idle worker (fork mode)."""
+    """Ready when the data path is readable and, in fork mode, the pool has an idle worker."""
     if not os.access(settings.data_files_path, os.R_OK | os.X_OK):
-        return False, f"data path {settings.data_files_path} is not readable"
+        return False, "data path not readable"
     if metrics_directory is None:
         return True, "ready"
-    text = exposition(metrics_directory).decode()
-    for line in text.splitlines():
+    for line in exposition(metrics_directory).decode().splitlines():
         if line.startswith('wlmd_workers{state="idle"}'):
             idle = float(line.rsplit(" ", 1)[1])
             return (True, "ready") if idle >= 1 else (False, "no idle worker")
     return False, "worker pool not started"
 
 
-def serve(settings: Settings, listeners: list[socket.socket], service: WorklistService,
-          metrics_directory: Path | None, tls_context: ssl.SSLContext | None) -> int:
-    """Run uvicorn until TERM; returns the child's exit status."""
-    context = WebContext(service=service, data_path=settings.data_files_path,
-                         ready=lambda: readiness(settings, metrics_directory),
-                         metrics_directory=metrics_directory)
-    config = uvicorn.Config(create_app(context), log_config=None, access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=int(
-                                settings.graceful_timeout) or 1,
-                            limit_concurrency=settings.http_max_connections)
-    config.load()
-    config.ssl = tls_context  # wlmd's own TLS context, the DICOM port's settings
-    server = uvicorn.Server(config)
-    server.run(sockets=listeners)
-    return 0
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service child owns SIGTERM (``stop``)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpService:
+    """The ``http`` service of the supervisor (or a thread in ``--single-process``)."""
+
+    name = "http"
+
+    def __init__(self, sockets: list[socket.socket], settings: Settings,
+                 worklist: Callable[[Settings], WorklistService],
+                 access: Callable[[], AccessPolicy | None],
+                 problems: Callable[[], list[str]] = list,
+                 metrics_directory: Path | None = None) -> None:
+        self.sockets = sockets
+        self._worklist = worklist
+        self._access = access
+        self._problems = problems
+        self._metrics_directory = metrics_directory
+        self._settings = settings
+        self._guard, self._tls = self._load(settings)
+
+    def configure(self, settings: Settings) -> None:
+        """Check and take new settings (SIGHUP); raises HttpConfigError to keep the old."""
+        self._guard, self._tls = self._load(settings)
+        self._settings = settings
+
+    def _load(self, settings: Settings) -> tuple[GuardSettings, ssl.SSLContext | None]:
+        tokens = None
+        if settings.http_tokens is not None:
+            try:
+                tokens = TokenStore.load(settings.http_tokens)
+            except TokenFileError as error:
+                raise HttpConfigError(str(error)) from None
+        tls = None
+        if settings.http_tls:
+            try:
+                tls = server_context(settings)
+            except TlsError as error:
+                raise HttpConfigError(str(error)) from None
+            if tls is None:
+                raise HttpConfigError("http_tls needs the TLS key and certificate settings")
+        if settings.http_client_cert_scope and not (tls and settings.tls_require_peer_cert):
+            raise HttpConfigError("http_client_cert_scope needs http_tls and "
+                                  "tls_require_peer_cert, so that every client is verified")
+        certificate = (Principal("client-certificate", settings.http_client_cert_scope)
+                       if settings.http_client_cert_scope else None)
+        guard = GuardSettings(tokens=tokens, client_certificate=certificate,
+                              max_body=settings.http_max_body, rate=settings.http_rate,
+                              burst=max(1, int(settings.http_rate * 2)))
+        return guard, tls
+
+    def serve(self, stop: threading.Event) -> None:
+        """Run uvicorn on the inherited sockets until ``stop`` is set."""
+        settings = self._settings
+        self._guard.access = self._access()
+        service = web_service(settings, self._worklist(settings).store)
+        context = WebContext(service=service, data_path=settings.data_files_path,
+                             ready=lambda: readiness(settings, self._metrics_directory),
+                             metrics_directory=self._metrics_directory,
+                             problems=self._problems)
+        config = uvicorn.Config(create_app(context, self._guard), log_config=None,
+                                access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=max(1, int(settings.graceful_timeout)),
+                                limit_concurrency=settings.http_max_connections)
+        config.load()
+        config.ssl = self._tls  # the DICOM port's TLS context, built by wlmd's own TLS module
+        server = _Server(config)
+        for sock in self.sockets:
+            sock.setblocking(False)
+        asyncio.run(self._run(server, stop))
+
+    async def _run(self, server: uvicorn.Server, stop: threading.Event) -> None:
+        task = asyncio.create_task(server.serve(sockets=self.sockets))
+        while not task.done():
+            if stop.is_set():
+                server.should_exit = True
+            await asyncio.sleep(STOP_POLL)
+        await task

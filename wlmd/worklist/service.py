@@ -63,6 +63,11 @@ class WorklistService:
         )
         self._cache = ResponseCache()
 
+    @property
+    def store(self) -> WorklistStore:
+        """The worklist store this application answers from (shared with the HTTP search)."""
+        return self._store
+
     def preload(self, children: ChildProcesses) -> None:
         """Parse every AE's worklist now (in the supervisor, so that workers share the result).
 
