@@ -12,8 +12,11 @@ import datetime
 import email.parser
 import hashlib
 import json
+import os
 import shutil
 import socket
+import struct
+import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -24,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
@@ -299,13 +302,48 @@ def test_rate_limit_answers_429_and_recovers(worklists: Path) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
-    server = _serve(create_app(context, GuardSettings(rate=5, burst=3)), sock)
+    server = _serve(create_app(context, GuardSettings(rate=0.5, burst=3)), sock)
     try:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/healthz"
         statuses = [httpx.get(url).status_code for _ in range(6)]
         assert statuses[:3] == [200, 200, 200]
         assert 429 in statuses[3:]
-        time.sleep(0.5)
+        time.sleep(2.5)  # one request's worth at 0.5 per second
         assert httpx.get(url).status_code == 200
     finally:
         server.should_exit = True
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Debian's chromium is required under CI")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return path
+
+
+def test_status_page_in_headless_chromium_shows_the_worklist(web: Web, tmp_path: Path) -> None:
+    """A browser with the token as Basic credentials renders today's rows, readable on a phone."""
+    chromium = _chromium()
+    url = web.base.replace("http://", f"http://reader:{READ_TOKEN}@") + "/"
+    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=412,915"]
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    rows = ET.fromstring(dom[dom.index("<table class=\"entries\" data-ae=\"CT01\""):
+                             dom.index("</table>", dom.index("data-ae=\"CT01\"")) + 8])
+    cells = [[td.text or "" for td in tr.findall("td")] for tr in rows.iter("tr")][1:]
+    today = datetime.date.today().strftime("%Y%m%d")
+    expected = []
+    for path in sorted((web.root / "CT01").glob("*.wl")):
+        ds = dcmread(path)
+        step = ds.ScheduledProcedureStepSequence[0]
+        if step.ScheduledProcedureStepStartDate == today:
+            expected.append([str(ds.AccessionNumber), str(step.Modality)])
+    assert [[row[3], row[4]] for row in cells] == expected
+    screenshot = tmp_path / "status.png"
+    subprocess.run([*common, f"--screenshot={screenshot}", url], capture_output=True,
+                   timeout=60, check=True)
+    width, height = struct.unpack(">II", screenshot.read_bytes()[16:24])
+    assert (width, height) == (412, 915)

@@ -9,6 +9,7 @@ shared between threads.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,9 +58,13 @@ def create_app(context: WebContext, guard: GuardSettings) -> Guard:
     """The ASGI application served by the HTTP child (and by tests), behind its front door."""
 
     async def status(request: Request) -> Response:
+        try:
+            day = datetime.date.fromisoformat(request.query_params.get("date", "")) \
+                if "date" in request.query_params else datetime.date.today()
+        except ValueError:
+            return _problem(400, "date must be YYYY-MM-DD")
         return HTMLResponse(render_status(context.service, context.data_path,
-                                          context.metrics_directory,
-                                          context.problems()))
+                                          context.metrics_directory, context.problems(), day))
 
     async def search(request: Request) -> Response:
         return search_steps(context, request)

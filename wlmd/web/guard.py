@@ -2,13 +2,16 @@
 
 An ASGI middleware around the application, in the order a request meets them: the hosts.allow
 rules of the DICOM port (403), a per-address rate limit (429), the request size limit (413),
-then credentials (401 without, 403 for a read token on a write). ``/healthz`` and ``/readyz``
+then credentials (401 without, 403 for a read token on a write): a bearer token, or the same
+token as the password of HTTP Basic (user name = token name) so that a browser can open the
+status page. ``/healthz`` and ``/readyz``
 answer without credentials, for load balancers. Every write and every refused request is
 logged with who, what and the outcome; never a patient's data.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -141,10 +144,19 @@ class Guard:
         return None
 
     def _principal(self, scope: Scope) -> Principal | None:
-        authorization = _header(scope, b"authorization")
-        if authorization and authorization.lower().startswith("bearer "):
-            tokens = self.settings.tokens
-            return tokens.authenticate(authorization[7:].strip()) if tokens else None
+        authorization = _header(scope, b"authorization") or ""
+        scheme, _, credentials = authorization.partition(" ")
+        tokens = self.settings.tokens
+        if scheme.lower() == "bearer":
+            return tokens.authenticate(credentials.strip()) if tokens else None
+        if scheme.lower() == "basic":  # a browser: user name = token name, password = token
+            try:
+                name, _, token = base64.b64decode(credentials, validate=True).decode().partition(
+                    ":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            principal = tokens.authenticate(token) if tokens else None
+            return principal if principal is not None and principal.name == name else None
         if scope.get("scheme") == "https":
             return self.settings.client_certificate  # only verified clients get this far
         return None
@@ -194,5 +206,6 @@ async def _reply(send: Send, status: int, message: str) -> None:
                (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="wlmd"'))
+        headers.append((b"www-authenticate", b'Basic realm="wlmd", charset="UTF-8"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

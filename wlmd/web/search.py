@@ -29,7 +29,7 @@ from wlmd.dicom.types import (
     FindResponse,
     UndecodableIdentifier,
 )
-from wlmd.worklist.keys import RETURN_KEY_TAGS, SPECIFIC_CHARACTER_SET
+from wlmd.worklist.keys import RETURN_KEY_TAGS
 from wlmd.worklist.service import WorklistService
 
 MAX_LIMIT = 100_000
@@ -73,13 +73,8 @@ def parse_search(parameters: Iterable[tuple[str, str]]) -> Search:
 
 
 def default_identifier() -> Dataset:
-    """Every return key wlmd supports, universally matched: what a search returns by default.
-
-    Specific Character Set is asked for too, so that every answer says how its text is encoded.
-    """
-    identifier = _universal_level(None)
-    identifier.add(DataElement(SPECIFIC_CHARACTER_SET, "CS", None))
-    return identifier
+    """Every return key wlmd supports, universally matched: what a search returns by default."""
+    return _universal_level(None)
 
 
 def _universal_level(sequence_tag: BaseTag | None) -> Dataset:
