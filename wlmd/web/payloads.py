@@ -94,8 +94,8 @@ def _add_attributes(parent: ET.Element, dataset: Dataset) -> None:
 
 
 def _attribute(element: DataElement) -> ET.Element:
-    node = ET.Element("DicomAttribute", tag=f"{element.tag.group:04X}{element.tag.element:04X}",
-                      vr=element.VR)
+    node = ET.Element("DicomAttribute", {"tag": f"{element.tag.group:04X}{element.tag.element:04X}",
+                                         "vr": element.VR})
     if element.keyword:
         node.set("keyword", element.keyword)
     if element.VR == "SQ":
