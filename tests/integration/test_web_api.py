@@ -32,7 +32,7 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from tests.helpers import free_port, start_wlmd, stop_process
+from tests.support.processes import free_port, start_wlmd, stop_process
 from wlmd.config.settings import Settings
 from wlmd.web.app import WebContext, create_app, web_service
 from wlmd.web.auth import TokenStore
