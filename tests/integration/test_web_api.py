@@ -347,3 +347,81 @@ def test_status_page_in_headless_chromium_shows_the_worklist(web: Web, tmp_path:
                    timeout=60, check=True)
     width, height = struct.unpack(">II", screenshot.read_bytes()[16:24])
     assert (width, height) == (412, 915)
+
+
+def _entry_json(accession: str, sps_id: str = "") -> dict[str, object]:
+    entry = Dataset()
+    entry.PatientName = "HTTP^ENTRY"
+    entry.PatientID = "PID-HTTP"
+    entry.AccessionNumber = accession
+    entry.RequestedProcedureDescription = "US ABDOMEN"
+    step = Dataset()
+    step.ScheduledStationAETitle = "US01"
+    step.ScheduledProcedureStepStartDate = "20240304"
+    step.ScheduledProcedureStepStartTime = "120000"
+    step.Modality = "US"
+    step.ScheduledProcedureStepDescription = "US ABDOMEN"
+    if sps_id:
+        step.ScheduledProcedureStepID = sps_id
+    entry.ScheduledProcedureStepSequence = Sequence([step])
+    return entry.to_json_dict()
+
+
+def _write(method: str, url: str, body: object, token: str = WRITE_TOKEN) -> httpx.Response:
+    return httpx.request(method, url, content=json.dumps(body).encode(),
+                         headers={"Authorization": f"Bearer {token}",
+                                  "Content-Type": "application/dicom+json"}, timeout=10)
+
+
+def _cfind_accessions(port: int, accession: str) -> list[str]:
+    return [str(ds.AccessionNumber) for ds in _cfind(port, "US01", _identifier(
+        AccessionNumber=accession))]
+
+
+def test_entry_lifecycle_over_http_is_what_cfind_sees(web: Web, cfind_port: int) -> None:
+    base = web.base + "/aets/US01/entries"
+    created = _write("POST", base, _entry_json("HTTPACC1", "SPS1"))
+    assert created.status_code == 201, created.text
+    location = created.headers["location"]
+    name = location.rsplit("/", 1)[1]
+    assert name == "HTTPACC1_SPS1.wl"
+    assert set(created.json()["filled"]) >= {"StudyInstanceUID", "RequestedProcedureID"}
+    path = web.root / "US01" / name
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert _cfind_accessions(cfind_port, "HTTPACC1") == ["HTTPACC1"]
+    stored = web.get(location).json()
+    assert stored["00080050"]["Value"] == ["HTTPACC1"]
+    assert _write("POST", base, _entry_json("HTTPACC1", "SPS1")).status_code == 409
+    stored["00400100"]["Value"][0]["00400020"] = {"vr": "CS", "Value": ["STARTED"]}
+    replaced = _write("PUT", web.base + location, stored)
+    assert replaced.status_code == 200, replaced.text
+    assert dcmread(path).ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus \
+        == "STARTED"
+    listed = [item["name"] for item in web.get("/aets/US01/entries").json()]
+    assert name in listed
+    deleted = httpx.delete(web.base + location,
+                           headers={"Authorization": f"Bearer {WRITE_TOKEN}"})
+    assert deleted.status_code == 204
+    assert not path.exists()
+    assert _cfind_accessions(cfind_port, "HTTPACC1") == []
+    assert web.get(location).status_code == 404
+
+
+def test_bad_entries_are_refused_and_nothing_is_written(web: Web) -> None:
+    before = sorted(p.name for p in (web.root / "US01").iterdir())
+    base = web.base + "/aets/US01/entries"
+    incomplete = _entry_json("HTTPBAD1")
+    del incomplete["00100020"]  # PatientID, type 1
+    refused = _write("POST", base, incomplete)
+    assert refused.status_code == 422
+    assert any("PatientID" in finding for finding in refused.json()["findings"])
+    assert _write("POST", base, {"00100010": {"vr": "XX"}}).status_code == 422
+    assert _write("POST", base, ["not", "an", "object"]).status_code == 400
+    garbage = httpx.post(base, content=b"{not json", headers={
+        "Authorization": f"Bearer {WRITE_TOKEN}"})
+    assert garbage.status_code == 400
+    for trick in ("..%2F..%2Fescape.wl", ".hidden.wl", "name.txt"):
+        assert _write("PUT", f"{base}/{trick}", _entry_json("HTTPBAD2")).status_code == 404
+    assert _write("POST", web.base + "/aets/NOSUCH/entries", _entry_json("X")).status_code \
+        == 404
+    assert sorted(p.name for p in (web.root / "US01").iterdir()) == before

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from wlmd.config.settings import CharsetMode, Settings
+from wlmd.web.entries import EntryApi
 from wlmd.web.guard import Guard, GuardSettings
 from wlmd.web.metrics import exposition
 from wlmd.web.payloads import NotAcceptable, choose_media_type, render
@@ -81,7 +82,13 @@ def create_app(context: WebContext, guard: GuardSettings) -> Guard:
             return _problem(404, "metrics are collected in fork mode only")
         return Response(exposition(context.metrics_directory), media_type=CONTENT_TYPE_LATEST)
 
+    entries = EntryApi(context.data_path)
     routes = [
+        Route("/aets/{ae}/entries", entries.listing, methods=["GET"]),
+        Route("/aets/{ae}/entries", entries.create, methods=["POST"]),
+        Route("/aets/{ae}/entries/{name}", entries.read, methods=["GET"]),
+        Route("/aets/{ae}/entries/{name}", entries.replace, methods=["PUT"]),
+        Route("/aets/{ae}/entries/{name}", entries.delete, methods=["DELETE"]),
         Route("/", status, methods=["GET"]),
         Route("/aets/{ae}/rs/modality-scheduled-procedure-steps", search, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
