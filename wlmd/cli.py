@@ -18,6 +18,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from wlmd.cmdline.console import CommandLineExit
 from wlmd.config.commandline import ParsedCommandLine, parse_command_line
@@ -40,6 +41,8 @@ from wlmd.hl7.server import Hl7ConfigError, Hl7Service
 from wlmd.mpps.service import MppsService, mpps_directory_problem
 from wlmd.security.access import AccessPolicy, AccessRuleError, check_rules
 from wlmd.security.tls import TlsError, server_context
+from wlmd.web.metrics import ServerMetrics, enable_multiprocess, remove_directory
+from wlmd.web.server import HttpConfigError, HttpService
 from wlmd.worklist.service import WorklistService
 from wlmd.worklist.store import DataSourceError, WorklistStore
 
@@ -85,8 +88,9 @@ def check_config(settings: Settings) -> int:
     failed = any(problem.fatal for problem in problems)
     try:
         load_tls_context(settings)
-        if settings.hl7_listen:
-            build_services(settings, {"hl7": []})  # the mapping file, allow-lists, journal
+        if settings.hl7_listen or settings.http_listen:
+            # the mapping file, allow-lists, journal; the token file and HTTPS settings
+            build_services(settings, {"hl7": [], "http": []}, PreloadedService())
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         failed = True
@@ -123,12 +127,14 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
     listeners = open_listeners(settings)
     service_sockets = open_service_sockets(settings)
     drop_privileges(settings)
-    services = build_services(settings, service_sockets)
+    worklist = PreloadedService()
+    metrics_directory = (enable_multiprocess() if "http" in service_sockets
+                         and not settings.single_process else None)
+    services = build_services(settings, service_sockets, worklist, metrics_directory)
     if settings.daemon:
         detach(settings, [*listeners, *(s for sockets in service_sockets.values()
                                         for s in sockets)])
     running = RunningConfiguration(args, parsed, tls_context)
-    worklist = PreloadedService()
     worklist(settings)
     hooks = ServerHooks(notify=systemd.notify, watchdog_interval=systemd.watchdog_interval(),
                         reload=running.reload, reopen_logs=running.reopen_logs,
@@ -143,8 +149,13 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
         return fresh, fresh_policy
 
     hooks.reload = reload
-    supervisor = Supervisor(settings, listeners, worklist, policy, hooks, services)
-    return supervisor.run()
+    events = ServerMetrics() if metrics_directory is not None else None
+    supervisor = Supervisor(settings, listeners, worklist, policy, hooks, services, events)
+    try:
+        return supervisor.run()
+    finally:
+        if metrics_directory is not None:
+            remove_directory(metrics_directory)
 
 
 class PreloadedService:
@@ -267,23 +278,33 @@ def open_service_sockets(settings: Settings) -> dict[str, list[socket.socket]]:
     """The listeners of the services that are switched on, bound before privileges are dropped
     (a port below 1024 needs root). A changed address needs a restart, as for DICOM."""
     sockets: dict[str, list[socket.socket]] = {}
-    try:
-        if settings.hl7_listen:
-            sockets["hl7"] = [bind_endpoint(settings.hl7_listen, settings.listen_address)]
-    except ListenerError as exc:
-        raise StartupError(f"HL7: {exc}") from exc
+    endpoints = {"hl7": settings.hl7_listen, "http": settings.http_listen}
+    for name, endpoint in endpoints.items():
+        if not endpoint:
+            continue
+        try:
+            sockets[name] = [bind_endpoint(endpoint, settings.listen_address)]
+        except ListenerError as exc:
+            raise StartupError(f"{name.upper()}: {exc}") from exc
     return sockets
 
 
-def build_services(settings: Settings,
-                   sockets: dict[str, list[socket.socket]]) -> list[Service]:
+def build_services(settings: Settings, sockets: dict[str, list[socket.socket]],
+                   worklist: PreloadedService,
+                   metrics_directory: Path | None = None) -> list[Service]:
     """The services for the bound sockets, configured (files checked) as the running user."""
     services: list[Service] = []
-    if "hl7" in sockets:
+    if "hl7" in sockets and settings.hl7_listen:
         try:
             services.append(Hl7Service(sockets["hl7"], settings))
         except Hl7ConfigError as exc:
             raise StartupError(f"HL7: {exc}") from exc
+    if "http" in sockets and settings.http_listen:
+        try:
+            services.append(HttpService(sockets["http"], settings, worklist,
+                                        load_access_policy, metrics_directory))
+        except HttpConfigError as exc:
+            raise StartupError(f"HTTP: {exc}") from exc
     return services
 
 

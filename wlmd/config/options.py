@@ -45,6 +45,10 @@ def _listen_address(text: str) -> str | None:
     return text
 
 
+def _scope(text: str) -> str | None:
+    return text if text in ("read", "write") else None
+
+
 def _facility(text: str) -> str | None:
     return text if text in SysLogHandler.facility_names else None
 
@@ -290,6 +294,25 @@ OPTIONS: tuple[Option, ...] = (
        WLMD, "MPPS:", field="mpps", const=True, in_wlmscpfs=False),
     _O("--mpps-path", "keep MPPS instances under path p, one\ndirectory per called AE",
        WLMD, "MPPS:", field="mpps_path", value=path("[p]ath: string"), in_wlmscpfs=False),
+    _O("--http-listen", "serve DICOMweb search, entries, metrics and\nstatus on [address:]port "
+       "(default: off)", WLMD, "HTTP:", field="http_listen",
+       value=ValueSpec("[a]ddress: [address:]port", _listen_address), in_wlmscpfs=False),
+    _O("--http-tokens", "bearer tokens (NAME read|write sha256:HEX per\nline) in file f", WLMD,
+       "HTTP:", field="http_tokens", value=path("[f]ilename: string"), in_wlmscpfs=False),
+    _O("--http-tls", "HTTPS with the --tls-key, --tls-cert and CA", WLMD, "HTTP:",
+       field="http_tls", const=True, in_wlmscpfs=False),
+    _O("--http-client-cert-scope", "give verified TLS clients scope s (read or\nwrite; needs "
+       "--tls-require-peer-cert)", WLMD, "HTTP:", field="http_client_cert_scope",
+       value=ValueSpec("[s]cope: read|write", _scope), in_wlmscpfs=False),
+    _O("--http-max-body", "refuse HTTP request bodies above n bytes", WLMD, "HTTP:",
+       field="http_max_body",
+       value=unsigned("[n]umber of bytes: integer (default: 1048576)", 256), in_wlmscpfs=False),
+    _O("--http-rate", "accept r HTTP requests per second and client\naddress (bursts of 2r; "
+       "default: 50)", WLMD, "HTTP:", field="http_rate", value=seconds("[r]ate: number"),
+       in_wlmscpfs=False),
+    _O("--http-max-connections", "serve at most n HTTP connections at once", WLMD, "HTTP:",
+       field="http_max_connections", value=unsigned("[n]umber: integer (default: 64)", 1),
+       in_wlmscpfs=False),
 )
 
 

@@ -161,3 +161,11 @@ class Settings:
     mpps_path: Path | None = None  # one sub-directory per called AE
     # the [mpps_policy.<AE>] tables of wlmd.conf
     mpps_policy: MppsPolicies = field(default_factory=MppsPolicies)
+    # HTTP: DICOMweb worklist search, entry API, metrics, status page (off unless http_listen)
+    http_listen: str | None = None  # [address:]port
+    http_tokens: Path | None = None  # bearer token file: NAME read|write sha256:HEX per line
+    http_tls: bool = False  # HTTPS with the --tls-* key, certificate and CA
+    http_client_cert_scope: str | None = None  # read|write for verified TLS clients
+    http_max_body: int = 1 << 20  # bytes of one request body
+    http_rate: float = 50.0  # requests per second and client address (bursts of twice that)
+    http_max_connections: int = 64

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from wlmd.config.settings import Settings
+from wlmd.dicom.types import AssociationReport
 
 LOGGER = logging.getLogger("wlmd.services")
 RESPAWN_DELAYS = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)  # after 0, 1, 2 … quick deaths in a row
@@ -35,6 +36,7 @@ class Service(Protocol):
 
     name: str
     sockets: list[socket.socket]
+    reads_worklist: bool  # forked like a worker, sharing the loaded worklist
 
     def configure(self, settings: Settings) -> None:
         """Check and take ``settings``; raise to keep the running ones."""
@@ -43,7 +45,23 @@ class Service(Protocol):
         """Serve on ``sockets`` until ``stop`` is set, then finish what is under way."""
 
 
-Fork = Callable[[Callable[[], int]], int]  # body -> pid (the pool's fork, which cleans up)
+Fork = Callable[["Service", Callable[[], int]], int]  # (service, body) -> pid
+
+
+class SupervisorEvents(Protocol):
+    """What the supervisor reports as it works (counted for ``/metrics`` by the HTTP service)."""
+
+    def association(self, report: AssociationReport, seconds: float) -> None:
+        """One association ended (whichever worker served it)."""
+
+    def refused(self, reason: str) -> None:
+        """A connection was refused before a worker saw it: ``access`` or ``limit``."""
+
+    def pool(self, busy: int, idle: int) -> None:
+        """The worker pool's state, each time the supervisor looks at it."""
+
+    def worker_exit(self, reason: str) -> None:
+        """A worker left the pool: ``recycled``, ``killed`` or ``died``."""
 
 
 @dataclass
@@ -136,7 +154,7 @@ class ServiceChildren:
     def _spawn(self, child: ServiceChild, now: float) -> None:
         service = self._starting = child.service
         try:
-            child.pid = self._fork(lambda: _run_child(service))
+            child.pid = self._fork(service, lambda: _run_child(service))
         finally:
             self._starting = None
         child.started, child.stopping = now, False

@@ -42,7 +42,7 @@ from wlmd.daemon.pool import (
     spawn_plan,
 )
 from wlmd.daemon.refusals import Refusals
-from wlmd.daemon.services import Service, ServiceChildren
+from wlmd.daemon.services import Service, ServiceChildren, SupervisorEvents
 from wlmd.daemon.worker import reset_signals, run_worker
 from wlmd.dicom.types import AssociationReport
 from wlmd.security.access import AccessPolicy
@@ -97,7 +97,8 @@ class Supervisor:
 
     def __init__(self, settings: Settings, listeners: Sequence[socket.socket],
                  app_factory: AppFactory, access_policy: AccessPolicy | None = None,
-                 hooks: ServerHooks | None = None, services: Sequence[Service] = ()) -> None:
+                 hooks: ServerHooks | None = None, services: Sequence[Service] = (),
+                 events: SupervisorEvents | None = None) -> None:
         self.settings = settings
         self._hooks = hooks = hooks or ServerHooks()
         self._listeners = list(listeners)
@@ -113,7 +114,8 @@ class Supervisor:
         self._next_shrink = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool = WorkerPool(self._worker_main, self._after_fork)
-        self._services = ServiceChildren(services, self._pool.fork_service)
+        self._services = ServiceChildren(services, self._fork_service)
+        self._events = events
         self._exit_code: int | None = None
         self._stopping = False
         self._stop_code = EXIT_OK
@@ -336,8 +338,12 @@ class Supervisor:
         those, so that the supervisor never waits.
         """
         if not self._rules_need_lookup() and refused(self._access, conn, peer):
+            if self._events:
+                self._events.refused("access")
             return
         if self._over_limit(peer[0]):
+            if self._events:
+                self._events.refused("limit")
             self._refuse(conn, peer)
             return
         self._pending.append(Pending(conn, peer, time.monotonic()))
@@ -389,6 +395,9 @@ class Supervisor:
     def _manage_workers(self) -> None:
         """Keep between min and max spare workers, within the association limit."""
         spares = self._pool.spares(self._generation)
+        if self._events:
+            self._events.pool(busy=self._pool.busy_count(),
+                              idle=sum(s.state is SlotState.IDLE for s in spares))
         delta = spawn_plan(self.settings, idle=len(spares), busy=self._pool.busy_count(),
                            wanted_extra=len(self._pending))
         for _ in range(delta):
@@ -425,8 +434,10 @@ class Supervisor:
 
     def _on_done(self, slot: WorkerSlot, report: AssociationReport) -> None:
         """A worker is free again: log its association's one line, then reuse or recycle it."""
-        log_association(report, slot.peer or ("?", 0), slot.busy_since or time.monotonic(),
-                        slot.pid)
+        started = slot.busy_since or time.monotonic()
+        log_association(report, slot.peer or ("?", 0), started, slot.pid)
+        if self._events:
+            self._events.association(report, time.monotonic() - started)
         slot.state, slot.peer, slot.busy_since = SlotState.IDLE, None, None
         slot.served += 1
         if (slot.retire_when_free or slot.generation != self._generation
@@ -448,6 +459,18 @@ class Supervisor:
                          child.describe())
         elif not (slot.retiring or slot.killed) or child.exit_code not in (0, None):
             LOGGER.warning("worker %d exited (%s)", slot.pid, child.describe())
+        if self._events:
+            self._events.worker_exit("killed" if slot.killed else
+                                     "recycled" if slot.retiring else "died")
+
+    def _fork_service(self, service: Service, body: Callable[[], int]) -> int:
+        """Fork a service child; one that reads the worklist is forked like a worker, inside
+        the worklist's ``forking()``, so it shares the loaded records and has its own inotify
+        queue."""
+        if not service.reads_worklist:
+            return self._pool.fork_service(body)
+        with self._app_factory(self.settings).forking():
+            return self._pool.fork_service(body)
 
     def _worker_main(self, channel: socket.socket, heartbeat: Heartbeat,
                      settings: Settings) -> int:

@@ -90,6 +90,7 @@ class Hl7Service:
     """The ``hl7`` service of ``wlmd.daemon.services``."""
 
     name = "hl7"
+    reads_worklist = False  # it only writes, through the writer
 
     def __init__(self, sockets: list[socket.socket], settings: Settings) -> None:
         self.sockets = sockets

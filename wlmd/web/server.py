@@ -28,6 +28,7 @@ from wlmd.web.app import WebContext, create_app, web_service
 from wlmd.web.auth import Principal, TokenFileError, TokenStore
 from wlmd.web.guard import GuardSettings
 from wlmd.web.metrics import exposition
+from wlmd.web.status import LintSummary
 from wlmd.worklist.service import WorklistService
 
 LOGGER = logging.getLogger(__name__)
@@ -63,16 +64,15 @@ class HttpService:
     """The ``http`` service of the supervisor (or a thread in ``--single-process``)."""
 
     name = "http"
+    reads_worklist = True  # the search answers from the shared, inotify-current store
 
     def __init__(self, sockets: list[socket.socket], settings: Settings,
                  worklist: Callable[[Settings], WorklistService],
-                 access: Callable[[], AccessPolicy | None],
-                 problems: Callable[[], list[str]] = list,
+                 access: Callable[[Settings], AccessPolicy | None],
                  metrics_directory: Path | None = None) -> None:
         self.sockets = sockets
         self._worklist = worklist
-        self._access = access
-        self._problems = problems
+        self._access_for = access
         self._metrics_directory = metrics_directory
         self._settings = settings
         self._guard, self._tls = self._load(settings)
@@ -103,6 +103,7 @@ class HttpService:
         certificate = (Principal("client-certificate", settings.http_client_cert_scope)
                        if settings.http_client_cert_scope else None)
         guard = GuardSettings(tokens=tokens, client_certificate=certificate,
+                              access=self._access_for(settings),
                               max_body=settings.http_max_body, rate=settings.http_rate,
                               burst=max(1, int(settings.http_rate * 2)))
         return guard, tls
@@ -110,12 +111,11 @@ class HttpService:
     def serve(self, stop: threading.Event) -> None:
         """Run uvicorn on the inherited sockets until ``stop`` is set."""
         settings = self._settings
-        self._guard.access = self._access()
         service = web_service(settings, self._worklist(settings).store)
         context = WebContext(service=service, data_path=settings.data_files_path,
                              ready=lambda: readiness(settings, self._metrics_directory),
                              metrics_directory=self._metrics_directory,
-                             problems=self._problems)
+                             problems=LintSummary(settings.data_files_path))
         config = uvicorn.Config(create_app(context, self._guard), log_config=None,
                                 access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=max(1, int(settings.graceful_timeout)),

@@ -8,6 +8,7 @@ modality asking for today would see.
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pydicom import Dataset
 
 from wlmd.web.metrics import exposition
 from wlmd.web.search import parse_search, run_search
+from wlmd.worklist.lint import lint_directory
 from wlmd.worklist.service import WorklistService
 
 _TEMPLATES = Environment(loader=PackageLoader("wlmd.web", "templates"),
@@ -74,6 +76,39 @@ def _row(ds: Dataset) -> Row:
                modality=str(step.get("Modality", "") or ""),
                station=str(step.get("ScheduledStationAETitle", "") or ""),
                status=str(step.get("ScheduledProcedureStepStatus", "") or "SCHEDULED"))
+
+
+class LintSummary:
+    """What ``wlmctl lint`` finds in the worklist directory, for the status page.
+
+    Linting reads every file, so it runs at most once a minute, and not at all for a directory
+    too large to read on a page view (the page then says to run ``wlmctl lint``).
+    """
+
+    def __init__(self, root: Path, max_files: int = 5000, every: float = 60.0) -> None:
+        self.root = root
+        self.max_files = max_files
+        self.every = every
+        self._findings: list[str] = []
+        self._at = -every
+
+    def __call__(self) -> list[str]:
+        now = time.monotonic()
+        if now - self._at >= self.every:
+            self._findings = self._lint()
+            self._at = now
+        return self._findings
+
+    def _lint(self) -> list[str]:
+        try:
+            directories = sorted(p for p in self.root.iterdir() if p.is_dir())
+            files = sum(1 for d in directories for _ in d.iterdir())
+        except OSError as error:
+            return [f"{self.root}: {error.strerror}"]
+        if files > self.max_files:
+            return [f"{files} files: too many to lint on a page view; run wlmctl lint"]
+        return [f"{finding.path.relative_to(self.root)}: {finding.attribute}: {finding.reason}"
+                for d in directories for finding in lint_directory(d)]
 
 
 def association_counts(metrics_directory: Path | None) -> list[dict[str, str]]:
