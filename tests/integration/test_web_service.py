@@ -1,0 +1,129 @@
+"""The HTTP service as wlmd runs it: a supervised child on ``--http-listen``.
+
+A real ``python -m wlmd`` with ``--http-listen`` on loopback; the peers are pynetdicom (C-FIND),
+httpx and prometheus_client's own parser for ``/metrics``. Covers what the in-thread tests of
+the application cannot: the child's life (respawn, reload, stop), counting by the supervisor
+(including associations of workers that exited), readiness and the single-process mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.processes import free_port, wait_until
+from tests.support.server import Wlmd, alive, associate, find
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
+TOKEN = "metrics-reader-token"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Wlmd, str]]:
+    root = tmp_path / "worklists"
+    shutil.copytree(EXAMPLES, root)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"prom read sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    http_port = free_port()
+    server = Wlmd(tmp_path, ["-dfp", str(root), "--http-listen", f"127.0.0.1:{http_port}",
+                             "--http-tokens", str(tokens), "--worker-max-uses", "1"])
+    base = f"http://127.0.0.1:{http_port}"
+    wait_until(lambda: _ok(base + "/healthz"), what="HTTP child answering")
+    yield server, base
+    server.stop()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"},
+                     timeout=10).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def _http_child(server: Wlmd, port: int) -> psutil.Process:
+    for child in server.children():
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+               for c in child.net_connections(kind="tcp")):
+            return child
+    raise AssertionError("no child listens on the HTTP port")
+
+
+def test_metrics_count_every_association_even_of_exited_workers(
+        served: tuple[Wlmd, str]) -> None:
+    server, base = served
+    for _ in range(3):  # --worker-max-uses 1: each association's worker exits after it
+        assoc = associate(server.port, "CT01", calling="METRICS")
+        matches, status = find(assoc, PatientName="*")
+        assert status == 0x0000 and matches
+        assoc.release()
+    wait_until(lambda: _metrics(base).get(
+        ("wlmd_associations_total", (("called_ae", "CT01"), ("calling_ae", "METRICS"),
+                                      ("outcome", "released")))) == 3, what="3 counted")
+    samples = _metrics(base)
+    assert samples[("wlmd_cfind_queries_total", (("called_ae", "CT01"),))] == 3
+    assert samples[("wlmd_cfind_matches_total", (("called_ae", "CT01"),))] == 3 * len(matches)
+    assert samples[("wlmd_worker_exits_total", (("reason", "recycled"),))] >= 3
+    assert httpx.get(base + "/metrics", timeout=5).status_code == 401
+
+
+def test_readiness_follows_the_pool(served: tuple[Wlmd, str]) -> None:
+    _server, base = served
+    wait_until(lambda: httpx.get(base + "/readyz", timeout=5).status_code == 200,
+               what="ready")
+    assert httpx.get(base + "/readyz", timeout=5).text == "ready\n"
+
+
+def test_the_child_is_respawned_recycled_on_reload_and_stopped(
+        served: tuple[Wlmd, str]) -> None:
+    server, base = served
+    port = int(base.rsplit(":", 1)[1])
+    first = _http_child(server, port)
+    os.kill(first.pid, signal.SIGKILL)
+    wait_until(lambda: not alive(first), what="killed child gone")
+    wait_until(lambda: _ok(base + "/healthz"), timeout=15, what="respawned child answering")
+    second = _http_child(server, port)
+    assert second.pid != first.pid
+    assert server.count("http child") >= 2
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: not alive(second), what="old child recycled on reload")
+    wait_until(lambda: _ok(base + "/healthz"), timeout=15, what="new child answering")
+    assert _http_child(server, port).pid not in (first.pid, second.pid)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0
+    assert not _ok(base + "/healthz")
+
+
+def test_single_process_mode_serves_http_in_a_thread(tmp_path: Path) -> None:
+    root = tmp_path / "worklists"
+    shutil.copytree(EXAMPLES, root)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"prom read sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    http_port = free_port()
+    server = Wlmd(tmp_path, ["--single-process", "-dfp", str(root), "--http-listen",
+                             f"127.0.0.1:{http_port}", "--http-tokens", str(tokens)])
+    try:
+        base = f"http://127.0.0.1:{http_port}"
+        wait_until(lambda: _ok(base + "/healthz"), what="HTTP thread answering")
+        found = httpx.get(base + "/aets/CT01/rs/modality-scheduled-procedure-steps",
+                          headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert found.status_code == 200 and found.json()
+        assert httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"},
+                         timeout=10).status_code == 404
+    finally:
+        server.stop()
