@@ -172,6 +172,11 @@ class PreloadedService:
         self._mpps: MppsService | None = None
         self._built_in = os.getpid()
 
+    @property
+    def mpps(self) -> MppsService | None:
+        """The MPPS service of the loaded settings (None: --mpps is off)."""
+        return self._mpps
+
     def __call__(self, settings: Settings) -> WorklistService:
         if self._service is None or settings != self._settings:
             store = WorklistStore(settings.data_files_path, file_reject=settings.file_reject)

@@ -9,6 +9,7 @@ the application cannot: the child's life (respawn, reload, stop), counting by th
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -19,7 +20,17 @@ import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydicom import Dataset
+from pydicom.uid import generate_uid
 
+from tests.support.mpps import (
+    create_attributes,
+    final_modifications,
+    n_create,
+    n_set,
+    worklist_status,
+    write_entry,
+)
 from tests.support.processes import free_port, wait_until
 from tests.support.server import Wlmd, alive, associate, find
 
@@ -127,3 +138,77 @@ def test_single_process_mode_serves_http_in_a_thread(tmp_path: Path) -> None:
                          timeout=10).status_code == 404
     finally:
         server.stop()
+
+
+@pytest.fixture
+def with_mpps(tmp_path: Path) -> Iterator[tuple[Wlmd, str, Path]]:
+    root = tmp_path / "worklists"
+    (root / "CT01").mkdir(parents=True)
+    (root / "CT01" / "lockfile").touch()
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ris write sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    http_port = free_port()
+    server = Wlmd(tmp_path, ["-dfp", str(root), "--mpps", "--mpps-path", str(tmp_path / "mpps"),
+                             "--http-listen", f"127.0.0.1:{http_port}",
+                             "--http-tokens", str(tokens)])
+    base = f"http://127.0.0.1:{http_port}/aets/CT01/rs/modality-performed-procedure-steps"
+    wait_until(lambda: _ok(f"http://127.0.0.1:{http_port}/healthz"), what="HTTP child")
+    yield server, base, root / "CT01"
+    server.stop()
+
+
+def _post(url: str, dataset: Dataset) -> httpx.Response:
+    return httpx.post(url, content=json.dumps(dataset.to_json_dict()).encode(), timeout=30,
+                      headers={"Authorization": f"Bearer {TOKEN}",
+                               "Content-Type": "application/dicom+json"})
+
+
+def _get(url: str) -> httpx.Response:
+    return httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+
+def test_a_step_created_over_http_completes_over_dimse(
+        with_mpps: tuple[Wlmd, str, Path]) -> None:
+    server, base, directory = with_mpps
+    study = generate_uid()
+    write_entry(directory, "WEBMPPS1", study)
+    uid = generate_uid()
+    assert _post(f"{base}/{uid}", create_attributes("WEBMPPS1", study)).status_code == 201
+    assert worklist_status(server.port, "CT01", "WEBMPPS1") == ["STARTED"]
+    assert n_set(server.port, "CT01", uid, final_modifications()).Status == 0x0000
+    retrieved = Dataset.from_json(_get(f"{base}/{uid}").json())
+    assert retrieved.PerformedProcedureStepStatus == "COMPLETED"
+    assert worklist_status(server.port, "CT01", "WEBMPPS1") == ["COMPLETED"]
+    final = _post(f"{base}/{uid}", final_modifications("DISCONTINUED"))
+    assert final.status_code == 409
+    assert final.json()["status"] == "0x0110"
+
+
+def test_a_step_created_over_dimse_completes_over_http(
+        with_mpps: tuple[Wlmd, str, Path]) -> None:
+    server, base, directory = with_mpps
+    study = generate_uid()
+    write_entry(directory, "WEBMPPS2", study)
+    uid = generate_uid()
+    assert n_create(server.port, "CT01", uid, create_attributes("WEBMPPS2", study)).Status \
+        == 0x0000
+    assert _post(f"{base}/{uid}", final_modifications()).status_code == 200
+    assert worklist_status(server.port, "CT01", "WEBMPPS2") == ["COMPLETED"]
+
+
+def test_bad_steps_get_the_standard_refusals_over_http(
+        with_mpps: tuple[Wlmd, str, Path]) -> None:
+    _server, base, _directory = with_mpps
+    incomplete = create_attributes("WEBMPPS3", generate_uid())
+    del incomplete.PerformedProcedureStepStartDate
+    refused = _post(f"{base}/{generate_uid()}", incomplete)
+    assert refused.status_code == 400
+    assert refused.json()["status"] == "0x0120"
+    assert "00400244" in refused.json()["attributes"]
+    assert _post(f"{base}/1.2.3.abc", create_attributes("X", generate_uid())).status_code \
+        == 400
+    assert _get(f"{base}/{generate_uid()}").status_code == 404
+    assert _get(f"{base}/..%2F..%2Fetc").status_code == 404
+    garbage = httpx.post(f"{base}/{generate_uid()}", content=b"[1,2", timeout=10,
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+    assert garbage.status_code == 400

@@ -22,9 +22,11 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from wlmd.config.settings import CharsetMode, Settings
+from wlmd.mpps.service import MppsService
 from wlmd.web.entries import EntryApi
 from wlmd.web.guard import Guard, GuardSettings
 from wlmd.web.metrics import exposition
+from wlmd.web.mpps import MppsApi
 from wlmd.web.payloads import NotAcceptable, choose_media_type, render
 from wlmd.web.search import BadSearch, parse_search, run_search
 from wlmd.web.status import render_status
@@ -44,6 +46,7 @@ class WebContext:
     ready: Callable[[], tuple[bool, str]]
     metrics_directory: Path | None = None
     problems: Callable[[], list[str]] = list  # what lint finds, for the status page
+    mpps: MppsService | None = None  # the workers' MPPS service, when --mpps is on
 
 
 def web_service(settings: Settings, store: WorklistStore | None = None) -> WorklistService:
@@ -83,7 +86,12 @@ def create_app(context: WebContext, guard: GuardSettings) -> Guard:
         return Response(exposition(context.metrics_directory), media_type=CONTENT_TYPE_LATEST)
 
     entries = EntryApi(context.data_path)
+    steps = MppsApi(context.mpps, context.service.knows_called_ae)
     routes = [
+        Route("/aets/{ae}/rs/modality-performed-procedure-steps/{uid}", steps.create_or_update,
+              methods=["POST"]),
+        Route("/aets/{ae}/rs/modality-performed-procedure-steps/{uid}", steps.retrieve,
+              methods=["GET"]),
         Route("/aets/{ae}/entries", entries.listing, methods=["GET"]),
         Route("/aets/{ae}/entries", entries.create, methods=["POST"]),
         Route("/aets/{ae}/entries/{name}", entries.read, methods=["GET"]),

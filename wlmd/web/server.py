@@ -18,10 +18,12 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
 
 from wlmd.config.settings import Settings
+from wlmd.mpps.service import MppsService
 from wlmd.security.access import AccessPolicy
 from wlmd.security.tls import TlsError, server_context
 from wlmd.web.app import WebContext, create_app, web_service
@@ -52,6 +54,15 @@ def readiness(settings: Settings, metrics_directory: Path | None) -> tuple[bool,
     return False, "worker pool not started"
 
 
+class WorklistSource(Protocol):
+    """The supervisor's loaded worklist (and MPPS service), inherited by the child."""
+
+    def __call__(self, settings: Settings) -> WorklistService: ...
+
+    @property
+    def mpps(self) -> MppsService | None: ...
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the service child owns SIGTERM (``stop``)."""
 
@@ -67,7 +78,7 @@ class HttpService:
     reads_worklist = True  # the search answers from the shared, inotify-current store
 
     def __init__(self, sockets: list[socket.socket], settings: Settings,
-                 worklist: Callable[[Settings], WorklistService],
+                 worklist: WorklistSource,
                  access: Callable[[Settings], AccessPolicy | None],
                  metrics_directory: Path | None = None) -> None:
         self.sockets = sockets
@@ -115,7 +126,8 @@ class HttpService:
         context = WebContext(service=service, data_path=settings.data_files_path,
                              ready=lambda: readiness(settings, self._metrics_directory),
                              metrics_directory=self._metrics_directory,
-                             problems=LintSummary(settings.data_files_path))
+                             problems=LintSummary(settings.data_files_path),
+                             mpps=self._worklist.mpps)
         config = uvicorn.Config(create_app(context, self._guard), log_config=None,
                                 access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=max(1, int(settings.graceful_timeout)),
