@@ -425,3 +425,17 @@ def test_bad_entries_are_refused_and_nothing_is_written(web: Web) -> None:
     assert _write("POST", web.base + "/aets/NOSUCH/entries", _entry_json("X")).status_code \
         == 404
     assert sorted(p.name for p in (web.root / "US01").iterdir()) == before
+
+
+def test_the_served_openapi_description_lists_every_route(web: Web) -> None:
+    served = web.get("/openapi.json").json()
+    assert served == json.loads((Path(__file__).resolve().parents[2] / "wlmd" / "web"
+                                 / "openapi.json").read_text())
+    documented = {(path, method.upper()) for path, item in served["paths"].items()
+                  for method in item}
+    context = WebContext(service=web_service(Settings(port=0, data_files_path=web.root)),
+                         data_path=web.root, ready=lambda: (True, "ready"))
+    starlette = create_app(context, GuardSettings()).app
+    routed = {(route.path, method) for route in starlette.routes
+              for method in route.methods - {"HEAD"}}
+    assert documented == routed

@@ -13,6 +13,7 @@ import datetime
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -34,6 +35,7 @@ from wlmd.worklist.service import WorklistService
 from wlmd.worklist.store import WorklistStore
 
 LOGGER = logging.getLogger(__name__)
+OPENAPI = resources.files("wlmd.web").joinpath("openapi.json").read_bytes()
 SERVICE_NAME = "wlmd"
 
 
@@ -80,6 +82,9 @@ def create_app(context: WebContext, guard: GuardSettings) -> Guard:
         ready, why = context.ready()
         return PlainTextResponse(f"{why}\n", status_code=200 if ready else 503)
 
+    async def openapi(request: Request) -> Response:
+        return Response(OPENAPI, media_type="application/json")
+
     async def metrics(request: Request) -> Response:
         if context.metrics_directory is None:
             return _problem(404, "metrics are collected in fork mode only")
@@ -102,6 +107,7 @@ def create_app(context: WebContext, guard: GuardSettings) -> Guard:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
     return Guard(Starlette(routes=routes), guard)
 
