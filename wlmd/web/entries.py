@@ -25,7 +25,13 @@ from starlette.responses import JSONResponse, Response
 from wlmd.web.payloads import DICOM_JSON
 from wlmd.worklist.entries import EntryRefused, PreparedEntry, prepare_entry, refuse_duplicates
 from wlmd.worklist.store import is_safe_ae, is_worklist_name
-from wlmd.worklist.writer import EntryExists, NoSuchEntry, WorklistWriter, WriterError
+from wlmd.worklist.writer import (
+    EntryExists,
+    NoSuchEntry,
+    WorklistWriter,
+    WriterError,
+    is_entry_name,
+)
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,7 +135,7 @@ class EntryApi:
 
 
 def _usable_name(name: str) -> bool:
-    return is_worklist_name(name) and "/" not in name and not name.startswith(".")
+    return is_entry_name(name)
 
 
 def _problem(status: int, message: str) -> Response:

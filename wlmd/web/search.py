@@ -10,6 +10,7 @@ keyword or tag, dotted sequence paths, ``includefield``, ``fuzzymatching``, ``of
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
+from wlmd.dicom.dimse import encode_dataset
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
@@ -33,6 +35,9 @@ from wlmd.worklist.keys import RETURN_KEY_TAGS
 from wlmd.worklist.service import WorklistService
 
 MAX_LIMIT = 100_000
+# What pydicom raises writing a value that does not fit its VR.
+ENCODING_ERRORS = (struct.error, ValueError, TypeError, OverflowError, NotImplementedError,
+                   AttributeError, UnicodeError, OSError)
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 HTTP_CALLING_AE = "HTTP"  # the calling AE title an HTTP search is logged and matched under
 
@@ -175,7 +180,11 @@ def run_search(service: WorklistService, ae: str, identifier: Dataset,
     assoc = AssociationInfo(peer_address=peer, peer_port=0, calling_ae=HTTP_CALLING_AE,
                             called_ae=ae)
     try:
-        responses = list(service.find(assoc, identifier, EXPLICIT_LITTLE))
+        received = as_received(identifier)
+    except BadSearch as error:
+        return SearchOutcome(failure=400, problem=str(error))
+    try:
+        responses = list(service.find(assoc, received, EXPLICIT_LITTLE))
     except UndecodableIdentifier as error:
         return SearchOutcome(failure=400, problem=f"query cannot be encoded: {error}")
     final = responses[-1]
@@ -189,6 +198,20 @@ def run_search(service: WorklistService, ae: str, identifier: Dataset,
     return SearchOutcome(matches=[_decoded(r) for r in pending],
                          unsupported_removed=any(r.status == STATUS_PENDING_WARNING
                                                  for r in pending))
+
+
+def as_received(identifier: Dataset) -> Dataset:
+    """The identifier as a C-FIND would deliver it: encoded (UTF-8 when a value needs it) and
+    read back raw, so the pipeline meets the same bytes whichever protocol asked."""
+    if any(not str(element.value or "").isascii() for element in identifier.iterall()
+           if element.VR != "SQ"):
+        identifier.SpecificCharacterSet = "ISO_IR 192"
+    try:
+        encoded = encode_dataset(identifier, EXPLICIT_LITTLE)
+    except ENCODING_ERRORS as error:
+        raise BadSearch(f"a value does not fit its attribute's VR ({type(error).__name__})"
+                        ) from None
+    return read_dataset(io.BytesIO(encoded), is_implicit_VR=False, is_little_endian=True)
 
 
 def _decoded(response: FindResponse) -> Dataset:

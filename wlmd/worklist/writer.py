@@ -356,8 +356,14 @@ def _has_suffix(name: str, suffix: str) -> bool:
     return dot > 0 and name[dot:] == suffix
 
 
+def is_entry_name(name: str, suffix: str = WORKLIST_SUFFIX) -> bool:
+    """A plain file name in the directory: no path, not hidden, no control characters."""
+    return ("/" not in name and not name.startswith(".") and _has_suffix(name, suffix)
+            and all(ch >= " " and ch != "\x7f" for ch in name))
+
+
 def _check_name(name: str, suffix: str = WORKLIST_SUFFIX) -> None:
-    if "/" in name or name.startswith(".") or not _has_suffix(name, suffix) or "\0" in name:
+    if not is_entry_name(name, suffix):
         raise WriterError(f"not a {suffix} file name: {name!r}")
 
 
