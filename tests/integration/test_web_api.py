@@ -17,6 +17,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -439,3 +440,17 @@ def test_the_served_openapi_description_lists_every_route(web: Web) -> None:
     routed = {(route.path, method) for route in starlette.routes
               for method in route.methods - {"HEAD"}}
     assert documented == routed
+
+
+def test_wlmctl_http_token_line_admits_its_token(tmp_path: Path) -> None:
+    made = subprocess.run([sys.executable, "-m", "wlmd.wlmctl", "http-token", "ris", "write"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    token = made[0].removeprefix("token: ")
+    (tmp_path / "tokens").write_text(made[1].removeprefix("line for the http_tokens file: ")
+                                     + "\n")
+    assert token not in (tmp_path / "tokens").read_text()
+    principal = TokenStore.load(tmp_path / "tokens").authenticate(token)
+    assert principal is not None and (principal.name, principal.scope) == ("ris", "write")
+    refused = subprocess.run([sys.executable, "-m", "wlmd.wlmctl", "http-token", "r#s", "read"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and "one word" in refused.stderr

@@ -133,6 +133,13 @@ CASES: list[tuple[list[str], str, object]] = [
     (["--hl7-max-rate", "50"], "hl7_max_rate", 50.0),
     (["--hl7-max-connections", "4"], "hl7_max_connections", 4),
     (["--mpps"], "mpps", True),
+    (["--http-listen", "127.0.0.1:8080"], "http_listen", "127.0.0.1:8080"),
+    (["--http-tokens", "/etc/wlmd/tokens"], "http_tokens", Path("/etc/wlmd/tokens")),
+    (["--http-tls", "--tls-key", "k", "--tls-cert", "c"], "http_tls", True),
+    (["--http-client-cert-scope", "read"], "http_client_cert_scope", "read"),
+    (["--http-max-body", "4096"], "http_max_body", 4096),
+    (["--http-rate", "5"], "http_rate", 5.0),
+    (["--http-max-connections", "8"], "http_max_connections", 8),
     (["--mpps", "--mpps-path", "/srv/mpps"], "mpps_path", Path("/srv/mpps")),
 ]
 
