@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick) \
 		$(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.hl7 $(if $(QUICK),--quick)
+	$(BIN)/python -m benchmarks.http $(if $(QUICK),--quick)
 
 ## The MPPS scenario (issue #12): N-CREATE + N-SET COMPLETED pairs/s, 8 concurrent.
 bench-mpps: $(STAMP)

@@ -137,7 +137,7 @@ def search_steps(context: WebContext, request: Request) -> Response:
     if outcome.unsupported_removed:
         warnings.append(f'299 {SERVICE_NAME} "Some requested attributes are not supported '
                         'and were left out."')
-    page = outcome.matches[query.offset:]
+    page = outcome.answers[query.offset:]
     if query.limit is not None:
         remaining = len(page) - query.limit
         page = page[:query.limit]

@@ -7,6 +7,8 @@ standard library's ElementTree, element by element as Annex A of PS3.19 describe
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import secrets
 import xml.etree.ElementTree as ET
@@ -14,11 +16,13 @@ from collections.abc import Sequence
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
+from pydicom.filereader import read_dataset
 from pydicom.valuerep import PersonName
 
 DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 MULTIPART = "multipart/related"
+CACHED_ANSWERS = 20_000  # JSON of recent answers kept (a few KB each)
 PN_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
 
 
@@ -49,22 +53,32 @@ def choose_media_type(accept: str) -> tuple[str, bool]:
     raise NotAcceptable(accept)
 
 
-def render(datasets: Sequence[Dataset], media_type: str, multipart: bool) -> tuple[bytes, str]:
-    """The response body and its Content-Type."""
+def render(answers: Sequence[bytes], media_type: str, multipart: bool) -> tuple[bytes, str]:
+    """The response body and its Content-Type, from the encoded answers of the search."""
     if not multipart:
         if media_type == DICOM_JSON:
-            body = json.dumps([ds.to_json_dict() for ds in datasets]).encode()
-            return body, f"{DICOM_JSON}"
-        return _xml_document(datasets), f"{DICOM_XML}; charset=utf-8"
+            return b"[" + b",".join(json_of(answer) for answer in answers) + b"]", DICOM_JSON
+        return _xml_document([_dataset(answer) for answer in answers]), \
+            f"{DICOM_XML}; charset=utf-8"
     boundary = secrets.token_hex(16)
     parts = []
-    for ds in datasets:
-        payload = (json.dumps(ds.to_json_dict()).encode() if media_type == DICOM_JSON
-                   else to_xml(ds))
+    for answer in answers:
+        payload = json_of(answer) if media_type == DICOM_JSON else to_xml(_dataset(answer))
         parts.append(f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode() + payload
                      + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, f'{MULTIPART}; type="{media_type}"; boundary={boundary}'
+
+
+@functools.lru_cache(maxsize=CACHED_ANSWERS)
+def json_of(answer: bytes) -> bytes:
+    """One answer in DICOM JSON. The C-FIND service hands out the same bytes object for the
+    same record and query until the file changes, so repeated searches convert nothing."""
+    return json.dumps(_dataset(answer).to_json_dict()).encode()
+
+
+def _dataset(answer: bytes) -> Dataset:
+    return read_dataset(io.BytesIO(answer), is_implicit_VR=False, is_little_endian=True)
 
 
 def _xml_document(datasets: Sequence[Dataset]) -> bytes:

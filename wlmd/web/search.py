@@ -9,6 +9,7 @@ keyword or tag, dotted sequence paths, ``includefield``, ``fuzzymatching``, ``of
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from collections.abc import Iterable
@@ -48,33 +49,47 @@ class BadSearch(ValueError):
 
 @dataclass
 class Search:
-    """A parsed search: the identifier to run and the paging and warnings around it."""
+    """A parsed search: the identifier to run (as a C-FIND would deliver it) and the paging."""
 
     identifier: Dataset
     offset: int = 0
     limit: int | None = None
     fuzzy_requested: bool = False
-    warnings: list[str] = field(default_factory=list)
 
 
 def parse_search(parameters: Iterable[tuple[str, str]]) -> Search:
     """Translate query parameters (in their order, repeated names allowed) into a ``Search``."""
-    identifier = default_identifier()
-    search = Search(identifier)
+    search = Search(Dataset())
+    keys = []
     for name, value in parameters:
-        if name == "includefield":
-            for attribute in filter(None, (part.strip() for part in value.split(","))):
-                if attribute != "all":
-                    _set_path(identifier, attribute_path(attribute), None)
-        elif name == "fuzzymatching":
+        if name == "fuzzymatching":
             search.fuzzy_requested = _boolean(name, value)
         elif name == "offset":
             search.offset = _count(name, value)
         elif name == "limit":
             search.limit = _count(name, value)
         else:
-            _set_path(identifier, attribute_path(name), value)
+            keys.append((name, value))
+    search.identifier = identifier_for(tuple(keys))
     return search
+
+
+@functools.lru_cache(maxsize=256)
+def identifier_for(keys: tuple[tuple[str, str], ...]) -> Dataset:
+    """The received identifier of a set of matching and include parameters.
+
+    Cached: a modality's searches repeat, and building and encoding the identifier is most of a
+    small search's cost. The pipeline only reads the identifier, so one object serves them all.
+    """
+    identifier = default_identifier()
+    for name, value in keys:
+        if name == "includefield":
+            for attribute in filter(None, (part.strip() for part in value.split(","))):
+                if attribute != "all":
+                    _set_path(identifier, attribute_path(attribute), None)
+        else:
+            _set_path(identifier, attribute_path(name), value)
+    return as_received(identifier)
 
 
 def default_identifier() -> Dataset:
@@ -168,7 +183,7 @@ def tag_text(tag: BaseTag) -> str:
 class SearchOutcome:
     """What the C-FIND pipeline answered: the matches, or the HTTP status of its failure."""
 
-    matches: list[Dataset] = field(default_factory=list)
+    answers: list[bytes] = field(default_factory=list)  # explicit VR little endian, as sent
     unsupported_removed: bool = False
     failure: int = 0  # an HTTP status code when the query failed
     problem: str = ""
@@ -176,15 +191,12 @@ class SearchOutcome:
 
 def run_search(service: WorklistService, ae: str, identifier: Dataset,
                peer: str) -> SearchOutcome:
-    """Run ``identifier`` through the workers' C-FIND pipeline for called AE ``ae``."""
+    """Run a received ``identifier`` (``parse_search``) through the workers' C-FIND pipeline
+    for called AE ``ae``."""
     assoc = AssociationInfo(peer_address=peer, peer_port=0, calling_ae=HTTP_CALLING_AE,
                             called_ae=ae)
     try:
-        received = as_received(identifier)
-    except BadSearch as error:
-        return SearchOutcome(failure=400, problem=str(error))
-    try:
-        responses = list(service.find(assoc, received, EXPLICIT_LITTLE))
+        responses = list(service.find(assoc, identifier, EXPLICIT_LITTLE))
     except UndecodableIdentifier as error:
         return SearchOutcome(failure=400, problem=f"query cannot be encoded: {error}")
     final = responses[-1]
@@ -195,7 +207,7 @@ def run_search(service: WorklistService, ae: str, identifier: Dataset,
         return SearchOutcome(failure=413 if comment.startswith("Too many") else 503,
                              problem=comment)
     pending = [r for r in responses if r.status in (STATUS_PENDING, STATUS_PENDING_WARNING)]
-    return SearchOutcome(matches=[_decoded(r) for r in pending],
+    return SearchOutcome(answers=[_encoded(r) for r in pending],
                          unsupported_removed=any(r.status == STATUS_PENDING_WARNING
                                                  for r in pending))
 
@@ -214,10 +226,15 @@ def as_received(identifier: Dataset) -> Dataset:
     return read_dataset(io.BytesIO(encoded), is_implicit_VR=False, is_little_endian=True)
 
 
-def _decoded(response: FindResponse) -> Dataset:
-    """A pending response's identifier as a dataset (the service hands out encoded bytes)."""
+def _encoded(response: FindResponse) -> bytes:
+    """A pending response's identifier as the bytes the service cached for it."""
     identifier = response.identifier
     if isinstance(identifier, Dataset):
-        return identifier
+        return encode_dataset(identifier, EXPLICIT_LITTLE)
     assert identifier is not None
-    return read_dataset(io.BytesIO(identifier), is_implicit_VR=False, is_little_endian=True)
+    return identifier
+
+
+def decoded(answer: bytes) -> Dataset:
+    """An answer as a dataset."""
+    return read_dataset(io.BytesIO(answer), is_implicit_VR=False, is_little_endian=True)
