@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
 from tests.support.mpps import write_entry
-from wlmd.worklist.writer import WorklistWriter
+from wlmd.worklist.writer import STRAY_AGE, SWEEP_INTERVAL, WorklistWriter, _sweep_due
 
 
 def make_ae(tmp_path: Path) -> Path:
@@ -61,3 +63,23 @@ def test_a_change_made_meanwhile_is_not_lost(tmp_path: Path) -> None:
     entry = dcmread(directory / "A1.wl")
     assert entry.PatientComments == "other writer"
     assert entry.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus == "STARTED"
+
+
+def test_strays_are_swept_by_the_first_change_then_at_most_once_a_minute(tmp_path: Path) -> None:
+    root = tmp_path / "worklists"
+    (root / "CT01").mkdir(parents=True)
+    (root / "CT01" / "lockfile").touch()
+    writer = WorklistWriter(root)
+    stray = root / "CT01" / ".wlmd-otherhost-1-abc.tmp"
+    stray.write_bytes(b"half")
+    old = time.time() - STRAY_AGE - 1
+    os.utime(stray, (old, old))
+    with writer.transaction("CT01"):
+        pass
+    assert not stray.exists()
+    stray.write_bytes(b"half")
+    os.utime(stray, (old, old))
+    with writer.transaction("CT01"):
+        pass
+    assert stray.exists()  # swept less than a minute ago: this change does not list again
+    assert _sweep_due(root / "CT01", now=time.monotonic() + SWEEP_INTERVAL)

@@ -7,8 +7,8 @@ alike: the new bytes go to a temporary file in the same directory whose name doe
 the exclusive ``fcntl`` lock on ``<AE>/lockfile`` (the DCMTK convention; readers take the shared
 lock). The directory is ``fsync``-ed before the lock is released, so a change that was reported
 done survives a power cut. A writer killed at any step leaves the old file or the new one and at
-most a stray temporary file, which the next change in that directory (or ``wlmctl lint --fix``)
-removes.
+most a stray temporary file, which a later change in that directory removes (the first change
+of each process, then at most once a minute) or ``wlmctl lint --fix`` does.
 
 For the crash-safety test, ``WLMD_WRITER_FAULT=<step>`` in the environment makes the writing
 process kill itself with SIGKILL when it reaches that step (``FAULT_STEPS``), so the test can
@@ -45,6 +45,8 @@ MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 TEMP_PREFIX = ".wlmd-"
 TEMP_SUFFIX = ".tmp"
 STRAY_AGE = 600.0  # seconds after which a temporary of another host counts as stray
+SWEEP_INTERVAL = 60.0  # seconds between sweeps for strays of one directory, per process
+_last_sweep: dict[Path, float] = {}
 DEFAULT_LOCK_TIMEOUT = 30.0
 _LOCK_POLL = 0.02
 _LOCK_POLL_FIRST = 0.0005
@@ -152,7 +154,8 @@ class WorklistWriter:
         fault_point("locked")
         try:
             transaction = Transaction(directory, self.suffix)
-            transaction.remove_stray_temporaries()
+            if _sweep_due(directory.path):
+                transaction.remove_stray_temporaries()
             yield transaction
             if transaction.changed and sync:  # sync=False: the caller syncs after the unlock
                 _fsync_directory(directory.path)
@@ -291,6 +294,16 @@ class Transaction:
     def remove_stray_temporaries(self) -> list[Path]:
         """Remove temporaries left by writers that died (this host: by PID; others: by age)."""
         return remove_stray_temporaries(self.path)
+
+
+def _sweep_due(directory: Path, now: float | None = None) -> bool:
+    """True at most once per ``SWEEP_INTERVAL`` and directory in this process: the sweep lists
+    the whole directory, which costs tens of milliseconds at 100,000 entries."""
+    now = time.monotonic() if now is None else now
+    if now - _last_sweep.get(directory, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
+        return False
+    _last_sweep[directory] = now
+    return True
 
 
 def remove_stray_temporaries(directory: Path) -> list[Path]:
