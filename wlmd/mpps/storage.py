@@ -9,19 +9,22 @@ are checked against the UID syntax before they become file names.
 from __future__ import annotations
 
 import contextlib
-import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from wlmd.mpps.rules import is_uid
 from wlmd.worklist.store import LOCKFILE
-from wlmd.worklist.writer import NoSuchEntry, Transaction, WorklistWriter, WriterError
+from wlmd.worklist.writer import (
+    NoSuchEntry,
+    Transaction,
+    WorklistWriter,
+    WriterError,
+    part10_bytes,
+)
 
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
 LOCK_STRIPES = 64
@@ -45,16 +48,7 @@ def encode_instance(dataset: Dataset, sop_instance_uid: str) -> bytes:
     ds.update(dataset)
     ds.SOPClassUID = MPPS_SOP_CLASS
     ds.SOPInstanceUID = sop_instance_uid
-    ds.ensure_file_meta()
-    meta = ds.file_meta
-    meta.MediaStorageSOPClassUID = UID(MPPS_SOP_CLASS)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return part10_bytes(ds, MPPS_SOP_CLASS, sop_instance_uid)
 
 
 @dataclass(frozen=True)

@@ -56,12 +56,18 @@ class MppsApi:
         self._knows_ae = knows_ae
         self._lock = threading.Lock()  # fcntl locks do not exclude threads of one process
 
-    async def create_or_update(self, request: Request) -> Response:
+    def _not_found(self, ae: str) -> Response | None:
+        """The 404 of a request MPPS cannot serve: MPPS off, or an unknown called AE."""
         if self.service is None:
             return _problem(404, "MPPS is not enabled (--mpps)")
-        ae, uid = request.path_params["ae"], request.path_params["uid"]
         if not self._knows_ae(ae):
             return _problem(404, "no such AE title")
+        return None
+
+    async def create_or_update(self, request: Request) -> Response:
+        ae, uid = request.path_params["ae"], request.path_params["uid"]
+        if (refusal := self._not_found(ae)) is not None:
+            return refusal
         try:
             dataset = Dataset.from_json(json.loads(await request.body()))
         except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -80,11 +86,9 @@ class MppsApi:
         return Response(status_code=status, headers={"Location": str(request.url.path)})
 
     async def retrieve(self, request: Request) -> Response:
-        if self.service is None:
-            return _problem(404, "MPPS is not enabled (--mpps)")
         ae, uid = request.path_params["ae"], request.path_params["uid"]
-        if not self._knows_ae(ae):
-            return _problem(404, "no such AE title")
+        if (refusal := self._not_found(ae)) is not None:
+            return refusal
         try:
             dataset = await run_in_threadpool(self._read, ae, uid)
         except InvalidInstanceUid:

@@ -84,13 +84,19 @@ def safe_file_name(*parts: str, suffix: str = ".wl") -> str:
 
 def encode_entry(dataset: Dataset) -> bytes:
     """The bytes of a ``.wl`` file: DICOM Part 10, explicit VR little endian, as dump2dcm -g."""
+    instance = str(dataset.get("StudyInstanceUID") or dataset.get("SOPInstanceUID") or "1.2.3")
+    return part10_bytes(dataset, MODALITY_WORKLIST_FIND, instance)
+
+
+def part10_bytes(dataset: Dataset, sop_class_uid: str, sop_instance_uid: str) -> bytes:
+    """``dataset`` as a DICOM Part 10 file in explicit VR little endian, with wlmd's identity
+    in the meta header: what every file wlmd writes (worklist entries, MPPS instances) holds."""
     ds = Dataset()
     ds.update(dataset)
     ds.ensure_file_meta()
     meta = ds.file_meta
-    meta.MediaStorageSOPClassUID = UID(MODALITY_WORKLIST_FIND)
-    meta.MediaStorageSOPInstanceUID = UID(str(
-        dataset.get("StudyInstanceUID") or dataset.get("SOPInstanceUID") or "1.2.3"))
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
