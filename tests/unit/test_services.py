@@ -9,13 +9,14 @@ import time
 from collections.abc import Callable
 
 from wlmd.config.settings import Settings
-from wlmd.daemon.services import RESPAWN_DELAYS, ServiceChildren
+from wlmd.daemon.services import RESPAWN_DELAYS, Service, ServiceChildren
 
 
 class Recorder:
     """A service that records its configurations; never actually served here."""
 
     name = "test"
+    reads_worklist = False
 
     def __init__(self) -> None:
         self.sockets: list[socket.socket] = []
@@ -38,7 +39,7 @@ class FakeFork:
         self.pid = 4_000_000  # above pid_max: os.kill raises ProcessLookupError
         self.bodies: list[Callable[[], int]] = []
 
-    def __call__(self, body: Callable[[], int]) -> int:
+    def __call__(self, service: Service, body: Callable[[], int]) -> int:
         self.bodies.append(body)
         self.pid += 1
         return self.pid
