@@ -21,7 +21,7 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
-from tests.helpers import (
+from tests.support.processes import (
     dcmtk_tool,
     free_port,
     require_dcmtk,
