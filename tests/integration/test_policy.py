@@ -29,6 +29,7 @@ from tests.support.processes import (
     stop_process,
     wait_until,
 )
+from tests.support.wlmctl import wlmctl
 from tests.support.worklist_entries import entry, write_entry
 from wlmd.policy.charsets import Charset
 
@@ -125,6 +126,8 @@ charset_fallback = "omit"
 class Server:
     port: int
     log: Path
+    root: Path  # -dfp
+    config: Path
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +148,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         proc = start_wlmd(["--config", str(config), "-dfp", str(root / "db"), "-ll", "info"],
                           port, stderr=stderr)
     try:
-        yield Server(port, log)
+        yield Server(port, log, root / "db", config)
     finally:
         stop_process(proc)
 
@@ -386,3 +389,42 @@ def test_omit_leaves_out_entries_the_peer_cannot_read_and_logs_once(server: Serv
 def test_non_ascii_values_match_as_decoded_text(server: Server, asked: str, value: str,
                                                expected: list[str]) -> None:
     assert pynetdicom_find(server.port, "CSQ", mask(asked, PatientName=value)).ids == expected
+
+
+# --- wlmctl explain tells the truth under a policy -----------------------------------------
+
+
+def explain(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return wlmctl(server.root, "--config", str(server.config), "explain", *args)
+
+
+def explained_matches(output: str) -> list[str]:
+    return sorted(line.split(".")[0].upper() for line in output.splitlines()
+                  if line.endswith(": matches"))
+
+
+def test_explain_applies_the_callers_policy(server: Server) -> None:
+    keys = ("-k", "PatientName", "-k", "ScheduledProcedureStepSequence[0].Modality")
+    result = explain(server, "WLMD", "-aet", "CT1", *keys)
+    assert result.returncode == 0, result.stderr
+    assert "policy: room1 (calling AE CT1)" in result.stdout
+    assert explained_matches(result.stdout) == pynetdicom_find(server.port, "CT1", mask()).ids
+    assert "ScheduledStationAETitle" in next(line for line in result.stdout.splitlines()
+                                             if line.startswith("cyrillic.wl"))
+    plain = explain(server, "WLMD", *keys)  # findscu's default title: no policy applies
+    assert "policy: none (calling AE FINDSCU)" in plain.stdout
+    assert len(explained_matches(plain.stdout)) == len(STORED)
+
+
+def test_explain_text_matching_omitted_entries_limits_and_refusals(server: Server) -> None:
+    folded = explain(server, "WLMD", "-aet", "FOLD", "-k", "PatientName=muller^jorg").stdout
+    assert explained_matches(folded) == ["LATIN"]
+    assert "PatientName does not match (compared as text, policy fold)" in folded
+    latin = explain(server, "WLMD", "-aet", "LATIN", "-k", "PatientName").stdout
+    assert explained_matches(latin) == pynetdicom_find(server.port, "LATIN", mask()).ids
+    assert "cannot represent (charset_fallback omit, policy latin-only)" in latin
+    limited = explain(server, "WLMD", "-aet", "LIMT", "-k", "PatientName").stdout
+    assert "max_answers 2 (truncate): 2 of them are sent" in limited
+    refused = explain(server, "GATED", "-aet", "INTRUDER", "-k", "PatientName")
+    assert refused.returncode != 0
+    assert "refused by policy 'gate' (A-ASSOCIATE-RJ 1/1/3)" in refused.stderr
