@@ -120,7 +120,7 @@ def apply_policy(policy: PeerPolicy, query: PreparedQuery, declared: Charset, ca
     if stations and _is_universal(mask, (SCHEDULED_PROCEDURE_STEP_SEQUENCE,
                                          SCHEDULED_STATION_AE_TITLE)):
         _put(mask, (SCHEDULED_PROCEDURE_STEP_SEQUENCE, SCHEDULED_STATION_AE_TITLE),
-             "\\".join(stations).encode("ascii"))
+             "\\".join(stations).encode("latin-1"))  # AE titles are read as latin-1
     for key in policy.set_keys:
         if _is_universal(mask, _path(key)):
             _put(mask, _path(key), _encoded(key, declared))
