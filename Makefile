@@ -49,11 +49,12 @@ fuzz: $(STAMP)
 
 ## Benchmarks against DCMTK's wlmscpfs (issue #5): SCENARIOS="small medium large", QUICK=1;
 ## then HL7 intake (issue #14): orders/s with ACK after fsync, and order-to-C-FIND delay.
+## BENCH_POLICY=1: wlmd with benchmarks/policy.toml against wlmd without it (issue #17).
 ## wlmd as benchmarked: a warm pool for 8 concurrent clients (the runner adds --index-file).
 BENCH_ARGS ?= --rounds 2 --wlmd-arg=--min-spare-workers --wlmd-arg=8
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick) \
-		$(BENCH_ARGS)
+		$(if $(BENCH_POLICY),--policy) $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.hl7 $(if $(QUICK),--quick)
 	$(BIN)/python -m benchmarks.http $(if $(QUICK),--quick)
 

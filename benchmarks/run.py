@@ -8,6 +8,7 @@ as a Markdown table ready for the README.
     python -m benchmarks.run --scenario small      # a group or scenario names
     python -m benchmarks.run --quick               # fewer rounds and samples
     python -m benchmarks.run --candidate wlmscpfs  # point both columns at wlmscpfs (runner test)
+    python -m benchmarks.run --policy   # wlmd with a per-peer policy against wlmd without one
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import glob
 import itertools
 import json
@@ -349,18 +351,34 @@ def reference_server() -> Server:
                   dict(os.environ, TCP_NODELAY="1"))
 
 
-def wlmd_server(extra: list[str]) -> Server:
+def wlmd_server(extra: list[str], label: str = "wlmd") -> Server:
     """wlmd in its default (fork) mode, listening on loopback only, with an index file.
 
     The index file lies next to the database, as the packaged one lies outside
-    ``/var/lib/wlmd/worklists``.
+    ``/var/lib/wlmd/worklists``; one per label, as two wlmd may run on one database.
     """
-    def index_of(root: Path) -> Path:
-        return root.with_name(f"{root.name}.wlmd-index")
+    suffix = "" if label == "wlmd" else f"-{label.removeprefix('wlmd+')}"
 
-    return Server("wlmd", lambda root, port: [
+    def index_of(root: Path) -> Path:
+        return root.with_name(f"{root.name}.wlmd-index{suffix}")
+
+    return Server(label, lambda root, port: [
         sys.executable, "-m", "wlmd", "--listen-address", HOST, "--index-file",
         str(index_of(root)), *extra, "-dfp", str(root), str(port)], dict(os.environ), index_of)
+
+
+# --policy (issue #17): wlmd with benchmarks/policy.toml against wlmd without it, on the
+# C-FIND figures; the policy may cost at most 10 %.
+POLICY_FILE = Path(__file__).with_name("policy.toml")
+POLICY_SCENARIOS = ("small-rate", "small-latency", "small-queries", "medium-selective",
+                    "large-selective")
+
+
+def policy_rows(rows: list[Scenario]) -> list[Scenario]:
+    """The C-FIND rows among ``rows``, each with the "within 10 %" target."""
+    return [dataclasses.replace(row, target=(
+        Target("ratio_max", 1.1, "≤ 1.1×") if row.unit == "ms"
+        else Target("ratio_min", 0.9, "≥ 0.9×"))) for row in rows if row.name in POLICY_SCENARIOS]
 
 
 def run_group(size: int, rows: list[Scenario], servers: list[Server], opts: Options) -> None:
@@ -476,6 +494,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3, quick 1)")
     parser.add_argument("--candidate", choices=("wlmd", "wlmscpfs"), default="wlmd",
                         help="what the second column runs (wlmscpfs: test the runner itself)")
+    parser.add_argument("--policy", action="store_true",
+                        help="compare wlmd with benchmarks/policy.toml (every per-peer policy "
+                             "feature on) against wlmd without it, C-FIND scenarios only")
     parser.add_argument("--wlmd-arg", action="append", default=[],
                         help="one more wlmd argument (repeatable, one word each): "
                              "--wlmd-arg=--max-spare-workers --wlmd-arg=8")
@@ -495,7 +516,11 @@ def main(argv: list[str] | None = None) -> int:
                    args.load_timeout)
     rows = select(scenarios(), args.scenario)
     reference = reference_server()
-    if args.candidate == "wlmd":
+    if args.policy:
+        rows = policy_rows(rows)
+        reference = wlmd_server(args.wlmd_arg)
+        candidate = wlmd_server([*args.wlmd_arg, "--config", str(POLICY_FILE)], "wlmd+policy")
+    elif args.candidate == "wlmd":
         candidate = wlmd_server(args.wlmd_arg)
     else:
         candidate = reference_server()

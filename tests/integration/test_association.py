@@ -46,6 +46,7 @@ from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_PENDING,
     STATUS_SUCCESS,
+    Admission,
     AssociationInfo,
     AssociationReport,
     FindResponse,
@@ -93,6 +94,10 @@ class FakeApp:
 
     def procedure_steps(self) -> None:
         return None
+
+    def admit(self, called_ae: str, calling_ae: str) -> Admission:
+        allowed = calling_ae != "BANNED"
+        return Admission(allowed, "" if allowed else "allow-list")
 
     def find(
         self, assoc: AssociationInfo, identifier: Dataset, ts_uid: str
@@ -180,11 +185,12 @@ def encode_rq(
     max_pdu: int = 16384,
     implementation_uid: str | None = "1.2.3.4",
     app_context: str = "1.2.840.10008.3.1.1.1",
+    calling: str = "RAWSCU",
 ) -> bytes:
     """An A-ASSOCIATE-RQ encoded by pynetdicom (independent of the engine's codec)."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = app_context
-    primitive.calling_ae_title = "RAWSCU"
+    primitive.calling_ae_title = calling
     primitive.called_ae_title = called
     max_length = MaximumLengthNotification()
     max_length.maximum_length_received = max_pdu
@@ -577,6 +583,9 @@ class TestNegotiation:
             ({}, {"called": "X"}, (1, 1, 7)),
             ({}, {"called": "wlmd"}, (1, 1, 7)),
             ({}, {"contexts": [("1.2.3", [ILE]), (MWL, ["1.2.9"])]}, (1, 1, 1)),
+            ({}, {"calling": "BANNED"}, (1, 1, 3)),  # the application's allow-list
+            ({}, {"calling": "BANNED", "called": "X"}, (1, 1, 7)),  # called AE first
+            ({}, {"calling": "BANNED", "contexts": []}, (1, 1, 3)),  # before the contexts
         ],
     )
     def test_reject_order(

@@ -152,9 +152,9 @@ def test_option_sets_its_field(args: list[str], field: str, expected: object) ->
 
 
 def test_every_settings_field_has_an_option_and_a_case() -> None:
-    # mpps_policy is tables in wlmd.conf only (tests/unit/test_mpps_policy.py)
+    # mpps_policy (tests/unit/test_mpps_policy.py) and policy are tables in wlmd.conf only
     fields = {f for f in Settings.__dataclass_fields__
-              if f not in ("port", "config_file", "mpps_policy")}
+              if f not in ("port", "config_file", "mpps_policy", "policy")}
     assert fields <= {o.field for o in OPTIONS}
     assert fields <= {field for _, field, _ in CASES}
 

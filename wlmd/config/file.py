@@ -19,6 +19,8 @@ from wlmd.cmdline.render import ConfigKey, render_config_file, toml_literal
 from wlmd.config.options import OPTIONS, options_for, spec_for
 from wlmd.config.settings import Settings
 from wlmd.mpps.policy import CONFIG_EXAMPLE as MPPS_CONFIG_EXAMPLE
+from wlmd.policy.config import EXAMPLE as POLICY_EXAMPLE
+from wlmd.policy.config import PolicyError, parse_policies
 
 DEFAULT_CONFIG_FILE = Path("/etc/wlmd/wlmd.conf")
 
@@ -111,6 +113,13 @@ def _line_of(lines: list[str], key: str) -> int:
     return next((n for n, line in enumerate(lines, 1) if pattern.match(line)), 1)
 
 
+def _table_line(lines: list[str], key: str, number: int) -> int:
+    """The line of the ``number``-th ``[[key]]`` header (1 if it cannot be found)."""
+    pattern = re.compile(rf"^\s*\[\[\s*{re.escape(key)}\s*\]\]")
+    headers = [n for n, line in enumerate(lines, 1) if pattern.match(line)]
+    return headers[number - 1] if 0 < number <= len(headers) else 1
+
+
 def load_config(path: Path) -> dict[str, object]:
     """Read a wlmd TOML file into {Settings field: value}; ConfigError says file:line."""
     try:
@@ -130,7 +139,9 @@ def load_config(path: Path) -> dict[str, object]:
         if key not in CONFIG_KEYS:
             raise ConfigError(f"{where}: unknown setting {key!r}")
         try:
-            values[key] = convert_value(key, raw)
+            values[key] = parse_policies(raw) if key == "policy" else convert_value(key, raw)
+        except PolicyError as exc:
+            raise ConfigError(f"{path}:{_table_line(lines, key, exc.table)}: {exc}") from None
         except ValueError as exc:
             raise ConfigError(f"{where}: {key}: {exc}") from None
     return values
@@ -183,4 +194,4 @@ def config_keys() -> list[ConfigKey]:
 def render_config() -> str:
     """The annotated default configuration file shipped as ``etc/wlmd.conf``."""
     return (render_config_file(SHIPPED_HEADER, config_keys()) + "\n" + MPPS_CONFIG_EXAMPLE
-            + EXPIRE_SECTION)
+            + POLICY_EXAMPLE + EXPIRE_SECTION)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wlmd.mpps.policy import MppsPolicies
+from wlmd.policy.model import PolicySet
 
 
 class CharsetMode(enum.Enum):
@@ -169,3 +170,5 @@ class Settings:
     http_max_body: int = 1 << 20  # bytes of one request body
     http_rate: float = 50.0  # requests per second and client address (bursts of twice that)
     http_max_connections: int = 64
+    # per-peer policy: wlmd.conf's [[policy]] tables (issue #17); None: as wlmscpfs
+    policy: PolicySet | None = None

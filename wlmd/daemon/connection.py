@@ -76,10 +76,11 @@ def log_association(report: AssociationReport, peer: tuple[str, int], started: f
     per_query = "+".join(str(count) for count in report.match_counts)
     ASSOCIATION_LOG.info(
         "association from %s:%s calling=%r called=%r%s outcome=%s queries=%d matches=%s "
-        "duration=%.3fs%s",
+        "duration=%.3fs%s%s",
         peer[0], peer[1], report.calling_ae, report.called_ae,
         f" worker={worker_pid}" if worker_pid else "", report.outcome, report.queries,
         per_query if len(report.match_counts) > 1 else report.matches,
         time.monotonic() - started,
+        f" policy={report.policy}" if report.policy else "",
         f" ({report.detail})" if report.detail else "",
     )

@@ -75,6 +75,7 @@ TRANSFER_SYNTAX_PREFERENCES: dict[TransferSyntaxPreference, tuple[str, ...]] = {
 RJ_NO_REASON = (1, 1, 1)
 RJ_CONTEXT_NAME = (2, 1, 2)
 RJ_LOCAL_LIMIT = (2, 3, 2)
+RJ_CALLING_AE = (1, 1, 3)
 RJ_CALLED_AE = (1, 1, 7)
 
 MAX_COMMAND_BYTES = 64 * 1024
@@ -200,13 +201,21 @@ class _Association:
                  (request.max_pdu or self.settings.max_pdu) - PDV_OVERHEAD)
 
     def _check_rejects(self, request: pdu.AssociateRequest) -> None:
-        """The reject order of wlmscpfs (docs/compat.md §7.1): steps 1-3, then (past the association
-        limit, which the supervisor enforces with ``limit_refusal``) steps 5-6."""
+        """The reject order of wlmscpfs (docs/compat.md §7.1): steps 1-3, then (past the
+        association limit, which the supervisor enforces with ``limit_refusal``) steps 5-6;
+        between 5 and 6, the application's verdict on the calling AE (1/1/3, only with a
+        per-peer policy)."""
         if (stop := _reject_before_limit(request, self.settings)) is not None:
             raise stop
         if not self.app.knows_called_ae(request.called_ae):
             detail = f"unknown called AE title {request.called_ae!r}"
             raise _Stop(Outcome.REJECTED, detail, _rj(RJ_CALLED_AE))
+        admission = self.app.admit(request.called_ae, request.calling_ae)
+        self.report.policy = admission.policy
+        if not admission.allowed:
+            detail = (f"calling AE title {request.calling_ae!r} not allowed by policy "
+                      f"{admission.policy!r}")
+            raise _Stop(Outcome.REJECTED, detail, _rj(RJ_CALLING_AE))
         if not request.contexts:
             raise _Stop(Outcome.CLOSED, "no presentation contexts proposed")
 

@@ -90,6 +90,18 @@ class ProcedureStepApplication(Protocol):
         """Answer one N-SET."""
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The application's answer to "may this calling AE associate with this called AE?".
+
+    ``policy`` names the per-peer policy that applies (or, when refused, the one whose
+    allow-list left the caller out); "" when none does. It goes into the association report.
+    """
+
+    allowed: bool
+    policy: str = ""
+
+
 class WorklistApplication(Protocol):
     """What the association engine needs from the worklist side."""
 
@@ -98,6 +110,9 @@ class WorklistApplication(Protocol):
 
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if ``called_ae`` is a safe AE title with a directory under the data path."""
+
+    def admit(self, called_ae: str, calling_ae: str) -> Admission:
+        """Whether ``calling_ae`` may associate with ``called_ae`` (asked once it is known)."""
 
     def find(
         self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str
@@ -130,3 +145,4 @@ class AssociationReport:
     matches: int = 0
     detail: str = ""
     match_counts: list[int] = field(default_factory=list)  # matches of each query, in order
+    policy: str = ""  # the per-peer policy that applied ("" when none)

@@ -28,11 +28,20 @@ from wlmd.dicom.types import (
     STATUS_PENDING,
     STATUS_PENDING_WARNING,
     STATUS_SUCCESS,
+    Admission,
     AssociationInfo,
     FindResponse,
     ProcedureStepApplication,
     UndecodableIdentifier,
 )
+from wlmd.policy.apply import (
+    AppliedQueries,
+    PolicyQuery,
+    convert_response,
+    query_charset,
+    record_charset,
+)
+from wlmd.policy.model import NO_POLICY, Fallback, LimitAction, PeerPolicy
 from wlmd.worklist import findlog
 from wlmd.worklist.cache import NO_MATCH, ResponseCache
 from wlmd.worklist.index import prefilter_of
@@ -48,6 +57,7 @@ LOGGER = logging.getLogger(__name__)
 # What pydicom raises converting a value it cannot read: unknown VR, impossible length, bytes.
 UNDECODABLE_VALUE_ERRORS = (NotImplementedError, BytesLengthException, ValueError,
                             struct.error, UnicodeError)
+MAX_CHARSET_WARNINGS = 100_000  # entries remembered as logged, then forgotten all at once
 
 
 class WorklistService:
@@ -62,6 +72,10 @@ class WorklistService:
             refresh=settings.refresh,
         )
         self._cache = ResponseCache()
+        self._policies = settings.policy or NO_POLICY
+        self._applied = AppliedQueries()
+        # (AE, entry, charset, policy) already logged as holding characters the charset lacks
+        self._charset_warned: set[tuple[str, str, bytes, str]] = set()
 
     @property
     def store(self) -> WorklistStore:
@@ -87,6 +101,12 @@ class WorklistService:
     def knows_called_ae(self, called_ae: str) -> bool:
         """True if the called AE title is safe and has a directory under ``-dfp``."""
         return self._store.knows_called_ae(called_ae)
+
+    def admit(self, called_ae: str, calling_ae: str) -> Admission:
+        """The allow-lists of the configured policies decide; without policies, everyone."""
+        if not self._policies:
+            return Admission(True)
+        return self._policies.admit(called_ae, calling_ae)
 
     def find(
         self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str
@@ -135,6 +155,12 @@ class WorklistService:
             raise UndecodableIdentifier(type(error).__name__) from error
         if log is not None:
             log.expanded(query)
+        policy = self._policies.for_peer(assoc.called_ae, assoc.calling_ae) \
+            if self._policies else None
+        if policy is not None:
+            yield from self._find_under_policy(assoc, identifier, query, policy,
+                                               transfer_syntax_uid, log)
+            return
         try:  # logged: every record is a candidate, so each gets its lines, as in wlmscpfs
             prefilter = None if log is not None else prefilter_of(query)
             records = self._store.query(assoc.called_ae, prefilter)
@@ -149,16 +175,114 @@ class WorklistService:
         LOGGER.debug("%d of %d candidate worklist records in %s match", len(responses),
                      len(records), assoc.called_ae)
         if 0 < settings.max_responses < len(responses):
-            LOGGER.warning("Query from %s (%s) matches %d entries of %s, more than "
-                           "--max-responses %d: refused", assoc.calling_ae, assoc.peer_address,
-                           len(responses), assoc.called_ae, settings.max_responses)
-            yield FindResponse(STATUS_OUT_OF_RESOURCES, error_comment=(
-                f"Too many matches ({len(responses)} > {settings.max_responses}), refine query"))
+            yield self._too_many(assoc, len(responses))
             return
         status = STATUS_PENDING_WARNING if query.unsupported_removed else STATUS_PENDING
         for response in responses:
             yield FindResponse(status, response)
         yield FindResponse(STATUS_SUCCESS)
+
+    def _too_many(self, assoc: AssociationInfo, count: int) -> FindResponse:
+        """The 0xA700 refusal of ``--max-responses``."""
+        limit = self._settings.max_responses
+        LOGGER.warning("Query from %s (%s) matches %d entries of %s, more than "
+                       "--max-responses %d: refused", assoc.calling_ae, assoc.peer_address,
+                       count, assoc.called_ae, limit)
+        return FindResponse(STATUS_OUT_OF_RESOURCES, error_comment=(
+            f"Too many matches ({count} > {limit}), refine query"))
+
+    # --- per-peer policy (wlmd.policy): only queries from a peer a policy names come here ---
+
+    def _find_under_policy(self, assoc: AssociationInfo, identifier: Dataset,
+                           query: PreparedQuery, policy: PeerPolicy, transfer_syntax_uid: str,
+                           log: findlog.FindLog | None) -> Iterator[FindResponse]:
+        """``_find`` from the snapshot on, with the policy's masks, tests, charset and limit."""
+        applied = self._applied.get(policy, query, query_charset(identifier), assoc.calling_ae)
+        try:
+            prefilter = None if log is not None else prefilter_of(applied.match)
+            records = self._store.query(assoc.called_ae, prefilter)
+        except LockfileError as error:
+            LOGGER.error("%s", error)
+            yield FindResponse(STATUS_OUT_OF_RESOURCES)
+            return
+        responses = self._policy_answers(assoc, applied, records, transfer_syntax_uid)
+        if log is not None:
+            log.candidates(os.path.join(self._settings.data_files_path, assoc.called_ae),
+                           applied.match, records, len(responses))
+        LOGGER.debug("%d of %d candidate worklist records in %s match under policy %s",
+                     len(responses), len(records), assoc.called_ae, policy.name)
+        if 0 < self._settings.max_responses < len(responses):
+            yield self._too_many(assoc, len(responses))
+            return
+        final = FindResponse(STATUS_SUCCESS)
+        if 0 < policy.max_answers < len(responses):
+            responses, final = self._limited(assoc, policy, responses)
+        status = STATUS_PENDING_WARNING if query.unsupported_removed else STATUS_PENDING
+        for response in responses:
+            yield FindResponse(status, response)
+        yield final
+
+    def _limited(self, assoc: AssociationInfo, policy: PeerPolicy, responses: list[bytes]
+                 ) -> tuple[list[bytes], FindResponse]:
+        """``max_answers``: the answers to send and the final status; never silent."""
+        count, limit = len(responses), policy.max_answers
+        action = policy.on_too_many
+        LOGGER.warning("Query from %s (%s) matches %d entries of %s, more than max_answers %d "
+                       "of policy %s: %s", assoc.calling_ae, assoc.peer_address, count,
+                       assoc.called_ae, limit, policy.name, action.value)
+        if action is LimitAction.REFUSE:
+            return [], FindResponse(STATUS_OUT_OF_RESOURCES, error_comment=(
+                f"Too many matches ({count} > {limit}), refine query"))
+        if action is LimitAction.PARTIAL:
+            return responses[:limit], FindResponse(STATUS_OUT_OF_RESOURCES, error_comment=(
+                f"Too many matches: first {limit} of {count} returned, refine query"))
+        return responses[:limit], FindResponse(STATUS_SUCCESS)
+
+    def _policy_answers(self, assoc: AssociationInfo, applied: PolicyQuery,
+                        records: list[WorklistRecord], transfer_syntax_uid: str) -> list[bytes]:
+        """``_answers`` under a policy: the cache is keyed by everything the policy changed."""
+        settings = self._settings
+        answers = self._cache.answers(applied.cache_key, transfer_syntax_uid)
+        encoded: list[bytes] = []
+        for record in records:
+            answer = answers.get(record)
+            if answer is None:
+                answer = NO_MATCH
+                dataset = record.dataset
+                if matches(applied.match, dataset) and applied.matches_text(dataset):
+                    response = build_response(applied.answer, dataset, settings.return_charset)
+                    if self._in_peer_charset(assoc, applied, record, dataset, response):
+                        answer = encode_dataset(response, transfer_syntax_uid,
+                                                new_vr=settings.new_vr,
+                                                compression_level=settings.compression_level)
+                answers[record] = answer
+            if answer is not NO_MATCH:
+                encoded.append(answer)
+        return encoded
+
+    def _in_peer_charset(self, assoc: AssociationInfo, applied: PolicyQuery,
+                         record: WorklistRecord, dataset: Dataset, response: Dataset) -> bool:
+        """Convert ``response`` to the policy's character set; False: leave the entry out.
+
+        A value the set cannot hold is logged once per entry, character set and policy in
+        each process (the entry's file name, never the value).
+        """
+        target = applied.target
+        if target is None:
+            return True
+        fallback = applied.policy.charset_fallback
+        outcome = convert_response(response, record_charset(dataset), target, fallback)
+        if outcome.fallback_used:
+            warned = (assoc.called_ae, record.name, target.value, applied.policy.name)
+            if warned not in self._charset_warned:
+                if len(self._charset_warned) >= MAX_CHARSET_WARNINGS:
+                    self._charset_warned.clear()
+                self._charset_warned.add(warned)
+                LOGGER.warning("Worklist entry %s/%s has values %s cannot represent (policy "
+                               "%s): %s", assoc.called_ae, record.name, target.value.decode(),
+                               applied.policy.name, "left out" if fallback is Fallback.OMIT
+                               else fallback.value + "d")
+        return not outcome.omitted
 
     def _answers(self, query: PreparedQuery, records: list[WorklistRecord],
                  transfer_syntax_uid: str) -> list[bytes]:
