@@ -1,14 +1,15 @@
-"""Run the issue #5 benchmark scenarios: wlmd against a tuned wlmscpfs, alternating A B A B.
+"""Run the benchmark scenarios: wlmd against a tuned wlmscpfs and Orthanc, alternating A B C.
 
-Both servers serve the same cached database on loopback; each scenario measures them in turn,
-round after round, and reports medians, the wlmd/wlmscpfs ratio and whether the target is met,
-as a Markdown table ready for the README.
+The servers serve the same cached database on loopback; each scenario measures them in turn,
+round after round, and reports medians, wlmd's ratios to both peers and whether the target
+(against wlmscpfs) is met, as a Markdown table ready for the README.
 
     python -m benchmarks.run                       # everything (builds the databases once)
     python -m benchmarks.run --scenario small      # a group or scenario names
     python -m benchmarks.run --quick               # fewer rounds and samples
     python -m benchmarks.run --candidate wlmscpfs  # point both columns at wlmscpfs (runner test)
     python -m benchmarks.run --policy   # wlmd with a per-peer policy against wlmd without one
+    python -m benchmarks.run --no-orthanc          # without the Orthanc column
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from benchmarks.loadgen import (
 
 HOST = "127.0.0.1"
 LOGS = build_db.CACHE / "logs"
+ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")  # Debian's path
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,12 @@ class Server:
     argv: Callable[[Path, int], list[str]]
     env: dict[str, str]
     index_of: Callable[[Path], Path] | None = None  # where it keeps its index of a database
+    cannot: dict[str, str] = field(default_factory=dict)  # scenario name -> why it is skipped
     proc: subprocess.Popen | None = None
     port: int = 0
     root: Path = Path()
     broken: str = ""  # why the server could not serve this group's database
+    unavailable: str = ""  # why the server is not run at all (not installed)
 
     def start(self, root: Path, query: bytes, timeout: float) -> float:
         """Start on a free port; the seconds from process start until a query succeeds."""
@@ -381,12 +385,49 @@ def policy_rows(rows: list[Scenario]) -> list[Scenario]:
         else Target("ratio_min", 0.9, "≥ 0.9×"))) for row in rows if row.name in POLICY_SCENARIOS]
 
 
+def orthanc_server() -> Server:
+    """Orthanc with its ModalityWorklists plugin serving the database's one flat folder of files.
+
+    The runner writes its JSON configuration next to the logs. Orthanc 1.10 cannot bind to one
+    address: its DICOM port listens on every address (as wlmscpfs's does) and is sent traffic on
+    127.0.0.1 only; its HTTP server, which the benchmark does not use, is switched off. It is
+    built on DCMTK's network layer, so ``TCP_NODELAY=1`` tunes it as it tunes wlmscpfs.
+    """
+    def argv(root: Path, port: int) -> list[str]:
+        home = build_db.CACHE / "orthanc" / str(port)
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        config = {
+            "Name": "wlmd-bench", "DicomAet": "ORTHANC", "DicomPort": port,
+            "DicomCheckCalledAet": False, "DicomAlwaysAllowFindWorklist": True,
+            "HttpServerEnabled": False, "RemoteAccessAllowed": False,
+            "StorageDirectory": str(home / "storage"), "IndexDirectory": str(home / "index"),
+            "Plugins": [str(ORTHANC_PLUGIN)],
+            "Worklists": {"Enable": True, "Database": str(root / build_db.CALLED_AE)},
+        }
+        (home / "orthanc.json").write_text(json.dumps(config, indent=1))
+        return ["Orthanc", str(home / "orthanc.json")]
+
+    return Server("Orthanc", argv, dict(os.environ, TCP_NODELAY="1"),
+                  unavailable=orthanc_missing(),
+                  cannot={"large-start-index": "keeps no index: reads every file on every query"})
+
+
+def orthanc_missing() -> str:
+    """Why Orthanc cannot be a column here ("" when it can)."""
+    if shutil.which("Orthanc") is None or not ORTHANC_PLUGIN.exists():
+        return "not installed (apt-get install orthanc)"
+    return ""
+
+
 def run_group(size: int, rows: list[Scenario], servers: list[Server], opts: Options) -> None:
-    """Start both servers on one database, then run each scenario's rounds, alternating."""
+    """Start the servers on one database, then run each scenario's rounds, alternating."""
     root = build_db.build(size)
     try:
         for server in servers:
-            server.broken = ""
+            server.broken = server.unavailable
+            if server.broken:
+                continue
             try:
                 seconds = server.start(root, selective_query(), opts.start_timeout)
             except (RuntimeError, TimeoutError) as exc:
@@ -409,6 +450,8 @@ def measure(row: Scenario, server: Server, opts: Options) -> Sample:
     """One sample; a server that cannot serve (or stops serving) gives no value and a note."""
     if server.broken:
         return Sample(float("nan"), 0, server.broken)
+    if row.name in server.cannot:
+        return Sample(float("nan"), 0, server.cannot[row.name])
     try:
         return row.measure(server, opts)
     except (RuntimeError, TimeoutError) as exc:
@@ -434,6 +477,8 @@ def cell(samples: list[Sample], unit: str) -> str:
     """Median with unit, plus failures and notes."""
     value = median(samples)
     text = "—" if isnan(value) else f"{fmt(value)} {unit}"
+    if not samples:
+        return text
     failures = sum(s.failures for s in samples)
     notes = sorted({s.note for s in samples if s.note})
     extra = ([f"{failures} failed"] if failures else []) + notes
@@ -452,26 +497,37 @@ def machine() -> str:
             f"Python {platform.python_version()}; {dcmtk}")
 
 
-def table(rows: list[Scenario], reference: Server, candidate: Server, opts: Options) -> str:
-    """The Markdown table for the README."""
+def ratio(reference: float, candidate: float) -> str:
+    """``candidate/reference`` for the table."""
+    value = candidate / reference if reference else float("nan")
+    return "—" if isnan(value) else f"{fmt(value)}×"
+
+
+def table(rows: list[Scenario], reference: Server, candidate: Server, opts: Options,
+          peer: Server | None = None) -> str:
+    """The Markdown table for the README: the reference, the peer (if any), the candidate."""
     ref, cand = reference.label, candidate.label
+    peers = [ref] + ([peer.label] if peer else [])
+    order = " / ".join([*peers, cand])
+    head = " | ".join([*peers, cand, *(f"{cand}/{p}" for p in peers)])
     lines = [f"Machine: {machine()}.",
              f"{time.strftime('%Y-%m-%d')}; loopback; {opts.rounds} round(s) alternating "
-             f"{ref} / {cand}{' (quick mode)' if opts.quick else ''}; medians of the rounds.",
+             f"{order}{' (quick mode)' if opts.quick else ''}; medians of the rounds.",
              "",
-             f"| scenario | {ref} | {cand} | {cand}/{ref} | target | met |",
-             "|---|---|---|---|---|---|"]
+             f"| scenario | {head} | target | met |",
+             "|---|" + "---|" * (2 * len(peers) + 3)]
     for row in rows:
         if ref not in row.samples:
             continue
-        a, b = median(row.samples[ref]), median(row.samples[cand])
-        ratio = b / a if a else float("nan")
-        shown = "—" if isnan(ratio) else f"{fmt(ratio)}×"
-        met = row.target.met(a, b)
+        b = median(row.samples[cand])
+        figures = [cell(row.samples.get(p, []), row.unit) for p in [*peers, cand]]
+        ratios = [ratio(median(row.samples.get(p, [])), b) for p in peers]
+        met = row.target.met(median(row.samples[ref]), b)
         verdict = "—" if met is None else ("yes" if met else "**no**")
-        lines.append(f"| {row.title} | {cell(row.samples[ref], row.unit)} | "
-                     f"{cell(row.samples[cand], row.unit)} | {shown} | "
+        lines.append(f"| {row.title} | {' | '.join(figures + ratios)} | "
                      f"{row.target.text} | {verdict} |")
+    if peer and peer.unavailable:
+        lines.append(f"\n{peer.label}: {peer.unavailable}.")
     return "\n".join(lines)
 
 
@@ -497,6 +553,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", action="store_true",
                         help="compare wlmd with benchmarks/policy.toml (every per-peer policy "
                              "feature on) against wlmd without it, C-FIND scenarios only")
+    parser.add_argument("--no-orthanc", action="store_true",
+                        help="leave out the Orthanc column (it is skipped if not installed)")
     parser.add_argument("--wlmd-arg", action="append", default=[],
                         help="one more wlmd argument (repeatable, one word each): "
                              "--wlmd-arg=--max-spare-workers --wlmd-arg=8")
@@ -525,9 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         candidate = reference_server()
         candidate.label = "wlmscpfs (B)"
+    peer = None if args.no_orthanc else orthanc_server()
+    servers = [reference, candidate] if peer is None else [reference, peer, candidate]
     for size in sorted({r.size for r in rows}):
-        run_group(size, [r for r in rows if r.size == size], [reference, candidate], opts)
-    report = table(rows, reference, candidate, opts)
+        run_group(size, [r for r in rows if r.size == size], servers, opts)
+    report = table(rows, reference, candidate, opts, peer)
     print(report)
     build_db.CACHE.mkdir(exist_ok=True)
     (build_db.CACHE / "last-run.md").write_text(report + "\n")

@@ -149,11 +149,45 @@ def test_select_by_group_and_name() -> None:
         run.select(rows, ["nonsense"])
 
 
+@pytest.mark.skipif(bool(run.orthanc_missing()), reason="Orthanc is not installed")
+def test_orthanc_peer_serves_the_database(database: Path) -> None:
+    server = run.orthanc_server()
+    query = build_db.all_entries_query()
+    query.PatientID = build_db.entry(5).values["patient_id"]
+    try:
+        assert server.start(database, encode_identifier(query), 60) > 0
+        client = Client("127.0.0.1", server.port, build_db.CALLED_AE, [encode_identifier(query)])
+        found = asyncio.run(find_once(client, 20))
+    finally:
+        server.stop()
+    assert found is not None and found.status == 0
+    expected = {build_db.entry(i).values["accession"] for i in range(SIZE)
+                if build_db.entry(i).values["patient_id"] == query.PatientID}
+    assert {decode(i).AccessionNumber for i in found.identifiers} == expected
+
+
 def test_runner_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run.main(["--candidate", "wlmscpfs", "--scenario", "small-latency", "--quick"]) == 0
+    assert run.main(["--candidate", "wlmscpfs", "--scenario", "small-latency", "--quick",
+                     "--no-orthanc"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("Machine: ") and "wlmscpfs v3.6.7" in table[0]
     row = next(line for line in table if line.startswith("| 10 entries, sequential"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1].endswith(" ms") and cells[2].endswith(" ms")
     assert float(cells[3].rstrip("×")) > 0 and cells[5] in ("yes", "**no**")
+
+
+def test_table_has_a_column_and_a_ratio_per_peer() -> None:
+    reference, peer, candidate = run.reference_server(), run.orthanc_server(), run.wlmd_server([])
+    rows = run.select(run.scenarios(), ["small-latency", "large-start-index"])
+    for row in rows:
+        row.samples = {"wlmscpfs": [run.Sample(4.0)], "Orthanc": [run.Sample(2.0)],
+                       "wlmd": [run.Sample(1.0)]}
+    rows[1].samples["Orthanc"] = [run.Sample(float("nan"), 0, "keeps no index")]
+    opts = run.Options(True, 1, 1, 1)
+    lines = run.table(rows, reference, candidate, opts, peer).splitlines()
+    assert lines[3] == ("| scenario | wlmscpfs | Orthanc | wlmd | wlmd/wlmscpfs | wlmd/Orthanc "
+                        "| target | met |")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[5:7]]
+    assert cells[0][1:] == ["4 ms", "2 ms", "1 ms", "0.25×", "0.5×", "≤ 1.0×", "yes"]
+    assert cells[1][2] == "— (keeps no index)" and cells[1][5] == "—"
