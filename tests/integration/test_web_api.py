@@ -210,10 +210,15 @@ def test_paging_with_offset_and_limit_warns_of_the_rest(web: Web) -> None:
     assert f"There are {len(everything) - 7} additional results" in page.headers["warning"]
 
 
-def test_fuzzy_matching_request_gets_the_standard_warning(web: Web) -> None:
-    response = web.get(SEARCH.format(ae="CT01"), params={"fuzzymatching": "true"})
-    assert response.status_code == 200
-    assert "fuzzymatching parameter is not supported" in response.headers["warning"]
+def test_fuzzy_matching_ignores_case_and_accents_of_names(web: Web) -> None:
+    literal = web.get(SEARCH.format(ae="CT01"), params={"PatientName": "muller^jurgen*"})
+    assert literal.status_code == 204
+    fuzzy = web.get(SEARCH.format(ae="CT01"), params={"PatientName": "muller^jurgen*",
+                                                      "fuzzymatching": "true"})
+    assert fuzzy.status_code == 200
+    assert "warning" not in fuzzy.headers
+    names = [item["00100010"]["Value"][0]["Alphabetic"] for item in fuzzy.json()]
+    assert names and all(name.startswith("MÜLLER^JÜRGEN") for name in names)
 
 
 def test_xml_and_multipart_forms_hold_the_same_datasets(web: Web) -> None:

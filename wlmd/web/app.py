@@ -24,12 +24,19 @@ from starlette.routing import Route
 
 from wlmd.config.settings import CharsetMode, Settings
 from wlmd.mpps.service import MppsService
+from wlmd.policy.model import NameMatching, Pattern, PeerPolicy, PolicySet
 from wlmd.web.entries import EntryApi
 from wlmd.web.guard import Guard, GuardSettings
 from wlmd.web.metrics import exposition
 from wlmd.web.mpps import MppsApi
 from wlmd.web.payloads import NotAcceptable, choose_media_type, render
-from wlmd.web.search import BadSearch, parse_search, run_search
+from wlmd.web.search import (
+    FUZZY_CALLING_AE,
+    HTTP_CALLING_AE,
+    BadSearch,
+    parse_search,
+    run_search,
+)
 from wlmd.web.status import render_status
 from wlmd.worklist.service import WorklistService
 from wlmd.worklist.store import WorklistStore
@@ -54,9 +61,17 @@ class WebContext:
 def web_service(settings: Settings, store: WorklistStore | None = None) -> WorklistService:
     """The C-FIND application as HTTP uses it: the same store and matching, no request files
     or test sleeps, and text kept in the file's own character set (``-csk``) so that it can be
-    decoded into DICOM JSON's Unicode whatever ``-cs0/-cs1`` say for the DICOM port."""
+    decoded into DICOM JSON's Unicode whatever ``-cs0/-cs1`` say for the DICOM port.
+
+    ``fuzzymatching=true`` is the per-peer policy's case- and accent-insensitive name matching
+    (``wlmd.policy.names``), applied to searches made under the reserved calling AE title
+    ``FUZZY_CALLING_AE``; the site's own policies follow it."""
+    fuzzy = PeerPolicy("fuzzymatching", calling_ae=Pattern(FUZZY_CALLING_AE),
+                       name_matching=NameMatching.FOLD)
+    site = settings.policy.policies if settings.policy else ()
     web_settings = dataclasses.replace(settings, return_charset=CharsetMode.KEEP,
-                                       request_file_path=None, sleep_before=0)
+                                       request_file_path=None, sleep_before=0,
+                                       policy=PolicySet((fuzzy, *site)))
     return WorklistService(web_settings, store)
 
 
@@ -127,13 +142,11 @@ def search_steps(context: WebContext, request: Request) -> Response:
     except BadSearch as error:
         return _problem(400, str(error))
     outcome = run_search(context.service, ae, query.identifier,
-                         request.client.host if request.client else "")
+                         request.client.host if request.client else "",
+                         FUZZY_CALLING_AE if query.fuzzy_requested else HTTP_CALLING_AE)
     if outcome.failure:
         return _problem(outcome.failure, outcome.problem)
     warnings = []
-    if query.fuzzy_requested:
-        warnings.append(f'299 {SERVICE_NAME} "The fuzzymatching parameter is not supported. '
-                        'Only literal matching has been performed."')
     if outcome.unsupported_removed:
         warnings.append(f'299 {SERVICE_NAME} "Some requested attributes are not supported '
                         'and were left out."')

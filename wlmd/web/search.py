@@ -41,6 +41,7 @@ ENCODING_ERRORS = (struct.error, ValueError, TypeError, OverflowError, NotImplem
                    AttributeError, UnicodeError, OSError)
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 HTTP_CALLING_AE = "HTTP"  # the calling AE title an HTTP search is logged and matched under
+FUZZY_CALLING_AE = "HTTP-FUZZY"  # the same, for fuzzymatching=true (a policy matches it)
 
 
 class BadSearch(ValueError):
@@ -189,11 +190,11 @@ class SearchOutcome:
     problem: str = ""
 
 
-def run_search(service: WorklistService, ae: str, identifier: Dataset,
-               peer: str) -> SearchOutcome:
+def run_search(service: WorklistService, ae: str, identifier: Dataset, peer: str,
+               calling_ae: str = HTTP_CALLING_AE) -> SearchOutcome:
     """Run a received ``identifier`` (``parse_search``) through the workers' C-FIND pipeline
     for called AE ``ae``."""
-    assoc = AssociationInfo(peer_address=peer, peer_port=0, calling_ae=HTTP_CALLING_AE,
+    assoc = AssociationInfo(peer_address=peer, peer_port=0, calling_ae=calling_ae,
                             called_ae=ae)
     try:
         responses = list(service.find(assoc, identifier, EXPLICIT_LITTLE))
