@@ -67,6 +67,10 @@ def _metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
+def _metrics_at(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return _metrics(url.removesuffix("/metrics"))
+
+
 def _http_child(server: Wlmd, port: int) -> psutil.Process:
     for child in server.children():
         if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
@@ -89,7 +93,16 @@ def test_metrics_count_every_association_even_of_exited_workers(
     samples = _metrics(base)
     assert samples[("wlmd_cfind_queries_total", (("called_ae", "CT01"),))] == 3
     assert samples[("wlmd_cfind_matches_total", (("called_ae", "CT01"),))] == 3 * len(matches)
+    assert samples[("wlmd_cfind_duration_seconds_count", (("called_ae", "CT01"),))] == 3
     assert samples[("wlmd_worker_exits_total", (("reason", "recycled"),))] >= 3
+    assert samples[("wlmd_worklist_file_problems_total", ())] == 0
+    broken = server.log_path.parent / "worklists" / "CT01" / "broken.wl"
+    broken.write_bytes(b"not a worklist file")
+    assoc = associate(server.port, "CT01", calling="METRICS")
+    find(assoc, PatientName="*")
+    assoc.release()
+    wait_until(lambda: _metrics(base).get(("wlmd_worklist_file_problems_total", ())) == 1,
+               what="the broken file counted once")
     assert httpx.get(base + "/metrics", timeout=5).status_code == 401
 
 
@@ -176,6 +189,10 @@ def test_a_step_created_over_http_completes_over_dimse(
     assert _post(f"{base}/{uid}", create_attributes("WEBMPPS1", study)).status_code == 201
     assert worklist_status(server.port, "CT01", "WEBMPPS1") == ["STARTED"]
     assert n_set(server.port, "CT01", uid, final_modifications()).Status == 0x0000
+    metrics = base.split("/aets/")[0] + "/metrics"
+    wait_until(lambda: (("wlmd_mpps_total", (("called_ae", "CT01"), ("operation", "N-SET"),
+                                              ("status", "0x0000"))) in _metrics_at(metrics)),
+               what="the N-SET counted")
     retrieved = Dataset.from_json(_get(f"{base}/{uid}").json())
     assert retrieved.PerformedProcedureStepStatus == "COMPLETED"
     assert worklist_status(server.port, "CT01", "WEBMPPS1") == ["COMPLETED"]

@@ -63,6 +63,9 @@ class SupervisorEvents(Protocol):
     def worker_exit(self, reason: str) -> None:
         """A worker left the pool: ``recycled``, ``killed`` or ``died``."""
 
+    def file_problem(self) -> None:
+        """A worklist file version was reported rejected or faulty (once per version)."""
+
 
 @dataclass
 class ServiceChild:

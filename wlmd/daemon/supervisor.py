@@ -79,17 +79,19 @@ class FileProblemLog:
         self._capacity = capacity
         self._written: OrderedDict[tuple[str, str], None] = OrderedDict()
 
-    def write(self, data: dict[str, object]) -> None:
-        """Log the reported line unless a worker already reported it for that version."""
+    def write(self, data: dict[str, object]) -> bool:
+        """Log the reported line unless a worker already reported it for that version; True
+        when it is new."""
         key = (str(data.get("version")), str(data.get("message")))
         if key in self._written:
-            return
+            return False
         self._written[key] = None
         if len(self._written) > self._capacity:
             self._written.popitem(last=False)
         level = data.get("level")
         logging.getLogger(str(data.get("logger"))).log(
             level if isinstance(level, int) else logging.WARNING, "%s", key[1])
+        return True
 
 
 class Supervisor:
@@ -429,8 +431,9 @@ class Supervisor:
             slot.state = SlotState.IDLE
         elif message.op == handoff.OP_DONE and message.report is not None:
             self._on_done(slot, message.report)
-        elif message.op == handoff.OP_LOG:
-            self._file_log.write(message.data)
+        elif (message.op == handoff.OP_LOG and self._file_log.write(message.data)
+              and self._events):
+            self._events.file_problem()
 
     def _on_done(self, slot: WorkerSlot, report: AssociationReport) -> None:
         """A worker is free again: log its association's one line, then reuse or recycle it."""

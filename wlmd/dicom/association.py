@@ -353,6 +353,8 @@ class _Association:
             response = NResponse(STATUS_NO_SUCH_INSTANCE, error_comment="no SOP instance UID")
         else:
             response = steps.set(self.info, instance, dataset)
+        (self.report.n_create_statuses if creating else self.report.n_set_statuses).append(
+            response.status)
         rsp = dimse.n_response_command(
             sop_class,
             dimse.N_CREATE_RSP if creating else dimse.N_SET_RSP,
@@ -371,6 +373,7 @@ class _Association:
         sop_class = dimse.command_ui(command, dimse.AFFECTED_SOP_CLASS_UID)
         ts_uid = self.contexts[context_id]
         identifier = self._receive_dataset(ts_uid, "C-FIND identifier")
+        started = time.perf_counter()
         self.report.queries += 1
         self.report.match_counts.append(0)
         LOG.debug("C-FIND-RQ message %d on context %d (%s)", message_id, context_id, ts_uid)
@@ -385,6 +388,7 @@ class _Association:
             close = getattr(responses, "close", None)
             if close is not None:
                 close()
+            self.report.find_micros.append(int((time.perf_counter() - started) * 1_000_000))
         if self.settings.sleep_after:
             time.sleep(self.settings.sleep_after)
 

@@ -146,3 +146,6 @@ class AssociationReport:
     detail: str = ""
     match_counts: list[int] = field(default_factory=list)  # matches of each query, in order
     policy: str = ""  # the per-peer policy that applied ("" when none)
+    find_micros: list[int] = field(default_factory=list)  # how long each C-FIND took, in µs
+    n_create_statuses: list[int] = field(default_factory=list)  # DIMSE status of each N-CREATE
+    n_set_statuses: list[int] = field(default_factory=list)  # DIMSE status of each N-SET

@@ -57,6 +57,13 @@ class ServerMetrics:
             ["called_ae", "calling_ae", "outcome"], registry=registry)
         self.queries = Counter("wlmd_cfind_queries", "C-FIND queries by called AE",
                                ["called_ae"], registry=registry)
+        self.query_seconds = Histogram(
+            "wlmd_cfind_duration_seconds", "C-FIND duration (request to final response) by "
+            "called AE", ["called_ae"], buckets=DURATION_BUCKETS, registry=registry)
+        self.mpps = Counter("wlmd_mpps", "MPPS N-CREATE and N-SET by called AE and DIMSE status",
+                            ["called_ae", "operation", "status"], registry=registry)
+        self.file_problems = Counter("wlmd_worklist_file_problems",
+                                     "Worklist file versions rejected or faulty", registry=registry)
         self.matches = Counter("wlmd_cfind_matches", "C-FIND responses (matches) by called AE",
                                ["called_ae"], registry=registry)
         self.duration = Histogram(
@@ -72,9 +79,15 @@ class ServerMetrics:
     def association(self, report: AssociationReport, seconds: float) -> None:
         called = report.called_ae or "-"
         self.associations.labels(called, report.calling_ae or "-", str(report.outcome)).inc()
-        if report.queries:
-            self.queries.labels(called).inc(report.queries)
+        if report.match_counts:
+            self.queries.labels(called).inc(len(report.match_counts))
             self.matches.labels(called).inc(report.matches)
+        for micros in report.find_micros:
+            self.query_seconds.labels(called).observe(micros / 1_000_000)
+        for operation, statuses in (("N-CREATE", report.n_create_statuses),
+                                    ("N-SET", report.n_set_statuses)):
+            for status in statuses:
+                self.mpps.labels(called, operation, f"0x{status:04X}").inc()
         self.duration.labels(called).observe(seconds)
 
     def refused(self, reason: str) -> None:
@@ -86,6 +99,9 @@ class ServerMetrics:
 
     def worker_exit(self, reason: str) -> None:
         self.worker_exits.labels(reason).inc()
+
+    def file_problem(self) -> None:
+        self.file_problems.inc()
 
 
 def exposition(directory: Path) -> bytes:
