@@ -104,6 +104,9 @@ def test_metrics_count_every_association_even_of_exited_workers(
     wait_until(lambda: _metrics(base).get(("wlmd_worklist_file_problems_total", ())) == 1,
                what="the broken file counted once")
     assert httpx.get(base + "/metrics", timeout=5).status_code == 401
+    after = _metrics(base)
+    assert after[("wlmd_http_requests_total", (("method", "GET"), ("status", "401")))] >= 1
+    assert after[("wlmd_http_requests_total", (("method", "GET"), ("status", "200")))] >= 1
 
 
 def test_readiness_follows_the_pool(served: tuple[Wlmd, str]) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
 from wlmd.security.access import AccessPolicy
@@ -87,6 +88,9 @@ class Guard:
         self.app = app
         self.settings = settings
         self.limiter = RateLimiter(settings.rate, settings.burst)
+        # in the HTTP child (multi-process mode) this lands in /metrics with the supervisor's
+        self.requests = Counter("wlmd_http_requests", "HTTP requests by method and status",
+                                ["method", "status"], registry=None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,6 +104,7 @@ class Guard:
             LOGGER.warning("HTTP %s %s from %s (%s): refused %d, %s", method, path, address,
                            who, status, message)
             await _reply(send, status, message)
+            self.requests.labels(method, str(status)).inc()
             return
         principal: Principal | None = scope.get("wlmd.principal")
         who = principal.name if principal else "-"
@@ -115,8 +120,10 @@ class Guard:
             LOGGER.warning("HTTP %s %s from %s (%s): refused 413, body too large", method, path,
                            address, who)
             await _reply(send, 413, f"request body over {self.settings.max_body} bytes")
+            self.requests.labels(method, "413").inc()
             return
         await self.app(scope, _replay(body, receive), recording_send)
+        self.requests.labels(method, str(outcome.get("status", 0))).inc()
         if method not in READ_METHODS:
             LOGGER.info("HTTP %s %s from %s (%s): %d", method, path, address, who,
                         outcome.get("status", 0))
