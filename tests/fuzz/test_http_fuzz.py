@@ -144,12 +144,15 @@ def test_path_tricks(target: Target, path: str) -> None:
     b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"b" * 70000 + b"\r\n\r\n",
 ])
 def test_malformed_requests(target: Target, raw: bytes) -> None:
+    reply = b""
     with socket.create_connection(("127.0.0.1", target.port), timeout=10) as sock:
-        sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
+        try:
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                reply += chunk
+        except OSError:  # the server may answer and close before all of it was sent
+            pass
     assert reply == b"" or reply.split(b" ", 2)[1][:1] in (b"2", b"4"), reply[:100]
     target.check_alive()
 
