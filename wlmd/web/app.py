@@ -19,7 +19,7 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from wlmd.config.settings import CharsetMode, Settings
@@ -29,7 +29,7 @@ from wlmd.web.entries import EntryApi
 from wlmd.web.guard import Guard, GuardSettings
 from wlmd.web.metrics import exposition
 from wlmd.web.mpps import MppsApi
-from wlmd.web.payloads import NotAcceptable, choose_media_type, render
+from wlmd.web.payloads import NotAcceptable, choose_media_type, problem, render
 from wlmd.web.search import (
     FUZZY_CALLING_AE,
     HTTP_CALLING_AE,
@@ -83,7 +83,7 @@ def create_app(context: WebContext, guard: GuardSettings) -> Guard:
             day = datetime.date.fromisoformat(request.query_params.get("date", "")) \
                 if "date" in request.query_params else datetime.date.today()
         except ValueError:
-            return _problem(400, "date must be YYYY-MM-DD")
+            return problem(400, "date must be YYYY-MM-DD")
         return HTMLResponse(render_status(context.service, context.data_path,
                                           context.metrics_directory, context.problems(), day))
 
@@ -102,7 +102,7 @@ def create_app(context: WebContext, guard: GuardSettings) -> Guard:
 
     async def metrics(request: Request) -> Response:
         if context.metrics_directory is None:
-            return _problem(404, "metrics are collected in fork mode only")
+            return problem(404, "metrics are collected in fork mode only")
         return Response(exposition(context.metrics_directory), media_type=CONTENT_TYPE_LATEST)
 
     entries = EntryApi(context.data_path)
@@ -131,21 +131,21 @@ def search_steps(context: WebContext, request: Request) -> Response:
     """``GET /aets/{AE}/rs/modality-scheduled-procedure-steps``: the MWL C-FIND over HTTP."""
     ae = request.path_params["ae"]
     if not context.service.knows_called_ae(ae):
-        return _problem(404, f"no worklist for AE title {ae!r}")
+        return problem(404, f"no worklist for AE title {ae!r}")
     try:
         media_type, multipart = choose_media_type(request.headers.get("accept", ""))
     except NotAcceptable:
-        return _problem(406, "acceptable: application/dicom+json, application/dicom+xml, "
+        return problem(406, "acceptable: application/dicom+json, application/dicom+xml, "
                              "multipart/related with either type")
     try:
         query = parse_search(request.query_params.multi_items())
     except BadSearch as error:
-        return _problem(400, str(error))
+        return problem(400, str(error))
     outcome = run_search(context.service, ae, query.identifier,
                          request.client.host if request.client else "",
                          FUZZY_CALLING_AE if query.fuzzy_requested else HTTP_CALLING_AE)
     if outcome.failure:
-        return _problem(outcome.failure, outcome.problem)
+        return problem(outcome.failure, outcome.problem)
     warnings = []
     if outcome.unsupported_removed:
         warnings.append(f'299 {SERVICE_NAME} "Some requested attributes are not supported '
@@ -163,6 +163,3 @@ def search_steps(context: WebContext, request: Request) -> Response:
     body, content_type = render(page, media_type, multipart)
     return Response(body, media_type=content_type, headers=headers)
 
-
-def _problem(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)

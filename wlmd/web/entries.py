@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from wlmd.web.payloads import DICOM_JSON
+from wlmd.web.payloads import DICOM_JSON, problem
 from wlmd.worklist.entries import EntryRefused, PreparedEntry, prepare_entry, refuse_duplicates
 from wlmd.worklist.store import is_safe_ae, is_worklist_name
 from wlmd.worklist.writer import (
@@ -48,7 +48,7 @@ class EntryApi:
     async def listing(self, request: Request) -> Response:
         directory = self._directory(request)
         if directory is None:
-            return _problem(404, "no such AE title")
+            return problem(404, "no such AE title")
         names = sorted(p.name for p in directory.iterdir() if is_worklist_name(p.name))
         return JSONResponse([{"name": name, "href": f"{request.url.path}/{name}"}
                              for name in names])
@@ -56,11 +56,11 @@ class EntryApi:
     async def read(self, request: Request) -> Response:
         path = self._entry_path(request)
         if path is None or not path.is_file():
-            return _problem(404, "no such entry")
+            return problem(404, "no such entry")
         try:
             dataset = dcmread(path, force=True)
         except (InvalidDicomError, OSError, ValueError) as error:
-            return _problem(500, f"entry cannot be read: {type(error).__name__}")
+            return problem(500, f"entry cannot be read: {type(error).__name__}")
         del dataset.file_meta  # the worklist attributes only
         return Response(json.dumps(dataset.to_json_dict()).encode(), media_type=DICOM_JSON)
 
@@ -70,30 +70,30 @@ class EntryApi:
     async def replace(self, request: Request) -> Response:
         name = request.path_params["name"]
         if not _usable_name(name):
-            return _problem(404, "not a worklist file name")
+            return problem(404, "not a worklist file name")
         return await self._store(request, request.path_params["ae"], name, replace=True)
 
     async def delete(self, request: Request) -> Response:
         path = self._entry_path(request)
         if path is None:
-            return _problem(404, "no such entry")
+            return problem(404, "no such entry")
         try:
             await run_in_threadpool(self._locked, self.writer.remove, path.parent.name,
                                     path.name)
         except NoSuchEntry:
-            return _problem(404, "no such entry")
+            return problem(404, "no such entry")
         except WriterError as error:
-            return _problem(503, str(error))
+            return problem(503, str(error))
         return Response(status_code=204)
 
     async def _store(self, request: Request, ae: str, name: str | None, *,
                      replace: bool) -> Response:
         if self._directory(request) is None:
-            return _problem(404, "no such AE title")
+            return problem(404, "no such AE title")
         try:
             dataset = Dataset.from_json(json.loads(await request.body()))
         except (ValueError, TypeError, KeyError, AttributeError) as error:
-            return _problem(400, f"not a DICOM JSON object: {type(error).__name__}")
+            return problem(400, f"not a DICOM JSON object: {type(error).__name__}")
         try:
             entry = prepare_entry(dataset, name)
         except EntryRefused as refusal:
@@ -106,9 +106,9 @@ class EntryApi:
             return JSONResponse({"error": "entry refused", "findings": refusal.problems},
                                 status_code=422)
         except EntryExists:
-            return _problem(409, f"{entry.name} exists; PUT it to replace it")
+            return problem(409, f"{entry.name} exists; PUT it to replace it")
         except WriterError as error:
-            return _problem(503, str(error))
+            return problem(503, str(error))
         location = f"/aets/{ae}/entries/{entry.name}"
         body = {"name": entry.name, "href": location, "filled": entry.filled,
                 "warnings": [f"{p.attribute}: {p.reason}" for p in entry.warnings]}
@@ -137,6 +137,3 @@ class EntryApi:
 def _usable_name(name: str) -> bool:
     return is_entry_name(name)
 
-
-def _problem(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)

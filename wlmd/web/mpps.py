@@ -29,7 +29,7 @@ from wlmd.dicom.types import (
 )
 from wlmd.mpps.service import MppsService
 from wlmd.mpps.storage import InvalidInstanceUid
-from wlmd.web.payloads import DICOM_JSON
+from wlmd.web.payloads import DICOM_JSON, problem
 
 FINAL_STATE_ERROR_ID = 0xA710  # "may no longer be updated" (PS3.4 F.7.2.2.4.2)
 HTTP_CALLING_AE = "HTTP"
@@ -59,9 +59,9 @@ class MppsApi:
     def _not_found(self, ae: str) -> Response | None:
         """The 404 of a request MPPS cannot serve: MPPS off, or an unknown called AE."""
         if self.service is None:
-            return _problem(404, "MPPS is not enabled (--mpps)")
+            return problem(404, "MPPS is not enabled (--mpps)")
         if not self._knows_ae(ae):
-            return _problem(404, "no such AE title")
+            return problem(404, "no such AE title")
         return None
 
     async def create_or_update(self, request: Request) -> Response:
@@ -71,7 +71,7 @@ class MppsApi:
         try:
             dataset = Dataset.from_json(json.loads(await request.body()))
         except (ValueError, TypeError, KeyError, AttributeError) as error:
-            return _problem(400, f"not a DICOM JSON object: {type(error).__name__}")
+            return problem(400, f"not a DICOM JSON object: {type(error).__name__}")
         client = request.client
         assoc = AssociationInfo(peer_address=client.host if client else "", peer_port=0,
                                 calling_ae=HTTP_CALLING_AE, called_ae=ae)
@@ -92,9 +92,9 @@ class MppsApi:
         try:
             dataset = await run_in_threadpool(self._read, ae, uid)
         except InvalidInstanceUid:
-            return _problem(404, "not a UID")
+            return problem(404, "not a UID")
         if dataset is None:
-            return _problem(404, "no such MPPS")
+            return problem(404, "no such MPPS")
         return Response(json.dumps(dataset.to_json_dict()).encode(), media_type=DICOM_JSON)
 
     def _apply(self, assoc: AssociationInfo, uid: str,
@@ -116,6 +116,3 @@ class MppsApi:
         with storage.locked(ae, uid) as transaction:
             return storage.read(transaction, uid)
 
-
-def _problem(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)

@@ -18,6 +18,7 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pydicom.filereader import read_dataset
 from pydicom.valuerep import PersonName
+from starlette.responses import JSONResponse, Response
 
 DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
@@ -58,12 +59,12 @@ def render(answers: Sequence[bytes], media_type: str, multipart: bool) -> tuple[
     if not multipart:
         if media_type == DICOM_JSON:
             return b"[" + b",".join(json_of(answer) for answer in answers) + b"]", DICOM_JSON
-        return _xml_document([_dataset(answer) for answer in answers]), \
+        return _xml_document([answer_dataset(answer) for answer in answers]), \
             f"{DICOM_XML}; charset=utf-8"
     boundary = secrets.token_hex(16)
     parts = []
     for answer in answers:
-        payload = json_of(answer) if media_type == DICOM_JSON else to_xml(_dataset(answer))
+        payload = json_of(answer) if media_type == DICOM_JSON else to_xml(answer_dataset(answer))
         parts.append(f"--{boundary}\r\nContent-Type: {media_type}\r\n\r\n".encode() + payload
                      + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
@@ -74,11 +75,17 @@ def render(answers: Sequence[bytes], media_type: str, multipart: bool) -> tuple[
 def json_of(answer: bytes) -> bytes:
     """One answer in DICOM JSON. The C-FIND service hands out the same bytes object for the
     same record and query until the file changes, so repeated searches convert nothing."""
-    return json.dumps(_dataset(answer).to_json_dict()).encode()
+    return json.dumps(answer_dataset(answer).to_json_dict()).encode()
 
 
-def _dataset(answer: bytes) -> Dataset:
+def answer_dataset(answer: bytes) -> Dataset:
+    """One answer (explicit VR little endian, as the C-FIND service encoded it) as a dataset."""
     return read_dataset(io.BytesIO(answer), is_implicit_VR=False, is_little_endian=True)
+
+
+def problem(status: int, message: str) -> Response:
+    """An error answer of the API: ``{"error": message}`` with the HTTP status."""
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def _xml_document(datasets: Sequence[Dataset]) -> bytes:

@@ -235,7 +235,3 @@ def _encoded(response: FindResponse) -> bytes:
     assert identifier is not None
     return identifier
 
-
-def decoded(answer: bytes) -> Dataset:
-    """An answer as a dataset."""
-    return read_dataset(io.BytesIO(answer), is_implicit_VR=False, is_little_endian=True)

@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydicom import Dataset
 
 from wlmd.web.metrics import exposition
-from wlmd.web.search import decoded, parse_search, run_search
+from wlmd.web.payloads import answer_dataset
+from wlmd.web.search import parse_search, run_search
 from wlmd.worklist.lint import lint_directory
 from wlmd.worklist.service import WorklistService
 
@@ -61,7 +62,7 @@ def todays_rows(service: WorklistService, ae: str, day: datetime.date) -> AeWork
     outcome = run_search(service, ae, search.identifier, "status page")
     if outcome.problem:
         return AeWorklist(ae, [], outcome.problem)
-    rows = [_row(decoded(answer)) for answer in outcome.answers]
+    rows = [_row(answer_dataset(answer)) for answer in outcome.answers]
     return AeWorklist(ae, sorted(rows, key=lambda row: row.time))
 
 
