@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.samples import Sample
 
 from wlmd.dicom.types import AssociationReport
 
@@ -104,8 +105,18 @@ class ServerMetrics:
         self.file_problems.inc()
 
 
-def exposition(directory: Path) -> bytes:
-    """Every process's metrics in the Prometheus text format (for ``GET /metrics``)."""
+def _registry(directory: Path) -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
-    return generate_latest(registry)
+    return registry
+
+
+def exposition(directory: Path) -> bytes:
+    """Every process's metrics in the Prometheus text format (for ``GET /metrics``)."""
+    return generate_latest(_registry(directory))
+
+
+def samples(directory: Path, family: str) -> list[Sample]:
+    """The current samples of one metric family of every process (readiness, status page)."""
+    return [sample for metric in _registry(directory).collect() if metric.name == family
+            for sample in metric.samples]

@@ -29,7 +29,7 @@ from wlmd.security.tls import TlsError, server_context
 from wlmd.web.app import WebContext, create_app, web_service
 from wlmd.web.auth import Principal, TokenFileError, TokenStore
 from wlmd.web.guard import GuardSettings
-from wlmd.web.metrics import exposition
+from wlmd.web.metrics import samples
 from wlmd.web.status import LintSummary
 from wlmd.worklist.service import WorklistService
 
@@ -47,10 +47,9 @@ def readiness(settings: Settings, metrics_directory: Path | None) -> tuple[bool,
         return False, "data path not readable"
     if metrics_directory is None:
         return True, "ready"
-    for line in exposition(metrics_directory).decode().splitlines():
-        if line.startswith('wlmd_workers{state="idle"}'):
-            idle = float(line.rsplit(" ", 1)[1])
-            return (True, "ready") if idle >= 1 else (False, "no idle worker")
+    for sample in samples(metrics_directory, "wlmd_workers"):
+        if sample.labels.get("state") == "idle":
+            return (True, "ready") if sample.value >= 1 else (False, "no idle worker")
     return False, "worker pool not started"
 
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from prometheus_client.parser import text_string_to_metric_families
 from pydicom import Dataset
 
-from wlmd.web.metrics import exposition
+from wlmd.web.metrics import samples
 from wlmd.web.payloads import answer_dataset
 from wlmd.web.search import parse_search, run_search
 from wlmd.worklist.lint import lint_directory
@@ -116,13 +115,9 @@ def association_counts(metrics_directory: Path | None) -> list[dict[str, str]]:
     """Associations by called AE, calling AE and outcome, from the supervisor's counters."""
     if metrics_directory is None:
         return []
-    rows = []
-    for family in text_string_to_metric_families(exposition(metrics_directory).decode()):
-        if family.name != "wlmd_associations":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                rows.append({**sample.labels, "count": f"{sample.value:.0f}"})
+    rows = [{**sample.labels, "count": f"{sample.value:.0f}"}
+            for sample in samples(metrics_directory, "wlmd_associations")
+            if sample.name.endswith("_total")]
     return sorted(rows, key=lambda r: (r["called_ae"], r["calling_ae"], r["outcome"]))
 
 
