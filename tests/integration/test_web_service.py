@@ -96,6 +96,9 @@ def test_metrics_count_every_association_even_of_exited_workers(
     assert samples[("wlmd_cfind_duration_seconds_count", (("called_ae", "CT01"),))] == 3
     assert samples[("wlmd_worker_exits_total", (("reason", "recycled"),))] >= 3
     assert samples[("wlmd_worklist_file_problems_total", ())] == 0
+    page = httpx.get(base + "/", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert ("<tr><td>CT01</td><td>METRICS</td><td>released</td><td>3</td></tr>"
+            in page.text)  # the status page counts from the same metrics
     broken = server.log_path.parent / "worklists" / "CT01" / "broken.wl"
     broken.write_bytes(b"not a worklist file")
     assoc = associate(server.port, "CT01", calling="METRICS")
