@@ -17,6 +17,7 @@ class Recorder:
 
     name = "test"
     reads_worklist = False
+    processes = 1
 
     def __init__(self) -> None:
         self.sockets: list[socket.socket] = []

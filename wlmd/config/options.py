@@ -307,12 +307,16 @@ OPTIONS: tuple[Option, ...] = (
     _O("--http-max-body", "refuse HTTP request bodies above n bytes", WLMD, "HTTP:",
        field="http_max_body",
        value=unsigned("[n]umber of bytes: integer (default: 1048576)", 256), in_wlmscpfs=False),
-    _O("--http-rate", "accept r HTTP requests per second and client\naddress (bursts of 2r; "
-       "default: 50)", WLMD, "HTTP:", field="http_rate", value=seconds("[r]ate: number"),
-       in_wlmscpfs=False),
-    _O("--http-max-connections", "serve at most n HTTP connections at once", WLMD, "HTTP:",
+    _O("--http-rate", "accept r HTTP requests per second and client\naddress in each HTTP "
+       "process (bursts of 2r; default: 50)", WLMD, "HTTP:", field="http_rate",
+       value=seconds("[r]ate: number"), in_wlmscpfs=False),
+    _O("--http-max-connections", "serve at most n HTTP connections at once\n(in each HTTP "
+       "process)", WLMD, "HTTP:",
        field="http_max_connections", value=unsigned("[n]umber: integer (default: 64)", 1),
        in_wlmscpfs=False),
+    _O("--http-workers", "serve HTTP with n processes on the one port\n(default: 0 = one per "
+       "CPU; one with --single-process)", WLMD, "HTTP:", field="http_workers",
+       value=unsigned("[n]umber: integer", 0, 256), in_wlmscpfs=False),
 )
 
 

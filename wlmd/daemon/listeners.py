@@ -64,7 +64,9 @@ def _plan(settings: Settings) -> tuple[socket.AddressFamily, str, bool]:
 
 
 def _bind(family: socket.AddressFamily, host: str, port: int, dual: bool) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP said out loud: asyncio (the HTTP and HL7 services) sets TCP_NODELAY only on
+    # connections whose socket says so; without it a two-write answer waits for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:

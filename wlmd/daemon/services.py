@@ -1,12 +1,14 @@
 """Supervised service children: the listeners that are not DICOM (HL7 intake, later HTTP).
 
 A service is a name, the listening sockets the supervisor opened for it (before privileges were
-dropped), ``configure(settings)`` (run in the supervisor: checks and takes new settings, raises
-to keep the old) and ``serve(stop)`` (run in the child until ``stop`` is set). The supervisor
-forks one child per service, never waits on it, respawns it when it dies (backing off when it
-keeps dying), stops it with SIGTERM (graceful: ``stop`` is set) and recycles it on reload: the
-new child is forked once the old one has exited, so one process at a time serves a service.
-In ``--single-process`` mode ``ServiceThreads`` runs each service in a thread instead.
+dropped), how many ``processes`` serve them at once, ``configure(settings)`` (run in the
+supervisor: checks and takes new settings, raises to keep the old) and ``serve(stop)`` (run in
+the child until ``stop`` is set). The supervisor forks ``processes`` children per service, all
+accepting on the same sockets (the kernel spreads the connections), never waits on them,
+respawns each that dies (backing off when it keeps dying), stops them with SIGTERM (graceful:
+``stop`` is set) and recycles them on reload: each new child is forked once the one it replaces
+has exited. In ``--single-process`` mode ``ServiceThreads`` runs each service in one thread
+instead.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Service(Protocol):
     name: str
     sockets: list[socket.socket]
     reads_worklist: bool  # forked like a worker, sharing the loaded worklist
+    processes: int  # children serving the sockets at once (read again after configure)
 
     def configure(self, settings: Settings) -> None:
         """Check and take ``settings``; raise to keep the running ones."""
@@ -78,13 +81,15 @@ class ServiceChild:
     respawn_at: float = 0.0
     stopping: bool = False  # SIGTERM sent: recycling or shutting down
     recycle: bool = False  # start a fresh child once this one has exited
+    leaving: bool = False  # fewer processes configured: forget this one once it has exited
 
 
 class ServiceChildren:
     """Forks, watches, respawns and stops the service children of the supervisor."""
 
     def __init__(self, services: Sequence[Service], fork: Fork) -> None:
-        self._children = [ServiceChild(service) for service in services]
+        self._children = [ServiceChild(service) for service in services
+                          for _ in range(service.processes)]
         self._fork = fork
         self._closed = False
         self._starting: Service | None = None
@@ -101,7 +106,7 @@ class ServiceChildren:
         if self._closed:
             return
         for child in self._children:
-            if not child.pid and now >= child.respawn_at:
+            if not child.pid and not child.leaving and now >= child.respawn_at:
                 self._spawn(child, now)
 
     def on_exit(self, pid: int, how: str) -> bool:
@@ -112,6 +117,10 @@ class ServiceChildren:
         now = time.monotonic()
         expected = child.stopping
         child.pid, child.stopping = 0, False
+        if child.leaving:
+            self._children.remove(child)
+            LOGGER.info("%s child %d exited (%s), not replaced", child.service.name, pid, how)
+            return True
         if child.recycle or expected:
             child.recycle, child.quick_deaths, child.respawn_at = False, 0, now
             LOGGER.info("%s child %d exited (%s)", child.service.name, pid, how)
@@ -124,17 +133,28 @@ class ServiceChildren:
         return True
 
     def reconfigure(self, settings: Settings) -> None:
-        """SIGHUP: each service takes the new settings (or keeps its own) and is recycled."""
-        for child in self._children:
+        """SIGHUP: each service takes the new settings (or keeps its own) and its children are
+        recycled, as many as it now asks for."""
+        services = list(dict.fromkeys(child.service for child in self._children))
+        for service in services:
             try:
-                child.service.configure(settings)
+                service.configure(settings)
             except Exception as exc:
-                LOGGER.error("%s: keeping the running configuration: %s", child.service.name,
-                             exc)
+                LOGGER.error("%s: keeping the running configuration: %s", service.name, exc)
                 continue
-            if child.pid:
-                child.recycle = True
-                self._signal(child, signal.SIGTERM)
+            staying = [c for c in self._children if c.service is service and not c.leaving]
+            for child in staying[service.processes:]:
+                child.leaving = True
+                if child.pid:
+                    self._signal(child, signal.SIGTERM)
+                else:
+                    self._children.remove(child)
+            for child in staying[:service.processes]:
+                if child.pid:
+                    child.recycle = True
+                    self._signal(child, signal.SIGTERM)
+            self._children.extend(ServiceChild(service)
+                                  for _ in range(service.processes - len(staying)))
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
         """Stop every child (SIGTERM: gracefully) and start no more."""
@@ -145,9 +165,9 @@ class ServiceChildren:
 
     def close_sockets(self, keep: Service | None = None) -> None:
         """Close the listening sockets (in a forked child: all but its own service's)."""
-        for child in self._children:
-            if child.service is not keep:
-                for sock in child.service.sockets:
+        for service in dict.fromkeys(child.service for child in self._children):
+            if service is not keep:
+                for sock in service.sockets:
                     sock.close()
 
     def after_fork(self) -> None:
@@ -183,7 +203,8 @@ def _run_child(service: Service) -> int:
 
 
 class ServiceThreads:
-    """``--single-process``: each service in a thread of the one process."""
+    """``--single-process``: each service in one thread of the one process, whatever its
+    ``processes``."""
 
     def __init__(self, services: Sequence[Service]) -> None:
         self._services = list(services)

@@ -91,6 +91,7 @@ class Hl7Service:
 
     name = "hl7"
     reads_worklist = False  # it only writes, through the writer
+    processes = 1
 
     def __init__(self, sockets: list[socket.socket], settings: Settings) -> None:
         self.sockets = sockets

@@ -21,9 +21,7 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.uid import ExplicitVRLittleEndian
 
-from wlmd.dicom.dimse import encode_dataset
 from wlmd.dicom.dump import element_vr as dictionary_vr
 from wlmd.findscu.keys import OverrideKey
 from wlmd.policy.charsets import Charset, Conversion, convert_text, is_plain_ascii
@@ -96,7 +94,7 @@ class AppliedQueries:
         # b"policy": never the start of an encoded mask, the response cache's other keys
         key = b"\0".join((b"policy", policy.name.encode(), calling_ae.encode(), declared.value,
                           f"{today:%Y%m%d}".encode(),
-                          encode_dataset(query.mask, ExplicitVRLittleEndian)))  # VRs matter
+                          query.key()))
         applied = self._known.get(key)
         if applied is None:
             applied = apply_policy(policy, query, declared, calling_ae, today)

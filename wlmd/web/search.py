@@ -193,11 +193,12 @@ class SearchOutcome:
 def run_search(service: WorklistService, ae: str, identifier: Dataset, peer: str,
                calling_ae: str = HTTP_CALLING_AE) -> SearchOutcome:
     """Run a received ``identifier`` (``parse_search``) through the workers' C-FIND pipeline
-    for called AE ``ae``."""
+    for called AE ``ae``. The identifiers of ``parse_search`` are kept and never changed, so
+    the service prepares each query once (``reused``)."""
     assoc = AssociationInfo(peer_address=peer, peer_port=0, calling_ae=calling_ae,
                             called_ae=ae)
     try:
-        responses = list(service.find(assoc, identifier, EXPLICIT_LITTLE))
+        responses = list(service.find(assoc, identifier, EXPLICIT_LITTLE, reused=True))
     except UndecodableIdentifier as error:
         return SearchOutcome(failure=400, problem=f"query cannot be encoded: {error}")
     final = responses[-1]

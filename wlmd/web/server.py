@@ -1,10 +1,12 @@
 """The HTTP service: uvicorn serving the web application on sockets the supervisor opened.
 
-A supervised service child (``wlmd.daemon.services``): the supervisor binds the listener before
-privileges are dropped, forks the child inside the worklist's ``forking()`` like a worker (so
-it shares the preloaded worklist copy-on-write and keeps it current with its own inotify
-queue), respawns it if it dies and recycles it on reload. ``stop`` (SIGTERM) makes uvicorn
-finish the requests under way and exit.
+Supervised service children (``wlmd.daemon.services``), ``http_workers`` of them (one per CPU
+by default) accepting on the one listener the supervisor binds before privileges are dropped:
+one Python process serves on one core, and the DICOM port has a pool of workers too. Each is
+forked inside the worklist's ``forking()`` like a worker (so it shares the preloaded worklist
+copy-on-write and keeps it current with its own inotify queue), respawned if it dies and
+recycled on reload. ``stop`` (SIGTERM) makes uvicorn finish the requests under way and exit.
+Rate and connection limits are counted in each process.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from wlmd.worklist.service import WorklistService
 
 LOGGER = logging.getLogger(__name__)
 STOP_POLL = 0.2  # seconds between looks at the stop event
+
+
+def http_processes(settings: Settings) -> int:
+    """``http_workers``, where 0 means one per CPU this process may run on."""
+    return settings.http_workers or len(os.sched_getaffinity(0))
 
 
 class HttpConfigError(Exception):
@@ -86,11 +93,13 @@ class HttpService:
         self._metrics_directory = metrics_directory
         self._settings = settings
         self._guard, self._tls = self._load(settings)
+        self.processes = http_processes(settings)
 
     def configure(self, settings: Settings) -> None:
         """Check and take new settings (SIGHUP); raises HttpConfigError to keep the old."""
         self._guard, self._tls = self._load(settings)
         self._settings = settings
+        self.processes = http_processes(settings)
 
     def _load(self, settings: Settings) -> tuple[GuardSettings, ssl.SSLContext | None]:
         tokens = None

@@ -27,6 +27,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import PersonName
 
+from wlmd.dicom.dimse import encode_dataset
 from wlmd.dicom.dump import tag_name
 from wlmd.worklist.keys import (
     SEQUENCE_EXPANSION,
@@ -44,6 +45,7 @@ STRING_VRS = frozenset(
 )
 CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})  # DcmCharString
 TRAILING_PADDING = Tag(0xFFFC, 0xFFFC)
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 MANY_ERRORS_COMMENT = "Syntax error in 1 or more matching keys"
 SEQUENCE_ITEMS_COMMENT = "More than 1 item in sequence."
@@ -86,6 +88,14 @@ class PreparedQuery:
     # Filled by wlmd.worklist.matching on first use, so a query is compiled once, not per record.
     compiled: Callable[[Dataset], bool] | None = field(default=None, repr=False,
                                                       compare=False)
+    _key: bytes | None = field(default=None, repr=False, compare=False)
+
+    def key(self) -> bytes:
+        """The mask in explicit VR little endian (VRs matter): what the response caches are
+        keyed by. Encoded once per query, since a reused query asks for it on every search."""
+        if self._key is None:
+            self._key = encode_dataset(self.mask, EXPLICIT_VR_LITTLE_ENDIAN)
+        return self._key
 
 
 @dataclass

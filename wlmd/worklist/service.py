@@ -17,7 +17,6 @@ from datetime import datetime
 
 from pydicom import Dataset
 from pydicom.errors import BytesLengthException
-from pydicom.uid import ExplicitVRLittleEndian
 
 from wlmd.config.settings import Settings
 from wlmd.dicom.dimse import encode_dataset
@@ -58,6 +57,7 @@ LOGGER = logging.getLogger(__name__)
 UNDECODABLE_VALUE_ERRORS = (NotImplementedError, BytesLengthException, ValueError,
                             struct.error, UnicodeError)
 MAX_CHARSET_WARNINGS = 100_000  # entries remembered as logged, then forgotten all at once
+MAX_PREPARED = 512  # prepared queries of reused identifiers kept, then forgotten all at once
 
 
 class WorklistService:
@@ -76,6 +76,8 @@ class WorklistService:
         self._applied = AppliedQueries()
         # (AE, entry, charset, policy) already logged as holding characters the charset lacks
         self._charset_warned: set[tuple[str, str, bytes, str]] = set()
+        # id(identifier) -> (identifier, its prepared query), for reused identifiers only
+        self._prepared: dict[int, tuple[Dataset, PreparedQuery]] = {}
 
     @property
     def store(self) -> WorklistStore:
@@ -109,23 +111,41 @@ class WorklistService:
         return self._policies.admit(called_ae, calling_ae)
 
     def find(
-        self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str
+        self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str, *,
+        reused: bool = False,
     ) -> Iterator[FindResponse]:
         """Yield one pending response per matching record, then the final status.
 
+        ``reused``: the caller passes this very identifier object, unchanged, each time it
+        asks the same query (the HTTP search keeps them), so its prepared query is kept too.
         At information level every step is logged as wlmscpfs -v logs it (``findlog``).
         """
         if findlog.enabled():
             log = findlog.FindLog(transfer_syntax_uid)
-            return log.responses(self._find(assoc, identifier, transfer_syntax_uid, log))
-        return self._find(assoc, identifier, transfer_syntax_uid, None)
+            return log.responses(self._find(assoc, identifier, transfer_syntax_uid, log,
+                                            reused))
+        return self._find(assoc, identifier, transfer_syntax_uid, None, reused)
+
+    def _prepare(self, identifier: Dataset, reused: bool) -> PreparedQuery:
+        """``prepare_query`` with this service's settings; once per reused identifier."""
+        if reused and (known := self._prepared.get(id(identifier))) is not None:
+            return known[1]
+        settings = self._settings
+        query = prepare_query(identifier, no_fail=settings.no_fail,
+                              expand_sequences=settings.sequence_expansion)
+        if reused:
+            if len(self._prepared) >= MAX_PREPARED:
+                self._prepared.clear()
+            self._prepared[id(identifier)] = (identifier, query)  # held: its id stays unique
+        return query
 
     def _find(self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str,
-              log: findlog.FindLog | None) -> Iterator[FindResponse]:
+              log: findlog.FindLog | None, reused: bool) -> Iterator[FindResponse]:
         settings = self._settings
         if log is not None:
             log.request(identifier)
-        if (refusal := self._refusal(assoc, identifier)) is not None:
+        checked = reused and id(identifier) in self._prepared  # passed the limits before
+        if not checked and (refusal := self._refusal(assoc, identifier)) is not None:
             yield refusal
             return
         if settings.request_file_path is not None:
@@ -138,11 +158,7 @@ class WorklistService:
                             settings.sleep_before)
             time.sleep(settings.sleep_before)
         try:
-            query = prepare_query(
-                identifier,
-                no_fail=settings.no_fail,
-                expand_sequences=settings.sequence_expansion,
-            )
+            query = self._prepare(identifier, reused)
         except InvalidQuery as error:
             LOGGER.info("Invalid query from %s (%s): %s", assoc.calling_ae,
                         assoc.peer_address, error.comment)
@@ -292,8 +308,7 @@ class WorklistService:
         record object; the store replaces the object whenever its file changes.
         """
         settings = self._settings
-        query_key = encode_dataset(query.mask, ExplicitVRLittleEndian)  # VRs matter
-        answers = self._cache.answers(query_key, transfer_syntax_uid)
+        answers = self._cache.answers(query.key(), transfer_syntax_uid)
         encoded: list[bytes] = []
         for record in records:
             answer = answers.get(record)
