@@ -139,6 +139,64 @@ def test_the_child_is_respawned_recycled_on_reload_and_stopped(
     assert not _ok(base + "/healthz")
 
 
+def _http_children(server: Wlmd, port: int) -> list[psutil.Process]:
+    return [child for child in server.children()
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for c in child.net_connections(kind="tcp"))]
+
+
+def _serving(children: list[psutil.Process], port: int) -> set[int]:
+    """The children holding an established connection on the HTTP port."""
+    return {child.pid for child in children if alive(child)
+            and any(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                    for c in child.net_connections(kind="tcp"))}
+
+
+def test_two_http_children_both_answer_and_one_killed_leaves_the_port_serving(
+        tmp_path: Path) -> None:
+    root = tmp_path / "worklists"
+    shutil.copytree(EXAMPLES, root)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"prom read sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    search = base + "/aets/CT01/rs/modality-scheduled-procedure-steps"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    server = Wlmd(tmp_path, ["-dfp", str(root), "--http-listen", f"127.0.0.1:{port}",
+                             "--http-tokens", str(tokens), "--http-workers", "2"])
+    clients: list[httpx.Client] = []
+    try:
+        wait_until(lambda: len(_http_children(server, port)) == 2, what="two HTTP children")
+        children = _http_children(server, port)
+        answered = 0
+        while len(clients) < 64 and _serving(children, port) != {c.pid for c in children}:
+            client = httpx.Client(headers=headers, timeout=10)  # its own keep-alive connection
+            clients.append(client)
+            for _ in range(5):
+                response = client.get(search)
+                assert response.status_code == 200 and response.json()
+                answered += 1
+        assert _serving(children, port) == {c.pid for c in children}, "one child never answered"
+        killed, survivor = children
+        os.kill(killed.pid, signal.SIGKILL)
+        wait_until(lambda: not alive(killed), what="killed child gone")
+        for _ in range(10):  # new connections, while the supervisor starts a replacement
+            response = httpx.get(search, headers=headers, timeout=10)
+            assert response.status_code == 200 and response.json()
+            answered += 1
+        assert alive(survivor)
+        wait_until(lambda: len(_http_children(server, port)) == 2, timeout=15,
+                   what="the killed child replaced")
+        assert killed.pid not in {c.pid for c in _http_children(server, port)}
+        counted = _metrics(base)[("wlmd_http_requests_total",
+                                  (("method", "GET"), ("status", "200")))]
+        assert counted >= answered  # the killed child's requests are still counted
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
 def test_single_process_mode_serves_http_in_a_thread(tmp_path: Path) -> None:
     root = tmp_path / "worklists"
     shutil.copytree(EXAMPLES, root)

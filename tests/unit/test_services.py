@@ -86,3 +86,27 @@ def test_no_child_is_started_after_stop() -> None:
     children.tend(time.monotonic() + 60)
     assert children.pids == []
     assert len(fork.bodies) == 1
+
+
+def test_each_of_several_processes_is_respawned_alone_and_a_reload_resizes() -> None:
+    fork, service = FakeFork(), Recorder()
+    service.processes = 3
+    children = ServiceChildren([service], fork)
+    children.tend(time.monotonic())
+    started = children.pids
+    assert len(started) == 3
+    second = started[1]
+    assert children.on_exit(second, "signal 9")
+    children.tend(time.monotonic() + RESPAWN_DELAYS[1] + 0.01)
+    assert len(children.pids) == 3 and second not in children.pids
+    service.processes = 1
+    children.reconfigure(Settings(port=104))
+    running = children.pids
+    for pid in running:  # every child was asked to stop: one is replaced, two are not
+        assert children.on_exit(pid, "exit 0")
+    children.tend(time.monotonic())
+    assert len(children.pids) == 1 and children.pids[0] not in running
+    service.processes = 2
+    children.reconfigure(Settings(port=104))
+    children.tend(time.monotonic())
+    assert len(children.pids) == 2  # one more at once, the running one recycling
