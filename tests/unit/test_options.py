@@ -140,6 +140,7 @@ CASES: list[tuple[list[str], str, object]] = [
     (["--http-max-body", "4096"], "http_max_body", 4096),
     (["--http-rate", "5"], "http_rate", 5.0),
     (["--http-max-connections", "8"], "http_max_connections", 8),
+    (["--http-workers", "3"], "http_workers", 3),
     (["--mpps", "--mpps-path", "/srv/mpps"], "mpps_path", Path("/srv/mpps")),
 ]
 
