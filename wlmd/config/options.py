@@ -315,7 +315,7 @@ OPTIONS: tuple[Option, ...] = (
        field="http_max_connections", value=unsigned("[n]umber: integer (default: 64)", 1),
        in_wlmscpfs=False),
     _O("--http-workers", "serve HTTP with n processes on the one port\n(default: 0 = one per "
-       "CPU; one with --single-process)", WLMD, "HTTP:", field="http_workers",
+       "CPU, at most 8; one with --single-process)", WLMD, "HTTP:", field="http_workers",
        value=unsigned("[n]umber: integer", 0, 256), in_wlmscpfs=False),
 )
 

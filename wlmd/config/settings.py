@@ -170,6 +170,6 @@ class Settings:
     http_max_body: int = 1 << 20  # bytes of one request body
     http_rate: float = 50.0  # requests per second and client address (bursts of twice that)
     http_max_connections: int = 64
-    http_workers: int = 0  # HTTP child processes on the one socket; 0: one per CPU
+    http_workers: int = 0  # HTTP child processes on the one socket; 0: one per CPU (up to 8)
     # per-peer policy: wlmd.conf's [[policy]] tables (issue #17); None: as wlmscpfs
     policy: PolicySet | None = None

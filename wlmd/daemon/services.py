@@ -1,4 +1,4 @@
-"""Supervised service children: the listeners that are not DICOM (HL7 intake, later HTTP).
+"""Supervised service children: the listeners that are not DICOM (HL7 intake, HTTP).
 
 A service is a name, the listening sockets the supervisor opened for it (before privileges were
 dropped), how many ``processes`` serve them at once, ``configure(settings)`` (run in the

@@ -37,11 +37,13 @@ from wlmd.worklist.service import WorklistService
 
 LOGGER = logging.getLogger(__name__)
 STOP_POLL = 0.2  # seconds between looks at the stop event
+DEFAULT_MAX_PROCESSES = 8  # http_workers = 0 on a machine with more CPUs than this
 
 
 def http_processes(settings: Settings) -> int:
-    """``http_workers``, where 0 means one per CPU this process may run on."""
-    return settings.http_workers or len(os.sched_getaffinity(0))
+    """``http_workers``, where 0 means one per CPU this process may run on, at most
+    ``DEFAULT_MAX_PROCESSES``: each child holds its own copy of the web stack (tens of MB)."""
+    return settings.http_workers or min(len(os.sched_getaffinity(0)), DEFAULT_MAX_PROCESSES)
 
 
 class HttpConfigError(Exception):
@@ -145,7 +147,8 @@ class HttpService:
         server = _Server(config)
         for sock in self.sockets:
             sock.setblocking(False)
-        asyncio.run(self._run(server, stop))
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop if there
+            runner.run(self._run(server, stop))
 
     async def _run(self, server: uvicorn.Server, stop: threading.Event) -> None:
         task = asyncio.create_task(server.serve(sockets=self.sockets))
