@@ -54,6 +54,9 @@ SEARCH = f"/aets/{CALLED_AE}/rs/modality-scheduled-procedure-steps"
 SELECTIVE_PARAMS = {"00400100.00400001": SELECTIVE_STATION,
                     "00400100.00400002": SELECTIVE_DATE.strftime("%Y%m%d")}
 MAX_SECONDS = 60.0
+# A first start parses every entry into the index file (a minute for 100,000 on an idle
+# two-core machine, several on a busy one); later starts read the index.
+START_SECONDS = 900.0
 
 
 @contextmanager
@@ -71,12 +74,12 @@ def wlmd(root: Path, workdir: Path) -> Iterator[tuple[int, str]]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://{HOST}:{http_port}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + START_SECONDS
         while not asyncio.run(_ready(base)):
             if proc.poll() is not None:
                 raise RuntimeError(f"wlmd exited with {proc.returncode}")
             if time.monotonic() > deadline:
-                raise RuntimeError("wlmd was not ready within 300 s")
+                raise RuntimeError(f"wlmd was not ready within {START_SECONDS:g} s")
             time.sleep(0.2)
         yield port, base
     finally:
