@@ -147,8 +147,7 @@ class HttpService:
         server = _Server(config)
         for sock in self.sockets:
             sock.setblocking(False)
-        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop if there
-            runner.run(self._run(server, stop))
+        asyncio.run(self._run(server, stop))
 
     async def _run(self, server: uvicorn.Server, stop: threading.Event) -> None:
         task = asyncio.create_task(server.serve(sockets=self.sockets))
