@@ -13,15 +13,16 @@ modality or patient location (``[[route]]``, first match wins, then ``default_ae
 from __future__ import annotations
 
 import fnmatch
+import functools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
+from wlmd.dicom.textset import SPECIFIC_CHARACTER_SET, TextDataset
 from wlmd.hl7.charsets import Charset, by_dicom_name, by_hl7_name
 from wlmd.hl7.message import (
     DATA_TYPE_ERROR,
@@ -42,6 +43,10 @@ SPS_ID = f"{SPS}.ScheduledProcedureStepID"
 STATION_AE = f"{SPS}.ScheduledStationAETitle"
 STATION_NAME = f"{SPS}.ScheduledStationName"
 SPS_STATUS = f"{SPS}.ScheduledProcedureStepStatus"
+SPS_TAG = 0x00400100
+REFERENCED_STUDY_SEQUENCE = 0x00081110
+REFERENCED_PATIENT_SEQUENCE = 0x00081120
+CODE_VALUE, CODING_SCHEME_DESIGNATOR, CODE_MEANING = 0x00080100, 0x00080102, 0x00080104
 
 DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
     "PatientID": ("PID-3.1",),
@@ -104,9 +109,14 @@ class Entry:
 
     ae: str
     name: str
-    dataset: Dataset
+    elements: TextDataset  # encoded straight to the file's bytes (``encode_entry``)
     key: tuple[str, str, str]  # (order number, requested procedure ID, SPS ID)
     uid_generated: bool  # no Study Instance UID in the message: a change keeps the old one
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        """The entry as a pydicom ``Dataset`` (``wlmctl hl7 test`` shows it)."""
+        return self.elements.to_dataset()
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,6 @@ class Mapping:
     def entry(self, message: OrderMessage, group: OrderGroup) -> Entry:
         """Map one order group; Hl7Error names the field that is missing or unusable."""
         charset = self._target_charset(message)
-        ds = Dataset()
         values: dict[str, str | list[str]] = {}
         sources: dict[str, Location] = {}
         for keyword, locations in self.fields.items():
@@ -183,15 +192,17 @@ class Mapping:
         if route.station_name:
             values[STATION_NAME] = route.station_name
         values.setdefault(STATION_AE, route.ae)
+        elements = TextDataset()
         if charset.dicom:
-            ds.SpecificCharacterSet = charset.dicom
-        ds.ReferencedStudySequence = Sequence()  # type 2: present, empty, as modalities expect
-        ds.ReferencedPatientSequence = Sequence()
+            elements.values[SPECIFIC_CHARACTER_SET] = ("CS", charset.dicom)
+        # type 2: present, empty, as modalities expect
+        elements.sequences[REFERENCED_STUDY_SEQUENCE] = []
+        elements.sequences[REFERENCED_PATIENT_SEQUENCE] = []
         for keyword, value in values.items():
             _check_encodable(value, charset, keyword, sources.get(keyword))
-            _assign(ds, keyword, value, sources.get(keyword))
+            _assign(elements, keyword, value, sources.get(keyword))
         name = safe_file_name("hl7", *key)
-        return Entry(route.ae, name, ds, key, uid_generated)
+        return Entry(route.ae, name, elements, key, uid_generated)
 
     def _target_charset(self, message: OrderMessage) -> Charset:
         if self.character_set:
@@ -282,7 +293,7 @@ def _steps(group: OrderGroup) -> list[OrderGroup]:
 def _read(message: OrderMessage, group: OrderGroup, location: Location,
           keyword: str) -> str | list[str]:
     """The value at ``location`` converted for the attribute's VR."""
-    vr = dictionary_VR(keyword.split(".")[-1])
+    vr = _attribute(keyword)[1]
     if location.component == 0 and (vr in ("PN", "SQ")):
         parts = message.components(location, group)
         if vr == "PN":
@@ -321,32 +332,32 @@ def _check_encodable(value: str | list[str], charset: Charset, keyword: str,
                 location=str(source or ""), code=DATA_TYPE_ERROR) from None
 
 
-def _assign(ds: Dataset, keyword: str, value: str | list[str], source: Location | None) -> None:
-    parts = keyword.split(".")
-    target = ds
-    if len(parts) == 2:
-        if parts[0] not in ds:
-            ds.ScheduledProcedureStepSequence = Sequence([Dataset()])
-        target = ds.ScheduledProcedureStepSequence[0]
-    attribute = parts[-1]
+@functools.cache
+def _attribute(keyword: str) -> tuple[int, str]:
+    """(tag, VR) of ``keyword`` or ``Sequence.keyword``, looked up once per process."""
+    attribute = keyword.split(".")[-1]
     tag = tag_for_keyword(attribute)
     assert tag is not None  # every keyword was checked when the mapping was made
-    vr = dictionary_VR(attribute)
-    if vr == "DA" and isinstance(value, str) and value and not (
-            len(value) == 8 and value.isdigit()):
-        raise Hl7Error(f"{attribute} {value!r} is not a date", location=str(source or ""),
-                       code=DATA_TYPE_ERROR)
+    return tag, dictionary_VR(attribute)
+
+
+def _assign(ds: TextDataset, keyword: str, value: str | list[str],
+            source: Location | None) -> None:
+    target = ds.item(SPS_TAG) if keyword.startswith(f"{SPS}.") else ds
+    tag, vr = _attribute(keyword)
     if vr == "SQ":
-        target.add_new(tag, vr, Sequence([_code_item(value)]) if value else Sequence())
+        target.sequences[tag] = [_code_item(value)] if value else []
         return
-    target.add_new(tag, vr, value)  # by tag: keyword look-ups are half of pydicom's cost
+    assert isinstance(value, str)  # ``_read`` gives lists for sequences only
+    if vr == "DA" and value and not (len(value) == 8 and value.isdigit()):
+        raise Hl7Error(f"{keyword.split('.')[-1]} {value!r} is not a date",
+                       location=str(source or ""), code=DATA_TYPE_ERROR)
+    target.values[tag] = (vr, value)
 
 
-def _code_item(value: str | list[str]) -> Dataset:
+def _code_item(value: str | list[str]) -> TextDataset:
     """A CE/CWE code (code^text^scheme) as a DICOM code sequence item."""
     parts = ([value] if isinstance(value, str) else value) + ["", "", ""]
-    item = Dataset()
-    item.CodeValue = parts[0]
-    item.CodingSchemeDesignator = parts[2] or DEFAULT_CODING_SCHEME
-    item.CodeMeaning = parts[1] or parts[0]
-    return item
+    return TextDataset({CODE_VALUE: ("SH", parts[0]),
+                        CODING_SCHEME_DESIGNATOR: ("SH", parts[2] or DEFAULT_CODING_SCHEME),
+                        CODE_MEANING: ("LO", parts[1] or parts[0])})

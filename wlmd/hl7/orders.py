@@ -29,7 +29,13 @@ from wlmd.hl7.message import (
     OrderMessage,
 )
 from wlmd.worklist.store import is_safe_ae
-from wlmd.worklist.writer import NoSuchEntry, WorklistWriter, WriterError, encode_entry
+from wlmd.worklist.writer import (
+    STUDY_INSTANCE_UID,
+    NoSuchEntry,
+    WorklistWriter,
+    WriterError,
+    encode_entry,
+)
 
 NEW = {"NW", "SN"}
 CHANGE = {"XO", "XX"}
@@ -159,16 +165,16 @@ class OrderBook:
     @staticmethod
     def _bytes(entry: Entry, current: Path | None) -> bytes:
         """The entry's file bytes; a change without a Study Instance UID keeps the old one."""
-        dataset = entry.dataset
+        elements = entry.elements
         if entry.uid_generated and current is not None:
             try:
                 old = _read(current)
             except OSError:
                 old = None
             if old is not None and "StudyInstanceUID" in old:
-                dataset = Dataset(dataset)
-                dataset.StudyInstanceUID = old.StudyInstanceUID
-        return encode_entry(dataset)
+                elements = elements.copy()
+                elements.values[STUDY_INSTANCE_UID] = ("UI", str(old.StudyInstanceUID))
+        return encode_entry(elements)
 
 
 def _read(path: Path) -> Dataset:

@@ -39,9 +39,11 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from wlmd.dicom.textset import TextDataset, part10
 from wlmd.worklist.store import LOCKFILE, WORKLIST_SUFFIX, is_safe_ae, is_worklist_name
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+STUDY_INSTANCE_UID, SOP_INSTANCE_UID = 0x0020000D, 0x00080018
 TEMP_PREFIX = ".wlmd-"
 TEMP_SUFFIX = ".tmp"
 STRAY_AGE = 600.0  # seconds after which a temporary of another host counts as stray
@@ -82,8 +84,19 @@ def safe_file_name(*parts: str, suffix: str = ".wl") -> str:
     return stem[:200] + suffix
 
 
-def encode_entry(dataset: Dataset) -> bytes:
-    """The bytes of a ``.wl`` file: DICOM Part 10, explicit VR little endian, as dump2dcm -g."""
+def encode_entry(dataset: Dataset | TextDataset) -> bytes:
+    """The bytes of a ``.wl`` file: DICOM Part 10, explicit VR little endian, as dump2dcm -g.
+
+    A ``TextDataset`` (HL7 intake) is encoded directly when ``textset`` covers it: the same
+    bytes in a tenth of pydicom's time.
+    """
+    if isinstance(dataset, TextDataset):
+        instance = (dataset.text(STUDY_INSTANCE_UID) or dataset.text(SOP_INSTANCE_UID)
+                    or "1.2.3")
+        encoded = part10(dataset, MODALITY_WORKLIST_FIND, instance)
+        if encoded is not None:
+            return encoded
+        dataset = dataset.to_dataset()
     instance = str(dataset.get("StudyInstanceUID") or dataset.get("SOPInstanceUID") or "1.2.3")
     return part10_bytes(dataset, MODALITY_WORKLIST_FIND, instance)
 
