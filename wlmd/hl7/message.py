@@ -95,13 +95,21 @@ class OrderGroup:
 
 
 class OrderMessage:
-    """A parsed order message with the header values intake needs."""
+    """A parsed order message with the header values intake needs.
+
+    Field values are looked up once: the mapping reads some fields for several attributes and
+    tries several locations per attribute, and python-hl7's look-ups walk the whole message.
+    """
 
     def __init__(self, raw: bytes, charset: Charset, message: Message) -> None:
         self.raw = raw
         self.charset = charset
         self.message = message
         self.groups = _order_groups(message)
+        self._first: dict[str, Segment] = {}
+        for segment in message:
+            self._first.setdefault(str(segment[0][0]), segment)
+        self._values: dict[tuple[Location, int, int], str] = {}
 
     @classmethod
     def decode(cls, raw: bytes, default_charset: str = "ASCII") -> OrderMessage:
@@ -178,10 +186,7 @@ class OrderMessage:
         """The group's segment for order segments, else the message's first of that kind."""
         if group is not None and segment_id in GROUP_SEGMENTS:
             return group.first(segment_id)
-        try:
-            return self.message.segment(segment_id)
-        except KeyError:
-            return None
+        return self._first.get(segment_id)
 
     def value(self, location: Location, group: OrderGroup | None = None,
               repetition: int = 1) -> str:
@@ -190,12 +195,17 @@ class OrderMessage:
         segment = self.segment(location.segment, group)
         if segment is None:
             return ""
-        try:
-            return str(segment.extract_field(1, location.field, repetition,
-                                             location.component or 1,
-                                             location.subcomponent or 1))
-        except (IndexError, TypeError):
-            return ""
+        key = (location, id(segment), repetition)
+        found = self._values.get(key)
+        if found is None:
+            try:
+                found = str(segment.extract_field(1, location.field, repetition,
+                                                  location.component or 1,
+                                                  location.subcomponent or 1))
+            except (IndexError, TypeError):
+                found = ""
+            self._values[key] = found
+        return found
 
     def components(self, location: Location, group: OrderGroup | None = None) -> list[str]:
         """Every component of the field's first repetition (for names and codes)."""
