@@ -1,12 +1,12 @@
 """Datasets of text values and sequences, encoded straight to Part 10 bytes.
 
 HL7 intake builds every worklist entry from text. Building a pydicom ``Dataset`` and writing
-it with ``dcmwrite`` took more than half of the CPU per order (measured, issue #14); encoding
-the same elements directly takes a tenth of that. The bytes are exactly what
-``wlmd.worklist.writer.part10_bytes`` (pydicom) writes, so entries written either way compare
-equal (a resent order finds its entry unchanged); ``tests/unit/test_textset.py`` holds the two
-to that. Whatever this encoder does not cover (other VRs, multi-byte character sets, several
-values, over-long values) makes ``part10`` answer None, and the caller falls back to pydicom.
+it with ``dcmwrite`` took more than half of the CPU per order (measured, issue #14: 2.6 ms of
+encoding alone, 0.1 ms here). The bytes are exactly what ``wlmd.worklist.writer.part10_bytes``
+(pydicom) writes, so entries written either way compare equal (a resent order finds its entry
+unchanged); ``tests/unit/test_textset.py`` holds the two to that. Whatever this encoder does
+not cover (other VRs, multi-byte character sets, several values, over-long values) makes
+``part10`` answer None, and the caller falls back to pydicom.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _HEADER = struct.Struct("<HH2sH")  # tag group, tag element, VR, 16-bit length
 _SEQUENCE = struct.Struct("<HH2s2xL")  # tag group, tag element, "SQ", reserved, 32-bit length
 _ITEM = struct.Struct("<HHL")  # (FFFE,E000) and the item length
 _PREAMBLE = b"\0" * 128 + b"DICM"
-_META_VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
+_META_VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"  # (0002,0001) 00 01
 
 
 class Unencodable(Exception):
@@ -43,9 +43,6 @@ class TextDataset:
 
     values: dict[int, tuple[str, str]] = field(default_factory=dict)
     sequences: dict[int, list[TextDataset]] = field(default_factory=dict)
-
-    def __contains__(self, tag: int) -> bool:
-        return tag in self.values or tag in self.sequences
 
     def text(self, tag: int) -> str:
         """The value of text element ``tag``; "" when absent."""
