@@ -306,8 +306,9 @@ class _Association:
         )
         self.sock.sendall(dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu))
 
-    def _receive_dataset(self, ts_uid: str, what: str) -> Dataset:
-        """The data set that follows a command (DIMSE timeout); undecodable ones abort."""
+    def _receive_dataset(self, ts_uid: str, what: str) -> tuple[bytes, Dataset]:
+        """The data set that follows a command (DIMSE timeout), as received and decoded;
+        undecodable ones abort."""
         try:
             _, data = self._reassemble(
                 False, self.settings.dimse_timeout, self.settings.max_identifier_bytes
@@ -316,7 +317,7 @@ class _Association:
             detail = f"DIMSE timeout receiving the {what}"
             raise _Stop(Outcome.TIMEOUT, detail, _abort_bytes()) from exc
         try:
-            return dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
+            return data, dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
         except DimseError as exc:
             LOG.debug("undecodable data set: %s", exc)  # may quote patient data
             raise _abort(f"undecodable {what}") from exc
@@ -340,7 +341,7 @@ class _Association:
         sop_class = dimse.command_ui(command, class_tag)
         instance = dimse.command_ui(command, instance_tag)
         dataset = (
-            self._receive_dataset(self.contexts[context_id], f"{name} data set")
+            self._receive_dataset(self.contexts[context_id], f"{name} data set")[1]
             if has_dataset else Dataset()
         )
         self.report.queries += 1
@@ -372,14 +373,14 @@ class _Association:
         message_id = dimse.command_us(command, dimse.MESSAGE_ID) or 0
         sop_class = dimse.command_ui(command, dimse.AFFECTED_SOP_CLASS_UID)
         ts_uid = self.contexts[context_id]
-        identifier = self._receive_dataset(ts_uid, "C-FIND identifier")
+        encoded, identifier = self._receive_dataset(ts_uid, "C-FIND identifier")
         started = time.perf_counter()
         self.report.queries += 1
         self.report.match_counts.append(0)
         LOG.debug("C-FIND-RQ message %d on context %d (%s)", message_id, context_id, ts_uid)
         if LOG.isEnabledFor(logging.INFO):
             LOG.info("%s", incoming_find_text(command, context_id, message_id, sop_class))
-        responses = self.app.find(self.info, identifier, ts_uid)
+        responses = self.app.find(self.info, identifier, ts_uid, encoded)
         try:
             self._respond(responses, context_id, message_id, sop_class, ts_uid)
         except UndecodableIdentifier as exc:
