@@ -320,8 +320,8 @@ class WorklistStore:
         names = None if cache.snapshot is None else self._inotify.changes(ae_dir)
         if names is None:
             self._scan(cache, ae_dir)
-        elif names := names | cache.links | cache.retry:
-            real_root = self._real_root()
+        elif names := {n for n in names | cache.links | cache.retry if is_worklist_name(n)}:
+            real_root = self._real_root()  # not for the lockfile that every query opens
             cache.retry = set()
             for name in names:
                 self._recheck(cache, ae_dir, name, real_root)
