@@ -21,6 +21,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -114,6 +115,7 @@ class Supervisor:
         self._refusals = Refusals(self._selector, settings, hooks.tls_context())
         self._file_log = FileProblemLog()
         self._next_shrink = 0.0
+        self._least_surplus = sys.maxsize  # fewest idle workers over the spares, this interval
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool = WorkerPool(self._worker_main, self._after_fork)
         self._services = ServiceChildren(services, self._fork_service)
@@ -426,12 +428,16 @@ class Supervisor:
                                     functools.partial(self._on_channel, slot))
         idle = [s for s in spares if s.state is SlotState.IDLE]
         now = time.monotonic()
-        if delta < 0 and idle and now >= self._next_shrink:
-            # Half the surplus (at least one) a second, the youngest (coldest) first: a pool
-            # that followed every swing of its load would fork a worker per association, and
-            # one that shrank by one a second would keep a flood's workers for a minute.
+        self._least_surplus = min(self._least_surplus, max(0, -delta))
+        if now >= self._next_shrink:
+            # Half the surplus that lasted the whole interval (at least one) a second, the
+            # youngest (coldest) first: a pool that followed every swing of its load would
+            # fork a worker per association (and clients that connect again at once leave a
+            # spare over for a moment each time), and one that shrank by one a second would
+            # keep a flood's workers for a minute.
+            surplus, self._least_surplus = self._least_surplus, sys.maxsize
             self._next_shrink = now + SHRINK_INTERVAL
-            for slot in idle[len(idle) - min((1 - delta) // 2, len(idle)):]:
+            for slot in idle[len(idle) - min((1 + surplus) // 2, len(idle)):] if surplus else ():
                 self._pool.retire(slot)
 
     def _on_channel(self, slot: WorkerSlot, channel: socket.socket) -> None:
