@@ -402,6 +402,7 @@ class _Association:
         ts_uid: str,
     ) -> None:
         """Poll for a cancel before each response, as DIMSE_findProvider does, and send it."""
+        commands: dict[int, bytes] = {}  # the command PDU of each pending status, made once
         while True:
             if self._cancel_requested(message_id):
                 LOG.debug("C-CANCEL-RQ for message %d, remaining results dropped", message_id)
@@ -410,7 +411,8 @@ class _Association:
                 response = next(responses, None) or FindResponse(STATUS_SUCCESS)
             if self.settings.sleep_during:
                 time.sleep(self.settings.sleep_during)
-            self._send_find_response(response, context_id, message_id, sop_class, ts_uid)
+            self._send_find_response(response, context_id, message_id, sop_class, ts_uid,
+                                     commands)
             if response.status not in _PENDING:
                 LOG.debug("C-FIND final status 0x%04x", response.status)
                 return
@@ -429,8 +431,11 @@ class _Association:
         raise _abort(f"command 0x{field or 0:04x} (for {responded_to}) during C-FIND {message_id}")
 
     def _send_find_response(
-        self, response: FindResponse, context_id: int, message_id: int, sop_class: str, ts: str
+        self, response: FindResponse, context_id: int, message_id: int, sop_class: str, ts: str,
+        commands: dict[int, bytes],
     ) -> None:
+        """Command and identifier in one write; ``commands`` keeps the command PDU of a
+        pending status, the same for every match of one C-FIND."""
         dataset = b""
         if isinstance(response.identifier, bytes):
             dataset = response.identifier
@@ -446,15 +451,21 @@ class _Association:
                 LOG.debug("cannot encode a response: %s", exc)  # may quote patient data
                 detail = f"cannot encode a response ({type(exc).__name__})"
                 raise _Stop(Outcome.ERROR, detail, _abort_bytes()) from exc
-        rsp = dimse.find_response_command(
-            sop_class,
-            message_id,
-            response.status,
-            has_dataset=response.identifier is not None,
-            offending=response.offending_elements,
-            comment=response.error_comment,
-        )
-        out = dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu)
+        reusable = response.status in _PENDING and response.identifier is not None and not (
+            response.offending_elements or response.error_comment is not None)
+        out = commands.get(response.status, b"") if reusable else b""
+        if not out:
+            rsp = dimse.find_response_command(
+                sop_class,
+                message_id,
+                response.status,
+                has_dataset=response.identifier is not None,
+                offending=response.offending_elements,
+                comment=response.error_comment,
+            )
+            out = dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu)
+            if reusable:
+                commands[response.status] = out
         if response.identifier is not None:
             out += dimse.encode_pdata(context_id, False, dataset, self.peer_max_pdu)
         self.sock.sendall(out)
