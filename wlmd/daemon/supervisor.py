@@ -115,7 +115,7 @@ class Supervisor:
         self._refusals = Refusals(self._selector, settings, hooks.tls_context())
         self._file_log = FileProblemLog()
         self._next_shrink = 0.0
-        self._least_surplus = sys.maxsize  # fewest idle workers over the spares, this interval
+        self._least_surplus = sys.maxsize  # the smallest surplus of spares seen this interval
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool = WorkerPool(self._worker_main, self._after_fork)
         self._services = ServiceChildren(services, self._fork_service)
@@ -437,8 +437,9 @@ class Supervisor:
             # keep a flood's workers for a minute.
             surplus, self._least_surplus = self._least_surplus, sys.maxsize
             self._next_shrink = now + SHRINK_INTERVAL
-            for slot in idle[len(idle) - min((1 + surplus) // 2, len(idle)):] if surplus else ():
-                self._pool.retire(slot)
+            if surplus:
+                for slot in idle[len(idle) - min((1 + surplus) // 2, len(idle)):]:
+                    self._pool.retire(slot)
 
     def _on_channel(self, slot: WorkerSlot, channel: socket.socket) -> None:
         try:
