@@ -100,7 +100,7 @@ class FakeApp:
         return Admission(allowed, "" if allowed else "allow-list")
 
     def find(
-        self, assoc: AssociationInfo, identifier: Dataset, ts_uid: str
+        self, assoc: AssociationInfo, identifier: Dataset, ts_uid: str, encoded: bytes = b""
     ) -> Iterator[FindResponse]:
         self.queries.append((assoc, identifier, ts_uid))
         try:
@@ -829,7 +829,7 @@ class TestDimse:
 
     def test_application_failure_aborts(self, engine_factory) -> None:
         class Broken(FakeApp):
-            def find(self, assoc, identifier, ts_uid):  # type: ignore[override]
+            def find(self, assoc, identifier, ts_uid, encoded=b""):  # type: ignore[override]
                 raise RuntimeError("store exploded")
 
         engine = engine_factory(Broken())

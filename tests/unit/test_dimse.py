@@ -254,6 +254,25 @@ class TestDatasets:
         with pytest.raises(dimse.DimseError):
             dimse.decode_dataset(data, dimse.EXPLICIT_LITTLE, 1 << 16)
 
+    @pytest.mark.parametrize(("data", "ts_uid"), [
+        (b"\x10\x00\x10\x00XX\x00\x00", dimse.EXPLICIT_LITTLE),  # an unknown VR
+        (b"\xfe\xff\x00\xe0\x00\x00\x00\x00", dimse.IMPLICIT_LITTLE),  # an item at top level
+    ])
+    def test_empty_element_without_a_known_vr_is_undecodable(self, data: bytes,
+                                                               ts_uid: str) -> None:
+        with pytest.raises(dimse.DimseError):
+            dimse.decode_dataset(data, ts_uid, 1 << 16)
+
+    def test_empty_keys_of_a_query_decode_as_empty(self) -> None:
+        query = Dataset()
+        query.PatientName = ""
+        query.PatientID = ""
+        query.add_new(0x00091010, "LO", "")  # private: implicit VR leaves it UN
+        for ts_uid in (dimse.IMPLICIT_LITTLE, dimse.EXPLICIT_LITTLE):
+            decoded = dimse.decode_dataset(dimse.encode_dataset(query, ts_uid), ts_uid, 1 << 16)
+            assert decoded.PatientName == "" and decoded.PatientID == ""
+            assert decoded[0x00091010].value in ("", None, b"")
+
     def test_garbage_deflate(self) -> None:
         with pytest.raises(dimse.DimseError):
             dimse.decode_dataset(b"\xff\xff\xff\xff", dimse.DEFLATED_LITTLE, 1 << 16)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydicom import Dataset, Sequence, dcmread
 
 from wlmd.config.settings import Settings
+from wlmd.dicom.dimse import EXPLICIT_LITTLE, decode_dataset, encode_dataset
 from wlmd.dicom.types import (
     STATUS_IDENTIFIER_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
@@ -22,6 +23,7 @@ from wlmd.dicom.types import (
     FindResponse,
 )
 from wlmd.worklist import findlog
+from wlmd.worklist.query import PreparedQuery, prepare_query
 from wlmd.worklist.service import WorklistService, request_file_name
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "worklists"
@@ -220,3 +222,44 @@ def test_repeated_query_sees_a_changed_file(root: Path) -> None:
     assert len(third) == len(first)
     assert sum(b"CHANGED^NAME" in (r.identifier or b"") for r in third) == 1  # type: ignore[operator]
     assert not any(b"CHANGED^NAME" in (r.identifier or b"") for r in first)  # type: ignore[operator]
+
+
+def received(identifier: Dataset, ts_uid: str = ILE) -> tuple[bytes, Dataset]:
+    """``identifier`` as the engine hands it over: the bytes received and their decoding."""
+    encoded = encode_dataset(identifier, ts_uid)
+    return encoded, decode_dataset(encoded, ts_uid, 1 << 20)
+
+
+def test_same_identifier_bytes_are_prepared_once(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepared: list[Dataset] = []
+
+    def counting(identifier: Dataset, **options: bool) -> PreparedQuery:
+        prepared.append(identifier)
+        return prepare_query(identifier, **options)
+
+    monkeypatch.setattr("wlmd.worklist.service.prepare_query", counting)
+    service = WorklistService(Settings(port=0, data_files_path=root))
+    encoded, identifier = received(query())
+    first = list(service.find(ASSOC, identifier, ILE, encoded))
+    _, decoded_again = received(query())
+    again = list(service.find(ASSOC, decoded_again, ILE, encoded))
+    assert again == first and first[-1].status == STATUS_SUCCESS and len(first) > 2
+    assert len(prepared) == 1
+    other_bytes, other = received(query(PatientID="PID1"))
+    assert list(service.find(ASSOC, other, ILE, other_bytes)) != first
+    explicit_bytes, explicit = received(query(), EXPLICIT_LITTLE)
+    list(service.find(ASSOC, explicit, EXPLICIT_LITTLE, explicit_bytes))
+    list(service.find(ASSOC, identifier, ILE))  # bytes unknown: prepared anew
+    assert len(prepared) == 4
+
+
+def test_invalid_identifier_is_refused_and_logged_every_time(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="wlmd.worklist.service")
+    service = WorklistService(Settings(port=0, data_files_path=root))
+    encoded, identifier = received(query(Modality="ct"))  # CS allows upper case only
+    for _ in range(2):
+        responses = list(service.find(ASSOC, identifier, ILE, encoded))
+        assert [r.status for r in responses] == [STATUS_IDENTIFIER_MISMATCH]
+    assert caplog.text.count("Invalid query from MODALITY1") == 2

@@ -68,7 +68,9 @@ def test_called_ae_lookup(root: Path) -> None:
     (root / "a..b").mkdir()
     (root.parent / "outside").mkdir()
     (root / "LINKED").symlink_to(root.parent / "outside")
+    (root / "ALIAS").symlink_to(root / AE)
     store = WorklistStore(root, file_reject=True)
+    assert store.knows_called_ae("ALIAS")  # a link that resolves inside -dfp
     assert store.knows_called_ae(AE)
     assert store.knows_called_ae(" LEAD")  # a leading space counts
     assert not store.knows_called_ae("offis")  # case-sensitive

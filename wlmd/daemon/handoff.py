@@ -75,9 +75,15 @@ def send_message(chan: socket.socket, op: str, **data: Any) -> None:
     chan.send(_encode(op, data))
 
 
+# Every field of a report but the outcome, with its default: what a ``done`` message may carry.
+_REPORT_FIELDS = tuple((f.name, getattr(AssociationReport(Outcome.ERROR), f.name))
+                       for f in dataclasses.fields(AssociationReport) if f.name != "outcome")
+
+
 def send_report(chan: socket.socket, report: AssociationReport) -> None:
     """Tell the supervisor the association is over (``done``), with what happened on it."""
-    send_message(chan, OP_DONE, **dataclasses.asdict(report))
+    send_message(chan, OP_DONE, outcome=report.outcome,
+                 **{name: getattr(report, name) for name, _ in _REPORT_FIELDS})
 
 
 def _report_of(data: dict[str, Any]) -> AssociationReport:
@@ -87,13 +93,14 @@ def _report_of(data: dict[str, Any]) -> AssociationReport:
     except (KeyError, ValueError):
         raise ValueError(f"done message with outcome {data.get('outcome')!r}") from None
     report = AssociationReport(outcome)
-    for name, default in dataclasses.asdict(report).items():
-        value = data.get(name, default)
-        if name != "outcome":
-            if not isinstance(value, type(default)) or (
-                    isinstance(value, list) and not all(type(v) is int for v in value)):
-                raise ValueError(f"done message with {name} {value!r}")
-            setattr(report, name, value)
+    for name, default in _REPORT_FIELDS:
+        if name not in data:
+            continue
+        value = data[name]
+        if not isinstance(value, type(default)) or (
+                isinstance(value, list) and not all(type(v) is int for v in value)):
+            raise ValueError(f"done message with {name} {value!r}")
+        setattr(report, name, value)
     return report
 
 

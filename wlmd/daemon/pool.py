@@ -277,8 +277,10 @@ class WorkerPool:
         """Recycle workers above ``limit_mb`` of RSS; kill one above twice the limit."""
         limit = limit_mb * 1024 * 1024
         for slot in self:
+            if slot.killed or resident_memory(slot.pid) <= limit:
+                continue  # its private part is smaller still: no walk through its mappings
             rss = private_memory(slot.pid)
-            if slot.killed or rss <= limit:
+            if rss <= limit:
                 continue
             if rss > 2 * limit:
                 self.kill(slot, f"RSS {rss >> 20} MiB > 2 x {limit_mb} MiB")
@@ -319,6 +321,15 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
+def resident_memory(pid: int) -> int:
+    """The worker's resident memory, shared pages included (cheap: no page walk); 0 if gone."""
+    try:
+        rss: int = psutil.Process(pid).memory_info().rss
+        return rss
+    except psutil.Error:
+        return 0
+
+
 def private_memory(pid: int) -> int:
     """The worker's own resident memory: pages it shares with the supervisor do not count.
 
@@ -331,9 +342,4 @@ def private_memory(pid: int) -> int:
         return sum(int(fields[key].split()[0]) << 10
                    for key in (b"Private_Clean", b"Private_Dirty"))
     except (OSError, KeyError, ValueError):
-        pass
-    try:
-        rss: int = psutil.Process(pid).memory_info().rss
-        return rss
-    except psutil.Error:
-        return 0
+        return resident_memory(pid)

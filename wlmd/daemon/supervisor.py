@@ -21,6 +21,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -114,6 +115,7 @@ class Supervisor:
         self._refusals = Refusals(self._selector, settings, hooks.tls_context())
         self._file_log = FileProblemLog()
         self._next_shrink = 0.0
+        self._least_surplus = sys.maxsize  # the smallest surplus of spares seen this interval
         self._wake_r, self._wake_w = socket.socketpair()
         self._pool = WorkerPool(self._worker_main, self._after_fork)
         self._services = ServiceChildren(services, self._fork_service)
@@ -124,6 +126,8 @@ class Supervisor:
         self._drain_deadline = 0.0
         self._killed_all = False
         self._next_memory_check = 0.0
+        self._next_watch = 0.0
+        self._child_exited = False  # SIGCHLD came: reap in this turn of the loop
         self._accept_paused_until = 0.0
 
     # ---- main loop -------------------------------------------------------------------------
@@ -147,21 +151,34 @@ class Supervisor:
             self._shutdown()
         return self._stop_code if self._exit_code is None else self._exit_code
 
+    def _watch_interval(self) -> float:
+        """The longest sleep of the loop, and the period of its watching."""
+        return min(TICK, max(0.05, self.settings.worker_timeout / 2))
+
     def _wait(self) -> None:
-        timeout = min(TICK, max(0.05, self.settings.worker_timeout / 2))
+        timeout = self._watch_interval()
         if self._stopping:
             timeout = min(timeout, max(0.0, self._drain_deadline - time.monotonic()) + 0.01)
         for key, _events in self._selector.select(timeout):
             key.data(key.fileobj)
 
     def _tend(self) -> None:
-        """Reap, watch, then keep the pool and the waiting connections moving."""
-        for child in self._pool.reap():
-            self._on_exit(child)
-        self._pool.murder_silent(self.settings.worker_timeout)
+        """Reap, watch, then keep the pool and the waiting connections moving.
+
+        The loop runs about twice per association under load; reaping waits for SIGCHLD
+        and the watching (a stat of every heartbeat, expiries, status) for its interval.
+        """
         now = time.monotonic()
-        self._refusals.expire(now)
-        self._report_health(now)
+        watch = self._stopping or now >= self._next_watch
+        if watch or self._child_exited:
+            self._child_exited = False
+            for child in self._pool.reap():
+                self._on_exit(child)
+        if watch:
+            self._next_watch = now + self._watch_interval()
+            self._pool.murder_silent(self.settings.worker_timeout)
+            self._refusals.expire(now)
+            self._report_health(now)
         if now >= self._next_memory_check:
             self._next_memory_check = now + MEMORY_CHECK_INTERVAL
             self._pool.check_memory(self.settings.worker_max_memory_mb)
@@ -211,8 +228,10 @@ class Supervisor:
             signal.SIGUSR1: self.reopen_logs,
         }
         while self._signals:
-            handler = handlers.get(self._signals.popleft())
-            if handler is not None:  # SIGCHLD only wakes the loop; _tend reaps
+            signum = self._signals.popleft()
+            if signum == signal.SIGCHLD:  # _tend reaps
+                self._child_exited = True
+            elif (handler := handlers.get(signum)) is not None:
                 handler()
 
     def _interrupt(self) -> None:
@@ -409,13 +428,18 @@ class Supervisor:
                                     functools.partial(self._on_channel, slot))
         idle = [s for s in spares if s.state is SlotState.IDLE]
         now = time.monotonic()
-        if delta < 0 and idle and now >= self._next_shrink:
-            # Half the surplus (at least one) a second, the youngest (coldest) first: a pool
-            # that followed every swing of its load would fork a worker per association, and
-            # one that shrank by one a second would keep a flood's workers for a minute.
+        self._least_surplus = min(self._least_surplus, max(0, -delta))
+        if now >= self._next_shrink:
+            # Half the surplus that lasted the whole interval (at least one) a second, the
+            # youngest (coldest) first: a pool that followed every swing of its load would
+            # fork a worker per association (and clients that connect again at once leave a
+            # spare over for a moment each time), and one that shrank by one a second would
+            # keep a flood's workers for a minute.
+            surplus, self._least_surplus = self._least_surplus, sys.maxsize
             self._next_shrink = now + SHRINK_INTERVAL
-            for slot in idle[len(idle) - min((1 - delta) // 2, len(idle)):]:
-                self._pool.retire(slot)
+            if surplus:
+                for slot in idle[len(idle) - min((1 + surplus) // 2, len(idle)):]:
+                    self._pool.retire(slot)
 
     def _on_channel(self, slot: WorkerSlot, channel: socket.socket) -> None:
         try:

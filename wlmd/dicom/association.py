@@ -306,8 +306,9 @@ class _Association:
         )
         self.sock.sendall(dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu))
 
-    def _receive_dataset(self, ts_uid: str, what: str) -> Dataset:
-        """The data set that follows a command (DIMSE timeout); undecodable ones abort."""
+    def _receive_dataset(self, ts_uid: str, what: str) -> tuple[bytes, Dataset]:
+        """The data set that follows a command (DIMSE timeout), as received and decoded;
+        undecodable ones abort."""
         try:
             _, data = self._reassemble(
                 False, self.settings.dimse_timeout, self.settings.max_identifier_bytes
@@ -316,7 +317,7 @@ class _Association:
             detail = f"DIMSE timeout receiving the {what}"
             raise _Stop(Outcome.TIMEOUT, detail, _abort_bytes()) from exc
         try:
-            return dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
+            return data, dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
         except DimseError as exc:
             LOG.debug("undecodable data set: %s", exc)  # may quote patient data
             raise _abort(f"undecodable {what}") from exc
@@ -340,7 +341,7 @@ class _Association:
         sop_class = dimse.command_ui(command, class_tag)
         instance = dimse.command_ui(command, instance_tag)
         dataset = (
-            self._receive_dataset(self.contexts[context_id], f"{name} data set")
+            self._receive_dataset(self.contexts[context_id], f"{name} data set")[1]
             if has_dataset else Dataset()
         )
         self.report.queries += 1
@@ -372,14 +373,14 @@ class _Association:
         message_id = dimse.command_us(command, dimse.MESSAGE_ID) or 0
         sop_class = dimse.command_ui(command, dimse.AFFECTED_SOP_CLASS_UID)
         ts_uid = self.contexts[context_id]
-        identifier = self._receive_dataset(ts_uid, "C-FIND identifier")
+        encoded, identifier = self._receive_dataset(ts_uid, "C-FIND identifier")
         started = time.perf_counter()
         self.report.queries += 1
         self.report.match_counts.append(0)
         LOG.debug("C-FIND-RQ message %d on context %d (%s)", message_id, context_id, ts_uid)
         if LOG.isEnabledFor(logging.INFO):
             LOG.info("%s", incoming_find_text(command, context_id, message_id, sop_class))
-        responses = self.app.find(self.info, identifier, ts_uid)
+        responses = self.app.find(self.info, identifier, ts_uid, encoded)
         try:
             self._respond(responses, context_id, message_id, sop_class, ts_uid)
         except UndecodableIdentifier as exc:
@@ -401,6 +402,7 @@ class _Association:
         ts_uid: str,
     ) -> None:
         """Poll for a cancel before each response, as DIMSE_findProvider does, and send it."""
+        commands: dict[int, bytes] = {}  # the command PDU of each pending status, made once
         while True:
             if self._cancel_requested(message_id):
                 LOG.debug("C-CANCEL-RQ for message %d, remaining results dropped", message_id)
@@ -409,7 +411,8 @@ class _Association:
                 response = next(responses, None) or FindResponse(STATUS_SUCCESS)
             if self.settings.sleep_during:
                 time.sleep(self.settings.sleep_during)
-            self._send_find_response(response, context_id, message_id, sop_class, ts_uid)
+            self._send_find_response(response, context_id, message_id, sop_class, ts_uid,
+                                     commands)
             if response.status not in _PENDING:
                 LOG.debug("C-FIND final status 0x%04x", response.status)
                 return
@@ -428,8 +431,11 @@ class _Association:
         raise _abort(f"command 0x{field or 0:04x} (for {responded_to}) during C-FIND {message_id}")
 
     def _send_find_response(
-        self, response: FindResponse, context_id: int, message_id: int, sop_class: str, ts: str
+        self, response: FindResponse, context_id: int, message_id: int, sop_class: str, ts: str,
+        commands: dict[int, bytes],
     ) -> None:
+        """Command and identifier in one write; ``commands`` keeps the command PDU of a
+        pending status, the same for every match of one C-FIND."""
         dataset = b""
         if isinstance(response.identifier, bytes):
             dataset = response.identifier
@@ -445,15 +451,21 @@ class _Association:
                 LOG.debug("cannot encode a response: %s", exc)  # may quote patient data
                 detail = f"cannot encode a response ({type(exc).__name__})"
                 raise _Stop(Outcome.ERROR, detail, _abort_bytes()) from exc
-        rsp = dimse.find_response_command(
-            sop_class,
-            message_id,
-            response.status,
-            has_dataset=response.identifier is not None,
-            offending=response.offending_elements,
-            comment=response.error_comment,
-        )
-        out = dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu)
+        reusable = response.status in _PENDING and response.identifier is not None and not (
+            response.offending_elements or response.error_comment is not None)
+        out = commands.get(response.status, b"") if reusable else b""
+        if not out:
+            rsp = dimse.find_response_command(
+                sop_class,
+                message_id,
+                response.status,
+                has_dataset=response.identifier is not None,
+                offending=response.offending_elements,
+                comment=response.error_comment,
+            )
+            out = dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu)
+            if reusable:
+                commands[response.status] = out
         if response.identifier is not None:
             out += dimse.encode_pdata(context_id, False, dataset, self.peer_max_pdu)
         self.sock.sendall(out)

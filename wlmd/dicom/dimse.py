@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
+from pydicom.values import converters
 
 from wlmd.dicom.pdu import P_DATA_TF, PDU_HEADER
 
@@ -261,14 +263,31 @@ def _inflate(data: bytes, max_bytes: int) -> bytes:
 
 
 def _check_lengths(dataset: Dataset, size: int) -> None:
-    """pydicom quietly shortens a value cut off by the end of the data; DCMTK refuses it."""
-    for element in map(dataset.get_item, dataset.keys()):
-        if (
-            isinstance(element, RawDataElement)
-            and element.length != 0xFFFFFFFF
-            and element.value_tell + element.length > size
-        ):
+    """pydicom quietly shortens a value cut off by the end of the data; DCMTK refuses it.
+
+    An empty element is converted when its VR is unknown, so that it raises here; one of a
+    known VR (most keys of a query) is left for whoever reads it: converting it is most of the
+    cost of decoding a query.
+    """
+    for tag in tuple(dataset.keys()):  # iterating the dataset would convert every element
+        element = dataset.get_item(tag, keep_deferred=True)
+        if not isinstance(element, RawDataElement):
+            continue
+        if element.length != 0xFFFFFFFF and element.value_tell + element.length > size:
             raise DimseError(f"element {element.tag} runs past the end of the identifier")
+        if element.value is None and not _known_vr(element):
+            dataset.get_item(tag)  # converts: raises for an unknown VR
+
+
+def _known_vr(element: RawDataElement) -> bool:
+    """True if pydicom can convert the element's VR (implicit VR: its dictionary VR)."""
+    vr = element.VR
+    if vr is None:
+        try:
+            vr = dictionary_VR(element.tag)
+        except KeyError:  # pydicom warns and takes UN: let it
+            return False
+    return vr in converters
 
 
 def decode_dataset(data: bytes, ts_uid: str, max_bytes: int) -> Dataset:

@@ -115,9 +115,14 @@ class WorklistApplication(Protocol):
         """Whether ``calling_ae`` may associate with ``called_ae`` (asked once it is known)."""
 
     def find(
-        self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str
+        self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str,
+        encoded: bytes = b"",
     ) -> Iterator[FindResponse]:
-        """Answer one C-FIND: yield the pending responses, then exactly one final response."""
+        """Answer one C-FIND: yield the pending responses, then exactly one final response.
+
+        ``encoded`` is the identifier as received (b"" when there is none): identical bytes
+        are an identical query, so the application may key what it prepared on them.
+        """
 
 
 class Outcome(enum.StrEnum):

@@ -1,4 +1,4 @@
-"""Encoded answers of recent queries, per worklist record, so a repeated query is cheap.
+"""Recent queries, prepared and answered, so that a repeated query is cheap.
 
 Modalities poll the worklist with the same query every few minutes, and several scanners send
 identical queries. Matching a record against a query and building and encoding its response
@@ -6,6 +6,10 @@ depend only on the cleaned query, the transfer syntax and the record's contents,
 outcome is kept per (query, transfer syntax) and per record object. The store replaces a
 record object whenever its file changes; the cache holds records weakly, so a changed, added
 or removed file can never be answered from a stale entry.
+
+Before that, the same identifier bytes are the same query: ``PreparedQueries`` keeps what
+validating and cleaning them gave, so a modality polling with its one query (most associations
+of a busy server) costs a dictionary lookup there.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import weakref
 from collections import OrderedDict
 from typing import Final
 
+from wlmd.worklist.query import PreparedQuery
 from wlmd.worklist.records import WorklistRecord
 
 Answers = weakref.WeakKeyDictionary[WorklistRecord, bytes]
@@ -41,3 +46,31 @@ class ResponseCache:
         else:
             self._queries.move_to_end(key)
         return answers
+
+
+class PreparedQueries:
+    """A bounded LRU of valid queries by (identifier as received, transfer syntax).
+
+    Preparing a query is a pure function of those bytes and the settings, which one instance
+    never sees change. Invalid or refused identifiers are not kept: each one is logged anew.
+    """
+
+    def __init__(self, max_queries: int = 64, max_identifier_bytes: int = 16384) -> None:
+        self._max_queries = max_queries
+        self._max_identifier_bytes = max_identifier_bytes
+        self._known: OrderedDict[tuple[bytes, str], PreparedQuery] = OrderedDict()
+
+    def get(self, encoded: bytes, transfer_syntax: str) -> PreparedQuery | None:
+        """The query these bytes gave before, or None."""
+        known = self._known.get((encoded, transfer_syntax))
+        if known is not None:
+            self._known.move_to_end((encoded, transfer_syntax))
+        return known
+
+    def add(self, encoded: bytes, transfer_syntax: str, query: PreparedQuery) -> None:
+        """Remember ``query`` for these bytes (b"", unknown bytes, and large ones are not)."""
+        if not encoded or len(encoded) > self._max_identifier_bytes:
+            return
+        self._known[(encoded, transfer_syntax)] = query
+        if len(self._known) > self._max_queries:
+            self._known.popitem(last=False)

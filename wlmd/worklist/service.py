@@ -42,7 +42,7 @@ from wlmd.policy.apply import (
 )
 from wlmd.policy.model import NO_POLICY, Fallback, LimitAction, PeerPolicy
 from wlmd.worklist import findlog
-from wlmd.worklist.cache import NO_MATCH, ResponseCache
+from wlmd.worklist.cache import NO_MATCH, PreparedQueries, ResponseCache
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
@@ -78,6 +78,7 @@ class WorklistService:
         self._charset_warned: set[tuple[str, str, bytes, str]] = set()
         # id(identifier) -> (identifier, its prepared query), for reused identifiers only
         self._prepared: dict[int, tuple[Dataset, PreparedQuery]] = {}
+        self._queries = PreparedQueries()  # by identifier bytes received
 
     @property
     def store(self) -> WorklistStore:
@@ -111,25 +112,34 @@ class WorklistService:
         return self._policies.admit(called_ae, calling_ae)
 
     def find(
-        self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str, *,
-        reused: bool = False,
+        self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str,
+        encoded: bytes = b"", *, reused: bool = False,
     ) -> Iterator[FindResponse]:
         """Yield one pending response per matching record, then the final status.
 
-        ``reused``: the caller passes this very identifier object, unchanged, each time it
-        asks the same query (the HTTP search keeps them), so its prepared query is kept too.
+        ``encoded``: the identifier as received (DIMSE); a query already prepared from the
+        same bytes is reused, except at information level. ``reused``: the caller passes this
+        very identifier object, unchanged, each time it asks the same query (the HTTP search
+        keeps them), so its prepared query is kept too.
         At information level every step is logged as wlmscpfs -v logs it (``findlog``).
         """
         if findlog.enabled():
             log = findlog.FindLog(transfer_syntax_uid)
             return log.responses(self._find(assoc, identifier, transfer_syntax_uid, log,
-                                            reused))
-        return self._find(assoc, identifier, transfer_syntax_uid, None, reused)
+                                            b"", reused))
+        return self._find(assoc, identifier, transfer_syntax_uid, None, encoded, reused)
 
-    def _prepare(self, identifier: Dataset, reused: bool) -> PreparedQuery:
-        """``prepare_query`` with this service's settings; once per reused identifier."""
+    def _known(self, identifier: Dataset, transfer_syntax_uid: str, encoded: bytes,
+               reused: bool) -> PreparedQuery | None:
+        """The query prepared before from this identifier object or from these bytes."""
         if reused and (known := self._prepared.get(id(identifier))) is not None:
             return known[1]
+        return self._queries.get(encoded, transfer_syntax_uid) if encoded else None
+
+    def _prepare(self, identifier: Dataset, transfer_syntax_uid: str, encoded: bytes,
+                 reused: bool) -> PreparedQuery:
+        """``prepare_query`` with this service's settings, kept for the identifier object
+        (``reused``) and for its bytes; invalid queries are not kept (each one is logged)."""
         settings = self._settings
         query = prepare_query(identifier, no_fail=settings.no_fail,
                               expand_sequences=settings.sequence_expansion)
@@ -137,15 +147,18 @@ class WorklistService:
             if len(self._prepared) >= MAX_PREPARED:
                 self._prepared.clear()
             self._prepared[id(identifier)] = (identifier, query)  # held: its id stays unique
+        self._queries.add(encoded, transfer_syntax_uid, query)
         return query
 
     def _find(self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str,
-              log: findlog.FindLog | None, reused: bool) -> Iterator[FindResponse]:
+              log: findlog.FindLog | None, encoded: bytes, reused: bool
+              ) -> Iterator[FindResponse]:
         settings = self._settings
         if log is not None:
             log.request(identifier)
-        checked = reused and id(identifier) in self._prepared  # passed the limits before
-        if not checked and (refusal := self._refusal(assoc, identifier)) is not None:
+        # a known query passed the limits before
+        known = self._known(identifier, transfer_syntax_uid, encoded, reused)
+        if known is None and (refusal := self._refusal(assoc, identifier)) is not None:
             yield refusal
             return
         if settings.request_file_path is not None:
@@ -158,7 +171,7 @@ class WorklistService:
                             settings.sleep_before)
             time.sleep(settings.sleep_before)
         try:
-            query = self._prepare(identifier, reused)
+            query = known or self._prepare(identifier, transfer_syntax_uid, encoded, reused)
         except InvalidQuery as error:
             LOGGER.info("Invalid query from %s (%s): %s", assoc.calling_ae,
                         assoc.peer_address, error.comment)

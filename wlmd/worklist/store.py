@@ -283,6 +283,11 @@ class WorklistStore:
         if not is_safe_ae(ae):
             return None
         path = os.path.join(self._root_text, ae)
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):  # asked per association: one syscall
+                return path  # a directory, not a link, right under -dfp: inside it
+        except OSError:
+            return None
         if not os.path.isdir(path) or not inside(os.path.realpath(path), self._real_root()):
             return None
         return path
@@ -315,9 +320,8 @@ class WorklistStore:
         names = None if cache.snapshot is None else self._inotify.changes(ae_dir)
         if names is None:
             self._scan(cache, ae_dir)
-        else:
-            real_root = self._real_root()
-            names |= cache.links | cache.retry
+        elif names := {n for n in names | cache.links | cache.retry if is_worklist_name(n)}:
+            real_root = self._real_root()  # not for the lockfile that every query opens
             cache.retry = set()
             for name in names:
                 self._recheck(cache, ae_dir, name, real_root)
