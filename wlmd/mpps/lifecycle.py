@@ -10,16 +10,18 @@ An MPPS that links to no entry (an unscheduled exam) changes nothing.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
-import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pydicom import Dataset, dcmread
 
+from wlmd.config.settings import RefreshMode
+from wlmd.mpps.entryfile import EntryLinkValues, NotRaw, link_values, with_sps_status
+from wlmd.mpps.links import EntrySource, LinkCandidates, Wanted
 from wlmd.mpps.policy import (
     AePolicy,
     CompletedAction,
@@ -27,34 +29,13 @@ from wlmd.mpps.policy import (
     InProgressAction,
 )
 from wlmd.mpps.rules import COMPLETED, STEP_SEQUENCE_TAG, text
-from wlmd.worklist.writer import (
-    WorklistWriter,
-    WriterError,
-    encode_entry,
-    write_durably,
-)
+from wlmd.worklist.writer import WorklistWriter, WriterError, encode_entry, write_durably
 
 LOGGER = logging.getLogger("wlmd.mpps")
 SPS_STATUS = {"started": "STARTED", "completed": "COMPLETED",
               "discontinued": "DISCONTINUED", "scheduled": "SCHEDULED"}
 HIDDEN = "hidden"
 ARCHIVE = "archive"
-
-
-class NamedBytes(Protocol):
-    """A worklist record as the store keeps it: its file name and bytes."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def data(self) -> bytes: ...
-
-
-class EntrySource(Protocol):
-    """The in-memory worklist of a worker, used to find candidate entries without disk reads."""
-
-    def query(self, ae: str, prefilter: None) -> Sequence[NamedBytes]: ...
 
 
 @dataclass(frozen=True)
@@ -69,14 +50,13 @@ class LinkKey:
     def usable(self) -> bool:
         return bool(self.study_uid or self.accession)
 
-    def matches(self, entry: Dataset) -> bool:
+    def matches(self, entry: EntryLinkValues) -> bool:
         """True when every value the MPPS gives equals the entry's."""
-        wanted = ((self.study_uid, text(entry, 0x0020000D)),
-                  (self.accession, text(entry, 0x00080050)),
-                  (self.requested_procedure_id, text(entry, 0x00401001)))
+        wanted = ((self.study_uid, entry.study_uid), (self.accession, entry.accession),
+                  (self.requested_procedure_id, entry.requested_procedure_id))
         if any(mine and mine != theirs for mine, theirs in wanted):
             return False
-        return not self.sps_id or self.sps_id in _sps_ids(entry)
+        return not self.sps_id or self.sps_id in entry.sps_ids
 
 
 def link_keys(mpps: Dataset) -> list[LinkKey]:
@@ -89,21 +69,20 @@ def link_keys(mpps: Dataset) -> list[LinkKey]:
     return [key for key in keys if key.usable()]
 
 
-def _encoded(key: LinkKey) -> list[bytes]:
-    """The key's Study Instance UID (or Accession Number) element as a file holds it, in
-    explicit and implicit VR little endian: a whole-element match, not a substring of a value."""
-    tag, vr, value, pad = ((b"\x20\x00\x0d\x00", b"UI", key.study_uid, b"\0") if key.study_uid
-                           else (b"\x08\x00\x50\x00", b"SH", key.accession, b" "))
-    raw = value.encode("latin-1", "replace")
-    raw += pad * (len(raw) % 2)
-    return [tag + vr + struct.pack("<H", len(raw)) + raw, tag + struct.pack("<L", len(raw)) + raw]
+def entry_link_values(data: bytes) -> EntryLinkValues:
+    """The link values of an entry file's bytes: walked raw, or parsed when they must be."""
+    try:
+        return link_values(data)
+    except NotRaw:
+        return dataset_link_values(dcmread(io.BytesIO(data), force=True))
 
 
-def _sps_ids(entry: Dataset) -> list[str]:
+def dataset_link_values(entry: Dataset) -> EntryLinkValues:
     element = entry.get(0x00400100)
-    if element is None or element.VR != "SQ":
-        return []
-    return [text(item, 0x00400009) for item in element.value]
+    steps = element.value if element is not None and element.VR == "SQ" else []
+    return EntryLinkValues(text(entry, 0x0020000D), text(entry, 0x00080050),
+                           text(entry, 0x00401001),
+                           tuple(text(item, 0x00400009) for item in steps))
 
 
 def set_sps_status(entry: Dataset, status: str, sps_ids: set[str]) -> None:
@@ -119,11 +98,11 @@ def set_sps_status(entry: Dataset, status: str, sps_ids: set[str]) -> None:
 class WorklistLifecycle:
     """Applies an AE's MPPS policy to the linked worklist entries through the writer."""
 
-    def __init__(self, data_path: Path, mpps_root: Path,
-                 entries: EntrySource | None = None) -> None:
+    def __init__(self, data_path: Path, mpps_root: Path, entries: EntrySource | None = None,
+                 refresh: RefreshMode = RefreshMode.AUTO) -> None:
         self.writer = WorklistWriter(data_path)
         self.mpps_root = mpps_root
-        self.entries = entries
+        self.candidates = LinkCandidates(entries, refresh)
 
     def started(self, ae: str, mpps: Dataset, policy: AePolicy) -> list[str]:
         """IN PROGRESS: mark STARTED or hide; returns the linked entry names."""
@@ -161,7 +140,8 @@ class WorklistLifecycle:
             return []
         try:
             directory = self.writer.directory(ae).path
-            names = self._candidates(ae, keys)
+            names = self.candidates.names(
+                ae, directory, [Wanted(key.study_uid, key.accession) for key in keys])
             if names is None:
                 names = sorted(p.name for p in directory.glob("*.wl"))
             found = self._find(ae, directory, keys, names)
@@ -177,35 +157,20 @@ class WorklistLifecycle:
         found = []
         for name in names:
             with contextlib.suppress(OSError, ValueError):
-                entry = dcmread(directory / name, force=True)
-                sps = {k.sps_id for k in keys if k.matches(entry)}
+                data = (directory / name).read_bytes()
+                values = entry_link_values(data)
+                sps = {k.sps_id for k in keys if k.matches(values)}
                 if sps:
-                    found.append(_Found(name, entry, None, sps - {""}, keys))
+                    found.append(_Found(name, data, None, sps - {""}, keys))
         if not found:
             hidden = self.mpps_root / ae / HIDDEN
             for path in sorted(hidden.glob("*.wl")) if hidden.is_dir() else []:
                 with contextlib.suppress(OSError, ValueError):
-                    entry = dcmread(path, force=True)
-                    sps = {k.sps_id for k in keys if k.matches(entry)}
+                    data = path.read_bytes()
+                    sps = {k.sps_id for k in keys if k.matches(entry_link_values(data))}
                     if sps:
-                        found.append(_Found(path.name, entry, path, sps - {""}, keys))
+                        found.append(_Found(path.name, data, path, sps - {""}, keys))
         return found
-
-    def _candidates(self, ae: str, keys: list[LinkKey]) -> list[str] | None:
-        """Entry names that may link, from the worker's in-memory worklist (its files' bytes
-        hold the encoded Study Instance UID or Accession Number); None: read every entry."""
-        if self.entries is None:
-            return None
-        try:
-            records = self.entries.query(ae, None)
-        except Exception as exc:  # a store problem must not stop the MPPS: read the disk
-            LOGGER.debug("in-memory worklist of %s unavailable: %s", ae, exc)
-            return None
-        needles = [needle for key in keys for needle in _encoded(key)]
-        if len(needles) == 2:  # one link (the usual case): no generator per record
-            explicit, implicit = needles
-            return [r.name for r in records if explicit in r.data or implicit in r.data]
-        return [r.name for r in records if any(n in r.data for n in needles)]
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -236,19 +201,18 @@ class WorklistLifecycle:
     def _mark(self, ae: str, found: _Found, status: str) -> None:
         """Set the status; an entry hidden while IN PROGRESS comes back to the worklist."""
         if found.hidden_path is not None:
-            set_sps_status(found.entry, status, found.sps_ids)
             with self.writer.transaction(ae) as tx:
-                tx.write(found.name, encode_entry(found.entry), replace=True)
+                tx.write(found.name, with_status(found.data, status, found.sps_ids),
+                         replace=True)
             _unlink_durably(found.hidden_path)
             return
 
-        def change(entry: Dataset) -> Dataset | None:
-            if not any(key.matches(entry) for key in found.keys):
+        def change(data: bytes) -> bytes | None:
+            if not any(key.matches(entry_link_values(data)) for key in found.keys):
                 return None  # replaced meanwhile by an entry this MPPS does not link to
-            set_sps_status(entry, status, found.sps_ids)
-            return entry
+            return with_status(data, status, found.sps_ids)
 
-        self.writer.update(ae, found.name, change)
+        self.writer.update_bytes(ae, found.name, change)
 
     def _archive(self, ae: str, found: _Found) -> None:
         archive = self.mpps_root / ae / ARCHIVE
@@ -270,12 +234,22 @@ class WorklistLifecycle:
                 tx.remove(found.name)
 
 
+def with_status(data: bytes, status: str, sps_ids: set[str]) -> bytes:
+    """The entry file with the linked steps' status set: on the bytes, or through pydicom."""
+    try:
+        return with_sps_status(data, status, sps_ids)
+    except NotRaw:
+        entry = dcmread(io.BytesIO(data), force=True)
+        set_sps_status(entry, status, sps_ids)
+        return encode_entry(entry)
+
+
 @dataclass
 class _Found:
-    """A linked entry: in the worklist (``hidden_path`` None) or hidden."""
+    """A linked entry as read: in the worklist (``hidden_path`` None) or hidden."""
 
     name: str
-    entry: Dataset
+    data: bytes
     hidden_path: Path | None
     sps_ids: set[str]
     keys: list[LinkKey]

@@ -27,7 +27,8 @@ from wlmd.dicom.types import (
     NResponse,
 )
 from wlmd.mpps.forward import OP_CREATE, OP_SET, ForwardAgent, Forwarder, ForwardQueue
-from wlmd.mpps.lifecycle import EntrySource, WorklistLifecycle
+from wlmd.mpps.lifecycle import WorklistLifecycle
+from wlmd.mpps.links import EntrySource
 from wlmd.mpps.policy import AePolicy, CompletedAction, MppsPolicies
 from wlmd.mpps.rules import (
     COMPLETED,
@@ -60,7 +61,8 @@ class MppsService:
         self.root = settings.mpps_path
         self.policies: MppsPolicies = settings.mpps_policy
         self.storage = MppsStorage(self.root)
-        self.lifecycle = WorklistLifecycle(settings.data_files_path, self.root, entries)
+        self.lifecycle = WorklistLifecycle(settings.data_files_path, self.root, entries,
+                                           settings.refresh)
         self.queue = ForwardQueue(self.root)
         self.agent = ForwardAgent(Forwarder(self.queue, self.policies.destinations()),
                                   self.run_due_actions)

