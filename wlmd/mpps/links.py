@@ -1,20 +1,25 @@
-"""Which worklist files may belong to an MPPS, without every worker parsing every change.
+"""Which worklist files may belong to an MPPS, without parsing the worklist on every step.
 
-Asking the worker's in-memory worklist (the store) refreshes it, and a refresh parses every
-file changed since this worker last looked: with N workers each status mark was parsed N times,
-and that was most of the time of the MPPS benchmark. Instead each worker keeps the records the
-store gave it at its first lookup of an AE, and its own inotify watch on the AE directory says
-which names changed since; only those files are read, and only their Study Instance UID and
-Accession Number are picked from the bytes (``entryfile``), never a full parse. The caller
-checks every candidate against the file on disk under the writer's rules, so a candidate may
-be wrong but a linked entry is never missed. Without inotify (a shared file system,
-``--refresh stat``) or after lost events the store is asked again, as every query does.
+Asking the worker's in-memory worklist (the store) refreshes it, and a refresh parses every file
+changed since this worker last looked: with N workers each status mark was parsed N times, which
+was most of the time of the MPPS benchmark, and matching the MPPS against every record cost time
+in proportion to the worklist. Instead each worker keeps, per AE directory, an index from Study
+Instance UID and Accession Number to file names, read from the files' bytes (``entryfile``,
+never a full parse) and kept current by its own inotify watch: a step costs the names changed
+since the last one. The index only grows between rebuilds (an entry that changed or left may
+stay listed), because the caller checks every candidate against the file on disk: a candidate
+may be wrong, a linked entry is never missed. It is rebuilt from the directory after lost
+events or once it has taken in more names than it started with.
+
+Where inotify cannot be trusted (a shared file system, ``--refresh stat``) the store is asked,
+refreshed as for every query, and each of its records is searched for the encoded element.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,12 +27,13 @@ from pathlib import Path
 from typing import Protocol
 
 from wlmd.config.settings import RefreshMode
-from wlmd.mpps.entryfile import NotRaw, link_values
+from wlmd.mpps.entryfile import NotRaw, study_and_accession
 from wlmd.worklist.inotify import Inotify
 from wlmd.worklist.store import is_worklist_name
 
 LOGGER = logging.getLogger("wlmd.mpps")
 MAX_FILE_BYTES = 16 << 20  # as the store: a worklist file this big is junk
+MIN_REBUILD = 1024  # names taken in before a rebuild, at least
 
 
 class NamedBytes(Protocol):
@@ -53,6 +59,9 @@ class Wanted:
     study_uid: str
     accession: str
 
+    def key(self) -> str:
+        return f"S{self.study_uid}" if self.study_uid else f"A{self.accession}"
+
     def needles(self) -> tuple[bytes, bytes]:
         """The element as a file holds it, in explicit and implicit VR little endian: a whole
         element match, not a substring of some value."""
@@ -66,70 +75,87 @@ class Wanted:
 
 
 @dataclass
-class _View:
-    """One AE as this worker knows it: the store's records, then the names changed since."""
+class _Index:
+    """One AE directory: file names by link key, and the files whose bytes could not be walked."""
 
-    records: Sequence[NamedBytes]
-    # name -> (Study Instance UID, Accession Number); the bytes when they could not be walked;
-    # None when the file is gone.
-    changed: dict[str, tuple[str, str] | bytes | None] = field(default_factory=dict)
+    names: dict[str, set[str]] = field(default_factory=dict)
+    unwalked: dict[str, bytes] = field(default_factory=dict)
+    taken_in: int = 0
+    size: int = 0
+
+    def add(self, name: str, data: bytes) -> None:
+        self.unwalked.pop(name, None)
+        try:
+            keys = study_and_accession(data)
+        except NotRaw:
+            self.unwalked[name] = data
+            return
+        for key in (f"S{keys[0]}", f"A{keys[1]}"):
+            self.names.setdefault(key, set()).add(name)
+
+    def lookup(self, wanted: list[Wanted]) -> list[str]:
+        found: set[str] = set()
+        for want in wanted:
+            found |= self.names.get(want.key(), set())
+        needles = [needle for want in wanted for needle in want.needles()]
+        found.update(name for name, data in self.unwalked.items()
+                     if any(needle in data for needle in needles))
+        return sorted(found)
 
 
 class LinkCandidates:
-    """Candidate entry names per AE, kept current by inotify; one per worker process."""
+    """Candidate entry names per AE directory; one per worker process."""
 
     def __init__(self, entries: EntrySource | None,
                  refresh: RefreshMode = RefreshMode.AUTO) -> None:
         self.entries = entries
         self._inotify = Inotify(refresh)
-        self._views: dict[str, _View] = {}
+        self._indexes: dict[str, _Index] = {}
 
     def names(self, ae: str, directory: Path, wanted: list[Wanted]) -> list[str] | None:
         """Names of the entries that may hold one of ``wanted``; None: read every entry."""
+        path = str(directory)
+        changed = self._inotify.changes(path)
+        index = self._indexes.get(path)
+        if index is not None and changed is not None:
+            for name in changed:
+                if is_worklist_name(name) and (data := _read(directory / name)) is not None:
+                    index.add(name, data)
+                    index.taken_in += 1
+            if index.taken_in <= max(MIN_REBUILD, index.size):
+                return index.lookup(wanted)
+            changed = self._inotify.changes(path)  # events until the rebuild: it reads them
+        if changed is None and self._inotify.changes(path) is None:  # not watched: the store
+            self._indexes.pop(path, None)
+            return self._from_store(ae, wanted)
+        index = self._indexes[path] = _build(directory)  # after the watch is armed
+        return index.lookup(wanted)
+
+    def _from_store(self, ae: str, wanted: list[Wanted]) -> list[str] | None:
         if self.entries is None:
             return None
-        changed = self._inotify.changes(str(directory))
-        view = self._views.get(ae)
-        if view is None or changed is None:
-            try:  # after the watch is armed: the records are at least as new as the watch
-                view = self._views[ae] = _View(self.entries.query(ae, None))
-            except Exception as exc:  # a store problem must not stop the MPPS: read the disk
-                LOGGER.debug("in-memory worklist of %s unavailable: %s", ae, exc)
-                self._views.pop(ae, None)
-                return None
-        else:
-            for name in changed:
-                if is_worklist_name(name):
-                    view.changed[name] = _summary(directory / name)
-        return _matching(view, wanted)
+        try:
+            records = self.entries.query(ae, None)
+        except Exception as exc:  # a store problem must not stop the MPPS: read the disk
+            LOGGER.debug("in-memory worklist of %s unavailable: %s", ae, exc)
+            return None
+        needles = [needle for want in wanted for needle in want.needles()]
+        return [r.name for r in records if any(needle in r.data for needle in needles)]
 
 
-def _matching(view: _View, wanted: list[Wanted]) -> list[str]:
-    needles = [needle for want in wanted for needle in want.needles()]
-    changed = view.changed
-    found = [record.name for record in view.records if record.name not in changed
-             and any(needle in record.data for needle in needles)]
-    for name, summary in changed.items():
-        if summary is None:
-            continue
-        if isinstance(summary, bytes):
-            if any(needle in summary for needle in needles):
-                found.append(name)
-        elif any(summary[0] == want.study_uid if want.study_uid else summary[1] == want.accession
-                 for want in wanted):
-            found.append(name)
-    return found
+def _build(directory: Path) -> _Index:
+    index = _Index()
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if is_worklist_name(entry.name) and (data := _read(Path(entry.path))) is not None:
+                index.add(entry.name, data)
+                index.size += 1
+    return index
 
 
-def _summary(path: Path) -> tuple[str, str] | bytes | None:
-    """What a changed file tells a link lookup; None when it is gone or unreadable."""
-    data = None
+def _read(path: Path) -> bytes | None:
+    """The file's bytes; None when it is gone, unreadable or too big to be an entry."""
     with contextlib.suppress(OSError), path.open("rb") as file:
         data = file.read(MAX_FILE_BYTES + 1)
-    if data is None or len(data) > MAX_FILE_BYTES:
-        return None
-    try:
-        values = link_values(data)
-    except NotRaw:
-        return data
-    return values.study_uid, values.accession
+        return data if len(data) <= MAX_FILE_BYTES else None
+    return None

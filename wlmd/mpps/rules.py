@@ -133,6 +133,7 @@ def is_uid(value: str) -> bool:
 
 def check_create(dataset: Dataset) -> Refusal | None:
     """The N-CREATE rules: required attributes present, status IN PROGRESS."""
+    dataset = shallow_copy(dataset)
     if (refusal := _missing(dataset, CREATE_REQUIRED, "")) is not None:
         return refusal
     if dataset[STEP_SEQUENCE_TAG].VR != "SQ":
@@ -167,6 +168,7 @@ def _check_series(dataset: Dataset) -> Refusal | None:
 
 def check_set(current: Dataset, modifications: Dataset) -> Refusal | None:
     """The N-SET rules against the stored instance ``current`` (not yet final)."""
+    modifications = shallow_copy(modifications)
     fixed = tuple(sorted(set(modifications.keys()) & SET_NOT_ALLOWED))
     if fixed:
         return Refusal(STATUS_INVALID_ATTRIBUTE_VALUE, fixed, "attribute may not be changed")
@@ -193,7 +195,13 @@ def check_set(current: Dataset, modifications: Dataset) -> Refusal | None:
 
 def merge(current: Dataset, modifications: Dataset) -> Dataset:
     """The instance after the N-SET: each modified attribute replaces the stored one whole."""
-    merged = Dataset()
-    merged.update(current)
-    merged.update(modifications)
-    return merged
+    merged = dict(current.items())
+    merged.update(modifications.items())
+    return Dataset(merged)
+
+
+def shallow_copy(dataset: Dataset) -> Dataset:
+    """The same elements in a new dataset, still undecoded: reading the copy decodes them in
+    the copy only (``Dataset.update`` would decode every one), so the original can be stored
+    by copying its bytes (``dimse.encode_dataset``) instead of encoding it again."""
+    return Dataset(dict(dataset.items()))
