@@ -48,19 +48,25 @@ fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz.runner --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 ## Benchmarks against DCMTK's wlmscpfs (issue #5): SCENARIOS="small medium large", QUICK=1;
-## then HL7 intake (issue #14): orders/s with ACK after fsync, and order-to-C-FIND delay.
+## then MPPS (bench-mpps, issue #12); then HL7 intake (issue #14): orders/s with ACK after
+## fsync, and order-to-C-FIND delay; then the HTTP API.
 ## BENCH_POLICY=1: wlmd with benchmarks/policy.toml against wlmd without it (issue #17).
 ## wlmd as benchmarked: a warm pool for 8 concurrent clients (the runner adds --index-file).
 BENCH_ARGS ?= --rounds 2 --wlmd-arg=--min-spare-workers --wlmd-arg=8
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(if $(SCENARIOS),--scenario $(SCENARIOS)) $(if $(QUICK),--quick) \
 		$(if $(BENCH_POLICY),--policy) $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-mpps
 	$(BIN)/python -m benchmarks.hl7 $(if $(QUICK),--quick)
 	$(BIN)/python -m benchmarks.http $(if $(QUICK),--quick)
 
-## The MPPS scenario (issue #12): N-CREATE + N-SET COMPLETED pairs/s, 8 concurrent.
+## MPPS (issue #12): N-CREATE + N-SET COMPLETED pairs/s, 8 concurrent, with fsync and the
+## worklist update (target >= 200/s); then the small and medium C-FIND rows of wlmd with --mpps
+## against wlmd without it in the same run (target: unchanged, within 10 %).
 bench-mpps: $(STAMP)
-	$(BIN)/python -m benchmarks.mpps
+	$(BIN)/python -m benchmarks.mpps $(if $(QUICK),--quick)
+	$(BIN)/python -m benchmarks.run --mpps --scenario small medium --no-orthanc \
+		$(if $(QUICK),--quick) $(BENCH_ARGS)
 
 ## Long chaos run (issue #6): ARGS="--attempts 2000 --concurrency 200 --kills 10 --stops 5".
 ## Then the writer crash run (issue #11): wlmctl killed at every step WRITER_ROUNDS times while

@@ -151,9 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=4000)
     parser.add_argument("--conc", type=int, default=8)
     parser.add_argument("--budget", type=float, default=20.0)
+    parser.add_argument("--quick", action="store_true", help="a 5 s budget")
     parser.add_argument("--wlmd-arg", action="append", default=[])
     parser.add_argument("--server-log", type=Path, help="wlmd's standard error (default: none)")
     args = parser.parse_args(argv)
+    budget = 5.0 if args.quick else args.budget
     root = Path(tempfile.mkdtemp(prefix="wlmd-mpps-bench-"))
     data, mpps = root / "worklists", root / "mpps"
     (data / AE_TITLE).mkdir(parents=True)
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_port(port, HOST, proc=proc)
         asyncio.run(run_pairs(port, creates[:20], set_data, 40, args.conc, 10))  # warm-up
         done, failed, seconds = asyncio.run(
-            run_pairs(port, creates, set_data, args.pairs, args.conc, args.budget))
+            run_pairs(port, creates, set_data, args.pairs, args.conc, budget))
     finally:
         stop_process(proc)
         shutil.rmtree(root, ignore_errors=True)

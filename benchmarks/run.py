@@ -9,6 +9,7 @@ round after round, and reports medians, wlmd's ratios to both peers and whether 
     python -m benchmarks.run --quick               # fewer rounds and samples
     python -m benchmarks.run --candidate wlmscpfs  # point both columns at wlmscpfs (runner test)
     python -m benchmarks.run --policy   # wlmd with a per-peer policy against wlmd without one
+    python -m benchmarks.run --mpps --scenario small medium  # wlmd with MPPS on against off
     python -m benchmarks.run --no-orthanc          # without the Orthanc column
 """
 
@@ -374,15 +375,20 @@ def wlmd_server(extra: list[str], label: str = "wlmd") -> Server:
 # --policy (issue #17): wlmd with benchmarks/policy.toml against wlmd without it, on the
 # C-FIND figures; the policy may cost at most 10 %.
 POLICY_FILE = Path(__file__).with_name("policy.toml")
-POLICY_SCENARIOS = ("small-rate", "small-latency", "small-queries", "medium-selective",
-                    "large-selective")
+CFIND_SCENARIOS = ("small-rate", "small-latency", "small-queries", "medium-selective",
+                   "large-selective")
 
 
-def policy_rows(rows: list[Scenario]) -> list[Scenario]:
+# --mpps (issue #12): wlmd with the MPPS SCP on against wlmd without it: the C-FIND figures must
+# stay unchanged (within the same 10 %). Its MPPS directory is made afresh next to the databases.
+MPPS_DIRECTORY = build_db.CACHE / "mpps"
+
+
+def cfind_rows(rows: list[Scenario]) -> list[Scenario]:
     """The C-FIND rows among ``rows``, each with the "within 10 %" target."""
     return [dataclasses.replace(row, target=(
         Target("ratio_max", 1.1, "≤ 1.1×") if row.unit == "ms"
-        else Target("ratio_min", 0.9, "≥ 0.9×"))) for row in rows if row.name in POLICY_SCENARIOS]
+        else Target("ratio_min", 0.9, "≥ 0.9×"))) for row in rows if row.name in CFIND_SCENARIOS]
 
 
 def orthanc_server() -> Server:
@@ -553,6 +559,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy", action="store_true",
                         help="compare wlmd with benchmarks/policy.toml (every per-peer policy "
                              "feature on) against wlmd without it, C-FIND scenarios only")
+    parser.add_argument("--mpps", action="store_true",
+                        help="compare wlmd with --mpps (the MPPS SCP on the same port) against "
+                             "wlmd without it, C-FIND scenarios only")
     parser.add_argument("--no-orthanc", action="store_true",
                         help="leave out the Orthanc column (it is skipped if not installed)")
     parser.add_argument("--wlmd-arg", action="append", default=[],
@@ -575,9 +584,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = select(scenarios(), args.scenario)
     reference = reference_server()
     if args.policy:
-        rows = policy_rows(rows)
+        rows = cfind_rows(rows)
         reference = wlmd_server(args.wlmd_arg)
         candidate = wlmd_server([*args.wlmd_arg, "--config", str(POLICY_FILE)], "wlmd+policy")
+    elif args.mpps:
+        rows = cfind_rows(rows)
+        shutil.rmtree(MPPS_DIRECTORY, ignore_errors=True)
+        reference = wlmd_server(args.wlmd_arg)
+        candidate = wlmd_server(
+            [*args.wlmd_arg, "--mpps", "--mpps-path", str(MPPS_DIRECTORY)], "wlmd+mpps")
     elif args.candidate == "wlmd":
         candidate = wlmd_server(args.wlmd_arg)
     else:
