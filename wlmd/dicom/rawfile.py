@@ -21,6 +21,7 @@ TRANSFER_SYNTAX_TAG = 0x00020010
 LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                       b"UR", b"UT", b"UV"))
 UNDEFINED = 0xFFFFFFFF
+MAX_DEPTH = 16  # nested undefined-length sequences walked; deeper files are left to pydicom
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _TAG_LENGTH = struct.Struct("<HHL")
 _SHORT = struct.Struct("<HH2sH")
@@ -134,8 +135,10 @@ def _padded(value: str, pad: bytes) -> bytes:
 
 
 def _walk(data: bytes, pos: int, end: int, *, group: int | None = None,
-          until: int | None = None) -> list[RawElement]:
+          until: int | None = None, depth: int = 0) -> list[RawElement]:
     """Elements from ``pos``: up to ``end``, the first of another ``group``, or ``until``."""
+    if depth > MAX_DEPTH:
+        raise NotRaw("sequences nested too deep")
     found: list[RawElement] = []
     while pos < end:
         if pos + 8 > end:
@@ -160,7 +163,7 @@ def _walk(data: bytes, pos: int, end: int, *, group: int | None = None,
         if length == UNDEFINED:
             if vr != b"SQ":
                 raise NotRaw("undefined length outside a sequence")
-            value_end = _sequence_end(data, value, end)
+            value_end = _sequence_end(data, value, end, depth)
             element_end = value_end + 8
         else:
             value_end = element_end = value + length
@@ -173,7 +176,7 @@ def _walk(data: bytes, pos: int, end: int, *, group: int | None = None,
     return found
 
 
-def _sequence_end(data: bytes, pos: int, end: int) -> int:
+def _sequence_end(data: bytes, pos: int, end: int, depth: int) -> int:
     """Where the sequence delimitation item of an undefined-length sequence starts."""
     while pos < end:
         tag, length = _item_header(data, pos, end)
@@ -182,7 +185,7 @@ def _sequence_end(data: bytes, pos: int, end: int) -> int:
         if tag != ITEM:
             raise NotRaw("not an item in a sequence")
         if length == UNDEFINED:
-            content = _walk(data, pos + 8, end, until=ITEM_END)
+            content = _walk(data, pos + 8, end, until=ITEM_END, depth=depth + 1)
             pos = (content[-1].end if content else pos + 8) + 8
         else:
             pos += 8 + length

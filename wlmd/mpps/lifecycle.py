@@ -155,8 +155,8 @@ class WorklistLifecycle:
     def _find(self, ae: str, directory: Path, keys: list[LinkKey],
               names: list[str]) -> list[_Found]:
         found = []
-        for name in names:
-            with contextlib.suppress(OSError, ValueError):
+        for name in names:  # pydicom raises many types for a file it cannot read: not linked
+            with contextlib.suppress(Exception):
                 data = (directory / name).read_bytes()
                 values = entry_link_values(data)
                 sps = {k.sps_id for k in keys if k.matches(values)}
@@ -165,7 +165,7 @@ class WorklistLifecycle:
         if not found:
             hidden = self.mpps_root / ae / HIDDEN
             for path in sorted(hidden.glob("*.wl")) if hidden.is_dir() else []:
-                with contextlib.suppress(OSError, ValueError):
+                with contextlib.suppress(Exception):
                     data = path.read_bytes()
                     sps = {k.sps_id for k in keys if k.matches(entry_link_values(data))}
                     if sps:

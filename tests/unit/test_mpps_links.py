@@ -1,0 +1,92 @@
+"""Link candidates of an MPPS (wlmd.mpps.links): an index per worker kept current by inotify.
+
+Files are written by pydicom and by wlmd's writer between lookups, as the RIS, HL7 intake and
+the other workers would; every lookup must see them without asking the store.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import UID, ImplicitVRLittleEndian
+
+from tests.support.mpps import write_entry
+from wlmd.config.settings import RefreshMode
+from wlmd.mpps import links
+from wlmd.mpps.links import LinkCandidates, Wanted
+from wlmd.worklist.store import WorklistStore
+from wlmd.worklist.writer import WorklistWriter, encode_entry
+
+
+def ae_directory(tmp_path: Path, count: int = 3) -> Path:
+    directory = tmp_path / "AE"
+    directory.mkdir()
+    (directory / "lockfile").touch()
+    for n in range(count):
+        write_entry(directory, f"ACC{n}", f"1.2.3.{n}")
+    return directory
+
+
+def study(uid: str) -> list[Wanted]:
+    return [Wanted(uid, "")]
+
+
+def test_entries_are_found_by_study_uid_or_by_accession(tmp_path: Path) -> None:
+    directory = ae_directory(tmp_path)
+    candidates = LinkCandidates(None)
+    assert candidates.names("AE", directory, study("1.2.3.1")) == ["ACC1.wl"]
+    assert candidates.names("AE", directory, [Wanted("", "ACC2")]) == ["ACC2.wl"]
+    assert candidates.names("AE", directory, study("1.2.3.9")) == []
+
+
+def test_files_written_after_the_first_lookup_are_found(tmp_path: Path) -> None:
+    directory = ae_directory(tmp_path)
+    candidates = LinkCandidates(None, RefreshMode.INOTIFY)
+    assert candidates.names("AE", directory, study("1.2.3.7")) == []
+    write_entry(directory, "ACC7", "1.2.3.7")
+    assert candidates.names("AE", directory, study("1.2.3.7")) == ["ACC7.wl"]
+
+    def restudied(entry):  # type: ignore[no-untyped-def]
+        entry.StudyInstanceUID = "1.2.3.8"
+        return entry
+
+    assert WorklistWriter(tmp_path).update("AE", "ACC0.wl", restudied)
+    assert "ACC0.wl" in candidates.names("AE", directory, study("1.2.3.8"))
+
+
+def test_an_entry_in_another_layout_is_found_by_its_bytes(tmp_path: Path) -> None:
+    directory = ae_directory(tmp_path, count=1)
+    candidates = LinkCandidates(None, RefreshMode.INOTIFY)
+    assert candidates.names("AE", directory, study("1.2.3.5")) == []
+    ds = dcmread(write_entry(tmp_path, "ACC5", "1.2.3.5"))
+    ds.file_meta.TransferSyntaxUID = UID(ImplicitVRLittleEndian)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    (directory / "ACC5.wl").write_bytes(buffer.getvalue())
+    assert candidates.names("AE", directory, study("1.2.3.5")) == ["ACC5.wl"]
+
+
+def test_a_rebuild_after_many_changes_still_finds_everything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(links, "MIN_REBUILD", 2)
+    directory = ae_directory(tmp_path, count=1)
+    candidates = LinkCandidates(None, RefreshMode.INOTIFY)
+    writer = WorklistWriter(tmp_path)
+    for n in range(1, 6):
+        assert candidates.names("AE", directory, study(f"1.2.3.{n - 1}")) == [f"ACC{n - 1}.wl"]
+        ds = dcmread(write_entry(tmp_path, f"ACC{n}", f"1.2.3.{n}"))
+        writer.write("AE", f"ACC{n}.wl", encode_entry(ds))
+    assert candidates.names("AE", directory, study("1.2.3.5")) == ["ACC5.wl"]
+
+
+def test_where_inotify_is_not_used_the_store_is_asked(tmp_path: Path) -> None:
+    directory = ae_directory(tmp_path)
+    store = WorklistStore(tmp_path, file_reject=False, refresh=RefreshMode.STAT)
+    candidates = LinkCandidates(store, RefreshMode.STAT)
+    assert candidates.names("AE", directory, study("1.2.3.2")) == ["ACC2.wl"]
+    write_entry(directory, "ACC4", "1.2.3.4")
+    assert candidates.names("AE", directory, study("1.2.3.4")) == ["ACC4.wl"]
+    assert LinkCandidates(None, RefreshMode.STAT).names("AE", directory, study("1.2.3.2")) is None
