@@ -49,9 +49,10 @@ def test_files_written_after_the_first_lookup_are_found(tmp_path: Path) -> None:
     write_entry(directory, "ACC7", "1.2.3.7")
     assert candidates.names("AE", directory, study("1.2.3.7")) == ["ACC7.wl"]
 
-    def restudied(entry):  # type: ignore[no-untyped-def]
+    def restudied(data: bytes) -> bytes:
+        entry = dcmread(io.BytesIO(data))
         entry.StudyInstanceUID = "1.2.3.8"
-        return entry
+        return encode_entry(entry)
 
     assert WorklistWriter(tmp_path).update("AE", "ACC0.wl", restudied)
     assert "ACC0.wl" in candidates.names("AE", directory, study("1.2.3.8"))

@@ -1,15 +1,22 @@
-"""WorklistWriter.update: read-modify-write with the lock held only for the rename."""
+"""WorklistWriter.update: read-modify-write of the bytes with the lock held only for the rename."""
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
+from pydicom import dcmread
 
 from tests.support.mpps import write_entry
-from wlmd.worklist.writer import STRAY_AGE, SWEEP_INTERVAL, WorklistWriter, _sweep_due
+from wlmd.worklist.writer import (
+    STRAY_AGE,
+    SWEEP_INTERVAL,
+    WorklistWriter,
+    _sweep_due,
+    encode_entry,
+)
 
 
 def make_ae(tmp_path: Path) -> Path:
@@ -20,9 +27,10 @@ def make_ae(tmp_path: Path) -> Path:
     return directory
 
 
-def started(entry: Dataset) -> Dataset:
+def started(data: bytes) -> bytes:
+    entry = dcmread(io.BytesIO(data))
     entry.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus = "STARTED"
-    return entry
+    return encode_entry(entry)
 
 
 def test_update_changes_the_entry_durably_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -39,7 +47,7 @@ def test_update_of_a_missing_entry_or_without_a_change_is_false(tmp_path: Path) 
     before = (directory / "A1.wl").read_bytes()
     writer = WorklistWriter(tmp_path)
     assert writer.update("AE", "B2.wl", started) is False
-    assert writer.update("AE", "A1.wl", lambda entry: None) is False
+    assert writer.update("AE", "A1.wl", lambda data: None) is False
     assert (directory / "A1.wl").read_bytes() == before
 
 
@@ -50,13 +58,13 @@ def test_a_change_made_meanwhile_is_not_lost(tmp_path: Path) -> None:
     writer = WorklistWriter(tmp_path)
     calls = []
 
-    def change(entry: Dataset) -> Dataset:
-        calls.append(entry.get("PatientComments", ""))
+    def change(data: bytes) -> bytes:
+        calls.append(dcmread(io.BytesIO(data)).get("PatientComments", ""))
         if len(calls) == 1:  # the other writer's change lands while we prepare ours
             other = dcmread(directory / "A1.wl")
             other.PatientComments = "other writer"
             writer.write("AE", "A1.wl", other, replace=True)
-        return started(entry)
+        return started(data)
 
     assert writer.update("AE", "A1.wl", change) is True
     assert calls == ["", "other writer"]

@@ -212,7 +212,7 @@ class WorklistLifecycle:
                 return None  # replaced meanwhile by an entry this MPPS does not link to
             return with_status(data, status, found.sps_ids)
 
-        self.writer.update_bytes(ae, found.name, change)
+        self.writer.update(ae, found.name, change)
 
     def _archive(self, ae: str, found: _Found) -> None:
         archive = self.mpps_root / ae / ARCHIVE

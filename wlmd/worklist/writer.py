@@ -195,18 +195,9 @@ class WorklistWriter:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
 
-    def update(self, ae: str, name: str, change: Callable[[Dataset], Dataset | None], *,
+    def update(self, ae: str, name: str, change: Callable[[bytes], bytes | None], *,
                attempts: int = 5) -> bool:
-        """``update_bytes`` with ``change`` given the entry as a pydicom Dataset."""
-        def change_bytes(data: bytes) -> bytes | None:
-            changed = change(dcmread(io.BytesIO(data), force=True))
-            return None if changed is None else encode_entry(changed)
-
-        return self.update_bytes(ae, name, change_bytes, attempts=attempts)
-
-    def update_bytes(self, ae: str, name: str, change: Callable[[bytes], bytes | None], *,
-                     attempts: int = 5) -> bool:
-        """Read-modify-write of one entry holding the lock only for the rename.
+        """Read-modify-write of one entry's bytes holding the lock only for the rename.
 
         The entry is read and the new file written and synced without the lock; under the lock
         it is installed only if the entry is still the file that was read (same inode, size
