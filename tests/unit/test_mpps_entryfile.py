@@ -16,7 +16,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from tests.support.mpps import write_entry
-from wlmd.mpps.entryfile import NotRaw, link_values, study_and_accession, with_sps_status
+from wlmd.mpps.entryfile import NotRaw, link_values, with_sps_status
 
 
 def entry_bytes(tmp_path: Path, **changes: object) -> bytes:
@@ -57,7 +57,6 @@ def test_the_link_values_are_read_from_the_bytes(tmp_path: Path) -> None:
     assert (values.study_uid, values.accession, values.requested_procedure_id) == (
         "1.2.3.4", "ACC1", "RPACC1")
     assert values.sps_ids == ("SPS1", "SPS2")
-    assert study_and_accession(data) == ("1.2.3.4", "ACC1")
 
 
 @pytest.mark.parametrize("undefined", [False, True])

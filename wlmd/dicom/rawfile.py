@@ -11,7 +11,7 @@ the caller falls back to pydicom.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -32,8 +32,7 @@ class NotRaw(ValueError):
     """The bytes are not in the layout this module walks; use pydicom instead."""
 
 
-@dataclass(frozen=True)
-class RawElement:
+class RawElement(NamedTuple):
     """One element: where its header starts, where its value starts and ends, where it ends."""
 
     tag: int

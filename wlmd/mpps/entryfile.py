@@ -29,7 +29,7 @@ SPS_SEQUENCE = 0x00400100
 SPS_ID = 0x00400009
 SPS_STATUS = 0x00400020
 
-__all__ = ["EntryLinkValues", "NotRaw", "link_values", "study_and_accession", "with_sps_status"]
+__all__ = ["EntryLinkValues", "NotRaw", "link_values", "with_sps_status"]
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,6 @@ def link_values(data: bytes) -> EntryLinkValues:
             sps_ids.append(_text(data, step, SPS_ID))
     return EntryLinkValues(_text(data, top, STUDY_INSTANCE_UID), _text(data, top, ACCESSION_NUMBER),
                            _text(data, top, REQUESTED_PROCEDURE_ID), tuple(sps_ids))
-
-
-def study_and_accession(data: bytes) -> tuple[str, str]:
-    """The two values an MPPS link looks an entry up by (the index in ``links``)."""
-    top = _top_level(data)
-    return _text(data, top, STUDY_INSTANCE_UID), _text(data, top, ACCESSION_NUMBER)
 
 
 def with_sps_status(data: bytes, status: str, sps_ids: set[str]) -> bytes:

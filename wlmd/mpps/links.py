@@ -4,12 +4,12 @@ Asking the worker's in-memory worklist (the store) refreshes it, and a refresh p
 changed since this worker last looked: with N workers each status mark was parsed N times, which
 was most of the time of the MPPS benchmark, and matching the MPPS against every record cost time
 in proportion to the worklist. Instead each worker keeps, per AE directory, an index from Study
-Instance UID and Accession Number to file names, read from the files' bytes (``entryfile``,
-never a full parse) and kept current by its own inotify watch: a step costs the names changed
-since the last one. The index only grows between rebuilds (an entry that changed or left may
-stay listed), because the caller checks every candidate against the file on disk: a candidate
-may be wrong, a linked entry is never missed. It is rebuilt from the directory after lost
-events or once it has taken in more names than it started with.
+Instance UID and Accession Number to file names, found in the files' bytes by a search for the
+encoded elements (never a parse) and kept current by its own inotify watch: a step costs the
+names changed since the last one. The index only grows between rebuilds (an entry that changed
+or left may stay listed), because the caller checks every candidate against the file on disk: a
+candidate may be wrong, a linked entry is never missed. It is rebuilt from the directory after
+lost events or once it has taken in more names than it started with.
 
 Where inotify cannot be trusted (a shared file system, ``--refresh stat``) the store is asked,
 refreshed as for every query, and each of its records is searched for the encoded element.
@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Protocol
 
 from wlmd.config.settings import RefreshMode
-from wlmd.mpps.entryfile import NotRaw, study_and_accession
 from wlmd.worklist.inotify import Inotify
 from wlmd.worklist.store import is_worklist_name
 
 LOGGER = logging.getLogger("wlmd.mpps")
 MAX_FILE_BYTES = 16 << 20  # as the store: a worklist file this big is junk
 MIN_REBUILD = 1024  # names taken in before a rebuild, at least
+STUDY_TAG, ACCESSION_TAG = b"\x20\x00\x0d\x00", b"\x08\x00\x50\x00"
+MAX_VALUE = 64  # longer than any UI (64) or SH (16) value: not the element looked for
 
 
 class NamedBytes(Protocol):
@@ -59,8 +60,11 @@ class Wanted:
     study_uid: str
     accession: str
 
-    def key(self) -> str:
-        return f"S{self.study_uid}" if self.study_uid else f"A{self.accession}"
+    def key(self) -> tuple[bytes, bytes]:
+        """(tag, value) as ``element_values`` gives them."""
+        if self.study_uid:
+            return STUDY_TAG, self.study_uid.encode("latin-1", "replace")
+        return ACCESSION_TAG, self.accession.encode("latin-1", "replace")
 
     def needles(self) -> tuple[bytes, bytes]:
         """The element as a file holds it, in explicit and implicit VR little endian: a whole
@@ -76,31 +80,42 @@ class Wanted:
 
 @dataclass
 class _Index:
-    """One AE directory: file names by link key, and the files whose bytes could not be walked."""
+    """One AE directory: file names by (tag, value) of their Study UID and Accession Number."""
 
-    names: dict[str, set[str]] = field(default_factory=dict)
-    unwalked: dict[str, bytes] = field(default_factory=dict)
+    names: dict[tuple[bytes, bytes], set[str]] = field(default_factory=dict)
     taken_in: int = 0
     size: int = 0
 
     def add(self, name: str, data: bytes) -> None:
-        self.unwalked.pop(name, None)
-        try:
-            keys = study_and_accession(data)
-        except NotRaw:
-            self.unwalked[name] = data
-            return
-        for key in (f"S{keys[0]}", f"A{keys[1]}"):
+        for key in element_values(data):
             self.names.setdefault(key, set()).add(name)
 
     def lookup(self, wanted: list[Wanted]) -> list[str]:
         found: set[str] = set()
         for want in wanted:
             found |= self.names.get(want.key(), set())
-        needles = [needle for want in wanted for needle in want.needles()]
-        found.update(name for name, data in self.unwalked.items()
-                     if any(needle in data for needle in needles))
         return sorted(found)
+
+
+def element_values(data: bytes) -> set[tuple[bytes, bytes]]:
+    """(tag, value) of every place in ``data`` that reads as a Study Instance UID or Accession
+    Number element, in explicit or implicit VR little endian.
+
+    A superset of the file's real elements (the same bytes inside some other value count too),
+    found without parsing; a lookup of ``Wanted.key()`` in it cannot miss the real one.
+    """
+    found = set()
+    for tag, vr in ((STUDY_TAG, b"UI"), (ACCESSION_TAG, b"SH")):
+        pos = data.find(tag)
+        while pos >= 0:
+            if data[pos + 4:pos + 6] == vr:
+                length = int.from_bytes(data[pos + 6:pos + 8], "little")
+            else:
+                length = int.from_bytes(data[pos + 4:pos + 8], "little")
+            if length <= MAX_VALUE:
+                found.add((tag, data[pos + 8:pos + 8 + length].rstrip(b" \0")))
+            pos = data.find(tag, pos + 1)
+    return found
 
 
 class LinkCandidates:
@@ -119,7 +134,7 @@ class LinkCandidates:
         index = self._indexes.get(path)
         if index is not None and changed is not None:
             for name in changed:
-                if is_worklist_name(name) and (data := _read(directory / name)) is not None:
+                if is_worklist_name(name) and (data := _read(f"{path}/{name}")) is not None:
                     index.add(name, data)
                     index.taken_in += 1
             if index.taken_in <= max(MIN_REBUILD, index.size):
@@ -128,7 +143,7 @@ class LinkCandidates:
         if changed is None and self._inotify.changes(path) is None:  # not watched: the store
             self._indexes.pop(path, None)
             return self._from_store(ae, wanted)
-        index = self._indexes[path] = _build(directory)  # after the watch is armed
+        index = self._indexes[path] = _build(path)  # after the watch is armed
         return index.lookup(wanted)
 
     def _from_store(self, ae: str, wanted: list[Wanted]) -> list[str] | None:
@@ -143,19 +158,26 @@ class LinkCandidates:
         return [r.name for r in records if any(needle in r.data for needle in needles)]
 
 
-def _build(directory: Path) -> _Index:
+def _build(directory: str) -> _Index:
     index = _Index()
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
-            if is_worklist_name(entry.name) and (data := _read(Path(entry.path))) is not None:
+            if is_worklist_name(entry.name) and (data := _read(entry.path)) is not None:
                 index.add(entry.name, data)
                 index.size += 1
     return index
 
 
-def _read(path: Path) -> bytes | None:
+def _read(path: str) -> bytes | None:
     """The file's bytes; None when it is gone, unreadable or too big to be an entry."""
-    with contextlib.suppress(OSError), path.open("rb") as file:
-        data = file.read(MAX_FILE_BYTES + 1)
-        return data if len(data) <= MAX_FILE_BYTES else None
-    return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        return os.read(fd, size + 1) if size <= MAX_FILE_BYTES else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
