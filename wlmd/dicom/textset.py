@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pydicom import Dataset
 from pydicom.charset import python_encoding
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
 
-from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from wlmd.dicom import rawfile
 
 SPECIFIC_CHARACTER_SET = 0x00080005
 CHARSET_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "PN"})  # encoded in the dataset's charset
@@ -29,8 +28,6 @@ SINGLE_CHARSETS = frozenset({"", "ISO_IR 192"} | {f"ISO_IR {n}" for n in (
 _HEADER = struct.Struct("<HH2sH")  # tag group, tag element, VR, 16-bit length
 _SEQUENCE = struct.Struct("<HH2s2xL")  # tag group, tag element, "SQ", reserved, 32-bit length
 _ITEM = struct.Struct("<HHL")  # (FFFE,E000) and the item length
-_PREAMBLE = b"\0" * 128 + b"DICM"
-_META_VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"  # (0002,0001) 00 01
 
 
 class Unencodable(Exception):
@@ -76,15 +73,9 @@ def part10(dataset: TextDataset, sop_class_uid: str, sop_instance_uid: str) -> b
         return None
     try:
         body = _body(dataset, python_encoding[charset])
-        meta = b"".join((_META_VERSION, _element(0x00020002, "UI", sop_class_uid, ""),
-                         _element(0x00020003, "UI", sop_instance_uid, ""),
-                         _element(0x00020010, "UI", ExplicitVRLittleEndian, ""),
-                         _element(0x00020012, "UI", IMPLEMENTATION_CLASS_UID, ""),
-                         _element(0x00020013, "SH", IMPLEMENTATION_VERSION_NAME, "ascii")))
     except Unencodable:
         return None
-    return b"".join((_PREAMBLE, _HEADER.pack(0x0002, 0x0000, b"UL", 4),
-                     struct.pack("<L", len(meta)), meta, body))
+    return rawfile.part10(body, sop_class_uid, sop_instance_uid)
 
 
 def _body(dataset: TextDataset, codec: str) -> bytes:
