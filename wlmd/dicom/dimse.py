@@ -4,7 +4,8 @@ Command sets are always implicit VR little endian and small, so they are encoded
 ``struct``. Identifiers are read by pydicom and written by this module's own writer: sequences
 and items get explicit lengths (as DCMTK sends them), raw elements with a known VR go out
 byte for byte (the worklist hands over the files' verbatim values, padding included), and only
-decoded values are encoded by pydicom.
+decoded values and (0008,0005), which pydicom decodes to know how to encode them, are encoded
+by pydicom.
 """
 
 from __future__ import annotations
