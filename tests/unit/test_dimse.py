@@ -314,6 +314,23 @@ class TestVerbatimValues:
         ds[0x00100020] = raw(0x00100020, None, b"ID12")
         assert dimse.encode_dataset(ds, dimse.EXPLICIT_LITTLE) == b"\x10\x00\x20\x00LO\x04\x00ID12"
 
+    @pytest.mark.parametrize(("charset", "written", "name"), [
+        (b"ISO_IR 100  ", b"CS\x0a\x00ISO_IR 100", b"M\xfcller"),
+        (b"ISO_IR 192", b"CS\x0a\x00ISO_IR 192", b"M\xc3\xbcller "),
+    ])
+    def test_raw_charset_is_written_as_pydicom_writes_it_and_encodes_nested_values(
+            self, charset: bytes, written: bytes, name: bytes) -> None:
+        # Each value is worked out once and reused: every dataset still gets its own set.
+        for _ in range(2):
+            ds = Dataset()
+            ds[0x00080005] = raw(0x00080005, "CS", charset)
+            item = Dataset()
+            item.PerformingPhysicianName = "Müller"
+            ds.ScheduledProcedureStepSequence = Sequence([item])
+            data = dimse.encode_dataset(ds, dimse.EXPLICIT_LITTLE)
+            assert data.startswith(b"\x08\x00\x05\x00" + written + b"@\x00\x00\x01SQ")
+            assert data.endswith(b"PN" + bytes([len(name), 0]) + name)
+
     def test_raw_ut_goes_out_as_ob_with_old_vrs(self) -> None:
         ds = Dataset()
         ds[0x00400400] = raw(0x00400400, "UT", b"note")

@@ -17,6 +17,7 @@ from wlmd.config.file import ConfigError, load_config
 from wlmd.config.settings import CharsetMode
 from wlmd.dicom.types import Admission
 from wlmd.policy.apply import (
+    AppliedQueries,
     PolicyQuery,
     apply_policy,
     convert_response,
@@ -277,6 +278,19 @@ def test_station_date_window_and_coercion_change_the_match_mask_only() -> None:
                                             date="20260312"))
     assert not matches(applied.match, entry("A^B", station="CT1", modality="MR",
                                             date="20260313"))
+
+
+def test_a_repeated_query_reuses_its_masks_and_the_prefilter_of_the_coerced_keys() -> None:
+    policy = PeerPolicy("p", stations=("CT1", "CT2"), date_window_days=2)
+    applied = AppliedQueries()
+    first = applied.get(policy, prepare_query(_mask(), no_fail=False, expand_sequences=True),
+                        Charset.of(b""), "MOD1")
+    again = applied.get(policy, prepare_query(_mask(), no_fail=False, expand_sequences=True),
+                        Charset.of(b""), "MOD1")
+    assert again is first
+    assert first.prefilter is not None and first.prefilter.items is not None
+    assert first.prefilter.items[0].stations == frozenset({b"CT1", b"CT2"})
+    assert first.prefilter.items[0].dates is not None  # today ± 2 days narrows the index too
 
 
 def test_a_query_that_names_the_station_or_modality_keeps_it() -> None:

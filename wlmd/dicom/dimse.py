@@ -4,11 +4,13 @@ Command sets are always implicit VR little endian and small, so they are encoded
 ``struct``. Identifiers are read by pydicom and written by this module's own writer: sequences
 and items get explicit lengths (as DCMTK sends them), raw elements with a known VR go out
 byte for byte (the worklist hands over the files' verbatim values, padding included), and only
-decoded values are encoded by pydicom.
+decoded values and (0008,0005), which pydicom decodes to know how to encode them, are encoded
+by pydicom.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -56,6 +58,8 @@ N_SET_RQ = 0x0120
 N_SET_RSP = 0x8120
 N_CREATE_RQ = 0x0140
 N_CREATE_RSP = 0x8140
+
+_SPECIFIC_CHARACTER_SET = 0x00080005
 
 DATASET_PRESENT = 0x0001
 NO_DATASET = 0x0101
@@ -320,10 +324,13 @@ class _Writer:
         self.us = struct.Struct("<H" if little else ">H")
 
     def dataset(self, dataset: Dataset, parent_charset: str | list[str]) -> bytes:
-        charset = dataset.get("SpecificCharacterSet", parent_charset)
+        charset, charset_bytes = self.charset(dataset, parent_charset)
         parts = []
         for tag in sorted(dataset.keys()):
             if tag.element == 0:  # group lengths are not sent (PS3.5 §7.2)
+                continue
+            if tag == _SPECIFIC_CHARACTER_SET and charset_bytes is not None:
+                parts.append(charset_bytes)
                 continue
             raw = dataset.get_item(tag)
             if isinstance(raw, RawDataElement) and self._verbatim(raw):
@@ -335,6 +342,23 @@ class _Writer:
             else:
                 parts.append(self.element(element, charset))
         return b"".join(parts)
+
+    def charset(self, dataset: Dataset, parent_charset: str | list[str]
+                ) -> tuple[str | list[str], bytes | None]:
+        """The character set ``dataset``'s decoded values are written in, and its raw
+        (0008,0005) as written (None: absent, or decoded and written with the others).
+
+        A raw (0008,0005) is converted and written by pydicom once per value (``_raw_charset``),
+        not once per response: pydicom takes about 0.2 ms to convert this one element, most of
+        the cost of answering in a character set a policy chose (issue #17).
+        """
+        element = dataset.get_item(_SPECIFIC_CHARACTER_SET)
+        if element is None:
+            return parent_charset, None
+        if not isinstance(element, RawDataElement) or not isinstance(element.value, bytes):
+            return dataset.get("SpecificCharacterSet", parent_charset), None
+        return _raw_charset(element.VR, element.value, element.is_implicit_VR,
+                            element.is_little_endian, self.implicit, self.little, self.old_vr)
 
     def _verbatim(self, raw: RawDataElement) -> bool:
         """A raw value whose bytes are right in this syntax: sent as is, padding and all."""
@@ -375,6 +399,22 @@ class _Writer:
             # -u: DCMTK writes the post-1993 VRs as OB; both have a 32-bit length, same layout.
             raw = raw[:4] + b"OB" + raw[6:]
         return raw
+
+
+@functools.lru_cache(maxsize=64)
+def _raw_charset(vr: str | None, value: bytes, implicit_vr: bool, little_vr: bool,
+                 implicit: bool, little: bool, old_vr: bool) -> tuple[str | list[str], bytes]:
+    """What pydicom makes of one raw (0008,0005): its value, and the element as written.
+
+    The same steps as for any dataset (``Dataset.get`` converts, ``_Writer.element`` writes),
+    on a copy, so every response holding this value gets these very bytes.
+    """
+    holder = Dataset()
+    holder[_SPECIFIC_CHARACTER_SET] = RawDataElement(
+        BaseTag(_SPECIFIC_CHARACTER_SET), vr, len(value), value, 0, implicit_vr, little_vr)
+    charset = holder.get("SpecificCharacterSet")
+    writer = _Writer(implicit, little, not old_vr)
+    return charset, writer.element(holder[_SPECIFIC_CHARACTER_SET], charset)
 
 
 def encode_dataset(

@@ -27,6 +27,7 @@ from wlmd.findscu.keys import OverrideKey
 from wlmd.policy.charsets import Charset, Conversion, convert_text, is_plain_ascii
 from wlmd.policy.model import QUERY_CHARSET, Fallback, NameMatching, PeerPolicy
 from wlmd.policy.names import names_match, wildcard_match
+from wlmd.worklist.index import Prefilter, prefilter_of
 from wlmd.worklist.keys import (
     ROOT_MATCHING_KEYS,
     SCHEDULED_PERFORMING_PHYSICIAN_NAME,
@@ -59,6 +60,12 @@ class PolicyQuery:
     target: Charset | None
     text_tests: list[tuple[str, RecordTest]] = field(default_factory=list)  # (key path, test)
     cache_key: bytes = b""
+
+    @functools.cached_property
+    def prefilter(self) -> Prefilter | None:
+        """The index prefilter of ``match``, worked out once: a repeated query (``AppliedQueries``)
+        reuses it, as coerced keys (station list, modalities, date window) make it costly."""
+        return prefilter_of(self.match)
 
     def matches_text(self, record: Dataset) -> bool:
         return all(test(record) for _, test in self.text_tests)

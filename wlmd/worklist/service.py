@@ -228,7 +228,7 @@ class WorklistService:
         """``_find`` from the snapshot on, with the policy's masks, tests, charset and limit."""
         applied = self._applied.get(policy, query, query_charset(identifier), assoc.calling_ae)
         try:
-            prefilter = None if log is not None else prefilter_of(applied.match)
+            prefilter = None if log is not None else applied.prefilter
             records = self._store.query(assoc.called_ae, prefilter)
         except LockfileError as error:
             LOGGER.error("%s", error)
