@@ -16,9 +16,9 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from pydicom import Dataset
 
 from wlmd.worklist.keys import ROOT_MATCHING_KEYS, MatchingKeys
-from wlmd.worklist.query import PreparedQuery, element_vr, value_of
+from wlmd.worklist.query import Elements, PreparedQuery, element_vr, value_of
 
-Predicate = Callable[[Dataset], bool]
+Predicate = Callable[[Elements], bool]
 ValueTest = Callable[[bytes], object]  # truthy if the value matches (a regex's fullmatch, too)
 Date = tuple[int, int, int]
 
@@ -78,7 +78,7 @@ def rule_for(vr: str) -> _VRRule:
     return _RULES.get(vr, _OTHER)
 
 
-def matches(query: PreparedQuery, record: Dataset) -> bool:
+def matches(query: PreparedQuery, record: Elements) -> bool:
     """True if ``record`` matches every non-universal key of ``query`` (keys are ANDed)."""
     matcher = query.compiled
     if matcher is None:
@@ -148,7 +148,7 @@ def _key_predicate(tag: int, vr: str, raw: bytes, wildcards: bool) -> Predicate:
     rule = rule_for(vr)
     tests = [_value_test(rule, value, wildcards) for value in rule.values(raw)]
 
-    def predicate(record: Dataset) -> bool:
+    def predicate(record: Elements) -> bool:
         candidate = value_of(record, tag)
         if candidate is None or candidate[0] != vr:
             return False
@@ -280,7 +280,7 @@ def _combined_predicate(date_tag: int, date_query: tuple[str, bytes], time_tag: 
         return lambda record: False  # DcmElement::combinationMatches
     test = _datetime_test(_first(date_query[1]), _first(time_query[1]))
 
-    def predicate(record: Dataset) -> bool:
+    def predicate(record: Elements) -> bool:
         date = value_of(record, date_tag)
         time = value_of(record, time_tag)
         if date is None or time is None or date[0] != "DA" or time[0] != "TM":
@@ -351,7 +351,7 @@ def _sequence_check(mask: Dataset, tag: int, keys: MatchingKeys) -> KeyCheck | N
     item_checks = tuple(tuple(compile_checks(item, keys)) for item in items)
     item_predicates = [_all([check.predicate for check in checks]) for checks in item_checks]
 
-    def predicate(record: Dataset) -> bool:
+    def predicate(record: Elements) -> bool:
         candidate = record.get_item(tag)
         if candidate is None or element_vr(candidate) != "SQ":
             return False

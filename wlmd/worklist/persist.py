@@ -25,7 +25,7 @@ from wlmd.worklist.records import Entry, shared_record
 
 LOGGER = logging.getLogger(__name__)
 
-FORMAT = "4"  # bump whenever the tables or what a row means change
+FORMAT = "5"  # bump whenever the tables or what a row means change
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
@@ -33,12 +33,13 @@ CREATE TABLE IF NOT EXISTS records (
     start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
     patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
     body INTEGER,  -- offset << 2 | implicit VR << 1 | little endian; NULL: no fast decoding
+    matching BLOB,  -- the matching-key values, packed (wlmd.worklist.compact)
     UNIQUE (ae, name)
 );
 CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_time, name);
 """
 _COLUMNS = ("name, stat, data, start_date, start_time, add_references, "
-            "patient_ids, stations, modalities, dates, body")
+            "patient_ids, stations, modalities, dates, body, matching")
 
 
 class IndexFile:
@@ -95,7 +96,7 @@ class IndexFile:
             with _transaction(self._db):
                 self._db.executemany("DELETE FROM records WHERE ae = ? AND name = ?", gone)
                 self._db.executemany("INSERT OR REPLACE INTO records VALUES "
-                                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", changed)
+                                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", changed)
         except sqlite3.Error as error:
             LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
 
@@ -155,26 +156,27 @@ def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
     record = entry.record
     if record is None:
         return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None,
-                None)
+                None, None)
     keys = record.keys
     return (ae, os.fsencode(name), entry.key, record.data, record.sort_key[0],
             record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
             _join(keys.stations), _join(keys.modalities),
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
             None if record.body is None else
-            record.body[0] << 2 | record.body[1] << 1 | record.body[2])
+            record.body[0] << 2 | record.body[1] << 1 | record.body[2], record.matching)
 
 
 def _entry(row: tuple[Any, ...], shared: dict[object, object]) -> tuple[str, Entry]:
     (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
-     dates, body) = row
+     dates, body, matching) = row
     name = os.fsdecode(name)
     if data is None:
         return name, Entry(stat, None)
     keys = RecordKeys(_split(patient_ids), _split(stations), _split(modalities), _dates(dates))
     if body is not None:
         body = (body >> 2, bool(body & 2), bool(body & 1))
-    record = shared_record(data, (date, time, name), keys, bool(add_references), body, shared)
+    record = shared_record(data, (date, time, name), keys, bool(add_references), body, matching,
+                           shared)
     return name, Entry(stat, record)
 
 

@@ -127,7 +127,7 @@ def compact(store: WorklistStore, ae: str) -> None:
     for old in store.served(ae):
         name = _copy(old.name)
         record = shared_record(old.data, (*old.sort_key[:2], name), old.keys,
-                               old.add_references, old.body, shared)
+                               old.add_references, old.body, old.matching, shared)
         entries[name] = Entry(_copy_key(old_entries[name].key), record)
         index.add(name, record.keys)
         snapshot.append(record)

@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from pydicom import Dataset
 from pydicom.charset import convert_encodings, encode_string
@@ -68,6 +69,15 @@ _VALUE_CHECKS = {
 }
 
 
+class Elements(Protocol):
+    """What matching reads of a record: a pydicom Dataset, or its packed matching keys
+    (``compact.MatchView``)."""
+
+    def get_item(self, tag: int, /) -> Any: ...
+
+    def __getitem__(self, tag: int, /) -> Any: ...
+
+
 class InvalidQuery(Exception):
     """The identifier fails wlmscpfs's checks: answer 0xA900 with these offending elements."""
 
@@ -84,7 +94,7 @@ class PreparedQuery:
     mask: Dataset
     unsupported_removed: bool
     # Filled by wlmd.worklist.matching on first use, so a query is compiled once, not per record.
-    compiled: Callable[[Dataset], bool] | None = field(default=None, repr=False,
+    compiled: Callable[[Elements], bool] | None = field(default=None, repr=False,
                                                       compare=False)
 
 
@@ -136,7 +146,7 @@ def element_vr(element: DataElement | RawDataElement) -> str:
         return "UN"
 
 
-def value_of(dataset: Dataset, tag: int) -> tuple[str, bytes] | None:
+def value_of(dataset: Dataset | Elements, tag: int) -> tuple[str, bytes] | None:
     """``(VR, raw bytes)`` of a non-sequence element, or None if absent.
 
     Raw elements give their bytes untouched (padding included); elements pydicom has already
@@ -150,6 +160,7 @@ def value_of(dataset: Dataset, tag: int) -> tuple[str, bytes] | None:
         return vr, b""
     if isinstance(element, RawDataElement):
         return vr, element.value or b""
+    assert isinstance(dataset, Dataset)  # a MatchView holds raw elements only
     return vr, _encode_value(element.value, vr, dataset)
 
 

@@ -1,9 +1,10 @@
 """One worklist file: read it safely, parse and check it once, keep it compact.
 
-A served record keeps the file's bytes, its sort key and its index keys, not the parsed
-dataset: a pydicom dataset costs about sixteen times the file it came from, and 100,000 of
-them would not fit the memory a worklist server may take. The dataset is decoded again when a
-query needs it (``WorklistRecord.dataset``); the response cache (``cache.py``) keeps what a
+A served record keeps the file's bytes, its sort key, its index keys and its packed
+matching-key values (``compact.py``), not the parsed dataset: a pydicom dataset costs about
+sixteen times the file it came from, and 100,000 of them would not fit the memory a worklist
+server may take. Matching reads the packed values; the dataset is decoded again only to build
+an answer (``WorklistRecord.dataset``); the response cache (``cache.py``) keeps what a
 repeated query would decode again.
 
 Everything that can go wrong with one file (unreadable, truncated, not DICOM, incomplete, a
@@ -30,6 +31,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from wlmd.worklist.compact import MatchView, pack
 from wlmd.worklist.completeness import (
     SPS,
     add_missing_references,
@@ -82,7 +84,7 @@ class WorklistRecord:
     keys: RecordKeys  # what the index files it under
     add_references: bool  # the file-reject check added (0008,1110)/(0008,1120) if missing
     body: Body | None  # where the dataset starts and how it is encoded; None: read the file
-
+    matching: bytes  # the matching-key values, packed (``compact.pack``)
 
     @property
     def name(self) -> str:
@@ -101,9 +103,15 @@ class WorklistRecord:
             add_missing_references(dataset)
         return dataset
 
+    @property
+    def match_view(self) -> MatchView:
+        """What the matcher reads of the record, without decoding the file."""
+        return MatchView.of(self.matching)
+
 
 def shared_record(data: bytes, sort_key: SortKey, keys: RecordKeys, add_references: bool,
-                  body: Body | None, shared: dict[object, object]) -> WorklistRecord:
+                  body: Body | None, matching: bytes,
+                  shared: dict[object, object]) -> WorklistRecord:
     """A record whose keys, date, time and body are the equal objects already in ``shared``.
 
     The same few values (days, stations, modalities) recur across 100,000 records: kept
@@ -116,7 +124,7 @@ def shared_record(data: bytes, sort_key: SortKey, keys: RecordKeys, add_referenc
     shared_keys = RecordKeys(one(keys.patient_ids), one(keys.stations), one(keys.modalities),
                              one(keys.dates))
     return WorklistRecord(data, (one(date), one(time), name), shared_keys, add_references,
-                          one(body))
+                          one(body), matching)
 
 
 @dataclass(slots=True)
@@ -185,7 +193,7 @@ class FileLoader:
                 LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
                 return Entry(key, None), True
         record = WorklistRecord(data, sort_key_of(dataset, name), record_keys(dataset),
-                                self.file_reject, body)
+                                self.file_reject, body, pack(dataset))
         return Entry(key, record), True
 
     def _target(self, path: str, st: os.stat_result, is_link: bool, real_root: str) -> str:

@@ -299,9 +299,8 @@ class WorklistService:
             answer = answers.get(record)
             if answer is None:
                 answer = NO_MATCH
-                dataset = record.dataset  # decoded anew on each access: once here
-                if matches(query, dataset):
-                    response = build_response(query, dataset, settings.return_charset)
+                if matches(query, record.match_view):  # only an answer decodes the file
+                    response = build_response(query, record.dataset, settings.return_charset)
                     answer = encode_dataset(response, transfer_syntax_uid,
                                             new_vr=settings.new_vr,
                                             compression_level=settings.compression_level)
