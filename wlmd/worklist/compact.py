@@ -8,14 +8,17 @@ reads them from the full dataset, and the SPS items with their own keys. ``Match
 it into what the matcher reads of a dataset (``get_item``, ``[tag].value`` for the sequence),
 so every ``matching.KeyCheck`` judges a view exactly as it judges the decoded dataset.
 
-Layout, per level, one slot per key in table order (plain keys, date/time pairs, sequences):
-``0`` absent; ``1`` VR length, VR, 4-byte value length, value; ``2`` a sequence: 4-byte item
-count, then each item's slots.
+Layout of one level (the record, or one SPS item): a table of 4-byte offsets, one per key in
+table order (plain keys, date/time pairs, sequences; ``ABSENT``: no such element), then each
+present key: ``1``, VR length, VR, 4-byte value length, value; or, for the sequence, ``2``,
+4-byte item count, then each item as a 4-byte size and a level. A view reads only the keys a
+query asks about, so matching a record costs about one key's unpacking.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import struct
+from typing import NamedTuple
 
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
@@ -24,20 +27,24 @@ from pydicom.tag import BaseTag
 from wlmd.worklist.keys import ROOT_MATCHING_KEYS, MatchingKeys
 from wlmd.worklist.query import element_vr, present_value
 
-ABSENT, VALUE, ITEMS = 0, 1, 2
+VALUE, ITEMS = 1, 2
+ABSENT = 0xFFFFFFFF
+_U32 = struct.Struct("<I")
 
 
 class Slots(NamedTuple):
     """The keys of one level in packing order; ``nested`` for the sequence slots."""
 
     tags: tuple[BaseTag, ...]
+    position: dict[int, int]  # tag -> its place in the offset table
     nested: dict[BaseTag, Slots]
 
 
 def _slots(keys: MatchingKeys) -> Slots:
-    tags = [tag for tag, _ in keys.keys] + [tag for pair in keys.combined for tag in pair]
     nested = {tag: _slots(inner) for tag, inner in keys.sequences}
-    return Slots(tuple(tags) + tuple(nested), nested)
+    tags = (*(tag for tag, _ in keys.keys), *(tag for pair in keys.combined for tag in pair),
+            *nested)
+    return Slots(tags, {int(tag): place for place, tag in enumerate(tags)}, nested)
 
 
 ROOT_SLOTS = _slots(ROOT_MATCHING_KEYS)
@@ -45,32 +52,34 @@ ROOT_SLOTS = _slots(ROOT_MATCHING_KEYS)
 
 def pack(dataset: Dataset) -> bytes:
     """The matching-key values of ``dataset`` (a parsed worklist file) in compact form."""
-    out = bytearray()
-    _pack_level(dataset, ROOT_SLOTS, out)
-    return bytes(out)
+    return _pack_level(dataset, ROOT_SLOTS)
 
 
-def _pack_level(dataset: Dataset, slots: Slots, out: bytearray) -> None:
+def _pack_level(dataset: Dataset, slots: Slots) -> bytes:
+    offsets: list[int] = []
+    body = bytearray()
+    table_size = 4 * len(slots.tags)
     for tag in slots.tags:
         element = dataset.get_item(tag)
         if element is None:
-            out.append(ABSENT)
+            offsets.append(ABSENT)
             continue
+        offsets.append(table_size + len(body))
         nested = slots.nested.get(tag)
         if nested is not None and element_vr(element) == "SQ":
             items = dataset[tag].value or []
-            out.append(ITEMS)
-            out += len(items).to_bytes(4, "little")
+            body.append(ITEMS)
+            body += _U32.pack(len(items))
             for item in items:
-                _pack_level(item, nested, out)
+                packed = _pack_level(item, nested)
+                body += _U32.pack(len(packed)) + packed
             continue
         vr, raw = present_value(dataset, tag)
         code = vr.encode("latin-1")
-        out.append(VALUE)
-        out.append(len(code))
-        out += code
-        out += len(raw).to_bytes(4, "little")
-        out += raw
+        body.append(VALUE)
+        body.append(len(code))
+        body += code + _U32.pack(len(raw)) + raw
+    return struct.pack(f"<{len(offsets)}I", *offsets) + bytes(body)
 
 
 class SequenceElement(NamedTuple):
@@ -83,44 +92,48 @@ class SequenceElement(NamedTuple):
 class MatchView:
     """The matching keys of one record (or SPS item), read as the matcher reads a dataset."""
 
-    __slots__ = ("_elements",)
+    __slots__ = ("_packed", "_slots", "_start")
 
-    def __init__(self, elements: dict[int, Any]) -> None:
-        self._elements = elements
+    def __init__(self, packed: bytes, start: int = 0, slots: Slots = ROOT_SLOTS) -> None:
+        self._packed, self._start, self._slots = packed, start, slots
 
     @classmethod
     def of(cls, packed: bytes) -> MatchView:
-        """Unpack what ``pack`` made."""
-        return _unpack_level(packed, 0, ROOT_SLOTS)[0]
+        """A view of what ``pack`` made (nothing is unpacked until a key is read)."""
+        return cls(packed)
 
     def get_item(self, tag: int) -> RawDataElement | SequenceElement | None:
-        """The element of ``tag``, or None if the record has none."""
-        return self._elements.get(tag)
+        """The element of ``tag``, or None if the record has none (or it is no matching key)."""
+        place = self._slots.position.get(tag)
+        if place is None:
+            return None
+        packed, start = self._packed, self._start
+        offset = _U32.unpack_from(packed, start + 4 * place)[0]
+        if offset == ABSENT:
+            return None
+        at = start + offset
+        if packed[at] == ITEMS:
+            return SequenceElement("SQ", self._items(at + 1, self._slots.nested[BaseTag(tag)]))
+        size = packed[at + 1]
+        vr = packed[at + 2:at + 2 + size].decode("latin-1")
+        at += 2 + size
+        length = _U32.unpack_from(packed, at)[0]
+        return RawDataElement(BaseTag(tag), vr, length, packed[at + 4:at + 4 + length], 0,
+                              False, True)
 
     def __getitem__(self, tag: int) -> RawDataElement | SequenceElement:
-        return self._elements[tag]
+        element = self.get_item(tag)
+        if element is None:
+            raise KeyError(tag)
+        return element
 
-
-def _unpack_level(packed: bytes, pos: int, slots: Slots) -> tuple[MatchView, int]:
-    elements: dict[int, Any] = {}
-    for tag in slots.tags:
-        kind = packed[pos]
-        pos += 1
-        if kind == VALUE:
-            size = packed[pos]
-            vr = packed[pos + 1:pos + 1 + size].decode("latin-1")
-            pos += 1 + size
-            length = int.from_bytes(packed[pos:pos + 4], "little")
-            pos += 4
-            elements[tag] = RawDataElement(tag, vr, length, packed[pos:pos + length], 0,
-                                           False, True)
-            pos += length
-        elif kind == ITEMS:
-            count = int.from_bytes(packed[pos:pos + 4], "little")
-            pos += 4
-            items = []
-            for _ in range(count):
-                item, pos = _unpack_level(packed, pos, slots.nested[tag])
-                items.append(item)
-            elements[tag] = SequenceElement("SQ", items)
-    return MatchView(elements), pos
+    def _items(self, at: int, slots: Slots) -> list[MatchView]:
+        packed = self._packed
+        count = _U32.unpack_from(packed, at)[0]
+        at += 4
+        items = []
+        for _ in range(count):
+            size = _U32.unpack_from(packed, at)[0]
+            items.append(MatchView(packed, at + 4, slots))
+            at += 4 + size
+        return items
