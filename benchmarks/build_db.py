@@ -328,6 +328,24 @@ def all_entries_query() -> Dataset:
     return _query("", "")
 
 
+# One matching key alone (no station, modality or date narrows it): keyword and value.
+KEY_QUERIES: dict[str, tuple[str, str]] = {
+    "name": ("PatientName", "SMITH^*"),  # a prefix wildcard: about 1/60 of the entries
+    "accession": ("AccessionNumber", "A000012345"),
+    "rpid": ("RequestedProcedureID", "RP00012345"),
+    "birthdate": ("PatientBirthDate", entry(12345).values["birth_date"]),
+    "admission": ("AdmissionID", "ADM00012345"),
+}
+
+
+def key_query(key: str) -> Dataset:
+    """The common return keys with one top-level matching key of ``KEY_QUERIES`` set."""
+    ds = all_entries_query()
+    keyword, value = KEY_QUERIES[key]
+    setattr(ds, keyword, value)
+    return ds
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build (or find cached) databases and print their roots."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -321,6 +321,28 @@ def startup(first: bool) -> Callable[[Server, Options], Sample]:
     return measure
 
 
+def cold_query(key: str) -> Callable[[Server, Options], Sample]:
+    """Restart the server (keeping its index), then time the first query of one key alone.
+
+    wlmd answers it from a worker that has served nothing yet (every worker is new), the
+    cold case that pool growth, ``--worker-max-uses`` and reloads create every day.
+    """
+    def measure(server: Server, opts: Options) -> Sample:
+        root = server.root
+        server.stop()
+        server.start(root, selective_query(), opts.start_timeout)
+        client = Client(HOST, server.port, build_db.CALLED_AE,
+                        [encode_identifier(build_db.key_query(key))])
+        result = LoadResult()
+        found = asyncio.run(find_once(client, opts.load_timeout, result))
+        answers = 0 if found is None else len(found.identifiers)
+        print(f"    {server.label}: {result.summary()} answers={answers}", file=sys.stderr)
+        sample = latency_ms(result)
+        sample.note = f"{answers} answers"
+        return sample
+    return measure
+
+
 def scenarios() -> list[Scenario]:
     """The rows of issue #5's target table, in running order."""
     return [
@@ -338,6 +360,10 @@ def scenarios() -> list[Scenario]:
         Scenario("large-change", "large", 100_000,
                  "100,000 entries, one file changed then a query (verified): p50", "ms",
                  Target("max", 50, "≤ 50 ms"), change_then_query),
+        *(Scenario(f"large-cold-{key}", "large", 100_000,
+                   f"100,000 entries, {keyword} alone ({value}), fresh worker: p50", "ms",
+                   Target("ratio_max", 1 / 20, "≤ 1/20"), cold_query(key), max_rounds=2)
+          for key, (keyword, value) in build_db.KEY_QUERIES.items()),
         Scenario("large-pss", "large", 100_000, "100,000 entries, 8 busy workers: total PSS", "MB",
                  Target("max", 400, "≤ 400 MB"), pss, max_rounds=1),
         Scenario("large-start-first", "large", 100_000,

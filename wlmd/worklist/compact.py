@@ -36,7 +36,7 @@ class Slots(NamedTuple):
     """The keys of one level in packing order; ``nested`` for the sequence slots."""
 
     tags: tuple[BaseTag, ...]
-    position: dict[int, int]  # tag -> its place in the offset table
+    position: dict[int, int]  # tag (the table's own objects: found by identity) -> place
     nested: dict[BaseTag, Slots]
 
 
@@ -44,7 +44,7 @@ def _slots(keys: MatchingKeys) -> Slots:
     nested = {tag: _slots(inner) for tag, inner in keys.sequences}
     tags = (*(tag for tag, _ in keys.keys), *(tag for pair in keys.combined for tag in pair),
             *nested)
-    return Slots(tags, {int(tag): place for place, tag in enumerate(tags)}, nested)
+    return Slots(tags, {tag: place for place, tag in enumerate(tags)}, nested)
 
 
 ROOT_SLOTS = _slots(ROOT_MATCHING_KEYS)
