@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset, dcmread
 
-from tests.unit.builders import dataset, raw, sequence
+from tests.support.datasets import dataset, raw, sequence
 from wlmd.worklist.compact import MatchView, pack
 from wlmd.worklist.matching import compile_checks, matches
 from wlmd.worklist.query import prepare_query
