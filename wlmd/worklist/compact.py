@@ -65,8 +65,9 @@ def _pack_level(dataset: Dataset, slots: Slots) -> bytes:
             offsets.append(ABSENT)
             continue
         offsets.append(table_size + len(body))
+        vr = element_vr(element)
         nested = slots.nested.get(tag)
-        if nested is not None and element_vr(element) == "SQ":
+        if nested is not None and vr == "SQ":
             items = dataset[tag].value or []
             body.append(ITEMS)
             body += _U32.pack(len(items))
@@ -74,7 +75,10 @@ def _pack_level(dataset: Dataset, slots: Slots) -> bytes:
                 packed = _pack_level(item, nested)
                 body += _U32.pack(len(packed)) + packed
             continue
-        vr, raw = present_value(dataset, tag)
+        if isinstance(element, RawDataElement) and vr != "SQ":  # as value_of reads it
+            raw = element.value or b""
+        else:
+            vr, raw = present_value(dataset, tag)
         code = vr.encode("latin-1")
         body.append(VALUE)
         body.append(len(code))
