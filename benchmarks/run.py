@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         candidate = reference_server()
         candidate.label = "wlmscpfs (B)"
-    peer = None if args.no_orthanc else orthanc_server()
+    peer = None if args.no_orthanc or args.policy else orthanc_server()
     servers = [reference, candidate] if peer is None else [reference, peer, candidate]
     for size in sorted({r.size for r in rows}):
         run_group(size, [r for r in rows if r.size == size], servers, opts)
