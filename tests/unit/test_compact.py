@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread
+from pydicom.dataelem import DataElement, RawDataElement
 
 from tests.support.datasets import dataset, raw, sequence
-from wlmd.worklist.compact import MatchView, pack
+from wlmd.worklist.compact import MatchView, pack, screens
 from wlmd.worklist.matching import compile_checks, matches
 from wlmd.worklist.query import prepare_query
 from wlmd.worklist.records import parse_worklist_file
@@ -93,6 +94,50 @@ def test_every_key_check_agrees_on_a_view() -> None:
         for _, record in _records():
             view = MatchView.of(pack(record))
             assert [c.predicate(view) for c in checks] == [c.predicate(record) for c in checks]
+
+
+def test_every_match_passes_the_screens() -> None:
+    """The screens only drop records the matcher refuses, and they do drop some."""
+    dropped = 0
+    for identifier in _queries():
+        query = prepare_query(identifier, no_fail=True, expand_sequences=True)
+        tests = screens(query)
+        for _, record in _records():
+            packed = pack(record)
+            passed = all(test(packed) for test in tests)
+            assert passed or not matches(query, MatchView.of(packed))
+            dropped += not passed
+    assert dropped
+
+
+SCREENED_RECORD = dataset(
+    raw("PatientName", "PN", b"SMITH^JOHN \\DOE^JANE"), raw("AccessionNumber", "SH", b"A1"),
+    raw("PatientBirthDate", "DA", b"1960.09.05"),
+    sequence("ScheduledProcedureStepSequence",
+             dataset(raw("ScheduledPerformingPhysicianName", "PN", b"WHO^DR"))))
+
+
+@pytest.mark.parametrize(("element", "passes"), [
+    (raw("AccessionNumber", "SH", b"A1"), True),
+    (raw("AccessionNumber", "SH", b"A2"), False),
+    (raw("AccessionNumber", "SH", b"A2\\A1"), True),  # any query value
+    (raw("PatientName", "PN", b"DOE^J?NE"), True),
+    (raw("PatientName", "PN", b"*^JAMES"), False),  # the longest literal run is absent
+    (raw("PatientBirthDate", "DA", b"19600905"), True),  # the old spelling is in the record
+    (raw("PatientBirthDate", "DA", b"19600906"), False),
+    (raw("PatientBirthDate", "DA", b"2024"), False),  # unparseable: matches nothing
+    (raw("PatientBirthDate", "DA", b"19600101-19601231"), True),  # ranges: no screen
+    (sequence("ScheduledProcedureStepSequence",
+              dataset(raw("ScheduledPerformingPhysicianName", "PN", b"WHO*"))), True),
+    (sequence("ScheduledProcedureStepSequence",
+              dataset(raw("ScheduledPerformingPhysicianName", "PN", b"HOW*"))), False),
+])
+def test_screens_drop_records_without_the_key_value(element: RawDataElement | DataElement,
+                                                    passes: bool) -> None:
+    query = prepare_query(dataset(element), no_fail=True, expand_sequences=True)
+    packed = pack(SCREENED_RECORD)
+    assert all(test(packed) for test in screens(query)) is passes
+    assert matches(query, MatchView.of(packed)) is passes
 
 
 def test_packed_keys_are_small_and_carry_no_other_attribute() -> None:

@@ -7,6 +7,8 @@ record (about a fifth of the file) holding each key's VR and raw value as ``quer
 reads them from the full dataset, and the SPS items with their own keys. ``MatchView`` unpacks
 it into what the matcher reads of a dataset (``get_item``, ``[tag].value`` for the sequence),
 so every ``matching.KeyCheck`` judges a view exactly as it judges the decoded dataset.
+``screens`` go further for the keys a query names: substring tests on the packed bytes,
+run in C, that every record the matcher would accept passes, so most are never unpacked.
 
 Layout of one level (the record, or one SPS item): a table of 4-byte offsets, one per key in
 table order (plain keys, date/time pairs, sequences; ``ABSENT``: no such element), then each
@@ -17,7 +19,9 @@ query asks about, so matching a record costs about one key's unpacking.
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 from pydicom import Dataset
@@ -25,7 +29,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 
 from wlmd.worklist.keys import ROOT_MATCHING_KEYS, MatchingKeys
-from wlmd.worklist.query import element_vr, present_value
+from wlmd.worklist.matching import required_fragments
+from wlmd.worklist.query import PreparedQuery, element_vr, present_value
 
 VALUE, ITEMS = 1, 2
 ABSENT = 0xFFFFFFFF
@@ -84,6 +89,26 @@ def _pack_level(dataset: Dataset, slots: Slots) -> bytes:
         body.append(len(code))
         body += code + _U32.pack(len(raw)) + raw
     return struct.pack(f"<{len(offsets)}I", *offsets) + bytes(body)
+
+
+def screens(query: PreparedQuery) -> list[Callable[[bytes], object]]:
+    """Tests on ``pack``'s bytes that every record ``query`` matches passes (truthy).
+
+    ``pack`` keeps each key's raw value verbatim and a view reads values from those bytes, so
+    a byte string that every accepted value contains (``matching.required_fragments``) is in
+    the packed bytes of every match: a record that fails a test is not worth unpacking. One
+    regex search (C) per key; a key that matches nothing gives a test that refuses all.
+    """
+    tests: list[Callable[[bytes], object]] = []
+    for alternatives in required_fragments(query):
+        if not alternatives:
+            return [_nothing]
+        tests.append(re.compile(b"|".join(map(re.escape, sorted(alternatives)))).search)
+    return tests
+
+
+def _nothing(packed: bytes) -> bool:
+    return False
 
 
 class SequenceElement(NamedTuple):

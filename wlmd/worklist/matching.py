@@ -125,6 +125,56 @@ def compile_checks(mask: Dataset, keys: MatchingKeys = ROOT_MATCHING_KEYS) -> li
     return checks
 
 
+def required_fragments(query: PreparedQuery) -> tuple[frozenset[bytes], ...]:
+    """Byte strings the raw values of every record ``query`` matches contain: one of each set.
+
+    Derived from the checks the matcher runs (so never stricter than it): an exact value is
+    itself such a string, a wildcard value its longest literal run, a single date both of its
+    spellings; a key this cannot express (ranges, times, date and time pairs) adds no set. An
+    empty set: the key matches no record at all.
+    """
+    return tuple(_level_fragments(query.mask, ROOT_MATCHING_KEYS))
+
+
+def _level_fragments(mask: Dataset, keys: MatchingKeys) -> list[frozenset[bytes]]:
+    found: list[frozenset[bytes]] = []
+    flags: dict[int, bool] = dict(keys.keys)
+    nested: dict[int, MatchingKeys] = dict(keys.sequences)
+    for check in compile_checks(mask, keys):
+        if check.items:
+            if len(check.items) == 1:  # any record item must match the one query item
+                (item,) = mask[check.tags[0]].value
+                found.extend(_level_fragments(item, nested[check.tags[0]]))
+            continue
+        if len(check.tags) != 1:
+            continue
+        vr, raw = value_of(mask, check.tags[0]) or ("", b"")
+        rule = rule_for(vr)
+        alternatives: set[bytes] = set()
+        for value in rule.values(raw):
+            fragments = _value_fragments(rule, value, flags.get(check.tags[0], True))
+            if fragments is None:
+                break
+            alternatives.update(fragments)
+        else:
+            found.append(frozenset(alternatives))
+    return found
+
+
+def _value_fragments(rule: _VRRule, key: bytes, wildcards: bool) -> frozenset[bytes] | None:
+    """What every record value that ``_value_test`` accepts contains; None: anything may."""
+    if not key or rule.kind == "time" or (rule.kind == "date" and b"-" in key):
+        return None
+    if rule.kind == "date":
+        date = parse_date(key)
+        return frozenset() if date is None else frozenset(
+            (b"%04d%02d%02d" % date, b"%04d.%02d.%02d" % date))
+    if wildcards and rule.wildcards and (b"*" in key or b"?" in key):
+        longest = max(re.split(rb"[*?]", key), key=len)
+        return frozenset((longest,)) if longest else None
+    return frozenset((key,))
+
+
 def _all(predicates: list[Predicate]) -> Predicate:
     if not predicates:
         return lambda record: True
