@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from pydicom import Dataset
@@ -30,7 +30,7 @@ from pydicom.tag import BaseTag
 
 from wlmd.worklist.keys import ROOT_MATCHING_KEYS, MatchingKeys
 from wlmd.worklist.matching import required_fragments
-from wlmd.worklist.query import PreparedQuery, element_vr, present_value
+from wlmd.worklist.query import Elements, PreparedQuery, element_vr, present_value
 
 VALUE, ITEMS = 1, 2
 ABSENT = 0xFFFFFFFF
@@ -112,10 +112,10 @@ def _nothing(packed: bytes) -> bool:
 
 
 class SequenceElement(NamedTuple):
-    """A sequence slot as the matcher reads an element: its VR and its items."""
+    """A sequence as the matcher and answers read an element: its VR and its items."""
 
     VR: str
-    value: list[MatchView]
+    value: Sequence[Elements]
 
 
 class MatchView:

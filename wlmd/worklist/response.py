@@ -16,6 +16,7 @@ keeps the bytes but drops trailing spaces before re-padding.
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
@@ -41,6 +42,7 @@ from wlmd.worklist.keys import (
 from wlmd.worklist.query import (
     CHARSET_VRS,
     STRING_VRS,
+    Elements,
     PreparedQuery,
     element_vr,
     make_raw,
@@ -50,8 +52,9 @@ from wlmd.worklist.query import (
 PREGNANCY_STATUS_UNKNOWN = 4
 
 
-def build_response(query: PreparedQuery, record: Dataset, charset: CharsetMode) -> Dataset:
-    """The identifier of one pending response: the mask filled from ``record``."""
+def build_response(query: PreparedQuery, record: Elements, charset: CharsetMode) -> Dataset:
+    """The identifier of one pending response: the mask filled from ``record`` (its decoded
+    dataset, or ``fileview.record_elements``)."""
     response = _fill_item(query.mask, record, top_level=True)
     _drop_empty_description_or_code(
         _first_item(response, SCHEDULED_PROCEDURE_STEP_SEQUENCE),
@@ -67,7 +70,7 @@ def build_response(query: PreparedQuery, record: Dataset, charset: CharsetMode) 
     return response
 
 
-def _fill_item(mask_item: Dataset, record_item: Dataset | None, *, top_level: bool) -> Dataset:
+def _fill_item(mask_item: Dataset, record_item: Elements | None, *, top_level: bool) -> Dataset:
     """One level of the response: every mask element filled from ``record_item``."""
     item = Dataset()
     for tag in sorted(mask_item.keys()):
@@ -84,7 +87,7 @@ def _fill_item(mask_item: Dataset, record_item: Dataset | None, *, top_level: bo
     return item
 
 
-def _record_string(record_item: Dataset | None, tag: BaseTag) -> bytes:
+def _record_string(record_item: Elements | None, tag: BaseTag) -> bytes:
     """``findAndGetString``: the raw value of a string element, up to a NUL; else empty."""
     found = None if record_item is None else value_of(record_item, tag)
     if found is None or found[0] not in STRING_VRS:
@@ -99,14 +102,14 @@ def _padded(value: bytes, vr: str) -> bytes:
     return value
 
 
-def _pregnancy_status(record: Dataset | None) -> int:
+def _pregnancy_status(record: Elements | None) -> int:
     """The record's first US value, or 4 (unknown) when it has none; read without decoding."""
     element = None if record is None else record.get_item(PREGNANCY_STATUS)
     if element is None or element_vr(element) != "US":
         return PREGNANCY_STATUS_UNKNOWN
     if isinstance(element, RawDataElement):
         raw = element.value or b""
-        order = "little" if element.is_little_endian else "big"
+        order: Literal["little", "big"] = "little" if element.is_little_endian else "big"
         return int.from_bytes(raw[:2], order) if len(raw) >= 2 else PREGNANCY_STATUS_UNKNOWN
     values = [] if element.value in (None, "") else element.value
     if isinstance(values, int):
@@ -114,7 +117,7 @@ def _pregnancy_status(record: Dataset | None) -> int:
     return int(values[0]) if values else PREGNANCY_STATUS_UNKNOWN
 
 
-def _fill_sequence(mask_element: DataElement, record_item: Dataset | None) -> DataElement:
+def _fill_sequence(mask_element: DataElement, record_item: Elements | None) -> DataElement:
     """One query item cloned once per record item and filled; otherwise echoed unchanged."""
     mask_items = mask_element.value or []
     tag = mask_element.tag
@@ -127,7 +130,7 @@ def _fill_sequence(mask_element: DataElement, record_item: Dataset | None) -> Da
     return DataElement(tag, "SQ", Sequence(filled))
 
 
-def _record_items(record_item: Dataset | None, tag: BaseTag) -> list[Dataset]:
+def _record_items(record_item: Elements | None, tag: BaseTag) -> list[Elements]:
     """The items of the record's sequence ``tag``, if it has one."""
     if record_item is None:
         return []
@@ -182,7 +185,8 @@ def _drop_empty_reference_item(response: Dataset, tag: BaseTag) -> None:
         del element.value[0]
 
 
-def _add_specific_character_set(response: Dataset, record: Dataset, charset: CharsetMode) -> None:
+def _add_specific_character_set(response: Dataset, record: Elements, charset: CharsetMode
+                                ) -> None:
     """``-cs1``/``-csk``: add (0008,0005) when a PN/LO/SH/ST/LT/UT/UC element is anywhere."""
     if charset is CharsetMode.NONE or not _affected_by_charset(response):
         return

@@ -45,6 +45,7 @@ from wlmd.policy.model import NO_POLICY, Fallback, LimitAction, PeerPolicy
 from wlmd.worklist import findlog
 from wlmd.worklist.cache import NO_MATCH, ResponseCache
 from wlmd.worklist.compact import screens
+from wlmd.worklist.fileview import record_elements
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
@@ -303,7 +304,8 @@ class WorklistService:
             if answer is None:
                 answer = NO_MATCH
                 if matches(query, record.match_view):  # only an answer decodes the file
-                    response = build_response(query, record.dataset, settings.return_charset)
+                    response = build_response(query, record_elements(record),
+                                              settings.return_charset)
                     answer = encode_dataset(response, transfer_syntax_uid,
                                             new_vr=settings.new_vr,
                                             compression_level=settings.compression_level)
