@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
-_KNOWN_VRS = frozenset(str(vr) for vr in STANDARD_VR)
+_KNOWN_VRS = {str(vr).encode(): str(vr) for vr in STANDARD_VR}  # as a file spells them
 _LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 _SEQUENCE_TAGS: dict[int, bool] = {}  # tag -> the dictionary's VR is SQ (implicit VR reads)
 
@@ -95,8 +95,8 @@ class _Reader:
                 vr, length = None, self.u32.unpack_from(data, at + 4)[0]
                 at += 8
             else:
-                vr = data[at + 4:at + 6].decode("latin-1")
-                if vr not in _KNOWN_VRS:
+                vr = _KNOWN_VRS.get(data[at + 4:at + 6])
+                if vr is None:
                     raise _Unusual("unknown VR")
                 if vr in _LONG_VRS:
                     length = self.u32.unpack_from(data, at + 8)[0]

@@ -71,20 +71,24 @@ def build_response(query: PreparedQuery, record: Elements, charset: CharsetMode)
 
 
 def _fill_item(mask_item: Dataset, record_item: Elements | None, *, top_level: bool) -> Dataset:
-    """One level of the response: every mask element filled from ``record_item``."""
-    item = Dataset()
+    """One level of the response: every mask element filled from ``record_item``.
+
+    The elements go into the Dataset at once: one by one, pydicom's checks of each
+    assignment cost more than filling it.
+    """
+    elements: dict[BaseTag, RawDataElement | DataElement] = {}
     for tag in sorted(mask_item.keys()):
         element = mask_item.get_item(tag)
         vr = element_vr(element)
         if vr == "SQ":
-            item.add(_fill_sequence(mask_item[tag], record_item))
+            elements[tag] = _fill_sequence(mask_item[tag], record_item)
         elif top_level and tag == PREGNANCY_STATUS and vr == "US":
-            item.add(DataElement(tag, "US", _pregnancy_status(record_item)))
+            elements[tag] = DataElement(tag, "US", _pregnancy_status(record_item))
         elif vr in STRING_VRS:
-            item[tag] = make_raw(tag, vr, _padded(_record_string(record_item, tag), vr))
+            elements[tag] = make_raw(tag, vr, _padded(_record_string(record_item, tag), vr))
         else:
-            item.add(copy.deepcopy(mask_item[tag]))
-    return item
+            elements[tag] = copy.deepcopy(mask_item[tag])
+    return Dataset(elements)
 
 
 def _record_string(record_item: Elements | None, tag: BaseTag) -> bytes:
