@@ -104,7 +104,7 @@ def test_every_match_passes_the_screens() -> None:
         tests = screens(query)
         for _, record in _records():
             packed = pack(record)
-            passed = all(test(packed) for test in tests)
+            passed = all(test.search(packed) for test in tests)
             assert passed or not matches(query, MatchView.of(packed))
             dropped += not passed
     assert dropped
@@ -136,7 +136,7 @@ def test_screens_drop_records_without_the_key_value(element: RawDataElement | Da
                                                     passes: bool) -> None:
     query = prepare_query(dataset(element), no_fail=True, expand_sequences=True)
     packed = pack(SCREENED_RECORD)
-    assert all(test(packed) for test in screens(query)) is passes
+    assert all(test.search(packed) for test in screens(query)) is passes
     assert matches(query, MatchView.of(packed)) is passes
 
 

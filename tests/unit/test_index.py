@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom import Dataset
@@ -9,7 +12,8 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from wlmd.worklist.index import WorklistIndex, prefilter_of, record_keys
+from wlmd.worklist.compact import pack
+from wlmd.worklist.index import PackedKeys, RecordKeys, WorklistIndex, prefilter_of, record_keys
 from wlmd.worklist.matching import matches
 from wlmd.worklist.query import PreparedQuery
 
@@ -78,7 +82,7 @@ QUERY = with_sps(level(maybe("PatientID", ["LO", "LO", "LO", "SH"], IDS)), 2)
 def test_prefilter_never_drops_a_match(records: list[Dataset], masks: list[Dataset]) -> None:
     index = WorklistIndex()
     for number, record in enumerate(records):
-        index.add(str(number), record_keys(record))
+        index.add(str(number), record_keys(record), pack(record))
     for mask in masks:
         query = PreparedQuery(mask, unsupported_removed=False)
         expected = {str(n) for n, record in enumerate(records) if matches(query, record)}
@@ -94,7 +98,7 @@ def test_removed_records_leave_the_index(records: list[Dataset], mask: Dataset,
                                          dropped: st.DataObject) -> None:
     index = WorklistIndex()
     for number, record in enumerate(records):
-        index.add(str(number), record_keys(record))
+        index.add(str(number), record_keys(record), pack(record))
     gone = dropped.draw(st.sets(st.sampled_from([str(n) for n in range(len(records))])))
     for name in gone:
         index.remove(name)
@@ -107,6 +111,10 @@ def test_removed_records_leave_the_index(records: list[Dataset], mask: Dataset,
         expected = {str(n) for n, record in enumerate(records)
                     if str(n) not in gone and matches(query, record)}
         assert expected <= candidates
+
+
+def _filed(ds: Dataset) -> tuple[RecordKeys, bytes]:
+    return record_keys(ds), pack(ds)
 
 
 def record(patient: bytes, station: bytes, modality: bytes, date: bytes) -> Dataset:
@@ -125,10 +133,10 @@ def query(patient: bytes = b"", station: bytes = b"", modality: bytes = b"", dat
 
 def test_each_key_narrows() -> None:
     index = WorklistIndex()
-    index.add("a", record_keys(record(b"P1", b"S1", b"CT", b"20240101")))
-    index.add("b", record_keys(record(b"P2 ", b"S2", b"MR", b"20240102")))
-    index.add("c", record_keys(record(b"P3", b"S1\\S3", b"CT", b"20240103")))
-    index.add("undated", record_keys(record(b"P4", b"S1", b"CT", b"soon")))
+    index.add("a", *_filed(record(b"P1", b"S1", b"CT", b"20240101")))
+    index.add("b", *_filed(record(b"P2 ", b"S2", b"MR", b"20240102")))
+    index.add("c", *_filed(record(b"P3", b"S1\\S3", b"CT", b"20240103")))
+    index.add("undated", *_filed(record(b"P4", b"S1", b"CT", b"soon")))
 
     def candidates(q: PreparedQuery) -> set[str]:
         prefilter = prefilter_of(q)
@@ -140,12 +148,39 @@ def test_each_key_narrows() -> None:
     assert candidates(query(patient=b"P2")) == {"b"}
     assert candidates(query(patient=b"P1\\P3")) == {"a", "c"}
     assert candidates(query(station=b" S3 ")) == {"c"}
-    assert candidates(query(station=b"S1", modality=b"CT", date=b"20240103")) == {"c",
-                                                                                   "undated"}
+    # the date index keeps "undated" a candidate; the screen finds no 20240103 in its keys
+    assert candidates(query(station=b"S1", modality=b"CT", date=b"20240103")) == {"c"}
     assert candidates(query(date=b"20240102-")) == {"b", "c", "undated"}
     assert candidates(query(date=b"-20240101", time=b"0800-")) == {"a", "undated"}
     assert candidates(query(patient=b"P9", station=b"S1")) == set()
     index.remove("c")
     assert candidates(query(station=b"S3")) == set()
-    index.add("a", record_keys(record(b"P1", b"S2", b"CT", b"20240101")))  # a file that changed
+    index.add("a", *_filed(record(b"P1", b"S2", b"CT", b"20240101")))  # a file that changed
     assert candidates(query(station=b"S1")) == {"undated"}
+
+
+def test_packed_keys_find_every_record_through_chunks_removals_and_repacks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PackedKeys, "CHUNK", 3)
+    packed = PackedKeys()
+    kept: dict[str, bytes] = {}
+    for number in range(20):  # six sealed chunks and two recent records
+        kept[f"r{number}"] = b"<%d>" % number + (b"AB" if number % 2 else b"A")
+        packed.add(f"r{number}", kept[f"r{number}"])
+    for number in range(0, 12, 3):  # dead segments; the fourth removal repacks nothing yet
+        packed.remove(f"r{number}")
+        del kept[f"r{number}"]
+    kept["r1"] = b"<1>B"  # a changed record: its old segment dies
+    packed.remove("r1")
+    packed.add("r1", kept["r1"])
+    for search in (b"AB", b"A", b"A<", b"B", b"<1>", b"<1", b"ZZ"):
+        tests = (re.compile(re.escape(search)),)
+        assert packed.passing(tests) == {name for name, keys in kept.items() if search in keys}
+    # several searches must all find something in the same record
+    both = (re.compile(b"A"), re.compile(b"<1"))
+    assert packed.passing(both) == {name for name, keys in kept.items()
+                                    if b"A" in keys and b"<1" in keys}
+    for name in list(kept)[:-2]:  # more than half dead: repacked into fresh chunks
+        packed.remove(name)
+        del kept[name]
+    assert packed.passing((re.compile(b"<"),)) == set(kept)

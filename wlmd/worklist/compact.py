@@ -7,7 +7,7 @@ record (about a fifth of the file) holding each key's VR and raw value as ``quer
 reads them from the full dataset, and the SPS items with their own keys. ``MatchView`` unpacks
 it into what the matcher reads of a dataset (``get_item``, ``[tag].value`` for the sequence),
 so every ``matching.KeyCheck`` judges a view exactly as it judges the decoded dataset.
-``screens`` go further for the keys a query names: substring tests on the packed bytes,
+``screens`` go further for the keys a query names: substring searches of the packed bytes,
 run in C, that every record the matcher would accept passes, so most are never unpacked.
 
 Layout of one level (the record, or one SPS item): a table of 4-byte offsets, one per key in
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from pydicom import Dataset
@@ -91,24 +91,18 @@ def _pack_level(dataset: Dataset, slots: Slots) -> bytes:
     return struct.pack(f"<{len(offsets)}I", *offsets) + bytes(body)
 
 
-def screens(query: PreparedQuery) -> list[Callable[[bytes], object]]:
-    """Tests on ``pack``'s bytes that every record ``query`` matches passes (truthy).
+def screens(query: PreparedQuery) -> tuple[re.Pattern[bytes], ...]:
+    """Searches that find something in ``pack``'s bytes of every record ``query`` matches.
 
     ``pack`` keeps each key's raw value verbatim and a view reads values from those bytes, so
     a byte string that every accepted value contains (``matching.required_fragments``) is in
-    the packed bytes of every match: a record that fails a test is not worth unpacking. One
-    regex search (C) per key; a key that matches nothing gives a test that refuses all.
+    the packed bytes of every match: a record where a search finds nothing is not worth
+    unpacking. One search per key, run in C; a key that matches nothing gives a search that
+    finds nothing.
     """
-    tests: list[Callable[[bytes], object]] = []
-    for alternatives in required_fragments(query):
-        if not alternatives:
-            return [_nothing]
-        tests.append(re.compile(b"|".join(map(re.escape, sorted(alternatives)))).search)
-    return tests
-
-
-def _nothing(packed: bytes) -> bool:
-    return False
+    return tuple(re.compile(b"|".join(map(re.escape, sorted(alternatives)))
+                            if alternatives else b"(?!)")
+                 for alternatives in required_fragments(query))
 
 
 class SequenceElement(NamedTuple):

@@ -18,12 +18,15 @@ which can only admit more records. Several query items are a union.
 from __future__ import annotations
 
 import bisect
+import re
+from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import Dataset
 
+from wlmd.worklist.compact import screens
 from wlmd.worklist.keys import (
     MODALITY,
     SCHEDULED_PROCEDURE_STEP_SEQUENCE,
@@ -59,6 +62,8 @@ class Prefilter:
 
     patient_ids: frozenset[bytes] | None
     items: tuple[ItemFilter, ...] | None  # None: the SPS does not narrow; else a union
+    # searches of the packed matching keys (compact.screens) a match passes
+    screens: tuple[re.Pattern[bytes], ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +82,8 @@ class RecordKeys:
 def prefilter_of(query: PreparedQuery) -> Prefilter | None:
     """The prefilter implied by ``query``, or None if no indexed key narrows it."""
     mask = query.mask
-    prefilter = Prefilter(_literal(mask, PATIENT_ID, "LO"), _sps_filter(mask))
-    if prefilter.patient_ids is None and prefilter.items is None:
+    prefilter = Prefilter(_literal(mask, PATIENT_ID, "LO"), _sps_filter(mask), screens(query))
+    if prefilter.patient_ids is None and prefilter.items is None and not prefilter.screens:
         return None
     return prefilter
 
@@ -192,14 +197,17 @@ class WorklistIndex:
         self._dates: list[Date] = []  # the keys of _by_date, sorted
         self._undated: set[str] = set()
         self._keys: dict[str, RecordKeys] = {}
+        self._packed = PackedKeys()
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, name: str, keys: RecordKeys) -> None:
-        """File record ``name`` under ``keys`` (replacing what was filed under that name)."""
+    def add(self, name: str, keys: RecordKeys, packed: bytes) -> None:
+        """File record ``name`` under ``keys`` and its packed matching keys (``compact.pack``),
+        replacing what was filed under that name."""
         self.remove(name)
         self._keys[name] = keys
+        self._packed.add(name, packed)
         for kind, values in (("patient", keys.patient_ids), ("station", keys.stations),
                              ("modality", keys.modalities)):
             table = self._by_kind[kind]
@@ -219,6 +227,7 @@ class WorklistIndex:
         keys = self._keys.pop(name, None)
         if keys is None:
             return
+        self._packed.remove(name)
         for kind, values in (("patient", keys.patient_ids), ("station", keys.stations),
                              ("modality", keys.modalities)):
             table = self._by_kind[kind]
@@ -234,6 +243,8 @@ class WorklistIndex:
         groups = []
         if prefilter.patient_ids is not None:
             groups.append(self._values("patient", prefilter.patient_ids))
+        if prefilter.screens:
+            groups.append([self._packed.passing(prefilter.screens)])
         result = _narrow(groups)
         if prefilter.items is None:
             assert result is not None  # prefilter_of never builds an empty Prefilter
@@ -303,3 +314,84 @@ def _discard(table: dict[Any, set[str]], key: object, name: str) -> bool:
         return False
     del table[key]
     return True
+
+
+class PackedKeys:
+    """The packed matching keys of every record in a few large ``bytes``, searched in C.
+
+    A fresh worker shares its records with the supervisor until it writes to their memory
+    pages, and merely reading a record's packed keys writes a reference count: a screen run
+    record by record un-shared some 50 MB (13,000 page faults, most of a fresh worker's first
+    query). Here records are packed ``CHUNK`` at a time into one immutable ``bytes``, so a
+    screen touches a few objects; a chunk is never rewritten (a worker never copies it) until
+    half of its segments are dead. The latest additions wait in ``_recent``.
+    """
+
+    CHUNK = 2048
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._starts: list[array[int]] = []  # per chunk: where each segment starts, and the end
+        self._names: list[list[str]] = []  # per chunk: the record of each segment
+        self._place: dict[str, int] = {}  # live segment of a record: chunk * CHUNK + segment
+        self._dead = 0
+        self._recent: dict[str, bytes] = {}
+
+    def add(self, name: str, packed: bytes) -> None:
+        """Keep ``packed`` as the keys of ``name`` (which the index has just removed)."""
+        self._recent[name] = packed
+        if len(self._recent) >= self.CHUNK:
+            self._seal(list(self._recent.items()))
+            self._recent.clear()
+
+    def remove(self, name: str) -> None:
+        """Forget the keys of ``name``."""
+        if self._recent.pop(name, None) is None and self._place.pop(name, None) is not None:
+            self._dead += 1
+            if self._dead * 2 > len(self._place) + self._dead:
+                self._repack()
+
+    def passing(self, tests: tuple[re.Pattern[bytes], ...]) -> set[str]:
+        """Names of the records whose packed keys every search finds something in."""
+        first, rest = tests[0], tests[1:]
+        found: set[str] = set()
+        for number, chunk in enumerate(self._chunks):
+            starts, names = self._starts[number], self._names[number]
+            at = 0
+            while (hit := first.search(chunk, at)) is not None:
+                segment = bisect.bisect_right(starts, hit.start()) - 1
+                start, end = starts[segment], starts[segment + 1]
+                if hit.end() > end:  # runs into the next segment: not a hit of this one
+                    at = hit.start() + 1
+                    continue
+                at = end
+                name = names[segment]
+                if (self._place.get(name) == number * self.CHUNK + segment
+                        and all(test.search(chunk, start, end) for test in rest)):
+                    found.add(name)
+        found.update(name for name, packed in self._recent.items()
+                     if all(test.search(packed) for test in tests))
+        return found
+
+    def _seal(self, records: list[tuple[str, bytes]]) -> None:
+        """Pack ``records`` (at most ``CHUNK``) into a new chunk."""
+        number = len(self._chunks)
+        starts = array("L", [0])
+        for segment, (name, packed) in enumerate(records):
+            starts.append(starts[-1] + len(packed))
+            self._place[name] = number * self.CHUNK + segment
+        self._chunks.append(b"".join(packed for _, packed in records))
+        self._starts.append(starts)
+        self._names.append([name for name, _ in records])
+
+    def _repack(self) -> None:
+        """Rebuild the chunks from their live segments (when half of them are dead)."""
+        live = []
+        for name, place in self._place.items():
+            number, segment = divmod(place, self.CHUNK)
+            starts = self._starts[number]
+            live.append((name, self._chunks[number][starts[segment]:starts[segment + 1]]))
+        self._chunks, self._starts, self._names, self._place = [], [], [], {}
+        self._dead = 0
+        for first in range(0, len(live), self.CHUNK):
+            self._seal(live[first:first + self.CHUNK])

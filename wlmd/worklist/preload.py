@@ -129,7 +129,7 @@ def compact(store: WorklistStore, ae: str) -> None:
         record = shared_record(old.data, (*old.sort_key[:2], name), old.keys,
                                old.add_references, old.body, old.matching, shared)
         entries[name] = Entry(_copy_key(old_entries[name].key), record)
-        index.add(name, record.keys)
+        index.add(name, record.keys, record.matching)
         snapshot.append(record)
     for name, entry in old_entries.items():  # rejected files: no record
         if entry.record is None:

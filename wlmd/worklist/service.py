@@ -44,7 +44,6 @@ from wlmd.policy.apply import (
 from wlmd.policy.model import NO_POLICY, Fallback, LimitAction, PeerPolicy
 from wlmd.worklist import findlog
 from wlmd.worklist.cache import NO_MATCH, ResponseCache
-from wlmd.worklist.compact import screens
 from wlmd.worklist.fileview import record_elements
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
@@ -296,8 +295,6 @@ class WorklistService:
         settings = self._settings
         query_key = encode_dataset(query.mask, ExplicitVRLittleEndian)  # VRs matter
         answers = self._cache.answers(query_key, transfer_syntax_uid)
-        for passes in screens(query):  # drops only records the matcher would refuse
-            records = [record for record in records if passes(record.matching)]
         encoded: list[bytes] = []
         for record in records:
             answer = answers.get(record)

@@ -191,7 +191,7 @@ class WorklistStore:
         cache.entries = dict(saved)
         for name, entry in saved.items():
             if entry.record is not None:
-                cache.index.add(name, entry.record.keys)
+                cache.index.add(name, entry.record.keys, entry.record.matching)
 
     def refreshed_entries(self, ae: str) -> dict[str, Entry]:
         """``ae``'s entries by file name, brought in step with its directory (LockfileError
@@ -384,7 +384,7 @@ class WorklistStore:
             if old is not None:
                 cache.index.remove(old.name)
             if new is not None:
-                cache.index.add(new.name, new.keys)
+                cache.index.add(new.name, new.keys, new.matching)
         snapshot = cache.snapshot
         if snapshot is None or len(pending) * RESORT_FRACTION > len(snapshot):
             cache.snapshot = sorted(
