@@ -12,6 +12,7 @@ left to pydicom: the caller decodes the file as before.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,6 @@ ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 _KNOWN_VRS = {str(vr).encode(): str(vr) for vr in STANDARD_VR}  # as a file spells them
 _LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
-_SEQUENCE_TAGS: dict[int, bool] = {}  # tag -> the dictionary's VR is SQ (implicit VR reads)
 
 
 class FileItem(dict[int, "RawDataElement | SequenceElement"]):
@@ -136,13 +136,10 @@ class _Reader:
         return items, at
 
 
+@functools.lru_cache(maxsize=1024)
 def _dictionary_sequence(tag: int) -> bool:
     """True if the data dictionary gives ``tag`` the VR SQ (as pydicom reads implicit VR)."""
-    found = _SEQUENCE_TAGS.get(tag)
-    if found is None:
-        try:
-            found = dictionary_VR(tag) == "SQ"
-        except KeyError:
-            found = False
-        _SEQUENCE_TAGS[tag] = found
-    return found
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False
