@@ -70,8 +70,8 @@ _VALUE_CHECKS = {
 
 
 class Elements(Protocol):
-    """What matching reads of a record: a pydicom Dataset, or its packed matching keys
-    (``compact.MatchView``)."""
+    """What matching and answers read of a record: a pydicom Dataset, its packed matching
+    keys (``compact.MatchView``) or its elements read from the file (``fileview.FileItem``)."""
 
     def get_item(self, tag: int, /) -> Any: ...
 
