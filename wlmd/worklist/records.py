@@ -41,6 +41,7 @@ from wlmd.worklist.completeness import (
     sequence_of,
 )
 from wlmd.worklist.index import RecordKeys, record_keys
+from wlmd.worklist.walker import Body, walk
 
 LOGGER = logging.getLogger(__name__)
 # The worklist file (path and stat key) whose reading is being logged, if any.
@@ -57,7 +58,6 @@ StatKey = bytes
 _STAT_KEY = struct.Struct("<QQQqq")
 T = TypeVar("T")
 SortKey = tuple[str, str, str]  # SPS start date, SPS start time, file name
-Body = tuple[int, bool, bool]  # offset of the dataset in the file, implicit VR, little endian
 PREAMBLE = 128
 LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                       b"UR", b"UT", b"UV"))  # explicit VRs with a 4-byte length
@@ -178,7 +178,7 @@ class FileLoader:
         except Unstable:
             return None, False
         try:
-            dataset, body = parse_worklist_file(data)
+            dataset, body = walk(data) or parse_worklist_file(data)
         except Unreadable as error:
             LOGGER.warning('Could not read worklist file "%s", file will be ignored: %s',
                            path, error)
