@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from copy import copy
-from typing import Any
+from typing import Any, cast
 
 from pydicom import Dataset, Sequence
 from pydicom.charset import (
@@ -157,7 +157,7 @@ class _Reader:
             if length == UNDEFINED or value_at + length > end:
                 raise NotPlain
             at = value_at + length
-            value = data[value_at:at] if length else empty_value_for_VR(vr, raw=True)
+            value = data[value_at:at] if length else _empty(vr)
             elements[tag] = RawDataElement(tag, vr, length, value, value_at, implicit, True)
             if number == SPECIFIC_CHARACTER_SET:
                 encoding = _encodings(value)
@@ -213,7 +213,7 @@ class _Reader:
         fresh["_parent_encoding"] = parent_encoding
         vars(dataset).update(fresh)
         encoding = parent_encoding
-        charset = elements.get(SPECIFIC_CHARACTER_SET)
+        charset = elements.get(_tag(SPECIFIC_CHARACTER_SET))
         if charset is not None:
             encoding = _encodings(charset.value)
         dataset.set_original_encoding(self.implicit, True, encoding)
@@ -232,6 +232,11 @@ def _encodings(charset: bytes | None) -> list[str]:
             len(listed) > 1 and any(term in STAND_ALONE_ENCODINGS for term in listed)):
         raise NotPlain
     return convert_encodings(terms)
+
+
+def _empty(vr: str | None) -> bytes | None:
+    """The value pydicom gives a raw element of length 0."""
+    return cast(bytes | None, empty_value_for_VR(vr, raw=True))
 
 
 def _dictionary_vr(number: int) -> str | None:
