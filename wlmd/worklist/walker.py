@@ -52,6 +52,7 @@ _ITEM_END_BYTES = _U32.pack(ITEM_END >> 16 | (ITEM_END & 0xFFFF) << 16)
 _LONG_VRS = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
 _VR_TEXT = {vr: vr.decode(default_encoding) for vr in ENCODED_VR}
 _TAGS: dict[int, BaseTag] = {}  # one BaseTag per tag seen: they recur in every file
+MAX_SHARED_TAGS = 4096  # far more tags than worklist files use; odd files cannot grow it more
 # What Dataset() sets up, copied into each new dataset (Dataset.__init__ costs ten times more).
 _FRESH_DATASET = vars(Dataset())
 
@@ -102,7 +103,9 @@ def _looks_implicit(data: bytes, offset: int) -> bool:
 def _tag(value: int) -> BaseTag:
     tag = _TAGS.get(value)
     if tag is None:
-        tag = _TAGS[value] = BaseTag(value)
+        tag = BaseTag(value)
+        if len(_TAGS) < MAX_SHARED_TAGS:
+            _TAGS[value] = tag
     return tag
 
 
