@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from wlmd.worklist.index import Date, RecordKeys
 from wlmd.worklist.records import Entry, shared_record
@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_time, name);
 """
+Column = TypeVar("Column")
+Parsed = TypeVar("Parsed")
 _COLUMNS = ("name, stat, data, start_date, start_time, add_references, "
             "patient_ids, stations, modalities, dates, body, matching")
 
@@ -70,12 +72,13 @@ class IndexFile:
         stations…): the records of one day end up side by side in memory, and nothing is
         left behind to fragment it (see ``preload.compact``).
         """
-        shared: dict[object, object] = {}
+        shared: dict[Any, Any] = {}
+        memo: dict[Any, Any] = {}  # parsed index-key columns
         try:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ? "
                                     "ORDER BY start_date, start_time, name",
                                     (os.fsencode(ae),))
-            return dict(_entry(row, shared) for row in rows)
+            return dict(_entry(row, shared, memo) for row in rows)
         except sqlite3.Error as error:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
             return {}
@@ -166,18 +169,28 @@ def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
             record.body[0] << 2 | record.body[1] << 1 | record.body[2], record.matching)
 
 
-def _entry(row: tuple[Any, ...], shared: dict[object, object]) -> tuple[str, Entry]:
+def _entry(row: tuple[Any, ...], shared: dict[Any, Any], memo: dict[Any, Any]
+           ) -> tuple[str, Entry]:
     (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
      dates, body, matching) = row
     name = os.fsdecode(name)
     if data is None:
         return name, Entry(stat, None)
-    keys = RecordKeys(_split(patient_ids), _split(stations), _split(modalities), _dates(dates))
+    keys = RecordKeys(_split(patient_ids), _parsed(stations, _split, memo),
+                      _parsed(modalities, _split, memo), _parsed(dates, _dates, memo))
     if body is not None:
         body = (body >> 2, bool(body & 2), bool(body & 1))
     record = shared_record(data, (date, time, name), keys, bool(add_references), body, matching,
                            shared)
     return name, Entry(stat, record)
+
+
+def _parsed(column: Column, parse: Callable[[Column], Parsed], memo: dict[Any, Any]) -> Parsed:
+    """``parse(column)``, once per distinct value (stations, modalities and days recur)."""
+    key = (parse, column)
+    if key not in memo:
+        memo[key] = parse(column)
+    return cast(Parsed, memo[key])
 
 
 def _join(values: tuple[bytes, ...]) -> bytes | None:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from wlmd.worklist.index import WorklistIndex
 from wlmd.worklist.records import Entry, StatKey, WorklistRecord, shared_record
@@ -123,7 +123,7 @@ def compact(store: WorklistStore, ae: str) -> None:
     entries: dict[str, Entry] = {}
     index = WorklistIndex()
     snapshot: list[WorklistRecord] = []
-    shared: dict[object, object] = {}  # one object for equal values: dates, stations, …
+    shared: dict[Any, Any] = {}  # one object for equal values: dates, stations, …
     for old in store.served(ae):
         name = _copy(old.name)
         record = shared_record(old.data, (*old.sort_key[:2], name), old.keys,
