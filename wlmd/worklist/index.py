@@ -80,12 +80,17 @@ class RecordKeys:
 
 
 def prefilter_of(query: PreparedQuery) -> Prefilter | None:
-    """The prefilter implied by ``query``, or None if no indexed key narrows it."""
+    """The prefilter implied by ``query``, or None if no indexed key narrows it.
+
+    The screens stand in for an index only where no indexed key narrows: they search every
+    record's packed keys, which costs more than matching the few candidates an index gives.
+    """
     mask = query.mask
-    prefilter = Prefilter(_literal(mask, PATIENT_ID, "LO"), _sps_filter(mask), screens(query))
-    if prefilter.patient_ids is None and prefilter.items is None and not prefilter.screens:
-        return None
-    return prefilter
+    patient_ids, items = _literal(mask, PATIENT_ID, "LO"), _sps_filter(mask)
+    if patient_ids is not None or items is not None:
+        return Prefilter(patient_ids, items)
+    searches = screens(query)
+    return Prefilter(None, None, searches) if searches else None
 
 
 def _active(mask: Dataset, tag: int) -> tuple[str, bytes] | None:
