@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     count, samples = (200, 20) if args.quick else (1000, 50)
     with tempfile.TemporaryDirectory(prefix="wlmd-hl7-bench-") as work:
-        server = Hl7Server(Path(work))
+        server = Hl7Server(Path(work), verbose=False)  # -v explains every file of every query
         try:
             run = throughput(server, count)
             delays, after_ack = visibility(server, samples)

@@ -93,7 +93,8 @@ class Order:
 class Hl7Server:
     """``python -m wlmd`` with ``--hl7-listen`` on loopback, a worklist root and a log."""
 
-    def __init__(self, tmp_path: Path, *extra: str, mapping: str = MAPPING) -> None:
+    def __init__(self, tmp_path: Path, *extra: str, mapping: str = MAPPING,
+                 verbose: bool = True) -> None:
         self.root = tmp_path / "worklists"
         for ae in (CALLED_AE, "MR_WL"):
             (self.root / ae).mkdir(parents=True, exist_ok=True)
@@ -104,8 +105,9 @@ class Hl7Server:
         self.log_path = tmp_path / "wlmd.log"
         self._log = self.log_path.open("wb")
         self.proc = start_wlmd(
-            ["-v", "-csk", "-dfp", str(self.root), "--hl7-listen", f"{HOST}:{self.hl7_port}",
-             "--hl7-mapping", str(self.mapping_path), "--hl7-journal", str(self.journal),
+            [*(["-v"] if verbose else []), "-csk", "-dfp", str(self.root),
+             "--hl7-listen", f"{HOST}:{self.hl7_port}", "--hl7-mapping", str(self.mapping_path),
+             "--hl7-journal", str(self.journal),
              *extra], self.port, HOST, stderr=self._log)
         wait_for_port(self.hl7_port, HOST, proc=self.proc)
 
