@@ -119,6 +119,13 @@ def test_readiness_follows_the_pool(served: tuple[Wlmd, str]) -> None:
     assert httpx.get(base + "/readyz", timeout=5).text == "ready\n"
 
 
+def test_http_children_run_below_the_dicom_port(served: tuple[Wlmd, str]) -> None:
+    server, base = served
+    supervisor = psutil.Process(server.proc.pid)
+    child = _http_child(server, int(base.rsplit(":", 1)[1]))
+    assert child.nice() == min(supervisor.nice() + 10, 19)
+
+
 def test_the_child_is_respawned_recycled_on_reload_and_stopped(
         served: tuple[Wlmd, str]) -> None:
     server, base = served

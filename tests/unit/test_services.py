@@ -18,6 +18,7 @@ class Recorder:
     name = "test"
     reads_worklist = False
     processes = 1
+    niceness = 0
 
     def __init__(self) -> None:
         self.sockets: list[socket.socket] = []

@@ -40,6 +40,7 @@ class Service(Protocol):
     sockets: list[socket.socket]
     reads_worklist: bool  # forked like a worker, sharing the loaded worklist
     processes: int  # children serving the sockets at once (read again after configure)
+    niceness: int  # added to the children's nice value: modalities on the DICOM port come first
 
     def configure(self, settings: Settings) -> None:
         """Check and take ``settings``; raise to keep the running ones."""
@@ -198,6 +199,8 @@ def _run_child(service: Service) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    if service.niceness:
+        os.nice(service.niceness)
     service.serve(stop)
     return 0
 

@@ -92,6 +92,7 @@ class Hl7Service:
     name = "hl7"
     reads_worklist = False  # it only writes, through the writer
     processes = 1
+    niceness = 0  # one RIS connection, each order waiting for its ACK: as urgent as a query
 
     def __init__(self, sockets: list[socket.socket], settings: Settings) -> None:
         self.sockets = sockets

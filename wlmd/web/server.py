@@ -84,6 +84,7 @@ class HttpService:
 
     name = "http"
     reads_worklist = True  # the search answers from the shared, inotify-current store
+    niceness = 10  # a busy HTTP client must not slow the modalities' C-FINDs down
 
     def __init__(self, sockets: list[socket.socket], settings: Settings,
                  worklist: WorklistSource,
