@@ -10,26 +10,201 @@ the caller falls back to pydicom.
 
 from __future__ import annotations
 
+import functools
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement, empty_value_for_VR
+from pydicom.tag import BaseTag
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 PREAMBLE = 128
+DATASET_MAGIC = b"DICM"
 EXPLICIT_LITTLE = b"1.2.840.10008.1.2.1"
 TRANSFER_SYNTAX_TAG = 0x00020010
-LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                      b"UR", b"UT", b"UV"))
+LONG_VRS = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)  # 4-byte lengths
 UNDEFINED = 0xFFFFFFFF
-MAX_DEPTH = 16  # nested undefined-length sequences walked; deeper files are left to pydicom
+MAX_DEPTH = 16  # nested sequences read; deeper files are left to pydicom
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _TAG_LENGTH = struct.Struct("<HHL")
+_LITTLE_TAG_LENGTH, _BIG_TAG_LENGTH = _TAG_LENGTH, struct.Struct(">HHL")
+_VR_TEXT = {str(vr).encode(): str(vr) for vr in STANDARD_VR}  # as a file spells them
+_TAGS: dict[int, BaseTag] = {}  # one BaseTag per tag seen: they recur in every file
+MAX_SHARED_TAGS = 4096  # far more tags than worklist files use; odd files cannot grow it more
 _SHORT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<HH2s2xL")
 
 
 class NotRaw(ValueError):
-    """The bytes are not in the layout this module walks; use pydicom instead."""
+    """The bytes are not in a layout this module reads as pydicom reads it: use pydicom."""
+
+
+class RawLevel(dict[int, Any]):
+    """One level of an encoded dataset (the dataset itself or one sequence item), read as a
+    Dataset is read: each element by tag as pydicom's reader gives it before conversion (a
+    ``RawDataElement``), each sequence as ``ElementReader.sequence_element`` makes it."""
+
+    get_item = dict.get
+
+
+class RawSequence(NamedTuple):
+    """A sequence element as read: its items, and where it lies in the data."""
+
+    VR: str
+    value: list[RawLevel]
+    start: int  # the element's header
+    value_tell: int  # its first item
+    end: int  # after its last item (or its delimiter)
+    is_undefined_length: bool
+
+
+class ElementReader:
+    """Walks the element headers of one encoded dataset as pydicom's filereader does: tags,
+    explicit or implicit VR, lengths, sequences and items of defined or undefined length, and
+    their delimiters. Where pydicom might read the bytes otherwise (an unknown VR, a switch
+    between implicit and explicit VR, an undefined length outside a sequence, a value or item
+    running past its end) it raises NotRaw, so the caller lets pydicom decide.
+
+    ``strict`` also refuses what pydicom reads but only with warnings or look-aheads: tags out
+    of order, a group 0002 or 0xFFFE element in the dataset, a delimiter out of place, bytes
+    left over after the last element. Subclasses may turn sequences into other objects
+    (``sequence_element``).
+    """
+
+    def __init__(self, data: bytes, implicit: bool, little: bool = True, *,
+                 strict: bool = False) -> None:
+        self.data, self.implicit, self.little, self.strict = data, implicit, little, strict
+        self.tag_length = _LITTLE_TAG_LENGTH if little else _BIG_TAG_LENGTH
+
+    def level(self, at: int, end: int | None, *, top: bool = False, meta: bool = False,
+              depth: int = 0) -> tuple[RawLevel, int]:
+        """The elements from ``at`` up to ``end`` and where reading stopped. ``end`` None: up to
+        the item delimiter, or for the dataset (``top``) to the end of the data. ``meta``: only
+        group 0002, stopping before the first other group."""
+        data, implicit, little, strict = self.data, self.implicit, self.little, self.strict
+        tag_length = self.tag_length
+        bound = len(data) if end is None else end
+        elements = RawLevel()
+        previous = -1
+        first = True
+        while end is None or at < end:
+            if at + 8 > bound:
+                if top and end is None and not strict:
+                    return elements, at  # pydicom stops at fewer than 8 bytes
+                raise NotRaw("an element runs past its level")
+            group, number, length = tag_length.unpack_from(data, at)
+            tag = group << 16 | number
+            if meta and group != 2:
+                break
+            if tag == ITEM_END:
+                if strict and (end is not None or length):
+                    raise NotRaw("an item delimiter out of place")
+                return elements, at + 8
+            if first:
+                first = False
+                looks_explicit = 0x40 < data[at + 4] < 0x5B and 0x40 < data[at + 5] < 0x5B
+                if looks_explicit == implicit and (top or not implicit):
+                    raise NotRaw("pydicom switches between implicit and explicit VR here")
+            if strict:
+                if tag <= previous or (top and not meta and group <= 2) or group == 0xFFFE:
+                    raise NotRaw("tags out of order, or a group pydicom reads otherwise")
+                previous = tag
+            vr: str | None
+            if implicit:
+                vr, value_at = None, at + 8
+            else:
+                code = data[at + 4:at + 6]
+                if code in LONG_VRS:
+                    if at + 12 > bound:
+                        raise NotRaw("an element header runs past its level")
+                    length = tag_length.unpack_from(data, at + 4)[2]
+                    value_at = at + 12
+                elif code in _VR_TEXT:
+                    length = length >> 16 if little else length & 0xFFFF
+                    value_at = at + 8
+                else:
+                    raise NotRaw("unknown VR")
+                vr = _VR_TEXT[code]
+            if vr == "SQ" or (vr is None and _dictionary_sequence(tag)):
+                items, after = self.items(value_at, None if length == UNDEFINED
+                                          else value_at + length, bound, depth + 1)
+                key = _TAGS.get(tag) or _tag(tag)
+                elements[key] = self.sequence_element(key, items, at, value_at, after,
+                                                      length == UNDEFINED, elements)
+                at = after
+                continue
+            if length == UNDEFINED or value_at + length > bound:
+                raise NotRaw("an undefined length outside a sequence, or past the end")
+            at = value_at + length
+            key = _TAGS.get(tag) or _tag(tag)
+            elements[key] = RawDataElement(key, vr, length,
+                                           data[value_at:at] if length else _empty(vr),
+                                           value_at, implicit, little)
+        return elements, at
+
+    def items(self, at: int, end: int | None, bound: int, depth: int
+              ) -> tuple[list[RawLevel], int]:
+        """The items of a sequence from ``at`` to ``end`` (None: to its delimiter), within
+        ``bound``, and where the sequence ends."""
+        data, strict, tag_length = self.data, self.strict, self.tag_length
+        if depth > MAX_DEPTH:
+            raise NotRaw("sequences nested too deep")
+        if end is not None and end > bound:
+            raise NotRaw("a sequence runs past its level")
+        stop = bound if end is None else end
+        items: list[RawLevel] = []
+        while end is None or at < end:
+            if at + 8 > stop:
+                raise NotRaw("an item runs past its sequence")
+            group, number, length = tag_length.unpack_from(data, at)
+            tag = group << 16 | number
+            at += 8
+            if tag == SEQUENCE_END:
+                if strict and (end is not None or length):
+                    raise NotRaw("a sequence delimiter out of place")
+                break
+            if tag != ITEM:
+                raise NotRaw("not an item")
+            if length != UNDEFINED and at + length > stop:
+                raise NotRaw("an item runs past its sequence")
+            item, at = self.level(at, None if length == UNDEFINED else at + length,
+                                  depth=depth)
+            items.append(item)
+        if end is not None and at != end:
+            raise NotRaw("the sequence's items overrun it")
+        return items, at
+
+    def sequence_element(self, tag: BaseTag, items: list[RawLevel], start: int, value_tell: int,
+                         end: int, undefined: bool, level: RawLevel) -> Any:
+        """What a level holds for a sequence read in ``level`` (read so far)."""
+        return RawSequence("SQ", items, start, value_tell, end, undefined)
+
+
+def _tag(value: int) -> BaseTag:
+    """One BaseTag per tag seen: they recur in every file."""
+    tag = _TAGS.get(value)
+    if tag is None:
+        tag = BaseTag(value)
+        if len(_TAGS) < MAX_SHARED_TAGS:
+            _TAGS[value] = tag
+    return tag
+
+
+def _empty(vr: str | None) -> bytes | None:
+    """The value pydicom gives a raw element of length 0."""
+    return cast(bytes | None, empty_value_for_VR(vr, raw=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def _dictionary_sequence(tag: int) -> bool:
+    """True if the data dictionary gives ``tag`` the VR SQ (as pydicom reads implicit VR)."""
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False
 
 
 class RawElement(NamedTuple):
@@ -45,7 +220,7 @@ class RawElement(NamedTuple):
 
 def body_start(data: bytes) -> int:
     """Offset of the data set after the meta header; NotRaw unless explicit VR little endian."""
-    if data[PREAMBLE:PREAMBLE + 4] != b"DICM":
+    if data[PREAMBLE:PREAMBLE + 4] != DATASET_MAGIC:
         raise NotRaw("no Part 10 preamble")
     syntax = b""
     pos = PREAMBLE + 4
@@ -121,7 +296,7 @@ def part10(body: bytes, sop_class_uid: str, sop_instance_uid: str) -> bytes:
         encode_element(0x00020013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
     ))
     group_length = encode_element(0x00020000, b"UL", struct.pack("<L", len(meta)))
-    return bytes(PREAMBLE) + b"DICM" + group_length + meta + body
+    return bytes(PREAMBLE) + DATASET_MAGIC + group_length + meta + body
 
 
 def _uid(value: str) -> bytes:
