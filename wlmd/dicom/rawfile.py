@@ -23,7 +23,7 @@ from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 PREAMBLE = 128
 DATASET_MAGIC = b"DICM"
-EXPLICIT_LITTLE = b"1.2.840.10008.1.2.1"
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 TRANSFER_SYNTAX_TAG = 0x00020010
 LONG_VRS = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)  # 4-byte lengths
 UNDEFINED = 0xFFFFFFFF
@@ -32,6 +32,7 @@ ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _TAG_LENGTH = struct.Struct("<HHL")
 _LITTLE_TAG_LENGTH, _BIG_TAG_LENGTH = _TAG_LENGTH, struct.Struct(">HHL")
 _VR_TEXT = {str(vr).encode(): str(vr) for vr in STANDARD_VR}  # as a file spells them
+_LONG_VR_TEXT = frozenset(vr.decode() for vr in LONG_VRS)
 _TAGS: dict[int, BaseTag] = {}  # one BaseTag per tag seen: they recur in every file
 MAX_SHARED_TAGS = 4096  # far more tags than worklist files use; odd files cannot grow it more
 _SHORT = struct.Struct("<HH2sH")
@@ -207,65 +208,43 @@ def _dictionary_sequence(tag: int) -> bool:
         return False
 
 
-class RawElement(NamedTuple):
-    """One element: where its header starts, where its value starts and ends, where it ends."""
+def meta_header(data: bytes) -> tuple[RawLevel, int]:
+    """The file meta elements of a Part 10 file and where its dataset starts (strictly read)."""
+    if data[PREAMBLE:PREAMBLE + 4] != DATASET_MAGIC:
+        raise NotRaw("no Part 10 preamble")
+    return ElementReader(data, implicit=False, strict=True).level(
+        PREAMBLE + 4, len(data), top=True, meta=True)
 
-    tag: int
-    vr: bytes
-    start: int
-    value: int
-    value_end: int
-    end: int
+
+def transfer_syntax(meta: RawLevel) -> str | None:
+    """The Transfer Syntax UID of ``meta`` without padding; None if it has none."""
+    syntax = meta.get(TRANSFER_SYNTAX_TAG)
+    if not isinstance(syntax, RawDataElement) or not syntax.value:
+        return None
+    return syntax.value.rstrip(b"\0 ").decode("latin-1")
 
 
 def body_start(data: bytes) -> int:
     """Offset of the data set after the meta header; NotRaw unless explicit VR little endian."""
-    if data[PREAMBLE:PREAMBLE + 4] != DATASET_MAGIC:
-        raise NotRaw("no Part 10 preamble")
-    syntax = b""
-    pos = PREAMBLE + 4
-    for element in _walk(data, pos, len(data), group=0x0002):
-        if element.tag == TRANSFER_SYNTAX_TAG:
-            syntax = data[element.value:element.value_end].rstrip(b"\0 ")
-        pos = element.end
-    if syntax != EXPLICIT_LITTLE:
+    meta, start = meta_header(data)
+    if transfer_syntax(meta) != EXPLICIT_LITTLE:
         raise NotRaw("not explicit VR little endian")
-    return pos
+    return start
 
 
-def elements(data: bytes, start: int, end: int) -> list[RawElement]:
-    """The elements of one data set (or item) between ``start`` and ``end``."""
-    return list(_walk(data, start, end))
+def span(element: RawDataElement | RawSequence) -> tuple[int, int]:
+    """Where an element ``ElementReader`` read lies in its data, header included."""
+    if isinstance(element, RawSequence):
+        return element.start, element.end
+    header = 8 if element.is_implicit_VR or element.VR not in _LONG_VR_TEXT else 12
+    return element.value_tell - header, element.value_tell + element.length
 
 
-def items(data: bytes, sequence: RawElement) -> list[tuple[int, int]]:
-    """(start, end) of the content of each item of a sequence element."""
-    found = []
-    pos, end = sequence.value, sequence.value_end
-    while pos < end:
-        tag, length = _item_header(data, pos, end)
-        if tag == SEQUENCE_END:
-            break
-        if tag != ITEM:
-            raise NotRaw("not an item in a sequence")
-        content = pos + 8
-        if length == UNDEFINED:
-            pos = content
-            for element in _walk(data, content, end, until=ITEM_END):
-                pos = element.end
-            found.append((content, pos))
-            pos += 8  # the item delimitation
-        else:
-            found.append((content, content + length))
-            pos = content + length
-    if pos > end:
-        raise NotRaw("item runs past its sequence")
-    return found
-
-
-def text(data: bytes, element: RawElement) -> str:
+def text(element: RawDataElement | RawSequence) -> str:
     """An ASCII value without padding; NotRaw for other bytes (their character set matters)."""
-    value = data[element.value:element.value_end].strip(b" \0")
+    if not isinstance(element, RawDataElement):
+        raise NotRaw("a sequence, not a value")
+    value = (element.value or b"").strip(b" \0")
     if not value.isascii():
         raise NotRaw("not ASCII")
     return value.decode("ascii")
@@ -291,7 +270,7 @@ def part10(body: bytes, sop_class_uid: str, sop_instance_uid: str) -> bytes:
         encode_element(0x00020001, b"OB", b"\0\1"),
         encode_element(0x00020002, b"UI", _uid(sop_class_uid)),
         encode_element(0x00020003, b"UI", _uid(sop_instance_uid)),
-        encode_element(0x00020010, b"UI", _uid(EXPLICIT_LITTLE.decode())),
+        encode_element(0x00020010, b"UI", _uid(EXPLICIT_LITTLE)),
         encode_element(0x00020012, b"UI", _uid(IMPLEMENTATION_CLASS_UID)),
         encode_element(0x00020013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
     ))
@@ -306,68 +285,3 @@ def _uid(value: str) -> bytes:
 def _padded(value: str, pad: bytes) -> bytes:
     raw = value.encode("ascii")
     return raw + pad * (len(raw) % 2)
-
-
-def _walk(data: bytes, pos: int, end: int, *, group: int | None = None,
-          until: int | None = None, depth: int = 0) -> list[RawElement]:
-    """Elements from ``pos``: up to ``end``, the first of another ``group``, or ``until``."""
-    if depth > MAX_DEPTH:
-        raise NotRaw("sequences nested too deep")
-    found: list[RawElement] = []
-    while pos < end:
-        if pos + 8 > end:
-            raise NotRaw("element header runs past the end")
-        group_number, element_number = struct.unpack_from("<HH", data, pos)
-        tag = group_number << 16 | element_number
-        if until is not None and tag == until:
-            return found
-        if group is not None and group_number != group:
-            return found
-        vr = data[pos + 4:pos + 6]
-        if not (vr.isalpha() and vr.isupper()):
-            raise NotRaw("no explicit VR")
-        if vr in LONG_VRS:
-            if pos + 12 > end:
-                raise NotRaw("element header runs past the end")
-            (length,) = struct.unpack_from("<L", data, pos + 8)
-            value = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, pos + 6)
-            value = pos + 8
-        if length == UNDEFINED:
-            if vr != b"SQ":
-                raise NotRaw("undefined length outside a sequence")
-            value_end = _sequence_end(data, value, end, depth)
-            element_end = value_end + 8
-        else:
-            value_end = element_end = value + length
-        if element_end > end:
-            raise NotRaw("value runs past the end")
-        found.append(RawElement(tag, vr, pos, value, value_end, element_end))
-        pos = element_end
-    if until is not None:
-        raise NotRaw("no delimitation item")
-    return found
-
-
-def _sequence_end(data: bytes, pos: int, end: int, depth: int) -> int:
-    """Where the sequence delimitation item of an undefined-length sequence starts."""
-    while pos < end:
-        tag, length = _item_header(data, pos, end)
-        if tag == SEQUENCE_END:
-            return pos
-        if tag != ITEM:
-            raise NotRaw("not an item in a sequence")
-        if length == UNDEFINED:
-            content = _walk(data, pos + 8, end, until=ITEM_END, depth=depth + 1)
-            pos = (content[-1].end if content else pos + 8) + 8
-        else:
-            pos += 8 + length
-    raise NotRaw("no sequence delimitation")
-
-
-def _item_header(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    if pos + 8 > end:
-        raise NotRaw("item header runs past the end")
-    group_number, element_number, length = _TAG_LENGTH.unpack_from(data, pos)
-    return group_number << 16 | element_number, length

@@ -33,13 +33,18 @@ from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.values import convert_string
 
-from wlmd.dicom.rawfile import DATASET_MAGIC, PREAMBLE, ElementReader, NotRaw, RawLevel
+from wlmd.dicom.rawfile import (
+    ElementReader,
+    NotRaw,
+    RawLevel,
+    meta_header,
+    transfer_syntax,
+)
 
 Body = tuple[int, bool, bool]  # offset of the dataset in the file, implicit VR, little endian
 
 SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
-TRANSFER_SYNTAX = BaseTag(0x00020010)
-IMPLICIT_BY_SYNTAX = {ExplicitVRLittleEndian: False, ImplicitVRLittleEndian: True}
+IMPLICIT_BY_SYNTAX = {str(ExplicitVRLittleEndian): False, str(ImplicitVRLittleEndian): True}
 # What Dataset() sets up, copied into each new dataset (Dataset.__init__ costs ten times more).
 _FRESH_DATASET = vars(Dataset())
 
@@ -56,14 +61,8 @@ def walk(data: bytes) -> tuple[Dataset, Body] | None:
 
 
 def _walk(data: bytes) -> tuple[Dataset, Body]:
-    if data[PREAMBLE:PREAMBLE + 4] != DATASET_MAGIC:
-        raise NotRaw("no Part 10 preamble")
-    meta, offset = ElementReader(data, implicit=False, strict=True).level(
-        PREAMBLE + 4, len(data), top=True, meta=True)
-    syntax = meta.get(TRANSFER_SYNTAX)
-    if syntax is None or not syntax.value:
-        raise NotRaw("no transfer syntax")
-    implicit = IMPLICIT_BY_SYNTAX.get(syntax.value.rstrip(b"\0 ").decode("latin-1"))
+    meta, offset = meta_header(data)
+    implicit = IMPLICIT_BY_SYNTAX.get(transfer_syntax(meta) or "")
     if implicit is None:
         raise NotRaw("neither implicit nor explicit VR little endian")
     reader = _DatasetReader(data, implicit, strict=True)
