@@ -89,9 +89,15 @@ class ElementReader:
         tag_length = self.tag_length
         bound = len(data) if end is None else end
         elements = RawLevel()
+        if (top or not implicit) and at + 8 <= bound:
+            group, number, _ = tag_length.unpack_from(data, at)  # the first element
+            if group << 16 | number != ITEM_END and (group == 2 or not meta):
+                looks_explicit = 0x40 < data[at + 4] < 0x5B and 0x40 < data[at + 5] < 0x5B
+                if looks_explicit == implicit:
+                    raise NotRaw("pydicom switches between implicit and explicit VR here")
+        in_dataset = top and not meta
         previous = -1
-        first = True
-        while end is None or at < end:
+        while at < bound:
             if at + 8 > bound:
                 if top and end is None and not strict:
                     return elements, at  # pydicom stops at fewer than 8 bytes
@@ -99,18 +105,13 @@ class ElementReader:
             group, number, length = tag_length.unpack_from(data, at)
             tag = group << 16 | number
             if meta and group != 2:
-                break
+                return elements, at
             if tag == ITEM_END:
                 if strict and (end is not None or length):
                     raise NotRaw("an item delimiter out of place")
                 return elements, at + 8
-            if first:
-                first = False
-                looks_explicit = 0x40 < data[at + 4] < 0x5B and 0x40 < data[at + 5] < 0x5B
-                if looks_explicit == implicit and (top or not implicit):
-                    raise NotRaw("pydicom switches between implicit and explicit VR here")
             if strict:
-                if tag <= previous or (top and not meta and group <= 2) or group == 0xFFFE:
+                if tag <= previous or (in_dataset and group <= 2) or group == 0xFFFE:
                     raise NotRaw("tags out of order, or a group pydicom reads otherwise")
                 previous = tag
             vr: str | None
@@ -144,6 +145,8 @@ class ElementReader:
             elements[key] = RawDataElement(key, vr, length,
                                            data[value_at:at] if length else _empty(vr),
                                            value_at, implicit, little)
+        if end is None and not top:
+            raise NotRaw("no item delimiter")
         return elements, at
 
     def items(self, at: int, end: int | None, bound: int, depth: int
