@@ -1,11 +1,14 @@
-"""The raw elements of a Part 10 file in explicit VR little endian, without pydicom.
+"""The raw elements of an encoded dataset, walked once for every hot path that reads them.
 
-For hot paths that read or change a few elements of a file (an MPPS status mark on a worklist
-entry) where building a pydicom Dataset of every element costs ten times the rest of the work.
-Only the one layout wlmd's writer produces is walked: preamble, ``DICM``, a meta header, then an
-explicit VR little endian data set (defined or undefined lengths). Anything else -- implicit VR,
-big endian, deflate, no meta header, a length that runs past the end -- raises ``NotRaw`` and
-the caller falls back to pydicom.
+pydicom's reader is general (a file object, a generator per dataset, look-aheads, lazily
+converted sequences); hot paths need only the elements as it gives them raw. The one
+``ElementReader`` walks element headers here -- tags, explicit or implicit VR, lengths, sequences
+and items of defined or undefined length, their delimiters -- and whatever pydicom might read
+otherwise raises ``NotRaw``, so the caller lets pydicom decide. Its users: the first-start
+parser (``worklist.walker``, strict, into pydicom Datasets), answers read from a record's bytes
+(``worklist.fileview``), MPPS link values and status marks on an entry file's bytes
+(``mpps.entryfile``, with ``span``), and stored MPPS instances (``body_start``). The writing side
+(``encode_element``, ``part10``) builds wlmd's explicit VR little endian Part 10 files.
 """
 
 from __future__ import annotations
@@ -29,8 +32,7 @@ LONG_VRS = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)  # 4-byte
 UNDEFINED = 0xFFFFFFFF
 MAX_DEPTH = 16  # nested sequences read; deeper files are left to pydicom
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_TAG_LENGTH = struct.Struct("<HHL")
-_LITTLE_TAG_LENGTH, _BIG_TAG_LENGTH = _TAG_LENGTH, struct.Struct(">HHL")
+_LITTLE_TAG_LENGTH, _BIG_TAG_LENGTH = struct.Struct("<HHL"), struct.Struct(">HHL")
 _VR_TEXT = {str(vr).encode(): str(vr) for vr in STANDARD_VR}  # as a file spells them
 _LONG_VR_TEXT = frozenset(vr.decode() for vr in LONG_VRS)
 _TAGS: dict[int, BaseTag] = {}  # one BaseTag per tag seen: they recur in every file
@@ -262,7 +264,7 @@ def encode_element(tag: int, vr: bytes, value: bytes) -> bytes:
 
 def encode_sequence(tag: int, item_contents: list[bytes]) -> bytes:
     """A sequence element of defined length whose items hold the given encoded elements."""
-    body = b"".join(_TAG_LENGTH.pack(0xFFFE, 0xE000, len(content)) + content
+    body = b"".join(_LITTLE_TAG_LENGTH.pack(0xFFFE, 0xE000, len(content)) + content
                     for content in item_contents)
     return _LONG.pack(tag >> 16, tag & 0xFFFF, b"SQ", len(body)) + body
 
