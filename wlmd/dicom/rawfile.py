@@ -1,96 +1,255 @@
-"""The raw elements of a Part 10 file in explicit VR little endian, without pydicom.
+"""The raw elements of an encoded dataset, walked once for every hot path that reads them.
 
-For hot paths that read or change a few elements of a file (an MPPS status mark on a worklist
-entry) where building a pydicom Dataset of every element costs ten times the rest of the work.
-Only the one layout wlmd's writer produces is walked: preamble, ``DICM``, a meta header, then an
-explicit VR little endian data set (defined or undefined lengths). Anything else -- implicit VR,
-big endian, deflate, no meta header, a length that runs past the end -- raises ``NotRaw`` and
-the caller falls back to pydicom.
+pydicom's reader is general (a file object, a generator per dataset, look-aheads, lazily
+converted sequences); hot paths need only the elements as it gives them raw. The one
+``ElementReader`` walks element headers here -- tags, explicit or implicit VR, lengths, sequences
+and items of defined or undefined length, their delimiters -- and whatever pydicom might read
+otherwise raises ``NotRaw``, so the caller lets pydicom decide. Its users: the first-start
+parser (``worklist.walker``, strict, into pydicom Datasets), answers read from a record's bytes
+(``worklist.fileview``), MPPS link values and status marks on an entry file's bytes
+(``mpps.entryfile``, with ``span``), and stored MPPS instances (``body_start``). The writing side
+(``encode_element``, ``part10``) builds wlmd's explicit VR little endian Part 10 files.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement, empty_value_for_VR
+from pydicom.tag import BaseTag
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
 from wlmd.dicom.pdu import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 PREAMBLE = 128
-EXPLICIT_LITTLE = b"1.2.840.10008.1.2.1"
+DATASET_MAGIC = b"DICM"
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 TRANSFER_SYNTAX_TAG = 0x00020010
-LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                      b"UR", b"UT", b"UV"))
+LONG_VRS = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)  # 4-byte lengths
 UNDEFINED = 0xFFFFFFFF
-MAX_DEPTH = 16  # nested undefined-length sequences walked; deeper files are left to pydicom
+MAX_DEPTH = 16  # nested sequences read; deeper files are left to pydicom
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_TAG_LENGTH = struct.Struct("<HHL")
+_LITTLE_TAG_LENGTH, _BIG_TAG_LENGTH = struct.Struct("<HHL"), struct.Struct(">HHL")
+_VR_TEXT = {str(vr).encode(): str(vr) for vr in STANDARD_VR}  # as a file spells them
+_LONG_VR_TEXT = frozenset(vr.decode() for vr in LONG_VRS)
+_TAGS: dict[int, BaseTag] = {}  # one BaseTag per tag seen: they recur in every file
+MAX_SHARED_TAGS = 4096  # far more tags than worklist files use; odd files cannot grow it more
 _SHORT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<HH2s2xL")
 
 
 class NotRaw(ValueError):
-    """The bytes are not in the layout this module walks; use pydicom instead."""
+    """The bytes are not in a layout this module reads as pydicom reads it: use pydicom."""
 
 
-class RawElement(NamedTuple):
-    """One element: where its header starts, where its value starts and ends, where it ends."""
+class RawLevel(dict[int, Any]):
+    """One level of an encoded dataset (the dataset itself or one sequence item), read as a
+    Dataset is read: each element by tag as pydicom's reader gives it before conversion (a
+    ``RawDataElement``), each sequence as ``ElementReader.sequence_element`` makes it."""
 
-    tag: int
-    vr: bytes
-    start: int
-    value: int
-    value_end: int
-    end: int
+    get_item = dict.get
+
+
+class RawSequence(NamedTuple):
+    """A sequence element as read: its items, and where it lies in the data."""
+
+    VR: str
+    value: list[RawLevel]
+    start: int  # the element's header
+    value_tell: int  # its first item
+    end: int  # after its last item (or its delimiter)
+    is_undefined_length: bool
+
+
+class ElementReader:
+    """Walks the element headers of one encoded dataset as pydicom's filereader does: tags,
+    explicit or implicit VR, lengths, sequences and items of defined or undefined length, and
+    their delimiters. Where pydicom might read the bytes otherwise (an unknown VR, a switch
+    between implicit and explicit VR, an undefined length outside a sequence, a value or item
+    running past its end) it raises NotRaw, so the caller lets pydicom decide.
+
+    ``strict`` also refuses what pydicom reads but only with warnings or look-aheads: tags out
+    of order, a group 0002 or 0xFFFE element in the dataset, a delimiter out of place, bytes
+    left over after the last element. Subclasses may turn sequences into other objects
+    (``sequence_element``).
+    """
+
+    def __init__(self, data: bytes, implicit: bool, little: bool = True, *,
+                 strict: bool = False) -> None:
+        self.data, self.implicit, self.little, self.strict = data, implicit, little, strict
+        self.tag_length = _LITTLE_TAG_LENGTH if little else _BIG_TAG_LENGTH
+
+    def level(self, at: int, end: int | None, *, top: bool = False, meta: bool = False,
+              depth: int = 0) -> tuple[RawLevel, int]:
+        """The elements from ``at`` up to ``end`` and where reading stopped. ``end`` None: up to
+        the item delimiter, or for the dataset (``top``) to the end of the data. ``meta``: only
+        group 0002, stopping before the first other group."""
+        data, implicit, little, strict = self.data, self.implicit, self.little, self.strict
+        tag_length = self.tag_length
+        bound = len(data) if end is None else end
+        elements = RawLevel()
+        if (top or not implicit) and at + 8 <= bound:
+            group, number, _ = tag_length.unpack_from(data, at)  # the first element
+            if group << 16 | number != ITEM_END and (group == 2 or not meta):
+                looks_explicit = 0x40 < data[at + 4] < 0x5B and 0x40 < data[at + 5] < 0x5B
+                if looks_explicit == implicit:
+                    raise NotRaw("pydicom switches between implicit and explicit VR here")
+        in_dataset = top and not meta
+        previous = -1
+        while at < bound:
+            if at + 8 > bound:
+                if top and end is None and not strict:
+                    return elements, at  # pydicom stops at fewer than 8 bytes
+                raise NotRaw("an element runs past its level")
+            group, number, length = tag_length.unpack_from(data, at)
+            tag = group << 16 | number
+            if meta and group != 2:
+                return elements, at
+            if tag == ITEM_END:
+                if strict and (end is not None or length):
+                    raise NotRaw("an item delimiter out of place")
+                return elements, at + 8
+            if strict:
+                if tag <= previous or (in_dataset and group <= 2) or group == 0xFFFE:
+                    raise NotRaw("tags out of order, or a group pydicom reads otherwise")
+                previous = tag
+            vr: str | None
+            if implicit:
+                vr, value_at = None, at + 8
+            else:
+                code = data[at + 4:at + 6]
+                if code in LONG_VRS:
+                    if at + 12 > bound:
+                        raise NotRaw("an element header runs past its level")
+                    length = tag_length.unpack_from(data, at + 4)[2]
+                    value_at = at + 12
+                elif code in _VR_TEXT:
+                    length = length >> 16 if little else length & 0xFFFF
+                    value_at = at + 8
+                else:
+                    raise NotRaw("unknown VR")
+                vr = _VR_TEXT[code]
+            if vr == "SQ" or (vr is None and _dictionary_sequence(tag)):
+                items, after = self.items(value_at, None if length == UNDEFINED
+                                          else value_at + length, bound, depth + 1)
+                key = _TAGS.get(tag) or _tag(tag)
+                elements[key] = self.sequence_element(key, items, at, value_at, after,
+                                                      length == UNDEFINED, elements)
+                at = after
+                continue
+            if length == UNDEFINED or value_at + length > bound:
+                raise NotRaw("an undefined length outside a sequence, or past the end")
+            at = value_at + length
+            key = _TAGS.get(tag) or _tag(tag)
+            elements[key] = RawDataElement(key, vr, length,
+                                           data[value_at:at] if length else _empty(vr),
+                                           value_at, implicit, little)
+        if end is None and not top:
+            raise NotRaw("no item delimiter")
+        return elements, at
+
+    def items(self, at: int, end: int | None, bound: int, depth: int
+              ) -> tuple[list[RawLevel], int]:
+        """The items of a sequence from ``at`` to ``end`` (None: to its delimiter), within
+        ``bound``, and where the sequence ends."""
+        data, strict, tag_length = self.data, self.strict, self.tag_length
+        if depth > MAX_DEPTH:
+            raise NotRaw("sequences nested too deep")
+        if end is not None and end > bound:
+            raise NotRaw("a sequence runs past its level")
+        stop = bound if end is None else end
+        items: list[RawLevel] = []
+        while end is None or at < end:
+            if at + 8 > stop:
+                raise NotRaw("an item runs past its sequence")
+            group, number, length = tag_length.unpack_from(data, at)
+            tag = group << 16 | number
+            at += 8
+            if tag == SEQUENCE_END:
+                if strict and (end is not None or length):
+                    raise NotRaw("a sequence delimiter out of place")
+                break
+            if tag != ITEM:
+                raise NotRaw("not an item")
+            if length != UNDEFINED and at + length > stop:
+                raise NotRaw("an item runs past its sequence")
+            item, at = self.level(at, None if length == UNDEFINED else at + length,
+                                  depth=depth)
+            items.append(item)
+        if end is not None and at != end:
+            raise NotRaw("the sequence's items overrun it")
+        return items, at
+
+    def sequence_element(self, tag: BaseTag, items: list[RawLevel], start: int, value_tell: int,
+                         end: int, undefined: bool, level: RawLevel) -> Any:
+        """What a level holds for a sequence read in ``level`` (read so far)."""
+        return RawSequence("SQ", items, start, value_tell, end, undefined)
+
+
+def _tag(value: int) -> BaseTag:
+    """One BaseTag per tag seen: they recur in every file."""
+    tag = _TAGS.get(value)
+    if tag is None:
+        tag = BaseTag(value)
+        if len(_TAGS) < MAX_SHARED_TAGS:
+            _TAGS[value] = tag
+    return tag
+
+
+def _empty(vr: str | None) -> bytes | None:
+    """The value pydicom gives a raw element of length 0."""
+    return cast(bytes | None, empty_value_for_VR(vr, raw=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def _dictionary_sequence(tag: int) -> bool:
+    """True if the data dictionary gives ``tag`` the VR SQ (as pydicom reads implicit VR)."""
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False
+
+
+def meta_header(data: bytes) -> tuple[RawLevel, int]:
+    """The file meta elements of a Part 10 file and where its dataset starts (strictly read)."""
+    if data[PREAMBLE:PREAMBLE + 4] != DATASET_MAGIC:
+        raise NotRaw("no Part 10 preamble")
+    return ElementReader(data, implicit=False, strict=True).level(
+        PREAMBLE + 4, len(data), top=True, meta=True)
+
+
+def transfer_syntax(meta: RawLevel) -> str | None:
+    """The Transfer Syntax UID of ``meta`` without padding; None if it has none."""
+    syntax = meta.get(TRANSFER_SYNTAX_TAG)
+    if not isinstance(syntax, RawDataElement) or not syntax.value:
+        return None
+    return syntax.value.rstrip(b"\0 ").decode("latin-1")
 
 
 def body_start(data: bytes) -> int:
     """Offset of the data set after the meta header; NotRaw unless explicit VR little endian."""
-    if data[PREAMBLE:PREAMBLE + 4] != b"DICM":
-        raise NotRaw("no Part 10 preamble")
-    syntax = b""
-    pos = PREAMBLE + 4
-    for element in _walk(data, pos, len(data), group=0x0002):
-        if element.tag == TRANSFER_SYNTAX_TAG:
-            syntax = data[element.value:element.value_end].rstrip(b"\0 ")
-        pos = element.end
-    if syntax != EXPLICIT_LITTLE:
+    meta, start = meta_header(data)
+    if transfer_syntax(meta) != EXPLICIT_LITTLE:
         raise NotRaw("not explicit VR little endian")
-    return pos
+    return start
 
 
-def elements(data: bytes, start: int, end: int) -> list[RawElement]:
-    """The elements of one data set (or item) between ``start`` and ``end``."""
-    return list(_walk(data, start, end))
+def span(element: RawDataElement | RawSequence) -> tuple[int, int]:
+    """Where an element ``ElementReader`` read lies in its data, header included."""
+    if isinstance(element, RawSequence):
+        return element.start, element.end
+    header = 8 if element.is_implicit_VR or element.VR not in _LONG_VR_TEXT else 12
+    return element.value_tell - header, element.value_tell + element.length
 
 
-def items(data: bytes, sequence: RawElement) -> list[tuple[int, int]]:
-    """(start, end) of the content of each item of a sequence element."""
-    found = []
-    pos, end = sequence.value, sequence.value_end
-    while pos < end:
-        tag, length = _item_header(data, pos, end)
-        if tag == SEQUENCE_END:
-            break
-        if tag != ITEM:
-            raise NotRaw("not an item in a sequence")
-        content = pos + 8
-        if length == UNDEFINED:
-            pos = content
-            for element in _walk(data, content, end, until=ITEM_END):
-                pos = element.end
-            found.append((content, pos))
-            pos += 8  # the item delimitation
-        else:
-            found.append((content, content + length))
-            pos = content + length
-    if pos > end:
-        raise NotRaw("item runs past its sequence")
-    return found
-
-
-def text(data: bytes, element: RawElement) -> str:
+def text(element: RawDataElement | RawSequence) -> str:
     """An ASCII value without padding; NotRaw for other bytes (their character set matters)."""
-    value = data[element.value:element.value_end].strip(b" \0")
+    if not isinstance(element, RawDataElement):
+        raise NotRaw("a sequence, not a value")
+    value = (element.value or b"").strip(b" \0")
     if not value.isascii():
         raise NotRaw("not ASCII")
     return value.decode("ascii")
@@ -105,7 +264,7 @@ def encode_element(tag: int, vr: bytes, value: bytes) -> bytes:
 
 def encode_sequence(tag: int, item_contents: list[bytes]) -> bytes:
     """A sequence element of defined length whose items hold the given encoded elements."""
-    body = b"".join(_TAG_LENGTH.pack(0xFFFE, 0xE000, len(content)) + content
+    body = b"".join(_LITTLE_TAG_LENGTH.pack(0xFFFE, 0xE000, len(content)) + content
                     for content in item_contents)
     return _LONG.pack(tag >> 16, tag & 0xFFFF, b"SQ", len(body)) + body
 
@@ -116,12 +275,12 @@ def part10(body: bytes, sop_class_uid: str, sop_instance_uid: str) -> bytes:
         encode_element(0x00020001, b"OB", b"\0\1"),
         encode_element(0x00020002, b"UI", _uid(sop_class_uid)),
         encode_element(0x00020003, b"UI", _uid(sop_instance_uid)),
-        encode_element(0x00020010, b"UI", _uid(EXPLICIT_LITTLE.decode())),
+        encode_element(0x00020010, b"UI", _uid(EXPLICIT_LITTLE)),
         encode_element(0x00020012, b"UI", _uid(IMPLEMENTATION_CLASS_UID)),
         encode_element(0x00020013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
     ))
     group_length = encode_element(0x00020000, b"UL", struct.pack("<L", len(meta)))
-    return bytes(PREAMBLE) + b"DICM" + group_length + meta + body
+    return bytes(PREAMBLE) + DATASET_MAGIC + group_length + meta + body
 
 
 def _uid(value: str) -> bytes:
@@ -131,68 +290,3 @@ def _uid(value: str) -> bytes:
 def _padded(value: str, pad: bytes) -> bytes:
     raw = value.encode("ascii")
     return raw + pad * (len(raw) % 2)
-
-
-def _walk(data: bytes, pos: int, end: int, *, group: int | None = None,
-          until: int | None = None, depth: int = 0) -> list[RawElement]:
-    """Elements from ``pos``: up to ``end``, the first of another ``group``, or ``until``."""
-    if depth > MAX_DEPTH:
-        raise NotRaw("sequences nested too deep")
-    found: list[RawElement] = []
-    while pos < end:
-        if pos + 8 > end:
-            raise NotRaw("element header runs past the end")
-        group_number, element_number = struct.unpack_from("<HH", data, pos)
-        tag = group_number << 16 | element_number
-        if until is not None and tag == until:
-            return found
-        if group is not None and group_number != group:
-            return found
-        vr = data[pos + 4:pos + 6]
-        if not (vr.isalpha() and vr.isupper()):
-            raise NotRaw("no explicit VR")
-        if vr in LONG_VRS:
-            if pos + 12 > end:
-                raise NotRaw("element header runs past the end")
-            (length,) = struct.unpack_from("<L", data, pos + 8)
-            value = pos + 12
-        else:
-            (length,) = struct.unpack_from("<H", data, pos + 6)
-            value = pos + 8
-        if length == UNDEFINED:
-            if vr != b"SQ":
-                raise NotRaw("undefined length outside a sequence")
-            value_end = _sequence_end(data, value, end, depth)
-            element_end = value_end + 8
-        else:
-            value_end = element_end = value + length
-        if element_end > end:
-            raise NotRaw("value runs past the end")
-        found.append(RawElement(tag, vr, pos, value, value_end, element_end))
-        pos = element_end
-    if until is not None:
-        raise NotRaw("no delimitation item")
-    return found
-
-
-def _sequence_end(data: bytes, pos: int, end: int, depth: int) -> int:
-    """Where the sequence delimitation item of an undefined-length sequence starts."""
-    while pos < end:
-        tag, length = _item_header(data, pos, end)
-        if tag == SEQUENCE_END:
-            return pos
-        if tag != ITEM:
-            raise NotRaw("not an item in a sequence")
-        if length == UNDEFINED:
-            content = _walk(data, pos + 8, end, until=ITEM_END, depth=depth + 1)
-            pos = (content[-1].end if content else pos + 8) + 8
-        else:
-            pos += 8 + length
-    raise NotRaw("no sequence delimitation")
-
-
-def _item_header(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    if pos + 8 > end:
-        raise NotRaw("item header runs past the end")
-    group_number, element_number, length = _TAG_LENGTH.unpack_from(data, pos)
-    return group_number << 16 | element_number, length

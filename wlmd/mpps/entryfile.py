@@ -9,16 +9,20 @@ byte of the file stays as it was. Files in another layout, or with values that a
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
+from pydicom.dataelem import RawDataElement
+
 from wlmd.dicom.rawfile import (
+    ElementReader,
     NotRaw,
-    RawElement,
+    RawLevel,
+    RawSequence,
     body_start,
-    elements,
     encode_element,
     encode_sequence,
-    items,
+    span,
     text,
 )
 
@@ -45,14 +49,11 @@ class EntryLinkValues:
 def link_values(data: bytes) -> EntryLinkValues:
     """The entry's Study Instance UID, Accession Number, Requested Procedure ID and SPS IDs."""
     top = _top_level(data)
-    sps_ids: list[str] = []
     sequence = top.get(SPS_SEQUENCE)
-    if sequence is not None and sequence.vr == b"SQ":
-        for start, end in items(data, sequence):
-            step = {e.tag: e for e in elements(data, start, end)}
-            sps_ids.append(_text(data, step, SPS_ID))
-    return EntryLinkValues(_text(data, top, STUDY_INSTANCE_UID), _text(data, top, ACCESSION_NUMBER),
-                           _text(data, top, REQUESTED_PROCEDURE_ID), tuple(sps_ids))
+    steps = sequence.value if isinstance(sequence, RawSequence) else []
+    return EntryLinkValues(_text(top, STUDY_INSTANCE_UID), _text(top, ACCESSION_NUMBER),
+                           _text(top, REQUESTED_PROCEDURE_ID),
+                           tuple(_text(step, SPS_ID) for step in steps))
 
 
 def with_sps_status(data: bytes, status: str, sps_ids: set[str]) -> bytes:
@@ -60,35 +61,51 @@ def with_sps_status(data: bytes, status: str, sps_ids: set[str]) -> bytes:
     steps when ``sps_ids`` is empty); unchanged when the entry has no step sequence."""
     top = _top_level(data)
     sequence = top.get(SPS_SEQUENCE)
-    if sequence is None or sequence.vr != b"SQ":
+    if not isinstance(sequence, RawSequence):
         return data
     encoded_status = status.encode("ascii")
     encoded_status += b" " * (len(encoded_status) % 2)
+    new_status = encode_element(SPS_STATUS, b"CS", encoded_status)
     contents = []
-    for start, end in items(data, sequence):
-        step = elements(data, start, end)
-        by_tag = {e.tag: e for e in step}
-        if any(tag & 0xFFFF == 0 for tag in by_tag):
-            raise NotRaw("a group length would no longer be true")
-        if sps_ids and _text(data, by_tag, SPS_ID) not in sps_ids:
+    for step in sequence.value:
+        _refuse_group_lengths(step)
+        tags, elements = list(step), list(step.values())
+        start, end = _extent(elements)
+        if sps_ids and _text(step, SPS_ID) not in sps_ids:
             contents.append(data[start:end])
             continue
-        new = encode_element(SPS_STATUS, b"CS", encoded_status)
-        parts = [data[e.start:e.end] for e in step if e.tag < SPS_STATUS]
-        parts.append(new)
-        parts.extend(data[e.start:e.end] for e in step if e.tag > SPS_STATUS)
-        contents.append(b"".join(parts))
+        # Tags ascend (strict reading) and elements are contiguous: cut the status in place.
+        place = bisect_left(tags, SPS_STATUS)
+        if place < len(tags):
+            cut, after = span(elements[place])
+            rest = after if tags[place] == SPS_STATUS else cut
+        else:
+            cut = rest = end
+        contents.append(data[start:cut] + new_status + data[rest:end])
     return (data[:sequence.start] + encode_sequence(SPS_SEQUENCE, contents)
             + data[sequence.end:])
 
 
-def _top_level(data: bytes) -> dict[int, RawElement]:
-    found = {e.tag: e for e in elements(data, body_start(data), len(data))}
-    if any(tag & 0xFFFF == 0 for tag in found):
+def _top_level(data: bytes) -> RawLevel:
+    """The entry's dataset, strictly read (tags ascend, so each appears once)."""
+    top = ElementReader(data, implicit=False, strict=True).level(body_start(data), len(data),
+                                                                 top=True)[0]
+    _refuse_group_lengths(top)
+    return top
+
+
+def _refuse_group_lengths(level: RawLevel) -> None:
+    if any(tag & 0xFFFF == 0 for tag in level):
         raise NotRaw("a group length would no longer be true")
-    return found
 
 
-def _text(data: bytes, found: dict[int, RawElement], tag: int) -> str:
-    element = found.get(tag)
-    return "" if element is None else text(data, element)
+def _extent(elements: list[RawDataElement | RawSequence]) -> tuple[int, int]:
+    """Where the elements of one item lie (empty at 0 if it has none)."""
+    if not elements:
+        return 0, 0
+    return span(elements[0])[0], span(elements[-1])[1]
+
+
+def _text(level: RawLevel, tag: int) -> str:
+    element = level.get(tag)
+    return "" if element is None else text(element)

@@ -73,7 +73,7 @@ _VALUE_CHECKS = {
 
 class Elements(Protocol):
     """What matching and answers read of a record: a pydicom Dataset, its packed matching
-    keys (``compact.MatchView``) or its elements read from the file (``fileview.FileItem``)."""
+    keys (``compact.MatchView``) or its elements read from the file (``rawfile.RawLevel``)."""
 
     def get_item(self, tag: int, /) -> Any: ...
 
