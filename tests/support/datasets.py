@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydicom import Dataset
+import io
+
+from pydicom import Dataset, FileMetaDataset, dcmwrite
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -22,3 +24,17 @@ def dataset(*elements: RawDataElement | DataElement) -> Dataset:
 
 def sequence(keyword: str, *items: Dataset) -> DataElement:
     return DataElement(Tag(keyword), "SQ", Sequence(list(items)))
+
+
+def file_bytes(ds: Dataset, transfer_syntax: str | None) -> bytes:
+    """``ds`` as a file: with preamble and meta header in ``transfer_syntax``, or (None) bare."""
+    buffer = io.BytesIO()
+    if transfer_syntax is None:
+        dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
+        return buffer.getvalue()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.276.0.7230010.3.1.0.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()

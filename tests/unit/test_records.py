@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import pytest
-from pydicom import Dataset, dcmwrite
-from pydicom.dataset import FileMetaDataset
+from pydicom import Dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -16,23 +14,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from tests.support.datasets import file_bytes
 from tests.support.worklists import worklist_dataset
 from wlmd.worklist.completeness import add_missing_references
 from wlmd.worklist.records import FileLoader, parse_worklist_file
-
-
-def file_bytes(ds: Dataset, transfer_syntax: str | None) -> bytes:
-    """``ds`` as a file: with preamble and meta header in ``transfer_syntax``, or (None) bare."""
-    buffer = io.BytesIO()
-    if transfer_syntax is None:
-        dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
-        return buffer.getvalue()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.276.0.7230010.3.1.0.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
-    dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def elements(ds: Dataset) -> list[tuple[object, ...]]:

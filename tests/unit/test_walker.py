@@ -7,7 +7,6 @@ same, for well-formed files and for truncated and damaged copies of them.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import random
@@ -15,30 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom import Dataset, dcmwrite
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from tests.support.datasets import file_bytes
 from tests.support.worklists import worklist_dataset
 from wlmd.worklist import records
 from wlmd.worklist.walker import walk
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "worklists").rglob("*.wl"))
 MUTANTS_PER_FILE = 12
-
-
-def file_bytes(ds: Dataset, transfer_syntax: str | None) -> bytes:
-    """``ds`` as a file: with preamble and meta header in ``transfer_syntax``, or (None) bare."""
-    buffer = io.BytesIO()
-    if transfer_syntax is None:
-        dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
-        return buffer.getvalue()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.276.0.7230010.3.1.0.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
-    dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def mutants(data: bytes, seed: int) -> Iterator[bytes]:
