@@ -64,6 +64,8 @@ def test_parser_answers_every_input_and_writes_nothing_it_refuses(intake: Intake
     before = {p: p.read_bytes() for p in intake.book.writer.root.glob("*/*.wl")}
     result = intake.handle(raw, "fuzz")
     assert result.ack_code in ("AA", "AE", "AR")
+    if result.application_ack is not None:  # MSH-16 asked: the application's own code
+        assert ack_segments(result.application_ack)["MSA"][1] == result.ack_code
     if result.reply is None:  # enhanced mode, and MSH-15 asked for no accept ACK here
         assert Header.of(raw).accept_ack_type() in ("NE", "ER", "SU")
         return

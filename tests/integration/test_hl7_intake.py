@@ -28,6 +28,7 @@ from tests.support.hl7 import (
     Order,
     ack_segments,
     mllp_send,
+    raw_blocks,
     raw_exchange,
     worklist,
 )
@@ -188,6 +189,20 @@ def test_enhanced_mode_answers_with_commit_acknowledgements(server: Hl7Server) -
                    version="2.5.1")  # ER: an accept ACK only on error
     assert raw_exchange(server.hl7_port, VT + silent.message() + FS + CR, timeout=2) == b""
     assert len(worklist(server.port)) == 2
+
+
+def test_enhanced_mode_sends_the_application_ack_after_the_commit_ack(
+        server: Hl7Server) -> None:
+    both = Order(control_id="M5", placer="PL5", filler="FI5", ack_modes=("AL", "AL"),
+                 version="2.5.1")
+    blocks = raw_blocks(server.hl7_port, VT + both.message() + FS + CR, count=2)
+    assert [ack_segments(block)["MSA"][1] for block in blocks] == ["CA", "AA"]
+    assert ack_segments(blocks[1])["MSH"][14:16] == ["NE", "NE"]
+    refused = Order(control="CA", control_id="M6", filler="NOSUCH", ack_modes=("NE", "ER"),
+                    version="2.5.1")  # no commit ACK asked; an application ACK on error
+    (block,) = raw_blocks(server.hl7_port, VT + refused.message() + FS + CR, count=1)
+    assert ack_segments(block)["MSA"][1] == "AE" and "ERR" in ack_segments(block)
+    assert any(entry.AccessionNumber for entry in worklist(server.port))
 
 
 def test_python_hl7_client_and_many_orders_on_one_connection(server: Hl7Server) -> None:

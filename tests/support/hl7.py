@@ -6,6 +6,7 @@ Messages go out through clients this project did not write: the ``mllp_send`` co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -178,6 +179,25 @@ def raw_exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:
         except (TimeoutError, ConnectionResetError, BrokenPipeError):
             pass  # a refused sender is closed without reading what it sent
     return received
+
+
+def raw_blocks(port: int, data: bytes, count: int, timeout: float = 10.0) -> list[bytes]:
+    """Send bytes as they are and read ``count`` MLLP blocks, then a moment more for any extra.
+
+    The extra wait makes a test see a block the server should not have sent.
+    """
+    received = b""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        while received.count(FS + CR) < count:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        sock.settimeout(0.3)
+        with contextlib.suppress(TimeoutError):
+            received += sock.recv(65536)
+    return [block + FS + CR for block in received.split(FS + CR) if block]
 
 
 def worklist(port: int, ae: str = CALLED_AE, tls: ssl.SSLContext | None = None,

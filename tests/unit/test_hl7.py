@@ -12,7 +12,7 @@ import pytest
 from pydicom import dcmread
 
 from tests.support.hl7 import CALLED_AE, Order
-from wlmd.hl7.ack import Header, acknowledgement
+from wlmd.hl7.ack import Header, acknowledgement, application_acknowledgement
 from wlmd.hl7.charsets import by_hl7_name, msh18_of
 from wlmd.hl7.intake import ApplicationRule, Intake
 from wlmd.hl7.journal import FILE_NAME, KEEP_ROTATED, Journal, received_in
@@ -126,6 +126,23 @@ def test_original_and_enhanced_acknowledgements() -> None:
     assert acknowledgement(enhanced, "AE", error, "ascii") is None  # SU: success only
     accepted = acknowledgement(enhanced, "AA", None, "ascii")
     assert accepted is not None and b"MSA|CA|MSG0001" in accepted
+
+
+@pytest.mark.parametrize(("modes", "code", "wanted"), [
+    (("AL", "AL"), "AA", True), (("AL", "AL"), "AE", True), (("NE", "ER"), "AA", False),
+    (("NE", "ER"), "AR", True), (("AL", "SU"), "AA", True), (("AL", "SU"), "AE", False),
+    (("AL", "NE"), "AA", False), (("AL", ""), "AA", False), (("", ""), "AA", False)])
+def test_application_acknowledgement_follows_msh16(modes: tuple[str, str], code: str,
+                                                    wanted: bool) -> None:
+    header = Header.of(Order(version="2.5.1", ack_modes=modes).message())
+    error = None if code == "AA" else Hl7Error("unknown order", location="ORC-3", code="204")
+    ack = application_acknowledgement(header, code, error, "ascii")
+    assert (ack is not None) == wanted
+    if ack is not None:
+        msh, msa, *rest = ack.decode().strip("\r").split("\r")
+        assert msa.startswith(f"MSA|{code}|MSG0001")  # the application's code, not CA/CE/CR
+        assert msh.split("|")[14:16] == ["NE", "NE"]  # no acknowledgement asked back
+        assert bool(rest) == (error is not None)  # an ERR segment with a refusal
 
 
 def test_unparseable_input_still_gets_a_nak() -> None:

@@ -1,6 +1,11 @@
 """Acknowledgements: MSA with AA/AE/AR (original mode) or CA/CE/CR (enhanced mode), and an ERR
 segment naming the field at fault, in the form of the message's own HL7 version.
 
+In enhanced mode MSH-15 asks for the accept (commit) acknowledgement and MSH-16 for the
+application acknowledgement. A message is applied before either is sent, so both are known at
+once: the application acknowledgement follows the accept acknowledgement on the same
+connection, and asks for no acknowledgement back (its MSH-15 and MSH-16 are NE).
+
 Built from the received header bytes, not from a parse, so that even a message that cannot be
 parsed gets a NAK its sender can match (MSA-2 is its MSH-10 whenever that can be read).
 """
@@ -56,15 +61,47 @@ class Header:
             return ""
         return (self.get(15) or "AL").upper()
 
+    def application_ack_type(self) -> str:
+        """MSH-16 in enhanced mode ("NE" when only MSH-15 was sent); "" in original mode."""
+        if not (self.get(15) or self.get(16)):
+            return ""
+        return (self.get(16) or "NE").upper()
+
+
+def _wanted(ack_type: str, success: bool) -> bool:
+    """Whether an enhanced-mode acknowledgement of type ``ack_type`` (table 0155) is due.
+
+    Only NE, and ER or SU for the other outcome, ask for none: an unknown type gets one.
+    """
+    return not (ack_type == "NE" or (ack_type == "ER" and success)
+                or (ack_type == "SU" and not success))
+
 
 def acknowledgement(header: Header, code: str, error: Hl7Error | None, codec: str) -> bytes | None:
     """The ACK to send for ``code`` (AA/AE/AR); None when enhanced mode asked for none."""
     accept = header.accept_ack_type()
-    if accept:
-        success = code == "AA"
-        if accept == "NE" or (accept == "ER" and success) or (accept == "SU" and not success):
-            return None
-        code = ENHANCED_CODES[code]
+    if not accept:
+        return _message(header, code, error, codec)
+    if not _wanted(accept, code == "AA"):
+        return None
+    return _message(header, ENHANCED_CODES[code], error, codec)
+
+
+def application_acknowledgement(header: Header, code: str, error: Hl7Error | None,
+                                codec: str) -> bytes | None:
+    """Enhanced mode's application ACK (AA/AE/AR) if MSH-16 asks for it for ``code``.
+
+    Unlike the accept ACK, an unknown MSH-16 gets none: this is a second, unsolicited message.
+    """
+    ack_type = header.application_ack_type()
+    if ack_type not in ("AL", "ER", "SU") or not _wanted(ack_type, code == "AA"):
+        return None
+    return _message(header, code, error, codec, no_ack_back=True)
+
+
+def _message(header: Header, code: str, error: Hl7Error | None, codec: str,
+             no_ack_back: bool = False) -> bytes:
+    """An ACK message answering ``header`` with MSA-1 ``code``."""
     separator = header.get(1) or "|"
     encoding = header.get(2) or "^~\\&"
     component = encoding[0]
@@ -72,8 +109,8 @@ def acknowledgement(header: Header, code: str, error: Hl7Error | None, codec: st
     msh = ["MSH", encoding, header.get(5) or "WLMD", header.get(6), header.get(3),
            header.get(4), time.strftime("%Y%m%d%H%M%S", time.gmtime()), "",
            component.join(["ACK", trigger, "ACK"]), "WLMD" + secrets.token_hex(8).upper(),
-           header.get(11) or "P", header.get(12) or "2.5.1", "", "", "", "", "",
-           header.get(18)]
+           header.get(11) or "P", header.get(12) or "2.5.1", "", "",
+           *(("NE", "NE") if no_ack_back else ("", "")), "", header.get(18)]
     msa = ["MSA", code, header.get(10)]
     if error is not None:
         msa.append(_escape(error.reason))

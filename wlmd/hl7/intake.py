@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from wlmd.hl7.ack import Header, acknowledgement
+from wlmd.hl7.ack import Header, acknowledgement, application_acknowledgement
 from wlmd.hl7.charsets import by_hl7_name, msh18_of
 from wlmd.hl7.journal import Journal, Received
 from wlmd.hl7.mapping import Entry, Mapping
@@ -49,9 +49,10 @@ class Result:
     """What became of one message."""
 
     ack_code: str
-    reply: bytes | None
+    reply: bytes | None  # original mode's ACK, or enhanced mode's accept ACK if asked for
     outcomes: tuple[Outcome, ...] = ()
     error: Hl7Error | None = None
+    application_ack: bytes | None = None  # enhanced mode's application ACK if MSH-16 asks
 
 
 class Intake:
@@ -134,9 +135,9 @@ class Intake:
     def _reply(self, raw: bytes, code: str, error: Hl7Error | None,
                outcomes: tuple[Outcome, ...]) -> Result:
         charset = by_hl7_name(msh18_of(raw) or self.mapping.default_charset)
-        reply = acknowledgement(Header.of(raw), code, error,
-                                charset.codec if charset else "ascii")
-        return Result(code, reply, outcomes, error)
+        codec, header = charset.codec if charset else "ascii", Header.of(raw)
+        return Result(code, acknowledgement(header, code, error, codec), outcomes, error,
+                      application_acknowledgement(header, code, error, codec))
 
 
 def _key(raw: bytes) -> str:

@@ -192,8 +192,10 @@ class Hl7Server:
                     await asyncio.sleep(next_slot - now)
                 next_slot = max(now, next_slot) + interval
             result = self.intake.handle(bytes(block), host)
-            if result.reply is not None:
-                _write_block(writer, result.reply)
+            replies = [r for r in (result.reply, result.application_ack) if r is not None]
+            for reply in replies:
+                _write_block(writer, reply)
+            if replies:
                 await writer.drain()
 
     def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
