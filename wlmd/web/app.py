@@ -141,7 +141,7 @@ def search_steps(context: WebContext, request: Request) -> Response:
         query = parse_search(request.query_params.multi_items())
     except BadSearch as error:
         return problem(400, str(error))
-    outcome = run_search(context.service, ae, query.identifier,
+    outcome = run_search(context.service, ae, query,
                          request.client.host if request.client else "",
                          FUZZY_CALLING_AE if query.fuzzy_requested else HTTP_CALLING_AE)
     if outcome.failure:

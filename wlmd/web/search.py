@@ -53,6 +53,7 @@ class Search:
     """A parsed search: the identifier to run (as a C-FIND would deliver it) and the paging."""
 
     identifier: Dataset
+    encoded: bytes = b""  # the identifier's bytes: the service prepares a query once per bytes
     offset: int = 0
     limit: int | None = None
     fuzzy_requested: bool = False
@@ -71,13 +72,13 @@ def parse_search(parameters: Iterable[tuple[str, str]]) -> Search:
             search.limit = _count(name, value)
         else:
             keys.append((name, value))
-    search.identifier = identifier_for(tuple(keys))
+    search.identifier, search.encoded = identifier_for(tuple(keys))
     return search
 
 
 @functools.lru_cache(maxsize=256)
-def identifier_for(keys: tuple[tuple[str, str], ...]) -> Dataset:
-    """The received identifier of a set of matching and include parameters.
+def identifier_for(keys: tuple[tuple[str, str], ...]) -> tuple[Dataset, bytes]:
+    """The received identifier of a set of matching and include parameters, and its bytes.
 
     Cached: a modality's searches repeat, and building and encoding the identifier is most of a
     small search's cost. The pipeline only reads the identifier, so one object serves them all.
@@ -190,15 +191,15 @@ class SearchOutcome:
     problem: str = ""
 
 
-def run_search(service: WorklistService, ae: str, identifier: Dataset, peer: str,
+def run_search(service: WorklistService, ae: str, search: Search, peer: str,
                calling_ae: str = HTTP_CALLING_AE) -> SearchOutcome:
-    """Run a received ``identifier`` (``parse_search``) through the workers' C-FIND pipeline
-    for called AE ``ae``. The identifiers of ``parse_search`` are kept and never changed, so
-    the service prepares each query once (``reused``)."""
+    """Run a parsed search's identifier through the workers' C-FIND pipeline for called AE
+    ``ae``, with its bytes, as a C-FIND's identifier arrives."""
     assoc = AssociationInfo(peer_address=peer, peer_port=0, calling_ae=calling_ae,
                             called_ae=ae)
     try:
-        responses = list(service.find(assoc, identifier, EXPLICIT_LITTLE, reused=True))
+        responses = list(service.find(assoc, search.identifier, EXPLICIT_LITTLE,
+                                      search.encoded))
     except UndecodableIdentifier as error:
         return SearchOutcome(failure=400, problem=f"query cannot be encoded: {error}")
     final = responses[-1]
@@ -214,9 +215,10 @@ def run_search(service: WorklistService, ae: str, identifier: Dataset, peer: str
                                                  for r in pending))
 
 
-def as_received(identifier: Dataset) -> Dataset:
+def as_received(identifier: Dataset) -> tuple[Dataset, bytes]:
     """The identifier as a C-FIND would deliver it: encoded (UTF-8 when a value needs it) and
-    read back raw, so the pipeline meets the same bytes whichever protocol asked."""
+    read back raw, so the pipeline meets the same bytes whichever protocol asked; and those
+    bytes."""
     if any(not str(element.value or "").isascii() for element in identifier.iterall()
            if element.VR != "SQ"):
         identifier.SpecificCharacterSet = "ISO_IR 192"
@@ -225,7 +227,8 @@ def as_received(identifier: Dataset) -> Dataset:
     except ENCODING_ERRORS as error:
         raise BadSearch(f"a value does not fit its attribute's VR ({type(error).__name__})"
                         ) from None
-    return read_dataset(io.BytesIO(encoded), is_implicit_VR=False, is_little_endian=True)
+    return read_dataset(io.BytesIO(encoded), is_implicit_VR=False,
+                        is_little_endian=True), encoded
 
 
 def _encoded(response: FindResponse) -> bytes:

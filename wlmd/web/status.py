@@ -58,7 +58,7 @@ def called_aes(service: WorklistService, root: Path) -> list[str]:
 def todays_rows(service: WorklistService, ae: str, day: datetime.date) -> AeWorklist:
     """The entries of ``ae`` whose step starts on ``day``, sorted by start time."""
     search = parse_search([(SPS_START_DATE, day.strftime("%Y%m%d"))])
-    outcome = run_search(service, ae, search.identifier, "status page")
+    outcome = run_search(service, ae, search, "status page")
     if outcome.problem:
         return AeWorklist(ae, [], outcome.problem)
     rows = [_row(answer_dataset(answer)) for answer in outcome.answers]

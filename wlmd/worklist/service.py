@@ -58,7 +58,6 @@ LOGGER = logging.getLogger(__name__)
 UNDECODABLE_VALUE_ERRORS = (NotImplementedError, BytesLengthException, ValueError,
                             struct.error, UnicodeError)
 MAX_CHARSET_WARNINGS = 100_000  # entries remembered as logged, then forgotten all at once
-MAX_PREPARED = 512  # prepared queries of reused identifiers kept, then forgotten all at once
 
 
 class WorklistService:
@@ -77,8 +76,6 @@ class WorklistService:
         self._applied = AppliedQueries()
         # (AE, entry, charset, policy) already logged as holding characters the charset lacks
         self._charset_warned: set[tuple[str, str, bytes, str]] = set()
-        # id(identifier) -> (identifier, its prepared query), for reused identifiers only
-        self._prepared: dict[int, tuple[Dataset, PreparedQuery]] = {}
         self._queries = PreparedQueries()  # by identifier bytes received
 
     @property
@@ -114,51 +111,36 @@ class WorklistService:
 
     def find(
         self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str,
-        encoded: bytes = b"", *, reused: bool = False,
+        encoded: bytes = b"",
     ) -> Iterator[FindResponse]:
         """Yield one pending response per matching record, then the final status.
 
-        ``encoded``: the identifier as received (DIMSE); a query already prepared from the
-        same bytes is reused, except at information level. ``reused``: the caller passes this
-        very identifier object, unchanged, each time it asks the same query (the HTTP search
-        keeps them), so its prepared query is kept too.
+        ``encoded``: the identifier as received (DIMSE, or the HTTP search's encoding); a
+        query already prepared from the same bytes is reused, except at information level.
         At information level every step is logged as wlmscpfs -v logs it (``findlog``).
         """
         if findlog.enabled():
             log = findlog.FindLog(transfer_syntax_uid)
-            return log.responses(self._find(assoc, identifier, transfer_syntax_uid, log,
-                                            b"", reused))
-        return self._find(assoc, identifier, transfer_syntax_uid, None, encoded, reused)
+            return log.responses(self._find(assoc, identifier, transfer_syntax_uid, log, b""))
+        return self._find(assoc, identifier, transfer_syntax_uid, None, encoded)
 
-    def _known(self, identifier: Dataset, transfer_syntax_uid: str, encoded: bytes,
-               reused: bool) -> PreparedQuery | None:
-        """The query prepared before from this identifier object or from these bytes."""
-        if reused and (known := self._prepared.get(id(identifier))) is not None:
-            return known[1]
-        return self._queries.get(encoded, transfer_syntax_uid) if encoded else None
-
-    def _prepare(self, identifier: Dataset, transfer_syntax_uid: str, encoded: bytes,
-                 reused: bool) -> PreparedQuery:
-        """``prepare_query`` with this service's settings, kept for the identifier object
-        (``reused``) and for its bytes; invalid queries are not kept (each one is logged)."""
+    def _prepare(self, identifier: Dataset, transfer_syntax_uid: str,
+                 encoded: bytes) -> PreparedQuery:
+        """``prepare_query`` with this service's settings, kept for its bytes; invalid queries
+        are not kept (each one is logged)."""
         settings = self._settings
         query = prepare_query(identifier, no_fail=settings.no_fail,
                               expand_sequences=settings.sequence_expansion)
-        if reused:
-            if len(self._prepared) >= MAX_PREPARED:
-                self._prepared.clear()
-            self._prepared[id(identifier)] = (identifier, query)  # held: its id stays unique
         self._queries.add(encoded, transfer_syntax_uid, query)
         return query
 
     def _find(self, assoc: AssociationInfo, identifier: Dataset, transfer_syntax_uid: str,
-              log: findlog.FindLog | None, encoded: bytes, reused: bool
-              ) -> Iterator[FindResponse]:
+              log: findlog.FindLog | None, encoded: bytes) -> Iterator[FindResponse]:
         settings = self._settings
         if log is not None:
             log.request(identifier)
         # a known query passed the limits before
-        known = self._known(identifier, transfer_syntax_uid, encoded, reused)
+        known = self._queries.get(encoded, transfer_syntax_uid) if encoded else None
         if known is None and (refusal := self._refusal(assoc, identifier)) is not None:
             yield refusal
             return
@@ -172,7 +154,7 @@ class WorklistService:
                             settings.sleep_before)
             time.sleep(settings.sleep_before)
         try:
-            query = known or self._prepare(identifier, transfer_syntax_uid, encoded, reused)
+            query = known or self._prepare(identifier, transfer_syntax_uid, encoded)
         except InvalidQuery as error:
             LOGGER.info("Invalid query from %s (%s): %s", assoc.calling_ae,
                         assoc.peer_address, error.comment)
