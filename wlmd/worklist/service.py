@@ -12,7 +12,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from pydicom import Dataset
@@ -254,23 +254,17 @@ class WorklistService:
                         records: list[WorklistRecord], transfer_syntax_uid: str) -> list[bytes]:
         """``_answers`` under a policy: the cache is keyed by everything the policy changed."""
         settings = self._settings
-        answers = self._cache.answers(applied.cache_key, transfer_syntax_uid)
-        encoded: list[bytes] = []
-        for record in records:
-            answer = answers.get(record)
-            if answer is None:
-                answer = NO_MATCH
-                dataset = record.dataset
-                if matches(applied.match, dataset) and applied.matches_text(dataset):
-                    response = build_response(applied.answer, dataset, settings.return_charset)
-                    if self._in_peer_charset(assoc, applied, record, dataset, response):
-                        answer = encode_dataset(response, transfer_syntax_uid,
-                                                new_vr=settings.new_vr,
-                                                compression_level=settings.compression_level)
-                answers[record] = answer
-            if answer is not NO_MATCH:
-                encoded.append(answer)
-        return encoded
+
+        def answer_of(record: WorklistRecord) -> bytes:
+            dataset = record.dataset
+            if not (matches(applied.match, dataset) and applied.matches_text(dataset)):
+                return NO_MATCH
+            response = build_response(applied.answer, dataset, settings.return_charset)
+            if not self._in_peer_charset(assoc, applied, record, dataset, response):
+                return NO_MATCH
+            return self._encode(response, transfer_syntax_uid)
+
+        return self._cached(applied.cache_key, transfer_syntax_uid, records, answer_of)
 
     def _in_peer_charset(self, assoc: AssociationInfo, applied: PolicyQuery,
                          record: WorklistRecord, dataset: Dataset, response: Dataset) -> bool:
@@ -303,23 +297,33 @@ class WorklistService:
         Outcomes come from the response cache where this query was seen before for the same
         record object; the store replaces the object whenever its file changes.
         """
-        settings = self._settings
-        answers = self._cache.answers(query.key(), transfer_syntax_uid)
+        def answer_of(record: WorklistRecord) -> bytes:
+            if not matches(query, record.match_view):  # only an answer decodes the file
+                return NO_MATCH
+            response = build_response(query, record_elements(record),
+                                      self._settings.return_charset)
+            return self._encode(response, transfer_syntax_uid)
+
+        return self._cached(query.key(), transfer_syntax_uid, records, answer_of)
+
+    def _cached(self, key: bytes, transfer_syntax_uid: str, records: list[WorklistRecord],
+                answer_of: Callable[[WorklistRecord], bytes]) -> list[bytes]:
+        """The answers of ``records`` (NO_MATCH left out) for the query cached under ``key``,
+        each worked out by ``answer_of`` only where the cache has none for that record."""
+        answers = self._cache.answers(key, transfer_syntax_uid)
         encoded: list[bytes] = []
         for record in records:
             answer = answers.get(record)
             if answer is None:
-                answer = NO_MATCH
-                if matches(query, record.match_view):  # only an answer decodes the file
-                    response = build_response(query, record_elements(record),
-                                              settings.return_charset)
-                    answer = encode_dataset(response, transfer_syntax_uid,
-                                            new_vr=settings.new_vr,
-                                            compression_level=settings.compression_level)
-                answers[record] = answer
+                answer = answers[record] = answer_of(record)
             if answer is not NO_MATCH:
                 encoded.append(answer)
         return encoded
+
+    def _encode(self, response: Dataset, transfer_syntax_uid: str) -> bytes:
+        settings = self._settings
+        return encode_dataset(response, transfer_syntax_uid, new_vr=settings.new_vr,
+                              compression_level=settings.compression_level)
 
     def _refusal(self, assoc: AssociationInfo, identifier: Dataset) -> FindResponse | None:
         """The response refusing an identifier that breaks a resource limit or cannot be read."""
