@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom import Dataset
@@ -76,16 +77,7 @@ class MppsService:
     def create(self, assoc: AssociationInfo, sop_instance_uid: str,
                attributes: Dataset) -> NResponse:
         uid = sop_instance_uid or generate_uid()
-        try:
-            return self._create(assoc, uid, attributes)
-        except WriterError as exc:
-            return self._refuse(assoc, "N-CREATE", uid, NResponse(
-                STATUS_PROCESSING_FAILURE, uid, error_comment="cannot store the instance"),
-                str(exc))
-        except Exception as exc:  # pydicom raises many types for values it cannot read
-            return self._refuse(assoc, "N-CREATE", uid, NResponse(
-                STATUS_PROCESSING_FAILURE, uid, error_comment="cannot read the data set"),
-                type(exc).__name__)
+        return self._guarded(assoc, "N-CREATE", uid, lambda: self._create(assoc, uid, attributes))
 
     def _create(self, assoc: AssociationInfo, uid: str, attributes: Dataset) -> NResponse:
         if not is_uid(uid):
@@ -115,16 +107,8 @@ class MppsService:
     def set(self, assoc: AssociationInfo, sop_instance_uid: str,
             modifications: Dataset) -> NResponse:
         uid = sop_instance_uid
-        try:
-            return self._set(assoc, uid, modifications)
-        except WriterError as exc:
-            return self._refuse(assoc, "N-SET", uid, NResponse(
-                STATUS_PROCESSING_FAILURE, uid, error_comment="cannot store the instance"),
-                str(exc))
-        except Exception as exc:  # pydicom raises many types for values it cannot read
-            return self._refuse(assoc, "N-SET", uid, NResponse(
-                STATUS_PROCESSING_FAILURE, uid, error_comment="cannot read the data set"),
-                type(exc).__name__)
+        return self._guarded(assoc, "N-SET", uid,
+                             lambda: self._set(assoc, uid, modifications))
 
     def _set(self, assoc: AssociationInfo, uid: str, modifications: Dataset) -> NResponse:
         if not is_uid(uid):
@@ -164,6 +148,20 @@ class MppsService:
     def _forward(self, policy: AePolicy, op: str, uid: str, dataset: Dataset) -> None:
         for destination in policy.forward:
             self.queue.enqueue(destination, op, uid, dataset)
+
+    def _guarded(self, assoc: AssociationInfo, operation: str, uid: str,
+                 handle: Callable[[], NResponse]) -> NResponse:
+        """``handle()``, or a processing failure when the instance cannot be stored or read."""
+        try:
+            return handle()
+        except WriterError as exc:
+            return self._refuse(assoc, operation, uid, NResponse(
+                STATUS_PROCESSING_FAILURE, uid, error_comment="cannot store the instance"),
+                str(exc))
+        except Exception as exc:  # pydicom raises many types for values it cannot read
+            return self._refuse(assoc, operation, uid, NResponse(
+                STATUS_PROCESSING_FAILURE, uid, error_comment="cannot read the data set"),
+                type(exc).__name__)
 
     @staticmethod
     def _refuse(assoc: AssociationInfo, operation: str, uid: str, response: NResponse,
