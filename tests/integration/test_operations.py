@@ -36,8 +36,10 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
 def test_titles_name_supervisor_idle_and_busy_workers(server) -> None:
     proc, _ = server
     wait_until(lambda: title(proc.pid) == "wlmd: supervisor", what="the supervisor's title")
-    wait_until(lambda: len(worker_pids(proc.pid)) >= 2, what="two idle workers")
-    assert {title(pid) for pid in worker_pids(proc.pid)} == {"wlmd: worker idle"}
+    wait_until(lambda: len(worker_pids(proc.pid)) >= 2, what="two workers")
+    # a worker is titled "starting" until its application is built, then "idle"
+    wait_until(lambda: {title(pid) for pid in worker_pids(proc.pid)} == {"wlmd: worker idle"},
+               what="the workers titled idle once started")
     assoc = associate(proc.port, "CT01")
     try:
         assert assoc.is_established

@@ -29,6 +29,7 @@ from wlmd.worklist.records import FILE_VERSION
 LOGGER = logging.getLogger(__name__)
 
 IDLE_TITLE = "wlmd: worker idle"
+STARTING_TITLE = "wlmd: worker starting"  # until its application is built
 IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_SIGNALS = (signal.SIGQUIT, signal.SIGCHLD)
 
@@ -91,6 +92,7 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
     With ``tls_context`` the worker, not the supervisor, shakes hands with each client; with
     ``access`` (rules that need host name lookups) it also applies the access rules.
     """
+    setproctitle(STARTING_TITLE)  # not the supervisor's title it was forked with
     start_heartbeat(heartbeat, settings.worker_timeout)
     forward = ForwardFileProblems(channel)
     for logger in (records.LOGGER, completeness.LOGGER):  # the loggers of reading one file
