@@ -61,15 +61,20 @@ def test_messages_keep_their_boundaries_and_fields(channel):
     assert second.data == {"version": "v1", "message": "bad file"}
 
 
-def test_a_report_arrives_as_it_was_sent(channel):
+@pytest.mark.parametrize("report", [
+    AssociationReport(Outcome.TLS_FAILED, calling_ae="MOD\1", called_ae="WL", queries=3,
+                      matches=7, detail="certificate unknown"),
+    AssociationReport(Outcome.RELEASED, queries=3, matches=7, match_counts=[3, 0, 4],
+                      find_micros=[1200, 80, 95], n_set_statuses=[0, 0x0110], policy="ward"),
+    AssociationReport(Outcome.CLOSED),  # every field at its default
+])
+def test_a_report_arrives_as_it_was_sent(channel, report):
     parent, child = channel
-    report = AssociationReport(Outcome.TLS_FAILED, calling_ae="MOD\1", called_ae="WL",
-                               queries=3, matches=7, detail="certificate unknown")
     handoff.send_report(child, report)
     message = handoff.receive(parent)
     assert message.op == handoff.OP_DONE
     assert message.report == report
-    assert message.report.outcome is Outcome.TLS_FAILED
+    assert message.report.outcome is report.outcome
 
 
 @pytest.mark.parametrize("fields", [
@@ -77,6 +82,7 @@ def test_a_report_arrives_as_it_was_sent(channel):
     {"outcome": "fine"},  # not an outcome
     {"outcome": "released", "queries": "3"},  # mistyped
     {"outcome": "released", "calling_ae": None},
+    {"outcome": "released", "match_counts": [1, "2"]},
 ])
 def test_a_malformed_report_is_refused(channel, fields):
     parent, child = channel

@@ -20,6 +20,8 @@ from wlmd.cmdline.general import TRACE
 from wlmd.config.commandline import parse_command_line
 from wlmd.config.logs import LogConfigError, configure_logging, log_always, syslog_address
 from wlmd.config.settings import Settings
+from wlmd.daemon.connection import log_association
+from wlmd.dicom.types import AssociationReport, Outcome
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,6 +199,38 @@ def test_stderr_default_level_keeps_the_association_lines() -> None:
     logging.getLogger("wlmd.store").info("not shown: an ordinary info line")
     logging.getLogger("wlmd.associations").info("association from 127.0.0.1:5000")
     assert stream.getvalue() == "I: association from 127.0.0.1:5000\n"
+
+
+def test_the_association_line_and_where_it_comes_from() -> None:
+    """The supervisor's line, word for word, from a record that names ``log_association``."""
+    stream = io.StringIO()
+    configure_logging(Settings(port=104), logging.WARNING, stream=stream)
+    records: list[logging.LogRecord] = []
+    keep = logging.Handler()
+    keep.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger().addHandler(keep)  # the fixture restores the root's handlers
+    report = AssociationReport(Outcome.RELEASED, calling_ae="CT1", called_ae="WL", queries=2,
+                               matches=3, match_counts=[1, 2], detail="peer closed")
+    log_association(report, ("10.0.0.5", 4100), time.monotonic() - 0.25, worker_pid=77)
+    line = stream.getvalue()
+    assert line.startswith("I: association from 10.0.0.5:4100 calling='CT1' called='WL' "
+                           "worker=77 outcome=released queries=2 matches=1+2 duration=0.2")
+    assert line.endswith("s (peer closed)\n")
+    (record,) = records
+    assert (record.name, record.funcName, record.filename) == (
+        "wlmd.associations", "log_association", "connection.py")
+
+
+def test_no_association_line_when_its_channel_is_off() -> None:
+    stream = io.StringIO()
+    configure_logging(Settings(port=104), logging.WARNING, stream=stream)
+    channel = logging.getLogger("wlmd.associations")
+    channel.setLevel(logging.WARNING)
+    try:
+        log_association(AssociationReport(Outcome.CLOSED), ("10.0.0.5", 4100), time.monotonic())
+    finally:
+        channel.setLevel(logging.NOTSET)
+    assert stream.getvalue() == ""
 
 
 JOURNAL_PROBE = (

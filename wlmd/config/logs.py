@@ -52,6 +52,8 @@ class DcmtkFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         letter = level_letter(record.levelno)
         text = super().format(record)
+        if "\n" not in text:  # most lines, the association line among them
+            return f"{letter}: {text}"
         return "\n".join(f"{letter}: {line}" for line in text.split("\n"))
 
 

@@ -48,8 +48,13 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
     return parent, child
 
 
+# One encoder and decoder for all messages: ``json.dumps`` with options makes one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
+
 def _encode(op: str, data: dict[str, Any]) -> bytes:
-    payload = json.dumps({"op": op, **data}, separators=(",", ":")).encode()
+    payload = _ENCODER.encode({"op": op, **data}).encode()
     if len(payload) > MAX_MESSAGE:
         raise ValueError(f"channel message too long ({len(payload)} bytes)")
     return payload
@@ -58,7 +63,7 @@ def _encode(op: str, data: dict[str, Any]) -> bytes:
 def _decode(payload: bytes) -> Message:
     if not payload:
         raise ChannelClosed("channel closed by peer")
-    obj = json.loads(payload)
+    obj = _DECODER.decode(payload.decode())  # UnicodeDecodeError is a ValueError too
     if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
         raise ValueError(f"malformed channel message {payload[:80]!r}")
     op = obj.pop("op")
@@ -75,15 +80,18 @@ def send_message(chan: socket.socket, op: str, **data: Any) -> None:
     chan.send(_encode(op, data))
 
 
-# Every field of a report but the outcome, with its default: what a ``done`` message may carry.
-_REPORT_FIELDS = tuple((f.name, getattr(AssociationReport(Outcome.ERROR), f.name))
-                       for f in dataclasses.fields(AssociationReport) if f.name != "outcome")
+# Every field of a report but the outcome, with its default. A ``done`` message carries only
+# the fields that differ from their default (most stay empty): less to encode and decode.
+_REPORT_DEFAULTS: dict[str, Any] = {
+    f.name: getattr(AssociationReport(Outcome.ERROR), f.name)
+    for f in dataclasses.fields(AssociationReport) if f.name != "outcome"}
 
 
 def send_report(chan: socket.socket, report: AssociationReport) -> None:
     """Tell the supervisor the association is over (``done``), with what happened on it."""
     send_message(chan, OP_DONE, outcome=report.outcome,
-                 **{name: getattr(report, name) for name, _ in _REPORT_FIELDS})
+                 **{name: value for name, default in _REPORT_DEFAULTS.items()
+                    if (value := getattr(report, name)) != default})
 
 
 def _report_of(data: dict[str, Any]) -> AssociationReport:
@@ -93,10 +101,10 @@ def _report_of(data: dict[str, Any]) -> AssociationReport:
     except (KeyError, ValueError):
         raise ValueError(f"done message with outcome {data.get('outcome')!r}") from None
     report = AssociationReport(outcome)
-    for name, default in _REPORT_FIELDS:
-        if name not in data:
+    for name, value in data.items():
+        default = _REPORT_DEFAULTS.get(name)
+        if default is None:  # the outcome, or a field this version does not know
             continue
-        value = data[name]
         if not isinstance(value, type(default)) or (
                 isinstance(value, list) and not all(type(v) is int for v in value)):
             raise ValueError(f"done message with {name} {value!r}")
