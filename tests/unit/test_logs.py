@@ -206,9 +206,12 @@ def test_the_association_line_and_where_it_comes_from() -> None:
     stream = io.StringIO()
     configure_logging(Settings(port=104), logging.WARNING, stream=stream)
     records: list[logging.LogRecord] = []
-    keep = logging.Handler()
-    keep.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger().addHandler(keep)  # the fixture restores the root's handlers
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logging.getLogger().addHandler(Keep())  # the fixture restores the root's handlers
     report = AssociationReport(Outcome.RELEASED, calling_ae="CT1", called_ae="WL", queries=2,
                                matches=3, match_counts=[1, 2], detail="peer closed")
     log_association(report, ("10.0.0.5", 4100), time.monotonic() - 0.25, worker_pid=77)
