@@ -185,11 +185,16 @@ class WorkerPool:
         """Idle or booting workers that may still be handed a connection, oldest first."""
         return sorted((s for s in self.slots.values()
                        if s.state is not SlotState.BUSY and s.generation == generation
-                       and not s.retiring and not s.killed), key=lambda s: s.started)
+                       and not s.retiring and not s.killed), key=_started)
 
     def idle_slot(self, generation: int) -> WorkerSlot | None:
-        """An idle worker of the current generation (the oldest: it is surely warm)."""
-        return next((s for s in self.spares(generation) if s.state is SlotState.IDLE), None)
+        """An idle worker of the current generation (the oldest: it is surely warm).
+
+        Asked for every accepted connection: one pass, no sorting.
+        """
+        return min((s for s in self.slots.values()
+                    if s.state is SlotState.IDLE and s.generation == generation
+                    and not s.retiring and not s.killed), key=_started, default=None)
 
     def spawn(self, settings: Settings, generation: int) -> WorkerSlot:
         """Fork one worker running ``worker_main`` with ``settings``."""
@@ -314,6 +319,10 @@ def spawn_plan(settings: Settings, idle: int, busy: int, wanted_extra: int) -> i
     if idle > max(settings.max_spare_workers, settings.min_spare_workers) + wanted_extra:
         return max(settings.max_spare_workers, settings.min_spare_workers) + wanted_extra - idle
     return 0
+
+
+def _started(slot: WorkerSlot) -> float:
+    return slot.started
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -416,17 +416,16 @@ class Supervisor:
     def _manage_workers(self) -> None:
         """Keep between min and max spare workers, within the association limit."""
         spares = self._pool.spares(self._generation)
+        busy = self._pool.busy_count()
         if self._events:
-            self._events.pool(busy=self._pool.busy_count(),
-                              idle=sum(s.state is SlotState.IDLE for s in spares))
-        delta = spawn_plan(self.settings, idle=len(spares), busy=self._pool.busy_count(),
+            self._events.pool(busy=busy, idle=sum(s.state is SlotState.IDLE for s in spares))
+        delta = spawn_plan(self.settings, idle=len(spares), busy=busy,
                            wanted_extra=len(self._pending))
         for _ in range(delta):
             with self._app_factory(self.settings).forking():
                 slot = self._pool.spawn(self.settings, self._generation)
             self._selector.register(slot.channel, selectors.EVENT_READ,
                                     functools.partial(self._on_channel, slot))
-        idle = [s for s in spares if s.state is SlotState.IDLE]
         now = time.monotonic()
         self._least_surplus = min(self._least_surplus, max(0, -delta))
         if now >= self._next_shrink:
@@ -438,6 +437,7 @@ class Supervisor:
             surplus, self._least_surplus = self._least_surplus, sys.maxsize
             self._next_shrink = now + SHRINK_INTERVAL
             if surplus:
+                idle = [s for s in spares if s.state is SlotState.IDLE]
                 for slot in idle[len(idle) - min((1 + surplus) // 2, len(idle)):]:
                     self._pool.retire(slot)
 

@@ -10,6 +10,7 @@ identifier PDUs) goes out in one ``sendall`` on a TCP_NODELAY socket.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import sys
@@ -116,6 +117,24 @@ def negotiate_contexts(
     return results
 
 
+CACHED_REQUEST_BYTES = 4096  # A-ASSOCIATE-RQs up to this size are negotiated once per worker
+
+
+def _negotiate(body: bytes, preference: TransferSyntaxPreference, supported: frozenset[str],
+               max_pdu: int
+               ) -> tuple[pdu.AssociateRequest, tuple[pdu.PresentationContextAC, ...], bytes]:
+    """The request, the answer to each proposed context, and the A-ASSOCIATE-AC carrying them
+    (sent only if no reject applies)."""
+    request = pdu.parse_associate_rq(body)
+    answers = negotiate_contexts(request, preference, supported)
+    return request, tuple(answers), pdu.encode_associate_ac(request, answers, max_pdu)
+
+
+# A modality sends the same A-ASSOCIATE-RQ, byte for byte, every time: its negotiation is
+# kept (the request is shared: read only); a large one is not, so that the cache stays small.
+_negotiate_cached = functools.lru_cache(maxsize=64)(_negotiate)
+
+
 class _Association:
     """State of one association; ``run`` drives it and raises _Stop to end it."""
 
@@ -159,7 +178,12 @@ class _Association:
                 pdu.ABORT_SOURCE_PROVIDER,
                 pdu.REASON_UNEXPECTED_PDU,
             )
-        request = pdu.parse_associate_rq(body)
+        supported = SUPPORTED_ABSTRACT_SYNTAXES
+        if self.steps is not None:
+            supported = supported | {self.steps.sop_class_uid}
+        negotiate = _negotiate_cached if len(body) <= CACHED_REQUEST_BYTES else _negotiate
+        request, answers, accept = negotiate(body, self.settings.transfer_syntax, supported,
+                                             self.settings.max_pdu)
         self.report.calling_ae, self.report.called_ae = request.calling_ae, request.called_ae
         self.info = AssociationInfo(
             self.peer[0],
@@ -182,10 +206,6 @@ class _Association:
             len(request.contexts),
         )
         self._check_rejects(request)
-        supported = SUPPORTED_ABSTRACT_SYNTAXES
-        if self.steps is not None:
-            supported = supported | {self.steps.sop_class_uid}
-        answers = negotiate_contexts(request, self.settings.transfer_syntax, supported)
         self.contexts = {a.context_id: a.transfer_syntax for a in answers if a.result == 0}
         self.abstract_syntaxes = {
             ctx.context_id: ctx.abstract_syntax
@@ -195,7 +215,7 @@ class _Association:
         if not self.contexts:
             raise _Stop(Outcome.REJECTED, "no presentation context accepted", _rj(RJ_NO_REASON))
         self.peer_max_pdu = request.max_pdu
-        self.sock.sendall(pdu.encode_associate_ac(request, answers, self.settings.max_pdu))
+        self.sock.sendall(accept)
         self.acknowledged = True
         LOG.info("Association Acknowledged (Max Send PDV: %d)",
                  (request.max_pdu or self.settings.max_pdu) - PDV_OVERHEAD)
@@ -402,7 +422,6 @@ class _Association:
         ts_uid: str,
     ) -> None:
         """Poll for a cancel before each response, as DIMSE_findProvider does, and send it."""
-        commands: dict[int, bytes] = {}  # the command PDU of each pending status, made once
         while True:
             if self._cancel_requested(message_id):
                 LOG.debug("C-CANCEL-RQ for message %d, remaining results dropped", message_id)
@@ -411,8 +430,7 @@ class _Association:
                 response = next(responses, None) or FindResponse(STATUS_SUCCESS)
             if self.settings.sleep_during:
                 time.sleep(self.settings.sleep_during)
-            self._send_find_response(response, context_id, message_id, sop_class, ts_uid,
-                                     commands)
+            self._send_find_response(response, context_id, message_id, sop_class, ts_uid)
             if response.status not in _PENDING:
                 LOG.debug("C-FIND final status 0x%04x", response.status)
                 return
@@ -432,10 +450,8 @@ class _Association:
 
     def _send_find_response(
         self, response: FindResponse, context_id: int, message_id: int, sop_class: str, ts: str,
-        commands: dict[int, bytes],
     ) -> None:
-        """Command and identifier in one write; ``commands`` keeps the command PDU of a
-        pending status, the same for every match of one C-FIND."""
+        """Command and identifier in one write."""
         dataset = b""
         if isinstance(response.identifier, bytes):
             dataset = response.identifier
@@ -451,24 +467,32 @@ class _Association:
                 LOG.debug("cannot encode a response: %s", exc)  # may quote patient data
                 detail = f"cannot encode a response ({type(exc).__name__})"
                 raise _Stop(Outcome.ERROR, detail, _abort_bytes()) from exc
-        reusable = response.status in _PENDING and response.identifier is not None and not (
-            response.offending_elements or response.error_comment is not None)
-        out = commands.get(response.status, b"") if reusable else b""
-        if not out:
+        has_dataset = response.identifier is not None
+        if response.offending_elements or response.error_comment is not None:
             rsp = dimse.find_response_command(
                 sop_class,
                 message_id,
                 response.status,
-                has_dataset=response.identifier is not None,
+                has_dataset=has_dataset,
                 offending=response.offending_elements,
                 comment=response.error_comment,
             )
             out = dimse.encode_pdata(context_id, True, rsp, self.peer_max_pdu)
-            if reusable:
-                commands[response.status] = out
-        if response.identifier is not None:
+        else:
+            out = _find_response_pdu(context_id, sop_class, message_id, response.status,
+                                     has_dataset, self.peer_max_pdu)
+        if has_dataset:
             out += dimse.encode_pdata(context_id, False, dataset, self.peer_max_pdu)
         self.sock.sendall(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _find_response_pdu(context_id: int, sop_class: str, message_id: int, status: int,
+                       has_dataset: bool, peer_max_pdu: int) -> bytes:
+    """The P-DATA-TF of a plain C-FIND-RSP command (status only): the same for every match of
+    a C-FIND and for the same query of the next association, so made once."""
+    rsp = dimse.find_response_command(sop_class, message_id, status, has_dataset=has_dataset)
+    return dimse.encode_pdata(context_id, True, rsp, peer_max_pdu)
 
 
 def _reject_before_limit(request: pdu.AssociateRequest, settings: Settings) -> _Stop | None:

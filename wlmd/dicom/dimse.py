@@ -285,10 +285,15 @@ def _check_lengths(dataset: Dataset, size: int) -> None:
 
 def _known_vr(element: RawDataElement) -> bool:
     """True if pydicom can convert the element's VR (implicit VR: its dictionary VR)."""
-    vr = element.VR
+    return _convertible(element.VR, element.tag)
+
+
+@functools.lru_cache(maxsize=1024)
+def _convertible(vr: str | None, tag: int) -> bool:
+    """``_known_vr`` for one VR and tag: asked for each empty key of every query received."""
     if vr is None:
         try:
-            vr = dictionary_VR(element.tag)
+            vr = dictionary_VR(tag)
         except KeyError:  # pydicom warns and takes UN: let it
             return False
     return vr in converters
