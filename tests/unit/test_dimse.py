@@ -273,6 +273,30 @@ class TestDatasets:
             assert decoded.PatientName == "" and decoded.PatientID == ""
             assert decoded[0x00091010].value in ("", None, b"")
 
+    @pytest.mark.parametrize("ts_uid", ALL_SYNTAXES)
+    def test_a_repeated_identifier_decodes_into_datasets_of_their_own(self, ts_uid: str) -> None:
+        """Workers keep the raw elements of a query they saw: each decoding is still new."""
+        data = dimse.encode_dataset(sample_identifier(), ts_uid)
+        first = dimse.decode_dataset(data, ts_uid, 1 << 20)
+        second = dimse.decode_dataset(data, ts_uid, 1 << 20)
+        assert first == second and first is not second
+        first.PatientName = "Changed^Here"
+        first.ScheduledProcedureStepSequence[0].Modality = "CT"
+        for again in (second, dimse.decode_dataset(data, ts_uid, 1 << 20)):
+            assert again.PatientName == "Doe^John"
+            assert again.ScheduledProcedureStepSequence[0].Modality == "MR"
+            assert again.original_character_set == first.original_character_set
+
+    @pytest.mark.parametrize(("data", "ts_uid"), [
+        (b"\x10\x00\x10\x00XX\x00\x00", dimse.EXPLICIT_LITTLE),
+        (b"\x10\x00\x20\x00LO\x04\x00AB", dimse.EXPLICIT_LITTLE),
+    ])
+    def test_an_undecodable_identifier_stays_undecodable(self, data: bytes,
+                                                         ts_uid: str) -> None:
+        for _ in range(2):
+            with pytest.raises(dimse.DimseError):
+                dimse.decode_dataset(data, ts_uid, 1 << 16)
+
     def test_garbage_deflate(self) -> None:
         with pytest.raises(dimse.DimseError):
             dimse.decode_dataset(b"\xff\xff\xff\xff", dimse.DEFLATED_LITTLE, 1 << 16)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -299,13 +300,47 @@ def _convertible(vr: str | None, tag: int) -> bool:
     return vr in converters
 
 
+CACHED_DATASET_BYTES = 4096  # data sets up to this size have their raw elements kept
+_RAW_CACHE_SIZE = 64
+_raw_elements: OrderedDict[tuple[bytes, bool, bool], dict[BaseTag, RawDataElement]] = (
+    OrderedDict())
+
+
+def _read(data: bytes, implicit: bool, little: bool) -> Dataset:
+    """``read_dataset``, through a small cache of the raw elements of recent small data sets.
+
+    A modality sends the same query again and again, and reading it was a sixth of a worker's
+    time per association. A data set read is only raw elements (immutable) unless it holds a
+    sequence of undefined length: only those are kept, and each call gets a new dataset over
+    its own copy of them, which it converts and changes as it likes.
+    """
+    key = (data, implicit, little)
+    elements = _raw_elements.get(key)
+    if elements is not None:
+        _raw_elements.move_to_end(key)
+        return Dataset(dict(elements))
+    dataset = read_dataset(BytesIO(data), implicit, little)
+    if len(data) > CACHED_DATASET_BYTES:
+        return dataset
+    kept: dict[BaseTag, RawDataElement] = {}
+    for tag in tuple(dataset.keys()):
+        element = dataset.get_item(tag, keep_deferred=True)
+        if not isinstance(element, RawDataElement):  # a sequence read already: mutable
+            return dataset
+        kept[tag] = element
+    _raw_elements[key] = kept
+    if len(_raw_elements) > _RAW_CACHE_SIZE:
+        _raw_elements.popitem(last=False)
+    return dataset
+
+
 def decode_dataset(data: bytes, ts_uid: str, max_bytes: int) -> Dataset:
     """An identifier received in ``ts_uid``; elements stay raw until the application reads them."""
     implicit, little, deflated = _syntax(ts_uid)
     if deflated:
         data = _inflate(data, max_bytes)
     try:
-        dataset = read_dataset(BytesIO(data), implicit, little)
+        dataset = _read(data, implicit, little)
         _check_lengths(dataset, len(data))  # may convert a deferred value: an unknown VR raises
     except Exception as exc:  # pydicom signals malformed input with many exception types
         raise DimseError(f"undecodable identifier: {exc}") from exc
