@@ -116,6 +116,9 @@ def encode_pdata(context_id: int, is_command: bool, payload: bytes, peer_max_pdu
     # Fragments of even length: DCMTK refuses odd ones ("Odd Fragment Length").
     chunk = max((peer_max_pdu - _PDV.size) & ~1, 2) if peer_max_pdu else max(len(payload), 1)
     flags = 1 if is_command else 0
+    if len(payload) <= chunk:  # one fragment: most commands and identifiers
+        return (PDU_HEADER.pack(P_DATA_TF, len(payload) + _PDV.size)
+                + _PDV.pack(len(payload) + 2, context_id, flags | 2) + payload)
     view = memoryview(payload)
     parts: list[bytes | memoryview] = []
     for start in range(0, max(len(payload), 1), chunk):

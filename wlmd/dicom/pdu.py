@@ -255,7 +255,8 @@ class PduStream:
             raise PduError(f"PDU type 0x{pdu_type:02x} of {length} bytes is too large")
         end = PDU_HEADER.size + length
         self._fill(end, deadline)
-        body = bytes(self._buf[PDU_HEADER.size : end])
+        with memoryview(self._buf) as view:  # one copy, not two
+            body = bytes(view[PDU_HEADER.size : end])
         del self._buf[:end]
         return pdu_type, body
 
