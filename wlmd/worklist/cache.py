@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
+from wlmd.worklist.answerplan import AnswerPlan
 from wlmd.worklist.query import PreparedQuery
 from wlmd.worklist.records import WorklistRecord
 
@@ -25,27 +27,50 @@ Answers = weakref.WeakKeyDictionary[WorklistRecord, bytes]
 NO_MATCH: Final = b""  # cached outcome of a record that does not match (responses are never empty)
 
 
+class _QueryShape:
+    """What one query in one transfer syntax gave: per-record answers, and its answer plan
+    (worked out on the first answer to build; None: its answers are built the old way)."""
+
+    __slots__ = ("answers", "plan", "planned")
+
+    def __init__(self) -> None:
+        self.answers: Answers = weakref.WeakKeyDictionary()
+        self.plan: AnswerPlan | None = None
+        self.planned = False
+
+
 class ResponseCache:
     """A bounded LRU of query shapes, each mapping a record to its encoded answer."""
 
     def __init__(self, max_queries: int = 32) -> None:
         self._max_queries = max_queries
-        self._queries: OrderedDict[tuple[bytes, str], Answers] = OrderedDict()
+        self._queries: OrderedDict[tuple[bytes, str], _QueryShape] = OrderedDict()
 
     def answers(self, query_key: bytes, transfer_syntax: str) -> Answers:
         """The per-record answers of one query in one transfer syntax (created empty if new).
 
         Values are the encoded response identifier, or ``NO_MATCH``.
         """
+        return self._shape(query_key, transfer_syntax).answers
+
+    def plan(self, query_key: bytes, transfer_syntax: str,
+             make: Callable[[], AnswerPlan | None]) -> AnswerPlan | None:
+        """The answer plan of one query in one transfer syntax, made once by ``make``."""
+        shape = self._shape(query_key, transfer_syntax)
+        if not shape.planned:
+            shape.plan, shape.planned = make(), True
+        return shape.plan
+
+    def _shape(self, query_key: bytes, transfer_syntax: str) -> _QueryShape:
         key = (query_key, transfer_syntax)
-        answers = self._queries.get(key)
-        if answers is None:
-            answers = self._queries[key] = weakref.WeakKeyDictionary()
+        shape = self._queries.get(key)
+        if shape is None:
+            shape = self._queries[key] = _QueryShape()
             if len(self._queries) > self._max_queries:
                 self._queries.popitem(last=False)
         else:
             self._queries.move_to_end(key)
-        return answers
+        return shape
 
 
 class PreparedQueries:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from wlmd.dicom.rawfile import ElementReader, NotRaw
+from wlmd.dicom.rawfile import ElementReader, NotRaw, RawLevel
 from wlmd.worklist.compact import SequenceElement
 from wlmd.worklist.completeness import REFERENCED_SEQUENCES
 
@@ -26,16 +26,20 @@ if TYPE_CHECKING:
 
 def record_elements(record: WorklistRecord) -> Elements:
     """What an answer reads of ``record``: read from its bytes, or else its decoded dataset."""
-    if record.body is not None:
-        offset, implicit, little = record.body
-        try:
-            elements = ElementReader(record.data, implicit, little).level(offset, None,
-                                                                           top=True)[0]
-        except NotRaw:
-            pass
-        else:
-            if record.add_references:  # as records.add_missing_references does
-                for tag in REFERENCED_SEQUENCES:
-                    elements.setdefault(tag, SequenceElement("SQ", []))
-            return elements
-    return record.dataset
+    elements = raw_elements(record)
+    return record.dataset if elements is None else elements
+
+
+def raw_elements(record: WorklistRecord) -> RawLevel | None:
+    """The elements of ``record`` read from its bytes; None where pydicom must decode it."""
+    if record.body is None:
+        return None
+    offset, implicit, little = record.body
+    try:
+        elements = ElementReader(record.data, implicit, little).level(offset, None, top=True)[0]
+    except NotRaw:
+        return None
+    if record.add_references:  # as records.add_missing_references does
+        for tag in REFERENCED_SEQUENCES:
+            elements.setdefault(tag, SequenceElement("SQ", []))
+    return elements

@@ -42,8 +42,9 @@ from wlmd.policy.apply import (
 )
 from wlmd.policy.model import NO_POLICY, Fallback, LimitAction, PeerPolicy
 from wlmd.worklist import findlog
+from wlmd.worklist.answerplan import AnswerPlan, NotDirect
 from wlmd.worklist.cache import NO_MATCH, PreparedQueries, ResponseCache
-from wlmd.worklist.fileview import record_elements
+from wlmd.worklist.fileview import raw_elements
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
@@ -295,16 +296,35 @@ class WorklistService:
         """The encoded response of every matching candidate, in the store's (stable) order.
 
         Outcomes come from the response cache where this query was seen before for the same
-        record object; the store replaces the object whenever its file changes.
+        record object; the store replaces the object whenever its file changes. An answer is
+        encoded straight from the file's raw elements by the query's ``AnswerPlan``; what a
+        plan does not model is built as a Dataset and encoded, to the same bytes.
         """
+        settings = self._settings
+        key = query.key()
+
+        def plan() -> AnswerPlan | None:
+            try:
+                return AnswerPlan(query.mask, transfer_syntax_uid,
+                                  charset=settings.return_charset, new_vr=settings.new_vr,
+                                  compression_level=settings.compression_level)
+            except NotDirect:
+                return None
+
         def answer_of(record: WorklistRecord) -> bytes:
-            if not matches(query, record.match_view):  # only an answer decodes the file
+            if not matches(query, record.match_view):  # only an answer reads the file
                 return NO_MATCH
-            response = build_response(query, record_elements(record),
-                                      self._settings.return_charset)
+            elements = raw_elements(record)
+            direct = self._cache.plan(key, transfer_syntax_uid, plan) \
+                if elements is not None else None
+            if direct is not None and elements is not None:
+                with contextlib.suppress(NotDirect):
+                    return direct.answer(elements)
+            response = build_response(query, record.dataset if elements is None else elements,
+                                      settings.return_charset)
             return self._encode(response, transfer_syntax_uid)
 
-        return self._cached(query.key(), transfer_syntax_uid, records, answer_of)
+        return self._cached(key, transfer_syntax_uid, records, answer_of)
 
     def _cached(self, key: bytes, transfer_syntax_uid: str, records: list[WorklistRecord],
                 answer_of: Callable[[WorklistRecord], bytes]) -> list[bytes]:
