@@ -26,7 +26,7 @@ from pydicom.uid import UID
 
 from wlmd.config.settings import CharsetMode
 from wlmd.dicom.dimse import encode_dataset
-from wlmd.dicom.rawfile import EXPLICIT_LITTLE, ITEM, RawLevel
+from wlmd.dicom.rawfile import EXPLICIT_LITTLE, ITEM, RawLevel, shared_tag
 from wlmd.worklist.keys import (
     CODE_VALUE,
     CODING_SCHEME_DESIGNATOR,
@@ -46,9 +46,16 @@ from wlmd.worklist.query import CHARSET_VRS, STRING_VRS, element_vr, make_raw, v
 from wlmd.worklist.response import PREGNANCY_STATUS_UNKNOWN
 
 # Elements the response rules test for an empty value: a plan models them as strings only.
-_TESTED_EMPTY = frozenset((CODE_VALUE, CODING_SCHEME_DESIGNATOR, SPS_DESCRIPTION,
-                           REQUESTED_PROCEDURE_DESCRIPTION, REFERENCED_SOP_CLASS_UID,
-                           REFERENCED_SOP_INSTANCE_UID))
+_TESTED_EMPTY = frozenset(map(int, (CODE_VALUE, CODING_SCHEME_DESIGNATOR, SPS_DESCRIPTION,
+                                    REQUESTED_PROCEDURE_DESCRIPTION, REFERENCED_SOP_CLASS_UID,
+                                    REFERENCED_SOP_INSTANCE_UID)))
+# Nodes hold plain int tags: ``BaseTag.__eq__`` is Python code, and these are compared often.
+(_CODE_VALUE, _CODING_SCHEME, _SPS, _SPS_DESCRIPTION, _PROTOCOL_CODES, _RP_DESCRIPTION,
+ _RP_CODES, _STUDY_REFERENCES, _PATIENT_REFERENCES, _SOP_CLASS, _SOP_INSTANCE) = map(int, (
+    CODE_VALUE, CODING_SCHEME_DESIGNATOR, SCHEDULED_PROCEDURE_STEP_SEQUENCE, SPS_DESCRIPTION,
+    SCHEDULED_PROTOCOL_CODE_SEQUENCE, REQUESTED_PROCEDURE_DESCRIPTION,
+    REQUESTED_PROCEDURE_CODE_SEQUENCE, REFERENCED_STUDY_SEQUENCE, REFERENCED_PATIENT_SEQUENCE,
+    REFERENCED_SOP_CLASS_UID, REFERENCED_SOP_INSTANCE_UID))
 _MAX_SHORT: Final = 0xFFFF  # longest value of a VR with a 2-byte length field
 _STRING, _PREGNANCY, _CONSTANT, _SEQUENCE = range(4)
 
@@ -73,7 +80,8 @@ class _Step(NamedTuple):
     """What one mask element becomes in every answer."""
 
     kind: int
-    tag: BaseTag
+    tag: int
+    key: BaseTag  # the tag as the reader's own object: found in a level by identity
     vr: str
     header: bytes  # the element up to its length field (string), or to its value (pregnancy)
     wide: bool  # a 4-byte length field (string)
@@ -102,16 +110,15 @@ class AnswerPlan:
     def answer(self, record: RawLevel) -> bytes:
         """The encoded identifier of ``record``'s answer (NotDirect: build it the old way)."""
         top = self._fill(self._steps, record)
-        sps = _node(top, SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+        sps = _node(top, _SPS)
         if sps is not None and sps.items:
-            first = _without_empty_description_or_code(
-                sps.items[0], SPS_DESCRIPTION, SCHEDULED_PROTOCOL_CODE_SEQUENCE)
+            first = _without_empty_description_or_code(sps.items[0], _SPS_DESCRIPTION,
+                                                       _PROTOCOL_CODES)
             if first is not sps.items[0]:
                 top = _replaced(top, sps._replace(items=[first, *sps.items[1:]]))
-        top = _without_empty_description_or_code(
-            top, REQUESTED_PROCEDURE_DESCRIPTION, REQUESTED_PROCEDURE_CODE_SEQUENCE)
-        top = _without_empty_reference_item(top, REFERENCED_STUDY_SEQUENCE)
-        top = _without_empty_reference_item(top, REFERENCED_PATIENT_SEQUENCE)
+        top = _without_empty_description_or_code(top, _RP_DESCRIPTION, _RP_CODES)
+        top = _without_empty_reference_item(top, _STUDY_REFERENCES)
+        top = _without_empty_reference_item(top, _PATIENT_REFERENCES)
         charset = self._character_set(top, record)
         if charset is not None:
             top = sorted((*top, charset), key=_tag_of)
@@ -131,25 +138,26 @@ class AnswerPlan:
             if vr == "SQ":
                 steps.append(self._plan_sequence(mask_item[tag]))
             elif top_level and tag == PREGNANCY_STATUS and vr == "US":
-                steps.append(_Step(_PREGNANCY, tag, vr,
+                steps.append(_Step(_PREGNANCY, int(tag), shared_tag(tag), vr,
                                    self._encoded(DataElement(tag, "US", 0))[:-2], False, b"",
                                    None, None))
             elif vr in STRING_VRS:
                 header = self._encoded(make_raw(tag, vr, b""))
                 wide = self._implicit or len(header) == 12
-                steps.append(_Step(_STRING, tag, vr, header[:-4] if wide else header[:-2], wide,
+                steps.append(_Step(_STRING, int(tag), shared_tag(tag), vr,
+                                   header[:-4] if wide else header[:-2], wide,
                                    b"\0" if vr == "UI" else b" ", None, None))
             else:
-                steps.append(_Step(_CONSTANT, tag, vr, b"", False, b"",
+                steps.append(_Step(_CONSTANT, int(tag), shared_tag(tag), vr, b"", False, b"",
                                    self._constant(mask_item, tag), None))
         return tuple(steps)
 
     def _plan_sequence(self, element: DataElement) -> _Step:
         tag, items = element.tag, list(element.value or [])
         _check_not_tested(tag, "SQ")
-        echo = Node(tag, "SQ", b"", [self._echo(item) for item in items], True)
+        echo = Node(int(tag), "SQ", b"", [self._echo(item) for item in items], True)
         item = self._plan_level(items[0], top_level=False) if len(items) == 1 else None
-        return _Step(_SEQUENCE, tag, "SQ", b"", False, b"", echo, item)
+        return _Step(_SEQUENCE, int(tag), shared_tag(tag), "SQ", b"", False, b"", echo, item)
 
     def _echo(self, mask_item: Dataset) -> list[Node]:
         """A query item answered as it came (the record has no item for it)."""
@@ -157,8 +165,8 @@ class AnswerPlan:
         for tag in sorted(mask_item.keys()):
             if element_vr(mask_item.get_item(tag)) == "SQ":
                 _check_not_tested(tag, "SQ")
-                nodes.append(Node(tag, "SQ", b"", [self._echo(item) for item
-                                                   in mask_item[tag].value or []], True))
+                nodes.append(Node(int(tag), "SQ", b"", [self._echo(item) for item
+                                                        in mask_item[tag].value or []], True))
             else:
                 nodes.append(self._constant(mask_item, tag))
         return nodes
@@ -174,7 +182,7 @@ class AnswerPlan:
         if vr in STRING_VRS and not (isinstance(element, RawDataElement) and element.VR
                                      and len(value) % 2 == 0 and len(value) <= _MAX_SHORT):
             raise NotDirect("a query value the encoder would convert")
-        return Node(tag, vr, self._encoded(element), None, not value)
+        return Node(int(tag), vr, self._encoded(element), None, not value)
 
     def _encoded(self, element: DataElement | RawDataElement) -> bytes:
         """``element`` as ``encode_dataset`` writes it in this syntax (before deflating)."""
@@ -189,7 +197,7 @@ class AnswerPlan:
         for step in steps:
             kind = step.kind
             if kind == _STRING:
-                value = _record_string(record, step.tag)
+                value = _record_string(record, step.key)
                 if len(value) % 2:
                     value += step.pad
                 if step.wide:
@@ -204,7 +212,8 @@ class AnswerPlan:
                 nodes.append(self._fill_sequence(step, record))
             elif kind == _PREGNANCY:
                 nodes.append(Node(step.tag, step.vr, step.header
-                                  + self._short.pack(_pregnancy_status(record)), None, False))
+                                  + self._short.pack(_pregnancy_status(record, step.key)), None,
+                                  False))
             else:
                 assert step.constant is not None
                 nodes.append(step.constant)
@@ -215,7 +224,7 @@ class AnswerPlan:
         assert step.constant is not None
         if step.item is None:
             return step.constant
-        element = record.get(step.tag)
+        element = record.get(step.key)
         if element is None or element_vr(element) != "SQ" or not element.value:
             return step.constant
         return Node(step.tag, "SQ", b"", [self._fill(step.item, item) for item in element.value],
@@ -233,7 +242,7 @@ class AnswerPlan:
                 return None
         if len(value) % 2:
             value += b" "
-        return Node(SPECIFIC_CHARACTER_SET, "CS",
+        return Node(int(SPECIFIC_CHARACTER_SET), "CS",
                     self._encoded(make_raw(SPECIFIC_CHARACTER_SET, "CS", value)), None, False)
 
     def _encode_level(self, nodes: list[Node]) -> bytes:
@@ -273,9 +282,9 @@ def _record_string(record: RawLevel, tag: int) -> bytes:
     return value.split(b"\0", 1)[0] if b"\0" in value else value
 
 
-def _pregnancy_status(record: RawLevel) -> int:
-    """The record's first US value, or 4 (unknown)."""
-    element = record.get(PREGNANCY_STATUS)
+def _pregnancy_status(record: RawLevel, key: BaseTag) -> int:
+    """The record's first US value of PregnancyStatus (``key``), or 4 (unknown)."""
+    element = record.get(key)
     if not isinstance(element, RawDataElement) or element_vr(element) != "US":
         return PREGNANCY_STATUS_UNKNOWN
     raw = element.value or b""
@@ -311,8 +320,8 @@ def _without_empty_description_or_code(item: list[Node], description: int, code_
     code = _node(item, code_sequence)
     if code is not None and code.items is not None:
         items = code.items
-        if not items or (len(items) == 1 and _is_empty(items[0], CODE_VALUE)
-                         and _is_empty(items[0], CODING_SCHEME_DESIGNATOR)):
+        if not items or (len(items) == 1 and _is_empty(items[0], _CODE_VALUE)
+                         and _is_empty(items[0], _CODING_SCHEME)):
             return _without(item, code_sequence)
     if _is_empty(item, description):
         return _without(item, description)
@@ -325,7 +334,7 @@ def _without_empty_reference_item(top: list[Node], tag: int) -> list[Node]:
     if node is None or node.items is None or len(node.items) != 1:
         return top
     item = node.items[0]
-    if _is_empty(item, REFERENCED_SOP_CLASS_UID) and _is_empty(item, REFERENCED_SOP_INSTANCE_UID):
+    if _is_empty(item, _SOP_CLASS) and _is_empty(item, _SOP_INSTANCE):
         return _replaced(top, node._replace(items=[]))
     return top
 
