@@ -466,9 +466,13 @@ def encode_dataset(
     """An identifier in ``ts_uid`` (deflated = raw deflate of explicit VR little endian)."""
     implicit, little, deflated = _syntax(ts_uid)
     encoded = _Writer(implicit, little, new_vr).dataset(dataset, "iso8859")
-    if deflated:
-        compressor = zlib.compressobj(compression_level, zlib.DEFLATED, -zlib.MAX_WBITS)
-        encoded = compressor.compress(encoded) + compressor.flush()
-        if len(encoded) % 2:  # DCMTK pads the deflated stream to even length, and needs it
-            encoded += b"\0"
+    return deflate_identifier(encoded, compression_level) if deflated else encoded
+
+
+def deflate_identifier(encoded: bytes, compression_level: int) -> bytes:
+    """An explicit VR little endian identifier as the deflated transfer syntax sends it."""
+    compressor = zlib.compressobj(compression_level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    encoded = compressor.compress(encoded) + compressor.flush()
+    if len(encoded) % 2:  # DCMTK pads the deflated stream to even length, and needs it
+        encoded += b"\0"
     return encoded

@@ -16,7 +16,6 @@ compare the two over generated entries and queries. What a plan does not model r
 from __future__ import annotations
 
 import struct
-import zlib
 from typing import Final, NamedTuple
 
 from pydicom import Dataset
@@ -25,7 +24,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from wlmd.config.settings import CharsetMode
-from wlmd.dicom.dimse import encode_dataset
+from wlmd.dicom.dimse import deflate_identifier, encode_dataset
 from wlmd.dicom.rawfile import EXPLICIT_LITTLE, ITEM, RawLevel, shared_tag
 from wlmd.worklist.keys import (
     CODE_VALUE,
@@ -45,10 +44,6 @@ from wlmd.worklist.keys import (
 from wlmd.worklist.query import CHARSET_VRS, STRING_VRS, element_vr, make_raw, value_of
 from wlmd.worklist.response import PREGNANCY_STATUS_UNKNOWN
 
-# Elements the response rules test for an empty value: a plan models them as strings only.
-_TESTED_EMPTY = frozenset(map(int, (CODE_VALUE, CODING_SCHEME_DESIGNATOR, SPS_DESCRIPTION,
-                                    REQUESTED_PROCEDURE_DESCRIPTION, REFERENCED_SOP_CLASS_UID,
-                                    REFERENCED_SOP_INSTANCE_UID)))
 # Nodes hold plain int tags: ``BaseTag.__eq__`` is Python code, and these are compared often.
 (_CODE_VALUE, _CODING_SCHEME, _SPS, _SPS_DESCRIPTION, _PROTOCOL_CODES, _RP_DESCRIPTION,
  _RP_CODES, _STUDY_REFERENCES, _PATIENT_REFERENCES, _SOP_CLASS, _SOP_INSTANCE) = map(int, (
@@ -56,6 +51,9 @@ _TESTED_EMPTY = frozenset(map(int, (CODE_VALUE, CODING_SCHEME_DESIGNATOR, SPS_DE
     SCHEDULED_PROTOCOL_CODE_SEQUENCE, REQUESTED_PROCEDURE_DESCRIPTION,
     REQUESTED_PROCEDURE_CODE_SEQUENCE, REFERENCED_STUDY_SEQUENCE, REFERENCED_PATIENT_SEQUENCE,
     REFERENCED_SOP_CLASS_UID, REFERENCED_SOP_INSTANCE_UID))
+# Elements the response rules test for an empty value: a plan models them as strings only.
+_TESTED_EMPTY = frozenset((_CODE_VALUE, _CODING_SCHEME, _SPS_DESCRIPTION, _RP_DESCRIPTION,
+                           _SOP_CLASS, _SOP_INSTANCE))
 _MAX_SHORT: Final = 0xFFFF  # longest value of a VR with a 2-byte length field
 _STRING, _PREGNANCY, _CONSTANT, _SEQUENCE = range(4)
 
@@ -125,9 +123,7 @@ class AnswerPlan:
         encoded = self._encode_level(top)
         if self._compression is None:
             return encoded
-        compressor = zlib.compressobj(self._compression, zlib.DEFLATED, -zlib.MAX_WBITS)
-        encoded = compressor.compress(encoded) + compressor.flush()
-        return encoded + b"\0" if len(encoded) % 2 else encoded  # as encode_dataset pads
+        return deflate_identifier(encoded, self._compression)
 
     # --- planning: once per query and transfer syntax --------------------------------------
 
