@@ -49,7 +49,7 @@ from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
 from wlmd.worklist.preload import ChildProcesses, preload
-from wlmd.worklist.query import InvalidQuery, PreparedQuery, prepare_query
+from wlmd.worklist.query import Elements, InvalidQuery, PreparedQuery, prepare_query
 from wlmd.worklist.records import WorklistRecord
 from wlmd.worklist.response import build_response
 from wlmd.worklist.store import LockfileError, WorklistStore
@@ -315,13 +315,16 @@ class WorklistService:
             if not matches(query, record.match_view):  # only an answer reads the file
                 return NO_MATCH
             elements = raw_elements(record)
-            direct = self._cache.plan(key, transfer_syntax_uid, plan) \
-                if elements is not None else None
-            if direct is not None and elements is not None:
+            if elements is None:  # bytes pydicom might read otherwise: it decodes them
+                return built(record.dataset)
+            direct = self._cache.plan(key, transfer_syntax_uid, plan)
+            if direct is not None:
                 with contextlib.suppress(NotDirect):
                     return direct.answer(elements)
-            response = build_response(query, record.dataset if elements is None else elements,
-                                      settings.return_charset)
+            return built(elements)
+
+        def built(elements: Elements) -> bytes:
+            response = build_response(query, elements, settings.return_charset)
             return self._encode(response, transfer_syntax_uid)
 
         return self._cached(key, transfer_syntax_uid, records, answer_of)
