@@ -135,7 +135,7 @@ class ElementReader:
             if vr == "SQ" or (vr is None and _dictionary_sequence(tag)):
                 items, after = self.items(value_at, None if length == UNDEFINED
                                           else value_at + length, bound, depth + 1)
-                key = _TAGS.get(tag) or shared_tag(tag)
+                key = _TAGS.get(tag) or _tag(tag)
                 elements[key] = self.sequence_element(key, items, at, value_at, after,
                                                       length == UNDEFINED, elements)
                 at = after
@@ -143,7 +143,7 @@ class ElementReader:
             if length == UNDEFINED or value_at + length > bound:
                 raise NotRaw("an undefined length outside a sequence, or past the end")
             at = value_at + length
-            key = _TAGS.get(tag) or shared_tag(tag)
+            key = _TAGS.get(tag) or _tag(tag)
             elements[key] = RawDataElement(key, vr, length,
                                            data[value_at:at] if length else _empty(vr),
                                            value_at, implicit, little)
@@ -189,9 +189,8 @@ class ElementReader:
         return RawSequence("SQ", items, start, value_tell, end, undefined)
 
 
-def shared_tag(value: int) -> BaseTag:
-    """One BaseTag per tag seen: they recur in every file, and a dictionary of elements read
-    here finds its own key objects by identity (``BaseTag.__eq__`` is Python code)."""
+def _tag(value: int) -> BaseTag:
+    """One BaseTag per tag seen: they recur in every file."""
     tag = _TAGS.get(value)
     if tag is None:
         tag = BaseTag(value)

@@ -25,7 +25,7 @@ from pydicom.uid import UID
 
 from wlmd.config.settings import CharsetMode
 from wlmd.dicom.dimse import deflate_identifier, encode_dataset
-from wlmd.dicom.rawfile import EXPLICIT_LITTLE, ITEM, RawLevel, shared_tag
+from wlmd.dicom.rawfile import EXPLICIT_LITTLE, ITEM, RawLevel
 from wlmd.worklist.keys import (
     CODE_VALUE,
     CODING_SCHEME_DESIGNATOR,
@@ -79,7 +79,6 @@ class _Step(NamedTuple):
 
     kind: int
     tag: int
-    key: BaseTag  # the tag as the reader's own object: found in a level by identity
     vr: str
     header: bytes  # the element up to its length field (string), or to its value (pregnancy)
     wide: bool  # a 4-byte length field (string)
@@ -134,17 +133,17 @@ class AnswerPlan:
             if vr == "SQ":
                 steps.append(self._plan_sequence(mask_item[tag]))
             elif top_level and tag == PREGNANCY_STATUS and vr == "US":
-                steps.append(_Step(_PREGNANCY, int(tag), shared_tag(tag), vr,
+                steps.append(_Step(_PREGNANCY, int(tag), vr,
                                    self._encoded(DataElement(tag, "US", 0))[:-2], False, b"",
                                    None, None))
             elif vr in STRING_VRS:
                 header = self._encoded(make_raw(tag, vr, b""))
                 wide = self._implicit or len(header) == 12
-                steps.append(_Step(_STRING, int(tag), shared_tag(tag), vr,
+                steps.append(_Step(_STRING, int(tag), vr,
                                    header[:-4] if wide else header[:-2], wide,
                                    b"\0" if vr == "UI" else b" ", None, None))
             else:
-                steps.append(_Step(_CONSTANT, int(tag), shared_tag(tag), vr, b"", False, b"",
+                steps.append(_Step(_CONSTANT, int(tag), vr, b"", False, b"",
                                    self._constant(mask_item, tag), None))
         return tuple(steps)
 
@@ -153,7 +152,7 @@ class AnswerPlan:
         _check_not_tested(tag, "SQ")
         echo = Node(int(tag), "SQ", b"", [self._echo(item) for item in items], True)
         item = self._plan_level(items[0], top_level=False) if len(items) == 1 else None
-        return _Step(_SEQUENCE, int(tag), shared_tag(tag), "SQ", b"", False, b"", echo, item)
+        return _Step(_SEQUENCE, int(tag), "SQ", b"", False, b"", echo, item)
 
     def _echo(self, mask_item: Dataset) -> list[Node]:
         """A query item answered as it came (the record has no item for it)."""
@@ -193,7 +192,7 @@ class AnswerPlan:
         for step in steps:
             kind = step.kind
             if kind == _STRING:
-                value = _record_string(record, step.key)
+                value = _record_string(record, step.tag)
                 if len(value) % 2:
                     value += step.pad
                 if step.wide:
@@ -208,7 +207,7 @@ class AnswerPlan:
                 nodes.append(self._fill_sequence(step, record))
             elif kind == _PREGNANCY:
                 nodes.append(Node(step.tag, step.vr, step.header
-                                  + self._short.pack(_pregnancy_status(record, step.key)), None,
+                                  + self._short.pack(_pregnancy_status(record, step.tag)), None,
                                   False))
             else:
                 assert step.constant is not None
@@ -220,7 +219,7 @@ class AnswerPlan:
         assert step.constant is not None
         if step.item is None:
             return step.constant
-        element = record.get(step.key)
+        element = record.get(step.tag)
         if element is None or element_vr(element) != "SQ" or not element.value:
             return step.constant
         return Node(step.tag, "SQ", b"", [self._fill(step.item, item) for item in element.value],
@@ -278,9 +277,9 @@ def _record_string(record: RawLevel, tag: int) -> bytes:
     return value.split(b"\0", 1)[0] if b"\0" in value else value
 
 
-def _pregnancy_status(record: RawLevel, key: BaseTag) -> int:
-    """The record's first US value of PregnancyStatus (``key``), or 4 (unknown)."""
-    element = record.get(key)
+def _pregnancy_status(record: RawLevel, tag: int) -> int:
+    """The record's first US value of PregnancyStatus (``tag``), or 4 (unknown)."""
+    element = record.get(tag)
     if not isinstance(element, RawDataElement) or element_vr(element) != "US":
         return PREGNANCY_STATUS_UNKNOWN
     raw = element.value or b""
