@@ -9,13 +9,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from tests.support.mpps import write_entry
 from wlmd.config.settings import RefreshMode
-from wlmd.mpps import links
 from wlmd.mpps.links import LinkCandidates, Wanted
 from wlmd.worklist.store import WorklistStore
 from wlmd.worklist.writer import WorklistWriter, encode_entry
@@ -70,9 +68,22 @@ def test_an_entry_in_another_layout_is_found_by_its_bytes(tmp_path: Path) -> Non
     assert candidates.names("AE", directory, study("1.2.3.5")) == ["ACC5.wl"]
 
 
-def test_a_rebuild_after_many_changes_still_finds_everything(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(links, "MIN_REBUILD", 2)
+def test_a_changed_or_removed_entry_leaves_its_old_values(tmp_path: Path) -> None:
+    directory = ae_directory(tmp_path)
+    candidates = LinkCandidates(None, RefreshMode.INOTIFY)
+    assert candidates.names("AE", directory, study("1.2.3.0")) == ["ACC0.wl"]
+    writer = WorklistWriter(tmp_path)
+    ds = dcmread(directory / "ACC0.wl")
+    ds.StudyInstanceUID = "1.2.3.8"
+    writer.write("AE", "ACC0.wl", encode_entry(ds), replace=True)
+    writer.remove("AE", "ACC1.wl")
+    assert candidates.names("AE", directory, study("1.2.3.8")) == ["ACC0.wl"]
+    assert candidates.names("AE", directory, study("1.2.3.0")) == []
+    assert candidates.names("AE", directory, study("1.2.3.1")) == []
+    assert candidates.names("AE", directory, study("1.2.3.2")) == ["ACC2.wl"]
+
+
+def test_many_changes_keep_every_entry_findable(tmp_path: Path) -> None:
     directory = ae_directory(tmp_path, count=1)
     candidates = LinkCandidates(None, RefreshMode.INOTIFY)
     writer = WorklistWriter(tmp_path)
@@ -80,7 +91,10 @@ def test_a_rebuild_after_many_changes_still_finds_everything(
         assert candidates.names("AE", directory, study(f"1.2.3.{n - 1}")) == [f"ACC{n - 1}.wl"]
         ds = dcmread(write_entry(tmp_path, f"ACC{n}", f"1.2.3.{n}"))
         writer.write("AE", f"ACC{n}.wl", encode_entry(ds))
+        writer.write("AE", f"ACC{n - 1}.wl", encode_entry(dcmread(directory / f"ACC{n - 1}.wl")),
+                     replace=True)
     assert candidates.names("AE", directory, study("1.2.3.5")) == ["ACC5.wl"]
+    assert candidates.names("AE", directory, study("1.2.3.0")) == ["ACC0.wl"]
 
 
 def test_where_inotify_is_not_used_the_store_is_asked(tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ was most of the time of the MPPS benchmark, and matching the MPPS against every 
 in proportion to the worklist. Instead each worker keeps, per AE directory, an index from Study
 Instance UID and Accession Number to file names, found in the files' bytes by a search for the
 encoded elements (never a parse) and kept current by its own inotify watch: a step costs the
-names changed since the last one. The index only grows between rebuilds (an entry that changed
-or left may stay listed), because the caller checks every candidate against the file on disk: a
-candidate may be wrong, a linked entry is never missed. It is rebuilt from the directory after
-lost events or once it has taken in more names than it started with.
+names changed since the last one. A changed name is read again and its old values replaced, a
+name that is gone is dropped, so the index stays the size of the directory and is rebuilt only
+after lost events (an index that only grew had to be rebuilt from the whole directory after
+every thousand changes: half the files each worker read in the MPPS benchmark). The values are
+a superset of the real elements (``element_values``) and the caller checks every candidate
+against the file on disk: a candidate may be wrong, a linked entry is never missed.
 
 Where inotify cannot be trusted (a shared file system, ``--refresh stat``) the store is asked,
 refreshed as for every query, and each of its records is searched for the encoded element.
@@ -32,7 +34,6 @@ from wlmd.worklist.store import is_worklist_name
 
 LOGGER = logging.getLogger("wlmd.mpps")
 MAX_FILE_BYTES = 16 << 20  # as the store: a worklist file this big is junk
-MIN_REBUILD = 1024  # names taken in before a rebuild, at least
 STUDY_TAG, ACCESSION_TAG = b"\x20\x00\x0d\x00", b"\x08\x00\x50\x00"
 MAX_VALUE = 64  # longer than any UI (64) or SH (16) value: not the element looked for
 
@@ -83,11 +84,19 @@ class _Index:
     """One AE directory: file names by (tag, value) of their Study UID and Accession Number."""
 
     names: dict[tuple[bytes, bytes], set[str]] = field(default_factory=dict)
-    taken_in: int = 0
-    size: int = 0
+    values: dict[str, set[tuple[bytes, bytes]]] = field(default_factory=dict)
 
-    def add(self, name: str, data: bytes) -> None:
-        for key in element_values(data):
+    def put(self, name: str, data: bytes | None) -> None:
+        """``name`` as it is now: its values from ``data``, or gone (None)."""
+        for key in self.values.pop(name, set()):
+            holders = self.names[key]
+            holders.discard(name)
+            if not holders:
+                del self.names[key]
+        if data is None:
+            return
+        found = self.values[name] = element_values(data)
+        for key in found:
             self.names.setdefault(key, set()).add(name)
 
     def lookup(self, wanted: list[Wanted]) -> list[str]:
@@ -134,12 +143,9 @@ class LinkCandidates:
         index = self._indexes.get(path)
         if index is not None and changed is not None:
             for name in changed:
-                if is_worklist_name(name) and (data := _read(f"{path}/{name}")) is not None:
-                    index.add(name, data)
-                    index.taken_in += 1
-            if index.taken_in <= max(MIN_REBUILD, index.size):
-                return index.lookup(wanted)
-            changed = self._inotify.changes(path)  # events until the rebuild: it reads them
+                if is_worklist_name(name):
+                    index.put(name, _read(f"{path}/{name}"))
+            return index.lookup(wanted)
         if changed is None and self._inotify.changes(path) is None:  # not watched: the store
             self._indexes.pop(path, None)
             return self._from_store(ae, wanted)
@@ -163,8 +169,7 @@ def _build(directory: str) -> _Index:
     with contextlib.suppress(OSError), os.scandir(directory) as entries:
         for entry in entries:
             if is_worklist_name(entry.name) and (data := _read(entry.path)) is not None:
-                index.add(entry.name, data)
-                index.size += 1
+                index.put(entry.name, data)
     return index
 
 
