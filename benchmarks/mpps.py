@@ -12,6 +12,11 @@ the machine on forks instead of steps.
     python -m benchmarks.mpps --pairs 4000 --conc 8 --budget 30
 
 Bounded: no pair starts after ``--budget`` seconds and the run stops after ``--pairs`` pairs.
+
+The rate is CPU-bound (two cores shared by wlmd, this load generator and whatever else runs;
+concurrent fsyncs share the file system's journal commits), so the line also prints the CPU per
+pair of the server (supervisor and every worker, from psutil) and of this process, and the load
+average: on a shared machine the rate follows the load, the CPU per pair much less so.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from pydicom import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -148,6 +154,18 @@ async def run_pairs(port: int, creates: list[bytes], set_data: bytes, pairs: int
     return done, failed, time.monotonic() - start
 
 
+def server_cpu(server: psutil.Process) -> float:
+    """CPU seconds of the server and its workers (those that exited are in ``children_*``)."""
+    total = 0.0
+    for process in (server, *server.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1000)
@@ -178,14 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_for_port(port, HOST, proc=proc)
         asyncio.run(run_pairs(port, creates[:20], set_data, 40, args.conc, 10))  # warm-up
+        server, load_before = psutil.Process(proc.pid), os.getloadavg()[0]
+        server_before, client_before = server_cpu(server), time.process_time()
         done, failed, seconds = asyncio.run(
             run_pairs(port, creates, set_data, args.pairs, args.conc, budget))
+        server_ms = (server_cpu(server) - server_before) * 1000 / max(done, 1)
+        client_ms = (time.process_time() - client_before) * 1000 / max(done, 1)
     finally:
         stop_process(proc)
         shutil.rmtree(root, ignore_errors=True)
     print(f"| mpps-pairs | {args.entries} entries | {args.conc} concurrent | "
           f"{done / seconds:.0f} pairs/s ({done} pairs, {failed} failures, {seconds:.1f} s, "
-          f"{os.cpu_count()} CPUs) | target >= 200/s |")
+          f"{os.cpu_count()} CPUs) | target >= 200/s |\n"
+          f"| CPU per pair: server / load generator | {server_ms:.1f} ms / {client_ms:.1f} ms | "
+          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} |")
     return 0 if failed == 0 else 1
 
 
