@@ -14,7 +14,7 @@ the machine on forks instead of steps.
 Bounded: no pair starts after ``--budget`` seconds and the run stops after ``--pairs`` pairs.
 
 The rate is CPU-bound (two cores shared by wlmd, this load generator and whatever else runs;
-concurrent fsyncs share the file system's journal commits), so the line also prints the CPU per
+concurrent fsyncs share the file system's journal commits), so it also prints the CPU per
 pair of the server (supervisor and every worker, from psutil) and of this process, and the load
 average: on a shared machine the rate follows the load, the CPU per pair much less so.
 """
