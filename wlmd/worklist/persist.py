@@ -27,7 +27,8 @@ from wlmd.worklist.records import Entry, shared_record
 LOGGER = logging.getLogger(__name__)
 
 FORMAT = "5"  # bump whenever the tables or what a row means change
-_RECORDS = """
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL, data BLOB,
     start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
@@ -36,10 +37,6 @@ CREATE TABLE IF NOT EXISTS records (
     matching BLOB,  -- the matching-key values, packed (wlmd.worklist.compact)
     UNIQUE (ae, name)
 );
-"""
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-""" + _RECORDS + """
 CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_time, name);
 """
 _INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -146,7 +143,7 @@ class IndexPart:
         _create_private(path)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
-                               + _RECORDS)
+                               + _SCHEMA)
 
     @classmethod
     def of_this_process(cls, index_path: Path) -> IndexPart:
