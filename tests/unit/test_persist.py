@@ -13,6 +13,7 @@ import pytest
 from tests.support.datasets import dataset, raw, sequence
 from tests.support.worklists import AE, accessions, add, make_case
 from wlmd.daemon.pool import ChildProcesses
+from wlmd.worklist import persist as persist_module
 from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.preload import preload
@@ -126,3 +127,43 @@ def test_parallel_parsing_gives_what_one_process_gives(root: Path, index: Path,
     assert parallel.parse_count == 11
     assert accessions(parallel) == accessions(loaded(root, None))
     assert loaded(root, index).parse_count == 0  # the broken file is saved as rejected
+
+
+def test_parsing_processes_save_parts_that_are_merged_and_removed(
+        root: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first start's parsing processes each fill a part of the index file of their own;
+    the rows end up in the index file, and no part (patient data) is left beside it, not
+    even one a stopped run left behind."""
+    monkeypatch.setattr(store_module, "PARALLEL_BATCH", 2)
+    for number in range(7):
+        add(root, f"{number}.wl", accession=f"A{number}", date=f"202401{number + 10}")
+    stale = index.with_name(f"{index.name}.part-1")
+    stale.write_bytes(b"rows of a run that stopped before merging them")
+    first = loaded(root, index, jobs=2)
+    assert first.parse_count == 7
+    assert index.exists() and not list(index.parent.glob(f"{index.name}.part-*"))
+    restarted = loaded(root, index)
+    assert restarted.parse_count == 0
+    assert accessions(restarted) == accessions(first) == [f"A{n}" for n in range(7)]
+
+
+def test_a_part_that_cannot_be_merged_only_costs_parsing(
+        root: Path, index: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    add(root, "a.wl", accession="A")
+    add(root, "b.wl", accession="B")
+    real_merge = persist_module.IndexFile.merge
+
+    def merge_damaged(self: persist_module.IndexFile, parts: list[Path]) -> None:
+        for part in parts:
+            part.write_bytes(b"not an SQLite file" * 100)
+        real_merge(self, parts)
+
+    monkeypatch.setattr(persist_module.IndexFile, "merge", merge_damaged)
+    with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
+        store = loaded(root, index)
+    assert accessions(store) == ["A", "B"]
+    assert store.parse_count == 4  # parsed for the part, then again from the directory
+    assert any("Cannot update index file" in r.getMessage() for r in caplog.records)
+    assert index.exists() and not list(index.parent.glob(f"{index.name}.part-*"))
+    assert loaded(root, index).parse_count == 0  # the refresh saved them after all

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import Dataset
+from pydicom.sequence import Sequence as PydicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from tests.support.datasets import file_bytes
@@ -88,3 +91,36 @@ def test_walked_and_pydicom_loads_agree_on_files_and_their_damaged_copies(
         target.write_bytes(copy)
         with_walker = load(target, caplog, monkeypatch, walker=True)
         assert with_walker == load(target, caplog, monkeypatch, walker=False), number
+
+
+def _levels(dataset: Dataset) -> Iterator[Dataset]:
+    """``dataset`` and every item of its sequences, depth first (elements left raw)."""
+    yield dataset
+    for tag in list(dataset.keys()):
+        element = dataset.get_item(tag)
+        if isinstance(element.value, PydicomSequence):
+            for item in element.value:
+                yield from _levels(item)
+
+
+@pytest.mark.parametrize("path", EXAMPLES[::4], ids=lambda path: path.name)
+def test_walked_datasets_are_set_up_and_looked_up_as_pydicom_s(path: Path) -> None:
+    """What the checks, keys and packing read of a dataset: the encoding state pydicom's
+    reader sets, and the elements of every level by every form of tag, as pydicom's own
+    lookup finds them in the same dataset. (The character set of items nested below the
+    first level can differ from pydicom's: no check, key or packed value converts text.)"""
+    data = path.read_bytes()
+    walked = walk(data)
+    assert walked is not None
+    read = records.parse_worklist_file(data)[0]
+    levels = list(zip(_levels(walked[0]), _levels(read), strict=True))
+    assert len(levels) > 1  # the sequences' items too
+    top, read_top = levels[0]
+    assert top.original_encoding == read_top.original_encoding
+    assert top.original_character_set == read_top.original_character_set
+    for ours, theirs in levels:
+        assert ours.original_encoding == theirs.original_encoding
+        assert type(ours) is not Dataset  # the quick lookup is under test
+        for tag in [*ours.keys(), Tag(0x00101000), Tag(0x7FE00010)]:  # present, absent
+            for key in (tag, int(tag), (tag.group, tag.element)):
+                assert ours.get_item(key) is Dataset.get_item(ours, key), (tag, key)

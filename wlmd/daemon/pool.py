@@ -4,7 +4,7 @@ The supervisor decides *when* (signals, accepted connections); this module knows
 worker has a SEQPACKET channel and a heartbeat file (gunicorn's WorkerTmp: an anonymous file
 whose mtime the worker keeps touching), and dies with an exit status the supervisor can read.
 Before any worker exists, the preload's helper processes are forked here too
-(``ChildProcesses``): a process pool that parses, and a child that fills the index file. (The
+(``ChildProcesses``): a process pool that parses (on a first start, into the index file). (The
 one fork elsewhere is ``--daemon``'s detaching, which python-daemon does before anything runs.)
 """
 
@@ -62,31 +62,14 @@ class ChildProcesses:
         """``jobs`` processes parse at once; by default one per CPU this process may use."""
         self.jobs = jobs if jobs is not None else len(os.sched_getaffinity(0))
 
-    def map_batches(self, work: Callable[[list[Task]], list[Result]],
-                    batches: list[list[Task]]) -> list[list[Result]]:
-        """``work`` of each batch in a pool of ``jobs`` forked processes, results in order."""
+    def map_batches(self, work: Callable[[list[Task]], Result],
+                    batches: list[list[Task]]) -> list[Result]:
+        """``work`` of each batch in a pool of up to ``jobs`` forked processes, results in
+        order."""
         # The parsers make cyclic garbage: collect it there (the caller may hold it off here).
-        with multiprocessing.get_context("fork").Pool(self.jobs, initializer=gc.enable) as pool:
+        processes = max(1, min(self.jobs, len(batches)))
+        with multiprocessing.get_context("fork").Pool(processes, initializer=gc.enable) as pool:
             return list(pool.imap(work, batches))
-
-    def run_in_child(self, work: Callable[[], int | None]) -> int | None:
-        """``work`` in a forked child, waited for: the number it returned (None if none)."""
-        read_end, write_end = os.pipe()
-
-        def report() -> int:
-            os.close(read_end)
-            result = work()
-            if result is None:
-                return 1
-            os.write(write_end, str(result).encode())
-            return 0
-
-        pid = fork(report)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as reported:
-            text = reported.read()
-        os.waitpid(pid, 0)
-        return int(text) if text else None
 
 
 class SlotState(enum.Enum):

@@ -37,6 +37,8 @@ _VR_TEXT = {str(vr).encode(): str(vr) for vr in STANDARD_VR}  # as a file spells
 _LONG_VR_TEXT = frozenset(vr.decode() for vr in LONG_VRS)
 _TAGS: dict[int, BaseTag] = {}  # one BaseTag per tag seen: they recur in every file
 MAX_SHARED_TAGS = 4096  # far more tags than worklist files use; odd files cannot grow it more
+# RawDataElement(...) without the namedtuple's Python-level __new__ (an element per call)
+_raw_element = functools.partial(tuple.__new__, RawDataElement)
 _SHORT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<HH2s2xL")
 
@@ -144,9 +146,9 @@ class ElementReader:
                 raise NotRaw("an undefined length outside a sequence, or past the end")
             at = value_at + length
             key = _TAGS.get(tag) or _tag(tag)
-            elements[key] = RawDataElement(key, vr, length,
-                                           data[value_at:at] if length else _empty(vr),
-                                           value_at, implicit, little)
+            elements[key] = _raw_element((key, vr, length,
+                                          data[value_at:at] if length else _empty(vr),
+                                          value_at, implicit, little))
         if end is None and not top:
             raise NotRaw("no item delimiter")
         return elements, at
@@ -197,6 +199,15 @@ def _tag(value: int) -> BaseTag:
         if len(_TAGS) < MAX_SHARED_TAGS:
             _TAGS[value] = tag
     return tag
+
+
+def shared_tag(value: int) -> BaseTag | None:
+    """The BaseTag object the reader keys elements of tag ``value`` with, if it has one.
+
+    A dict finds a key given as that very object without calling ``BaseTag.__eq__`` (a
+    Python function, which every other lookup of a BaseTag key calls, ints included).
+    """
+    return _TAGS.get(int(value))  # a plain int: a BaseTag key would call __eq__ here too
 
 
 def _empty(vr: str | None) -> bytes | None:

@@ -12,13 +12,14 @@ The file holds patient data: it is created readable by its owner only.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from wlmd.worklist.index import Date, RecordKeys
 from wlmd.worklist.records import Entry, shared_record
@@ -38,6 +39,8 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_time, name);
 """
+_INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+PART_SUFFIX = ".part-"  # <index file>.part-<pid>: the rows one parsing process made
 Column = TypeVar("Column")
 Parsed = TypeVar("Parsed")
 _COLUMNS = ("name, stat, data, start_date, start_time, add_references, "
@@ -98,10 +101,73 @@ class IndexFile:
         try:
             with _transaction(self._db):
                 self._db.executemany("DELETE FROM records WHERE ae = ? AND name = ?", gone)
-                self._db.executemany("INSERT OR REPLACE INTO records VALUES "
-                                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", changed)
+                self._db.executemany(_INSERT, changed)
         except sqlite3.Error as error:
             LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
+
+
+    def merge(self, parts: Iterable[Path]) -> None:
+        """Take in the rows of each part (``IndexPart``), one transaction each, and delete it.
+
+        The copy runs inside SQLite; a part that cannot be read only costs parsing later.
+        """
+        for part in parts:
+            try:
+                self._db.execute("ATTACH DATABASE ? AS part", (os.fspath(part),))
+                try:
+                    with _transaction(self._db):
+                        self._db.execute("INSERT OR REPLACE INTO records "
+                                         "SELECT * FROM part.records")
+                finally:
+                    self._db.execute("DETACH DATABASE part")
+            except sqlite3.Error as error:
+                LOGGER.warning("Cannot update index file (%s); the next start parses more",
+                               error)
+            finally:
+                with suppress(OSError):
+                    os.unlink(part)
+
+
+class IndexPart:
+    """Rows saved by one parsing process into a file of its own, for ``IndexFile.merge``.
+
+    One process's scratch file (``<index file>.part-<pid>``, private as the index file is):
+    parsing processes never wait for each other's locks or for the disk (no journal, no
+    sync: a part is thrown away unless merged, and only its merge must be crash-safe).
+    """
+
+    _opened: ClassVar[dict[tuple[int, Path], IndexPart]] = {}  # this process's part per index file
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        _create_private(path)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
+                               + _SCHEMA)
+
+    @classmethod
+    def of_this_process(cls, index_path: Path) -> IndexPart:
+        """This process's part of ``index_path``, created empty on first use."""
+        key = (os.getpid(), index_path)
+        if key not in cls._opened:
+            part = index_path.with_name(f"{index_path.name}{PART_SUFFIX}{os.getpid()}")
+            with suppress(FileNotFoundError):
+                os.unlink(part)  # left by a process of an earlier run that had this pid
+            cls._opened[key] = cls(part)
+        return cls._opened[key]
+
+    def save(self, ae: str, entries: Mapping[str, Entry]) -> None:
+        """Add the rows of ``entries`` (one transaction)."""
+        ae_key = os.fsencode(ae)
+        with _transaction(self._db):
+            self._db.executemany(_INSERT, [_row(ae_key, name, entry)
+                                           for name, entry in entries.items()])
+
+
+def stale_parts(index_path: Path) -> list[Path]:
+    """Parts of ``index_path`` left by a run that stopped before merging them."""
+    pattern = f"{glob.escape(index_path.name)}{PART_SUFFIX}*"
+    return sorted(index_path.parent.glob(pattern))
 
 
 def _connect(path: Path, signature: Mapping[str, str]) -> sqlite3.Connection | None:

@@ -4,20 +4,32 @@ Workers inherit the records copy-on-write, so the preload also lays them out to 
 records made from the index file come compact and in response order; records parsed here are
 compacted afterwards (``compact``). Two steps run in other processes, which the process model
 provides (``ChildProcesses``, implemented by ``wlmd.daemon.pool``, where every fork happens):
-a full scan's parsing on every CPU, and a first start's parsing into the index file.
+a full scan's parsing on every CPU, and a first start's parsing, which those processes save
+into the index file themselves.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from wlmd.worklist import store as worklist_store
 from wlmd.worklist.index import WorklistIndex
-from wlmd.worklist.records import Entry, StatKey, WorklistRecord, shared_record
-from wlmd.worklist.store import RESORT_FRACTION, LockfileError, WorklistStore
+from wlmd.worklist.persist import IndexFile, IndexPart, stale_parts
+from wlmd.worklist.records import Entry, FileLoader, StatKey, WorklistRecord, shared_record
+from wlmd.worklist.store import (
+    RESORT_FRACTION,
+    LoadTask,
+    LockfileError,
+    WorklistStore,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,12 +44,9 @@ class ChildProcesses(Protocol):
     def jobs(self) -> int:
         """How many processes ``map_batches`` may use."""
 
-    def map_batches(self, work: Callable[[list[Task]], list[Result]],
-                    batches: list[list[Task]]) -> list[list[Result]]:
+    def map_batches(self, work: Callable[[list[Task]], Result],
+                    batches: list[list[Task]]) -> list[Result]:
         """``work`` of each batch in up to ``jobs`` forked processes, results in order."""
-
-    def run_in_child(self, work: Callable[[], int | None]) -> int | None:
-        """``work`` in a forked child that exits afterwards: its result (None if it failed)."""
 
 
 def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | None = None
@@ -58,7 +67,7 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
             started, first_count = time.monotonic(), store.parse_count
             saved = {} if index is None else index.load(ae)
             if index is not None and index_path and _mostly_unsaved(store, ae, saved):
-                _parse_into(store, children, index_path, ae, saved)
+                _parse_into(store, children, index, index_path, ae, saved)
                 saved = index.load(ae)
             parsed = store.parse_count
             store.adopt(ae, saved)
@@ -82,31 +91,48 @@ def _mostly_unsaved(store: WorklistStore, ae: str, saved: dict[str, Entry]) -> b
     return count is not None and (count - len(saved)) * RESORT_FRACTION > count
 
 
-def _parse_into(store: WorklistStore, children: ChildProcesses, index_path: Path, ae: str,
-                saved: dict[str, Entry]) -> None:
-    """Parse ``ae``'s files in a child process that saves them to the index file.
+def _parse_into(store: WorklistStore, children: ChildProcesses, index: IndexFile,
+                index_path: Path, ae: str, saved: dict[str, Entry]) -> None:
+    """Parse ``ae``'s files that ``saved`` lacks in ``children``'s processes into the index
+    file: each process saves its rows into a part of its own, merged here at the end.
 
     The caller then makes its records from the index file, compact and in response order.
-    What parsing leaves behind -- freed memory scattered among the records, about as much as
-    the records themselves, which every worker would share and count -- goes away with the
-    child. The child reports how many files it parsed.
+    Parsed records never pass through this process (nothing is pickled back but a count and
+    a path), and what parsing leaves behind -- freed memory scattered among the records,
+    about as much as the records themselves, which every worker would share and count --
+    goes away with the children. A file that changed while it was read, or rows that could
+    not be saved, are missing from the index file: the caller's refresh parses them.
     """
-    def parse_and_save() -> int | None:
-        try:
-            with store.open_index_file(index_path) as index:
-                if index is None:
-                    return None
-                store.adopt(ae, saved)
-                index.save(ae, store.refreshed_entries(ae), saved)
-                return store.parse_count
-        except LockfileError:
-            return None  # the caller meets it too, and says so
-        except Exception:
-            LOGGER.exception("Parsing %s for the index file failed", ae)
-            return None
+    for stale in stale_parts(index_path):
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
+    save = functools.partial(_parse_and_save, store.loader, ae, index_path)
+    try:
+        with store.changed_files(ae, saved) as tasks:
+            size = worklist_store.PARALLEL_BATCH
+            batches = [tasks[at:at + size] for at in range(0, len(tasks), size)]
+            results = children.map_batches(save, batches) if batches else []
+    except LockfileError:
+        return  # the caller meets it too, and says so
+    index.merge(sorted({part for _, part in results if part is not None}))
+    store.parse_count += sum(count for count, _ in results)
 
-    count = children.run_in_child(parse_and_save)
-    store.parse_count = store.parse_count if count is None else count
+
+def _parse_and_save(loader: FileLoader, ae: str, index_path: Path, tasks: list[LoadTask]
+                    ) -> tuple[int, Path | None]:
+    """Load one batch of ``ae``'s files into this process's part of the index file: how many
+    files were parsed, and the part (None if it could not be saved)."""
+    loaded = loader.load_many(tasks)
+    entries = {task[1]: entry for task, (entry, _) in zip(tasks, loaded, strict=True)
+               if entry is not None}
+    parsed = sum(parsed for _, parsed in loaded)
+    try:
+        part = IndexPart.of_this_process(index_path)
+        part.save(ae, entries)
+    except (sqlite3.Error, OSError) as error:
+        LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
+        return parsed, None
+    return parsed, part.path
 
 
 def compact(store: WorklistStore, ae: str) -> None:

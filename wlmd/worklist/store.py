@@ -171,17 +171,53 @@ class WorklistStore:
         finally:
             self._batch_map = None
 
+    @property
+    def loader(self) -> FileLoader:
+        """How this store reads, parses and checks one file (picklable, for other processes)."""
+        return self._loader
+
+    def index_signature(self) -> dict[str, str]:
+        """What the records of an index file must have been parsed under to be used here."""
+        loader = self._loader
+        return {
+            "root": os.path.realpath(self._root), "file_reject": str(loader.file_reject),
+            "max_file_bytes": str(loader.max_file_bytes), "wlmd": wlmd.__version__,
+            "pydicom": pydicom.__version__,
+        }
+
     def open_index_file(self, path: Path | None
                         ) -> contextlib.AbstractContextManager[IndexFile | None]:
         """The index file at ``path``, for records parsed the way this store parses."""
         if path is None:
             return contextlib.nullcontext()
-        loader = self._loader
-        return IndexFile.opened(path, {
-            "root": os.path.realpath(self._root), "file_reject": str(loader.file_reject),
-            "max_file_bytes": str(loader.max_file_bytes), "wlmd": wlmd.__version__,
-            "pydicom": pydicom.__version__,
-        })
+        return IndexFile.opened(path, self.index_signature())
+
+    @contextlib.contextmanager
+    def changed_files(self, ae: str, saved: dict[str, Entry]) -> Iterator[list[LoadTask]]:
+        """What loading ``ae``'s files whose stat key is not the one in ``saved`` takes.
+
+        Listed under the shared read lock, which is held until the caller is done loading
+        them (elsewhere: the lock covers the processes it forks meanwhile); LockfileError as
+        for ``query``. A directory that cannot be listed gives no task: the refresh that
+        follows says so.
+        """
+        ae_dir = self._ae_dir(ae)
+        if ae_dir is None:
+            raise LockfileError(_open_failure(os.path.join(self._root_text, ae, LOCKFILE),
+                                              errno.ENOENT))
+        lock_path = os.path.join(ae_dir, LOCKFILE)
+        fd = _open_lockfile(lock_path)
+        try:
+            self._lock(fd, lock_path, _AeCache())
+            try:
+                names = _list_worklist_files(ae_dir)
+            except OSError:
+                names = {}
+            known, real_root = _AeCache(entries=saved), self._real_root()
+            yield [task for name, is_link in names.items()
+                   if (task := self._load_task(known, ae_dir, name, is_link, real_root))]
+        finally:
+            os.close(fd)  # closing the descriptor releases the fcntl lock
 
     def adopt(self, ae: str, saved: dict[str, Entry]) -> None:
         """Start ``ae``'s cache from records saved by an earlier run (checked by the refresh)."""
