@@ -13,6 +13,7 @@ import pytest
 from tests.support.datasets import dataset, raw, sequence
 from tests.support.worklists import AE, accessions, add, make_case
 from wlmd.daemon.pool import ChildProcesses
+from wlmd.worklist import persist
 from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.preload import preload
@@ -69,6 +70,18 @@ def test_other_options_mean_a_full_parse(root: Path, index: Path) -> None:
     strict = loaded(root, index, file_reject=True)
     assert strict.parse_count == 2
     assert accessions(strict) == ["A"]
+
+
+def test_records_saved_by_another_format_mean_a_full_parse(root: Path, index: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """File bytes deflated against another dictionary (``deflate.DICTIONARY_ID``) are never
+    inflated with this one."""
+    add(root, "a.wl", accession="A")
+    loaded(root, index)
+    monkeypatch.setattr(persist, "FORMAT", persist.FORMAT + "-other")
+    again = loaded(root, index)
+    assert again.parse_count == 1
+    assert accessions(again) == ["A"]
 
 
 def test_a_rejected_file_is_neither_parsed_nor_logged_again_until_it_changes(

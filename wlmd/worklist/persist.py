@@ -1,7 +1,7 @@
 """The parsed worklist kept on disk between runs (``--index-file``), so that a restart is quick.
 
 One SQLite file holds, per AE title and file name, the stat key of the version that was parsed
-and the compact record made of it (file bytes, sort key, index keys). At start-up the store
+and the compact record made of it (deflated file bytes, sort key, index keys). At start-up the store
 takes a saved record only if the file's stat key is still the same, so the directory stays the
 source of truth: the index file saves parsing, never decides what is served. Anything wrong
 with the index file (missing directory, corrupt, locked, written by another version or for
@@ -20,16 +20,19 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from wlmd.worklist.deflate import DICTIONARY_ID
 from wlmd.worklist.index import Date, RecordKeys
 from wlmd.worklist.records import Entry, shared_record
 
 LOGGER = logging.getLogger(__name__)
 
-FORMAT = "5"  # bump whenever the tables or what a row means change
+# bump whenever the tables or what a row means change; a new deflate dictionary changes it too
+FORMAT = f"6-{DICTIONARY_ID}"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
-    ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL, data BLOB,
+    ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL,
+    deflated BLOB,  -- the file's bytes (wlmd.worklist.deflate); NULL: a rejected file
     start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
     patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
     body INTEGER,  -- offset << 2 | implicit VR << 1 | little endian; NULL: no fast decoding
@@ -40,7 +43,7 @@ CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_ti
 """
 Column = TypeVar("Column")
 Parsed = TypeVar("Parsed")
-_COLUMNS = ("name, stat, data, start_date, start_time, add_references, "
+_COLUMNS = ("name, stat, deflated, start_date, start_time, add_references, "
             "patient_ids, stations, modalities, dates, body, matching")
 
 
@@ -161,7 +164,7 @@ def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
         return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None,
                 None, None)
     keys = record.keys
-    return (ae, os.fsencode(name), entry.key, record.data, record.sort_key[0],
+    return (ae, os.fsencode(name), entry.key, record.deflated, record.sort_key[0],
             record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
             _join(keys.stations), _join(keys.modalities),
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
@@ -171,16 +174,16 @@ def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
 
 def _entry(row: tuple[Any, ...], shared: dict[Any, Any], memo: dict[Any, Any]
            ) -> tuple[str, Entry]:
-    (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
+    (name, stat, deflated, date, time, add_references, patient_ids, stations, modalities,
      dates, body, matching) = row
     name = os.fsdecode(name)
-    if data is None:
+    if deflated is None:
         return name, Entry(stat, None)
     keys = RecordKeys(_split(patient_ids), _parsed(stations, _split, memo),
                       _parsed(modalities, _split, memo), _parsed(dates, _dates, memo))
     if body is not None:
         body = (body >> 2, bool(body & 2), bool(body & 1))
-    record = shared_record(data, (date, time, name), keys, bool(add_references), body, matching,
+    record = shared_record(deflated, (date, time, name), keys, bool(add_references), body, matching,
                            shared)
     return name, Entry(stat, record)
 

@@ -1,11 +1,11 @@
 """One worklist file: read it safely, parse and check it once, keep it compact.
 
-A served record keeps the file's bytes, its sort key, its index keys and its packed
-matching-key values (``compact.py``), not the parsed dataset: a pydicom dataset costs about
-sixteen times the file it came from, and 100,000 of them would not fit the memory a worklist
-server may take. Matching reads the packed values; the dataset is decoded again only to build
-an answer (``WorklistRecord.dataset``); the response cache (``cache.py``) keeps what a
-repeated query would decode again.
+A served record keeps the file's bytes (deflated, ``deflate.py``), its sort key, its index
+keys and its packed matching-key values (``compact.py``), not the parsed dataset: a pydicom
+dataset costs about sixteen times the file it came from, and 100,000 of them would not fit the
+memory a worklist server may take. Matching reads the packed values; the dataset is decoded
+again only to build an answer (``WorklistRecord.dataset``); the response cache (``cache.py``)
+keeps what a repeated query would decode again.
 
 Everything that can go wrong with one file (unreadable, truncated, not DICOM, incomplete, a
 symbolic link leading out of ``-dfp``) is logged once per version of that file, and the file
@@ -40,6 +40,7 @@ from wlmd.worklist.completeness import (
     raw_value,
     sequence_of,
 )
+from wlmd.worklist.deflate import deflated, inflated
 from wlmd.worklist.index import RecordKeys, record_keys
 from wlmd.worklist.walker import Body, walk
 
@@ -78,7 +79,7 @@ class WorklistRecord:
     so caches can key on it (weakly).
     """
 
-    data: bytes  # the file as read
+    deflated: bytes  # the file as read, deflated (``data`` inflates it)
     sort_key: SortKey
     keys: RecordKeys  # what the index files it under
     add_references: bool  # the file-reject check added (0008,1110)/(0008,1120) if missing
@@ -89,6 +90,11 @@ class WorklistRecord:
     def name(self) -> str:
         """The file's name in its AE directory."""
         return self.sort_key[2]
+
+    @property
+    def data(self) -> bytes:
+        """The file's bytes as read, inflated anew on every call."""
+        return inflated(self.deflated)
 
     @property
     def dataset(self) -> Dataset:
@@ -108,8 +114,8 @@ class WorklistRecord:
         return MatchView.of(self.matching)
 
 
-def shared_record(data: bytes, sort_key: SortKey, keys: RecordKeys, add_references: bool,
-                  body: Body | None, matching: bytes,
+def shared_record(deflated_data: bytes, sort_key: SortKey, keys: RecordKeys,
+                  add_references: bool, body: Body | None, matching: bytes,
                   shared: dict[Any, Any]) -> WorklistRecord:
     """A record whose keys, date, time and body are the equal objects already in ``shared``.
 
@@ -121,7 +127,7 @@ def shared_record(data: bytes, sort_key: SortKey, keys: RecordKeys, add_referenc
     shared_keys = RecordKeys(one(keys.patient_ids, keys.patient_ids),
                              one(keys.stations, keys.stations),
                              one(keys.modalities, keys.modalities), one(keys.dates, keys.dates))
-    return WorklistRecord(data, (one(date, date), one(time, time), name), shared_keys,
+    return WorklistRecord(deflated_data, (one(date, date), one(time, time), name), shared_keys,
                           add_references, one(body, body), matching)
 
 
@@ -190,8 +196,8 @@ class FileLoader:
             if not is_complete(dataset):
                 LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
                 return Entry(key, None), True
-        record = WorklistRecord(data, sort_key_of(dataset, name), record_keys(dataset),
-                                self.file_reject, body, pack(dataset))
+        record = WorklistRecord(deflated(data), sort_key_of(dataset, name),
+                                record_keys(dataset), self.file_reject, body, pack(dataset))
         return Entry(key, record), True
 
     def _target(self, path: str, st: os.stat_result, is_link: bool, real_root: str) -> str:
