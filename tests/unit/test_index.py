@@ -208,7 +208,11 @@ def test_packed_keys_find_every_record_through_chunks_removals_and_repacks(
     both = (re.compile(b"A"), re.compile(b"<1"))
     assert packed.passing(both) == {name for name, keys in kept.items()
                                     if b"A" in keys and b"<1" in keys}
+    assert {name: packed.get(name) for name in kept} == kept  # sealed and recent alike
+    with pytest.raises(KeyError):
+        packed.get("r0")
     for name in list(kept)[:-2]:  # more than half dead: repacked into fresh chunks
         packed.remove(name)
         del kept[name]
     assert packed.passing((re.compile(b"<"),)) == set(kept)
+    assert {name: packed.get(name) for name in kept} == kept

@@ -55,7 +55,7 @@ def _element_header(tag: int) -> bytes:
 
 
 def _dictionary() -> bytes:
-    tags = {tag for tag in vars(keys).values() if isinstance(tag, BaseTag)}
+    tags: set[int] = {tag for tag in vars(keys).values() if isinstance(tag, BaseTag)}
     tags.update(_COMMON_TAGS)
     return b"".join((*_CONSTANTS, *map(_element_header, sorted(tags)), *_ITEM_PARTS))
 

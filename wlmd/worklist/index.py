@@ -227,6 +227,10 @@ class WorklistIndex:
             if _file(self._by_date, date, name):
                 bisect.insort(self._dates, date)
 
+    def packed(self, name: str) -> bytes:
+        """The packed matching keys filed for record ``name`` (KeyError if it is not filed)."""
+        return self._packed.get(name)
+
     def remove(self, name: str) -> None:
         """Forget record ``name`` if it is filed."""
         keys = self._keys.pop(name, None)
@@ -348,7 +352,8 @@ def _as_set(names: Names) -> set[str]:
 
 
 class PackedKeys:
-    """The packed matching keys of every record in a few large ``bytes``, searched in C.
+    """The packed matching keys of every record in a few large ``bytes``, searched in C: the
+    only copy of them, which the matcher reads too (``get``).
 
     A fresh worker shares its records with the supervisor until it writes to their memory
     pages, and merely reading a record's packed keys writes a reference count: a screen run
@@ -374,6 +379,15 @@ class PackedKeys:
         if len(self._recent) >= self.CHUNK:
             self._seal(list(self._recent.items()))
             self._recent.clear()
+
+    def get(self, name: str) -> bytes:
+        """The keys of ``name`` (KeyError if none are kept); a copy of its segment."""
+        recent = self._recent.get(name)
+        if recent is not None:
+            return recent
+        number, segment = divmod(self._place[name], self.CHUNK)
+        starts = self._starts[number]
+        return self._chunks[number][starts[segment]:starts[segment + 1]]
 
     def remove(self, name: str) -> None:
         """Forget the keys of ``name``."""
@@ -417,11 +431,7 @@ class PackedKeys:
 
     def _repack(self) -> None:
         """Rebuild the chunks from their live segments (when half of them are dead)."""
-        live = []
-        for name, place in self._place.items():
-            number, segment = divmod(place, self.CHUNK)
-            starts = self._starts[number]
-            live.append((name, self._chunks[number][starts[segment]:starts[segment + 1]]))
+        live = [(name, self.get(name)) for name in self._place]
         self._chunks, self._starts, self._names, self._place = [], [], [], {}
         self._dead = 0
         for first in range(0, len(live), self.CHUNK):

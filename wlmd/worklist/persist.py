@@ -86,15 +86,17 @@ class IndexFile:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
             return {}
 
-    def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry]) -> None:
-        """Bring the rows of ``ae`` from ``saved`` (as loaded) to ``entries``.
+    def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry],
+             packed_keys: Callable[[str], bytes]) -> None:
+        """Bring the rows of ``ae`` from ``saved`` (as loaded) to ``entries``, whose records'
+        packed matching keys the store's index gives (``WorklistStore.packed_keys``).
 
         A rejected file is saved too (without a record), so that a restart neither parses
         nor logs it again until it changes.
         """
         ae_key = os.fsencode(ae)
         gone = [(ae_key, os.fsencode(name)) for name in saved if name not in entries]
-        changed = [_row(ae_key, name, entry) for name, entry in entries.items()
+        changed = [_row(ae_key, name, entry, packed_keys) for name, entry in entries.items()
                    if (old := saved.get(name)) is None or old.key != entry.key]
         if not gone and not changed:
             return
@@ -158,7 +160,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
+def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
+         ) -> tuple[object, ...]:
     record = entry.record
     if record is None:
         return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None,
@@ -169,7 +172,7 @@ def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
             _join(keys.stations), _join(keys.modalities),
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
             None if record.body is None else
-            record.body[0] << 2 | record.body[1] << 1 | record.body[2], record.matching)
+            record.body[0] << 2 | record.body[1] << 1 | record.body[2], packed_keys(name))
 
 
 def _entry(row: tuple[Any, ...], shared: dict[Any, Any], memo: dict[Any, Any]
@@ -177,15 +180,14 @@ def _entry(row: tuple[Any, ...], shared: dict[Any, Any], memo: dict[Any, Any]
     (name, stat, deflated, date, time, add_references, patient_ids, stations, modalities,
      dates, body, matching) = row
     name = os.fsdecode(name)
-    if deflated is None:
+    if deflated is None or matching is None:
         return name, Entry(stat, None)
     keys = RecordKeys(_split(patient_ids), _parsed(stations, _split, memo),
                       _parsed(modalities, _split, memo), _parsed(dates, _dates, memo))
     if body is not None:
         body = (body >> 2, bool(body & 2), bool(body & 1))
-    record = shared_record(deflated, (date, time, name), keys, bool(add_references), body, matching,
-                           shared)
-    return name, Entry(stat, record)
+    record = shared_record(deflated, (date, time, name), keys, bool(add_references), body, shared)
+    return name, Entry(stat, record, matching)
 
 
 def _parsed(column: Column, parse: Callable[[Column], Parsed], memo: dict[Any, Any]) -> Parsed:
