@@ -44,7 +44,7 @@ CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_ti
 Column = TypeVar("Column")
 Parsed = TypeVar("Parsed")
 _COLUMNS = ("name, stat, deflated, start_date, start_time, add_references, "
-            "patient_ids, stations, modalities, dates, body, matching")
+            "patient_ids, stations, modalities, dates, body")
 
 
 class IndexFile:
@@ -73,15 +73,25 @@ class IndexFile:
 
         Made in response order, row by row, with one object for equal values (dates,
         stations…): the records of one day end up side by side in memory, and nothing is
-        left behind to fragment it (see ``preload.compact``).
+        left behind to fragment it (see ``preload.compact``). The packed matching keys are
+        read afterwards, all together: the store's index copies them into its own blocks and
+        drops these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes
+        among the records.
         """
         shared: dict[Any, Any] = {}
         memo: dict[Any, Any] = {}  # parsed index-key columns
+        ae_key = os.fsencode(ae)
         try:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ? "
-                                    "ORDER BY start_date, start_time, name",
-                                    (os.fsencode(ae),))
-            return dict(_entry(row, shared, memo) for row in rows)
+            with _reading(self._db):
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ? AND "
+                                        "(deflated IS NULL OR matching IS NOT NULL) "
+                                        "ORDER BY start_date, start_time, name", (ae_key,))
+                entries = dict(_entry(row, shared, memo) for row in rows)
+                for name, matching in self._db.execute(
+                        "SELECT name, matching FROM records WHERE ae = ? AND deflated IS NOT "
+                        "NULL AND matching IS NOT NULL", (ae_key,)):
+                    entries[os.fsdecode(name)].matching = matching
+            return entries
         except sqlite3.Error as error:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
             return {}
@@ -150,6 +160,16 @@ def _create_private(path: Path) -> None:
 
 
 @contextmanager
+def _reading(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: several SELECTs see the same rows."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
+
+
+@contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -178,16 +198,16 @@ def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
 def _entry(row: tuple[Any, ...], shared: dict[Any, Any], memo: dict[Any, Any]
            ) -> tuple[str, Entry]:
     (name, stat, deflated, date, time, add_references, patient_ids, stations, modalities,
-     dates, body, matching) = row
+     dates, body) = row
     name = os.fsdecode(name)
-    if deflated is None or matching is None:
+    if deflated is None:
         return name, Entry(stat, None)
     keys = RecordKeys(_split(patient_ids), _parsed(stations, _split, memo),
                       _parsed(modalities, _split, memo), _parsed(dates, _dates, memo))
     if body is not None:
         body = (body >> 2, bool(body & 2), bool(body & 1))
     record = shared_record(deflated, (date, time, name), keys, bool(add_references), body, shared)
-    return name, Entry(stat, record, matching)
+    return name, Entry(stat, record)  # the packed matching keys come next (``load``)
 
 
 def _parsed(column: Column, parse: Callable[[Column], Parsed], memo: dict[Any, Any]) -> Parsed:

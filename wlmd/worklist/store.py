@@ -196,7 +196,10 @@ class WorklistStore:
             if entry.record is not None:
                 assert entry.matching is not None  # a saved record comes with its keys
                 cache.index.add(name, entry.record.keys, entry.matching)
-                entry.matching = None  # the index keeps them now
+        # The index keeps them now. Dropped all at once, not as they are filed: the memory
+        # they leave is then whole arenas, given back, instead of holes that filing fills.
+        for entry in saved.values():
+            entry.matching = None
 
     def refreshed_entries(self, ae: str) -> dict[str, Entry]:
         """``ae``'s entries by file name, brought in step with its directory (LockfileError
