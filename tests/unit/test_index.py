@@ -161,6 +161,32 @@ def test_each_key_narrows() -> None:
     assert candidates(query(station=b"S1")) == {"undated"}
 
 
+def test_a_value_filed_under_one_then_several_then_no_record_finds_exactly_those() -> None:
+    """A lone name is kept without a set: growing and shrinking must keep the exact names."""
+    index = WorklistIndex()
+
+    def candidates(patient: bytes) -> set[str]:
+        prefilter = prefilter_of(query(patient=patient))
+        assert prefilter is not None
+        return index.candidates(prefilter)
+
+    index.add("a", *_filed(record(b"P1", b"S1", b"CT", b"20240101")))
+    index.add("a", *_filed(record(b"P1", b"S1", b"CT", b"20240101")))  # the same file again
+    assert candidates(b"P1") == {"a"}
+    index.add("b", *_filed(record(b"P1", b"S1", b"CT", b"20240101")))
+    index.add("c", *_filed(record(b"P1", b"S2", b"CT", b"20240102")))
+    assert candidates(b"P1") == {"a", "b", "c"}
+    index.remove("a")
+    index.remove("c")
+    assert candidates(b"P1") == {"b"}
+    dated = prefilter_of(query(date=b"20240102"))
+    assert dated is not None and index.candidates(dated) == set()  # the day "c" alone had
+    index.remove("b")
+    assert candidates(b"P1") == set()
+    index.add("d", *_filed(record(b"P1", b"S1", b"CT", b"20240101")))
+    assert candidates(b"P1") == {"d"}
+
+
 def test_packed_keys_find_every_record_through_chunks_removals_and_repacks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PackedKeys, "CHUNK", 3)
@@ -182,7 +208,11 @@ def test_packed_keys_find_every_record_through_chunks_removals_and_repacks(
     both = (re.compile(b"A"), re.compile(b"<1"))
     assert packed.passing(both) == {name for name, keys in kept.items()
                                     if b"A" in keys and b"<1" in keys}
+    assert {name: packed.get(name) for name in kept} == kept  # sealed and recent alike
+    with pytest.raises(KeyError):
+        packed.get("r0")
     for name in list(kept)[:-2]:  # more than half dead: repacked into fresh chunks
         packed.remove(name)
         del kept[name]
     assert packed.passing((re.compile(b"<"),)) == set(kept)
+    assert {name: packed.get(name) for name in kept} == kept

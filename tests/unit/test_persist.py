@@ -13,7 +13,7 @@ import pytest
 from tests.support.datasets import dataset, raw, sequence
 from tests.support.worklists import AE, accessions, add, make_case
 from wlmd.daemon.pool import ChildProcesses
-from wlmd.worklist import persist as persist_module
+from wlmd.worklist import persist
 from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.preload import preload
@@ -70,6 +70,18 @@ def test_other_options_mean_a_full_parse(root: Path, index: Path) -> None:
     strict = loaded(root, index, file_reject=True)
     assert strict.parse_count == 2
     assert accessions(strict) == ["A"]
+
+
+def test_records_saved_by_another_format_mean_a_full_parse(root: Path, index: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """File bytes deflated against another dictionary (``deflate.DICTIONARY_ID``) are never
+    inflated with this one."""
+    add(root, "a.wl", accession="A")
+    loaded(root, index)
+    monkeypatch.setattr(persist, "FORMAT", persist.FORMAT + "-other")
+    again = loaded(root, index)
+    assert again.parse_count == 1
+    assert accessions(again) == ["A"]
 
 
 def test_a_rejected_file_is_neither_parsed_nor_logged_again_until_it_changes(
@@ -152,14 +164,14 @@ def test_a_part_that_cannot_be_merged_only_costs_parsing(
         caplog: pytest.LogCaptureFixture) -> None:
     add(root, "a.wl", accession="A")
     add(root, "b.wl", accession="B")
-    real_merge = persist_module.IndexFile.merge
+    real_merge = persist.IndexFile.merge
 
-    def merge_damaged(self: persist_module.IndexFile, parts: list[Path]) -> None:
+    def merge_damaged(self: persist.IndexFile, parts: list[Path]) -> None:
         for part in parts:
             part.write_bytes(b"not an SQLite file" * 100)
         real_merge(self, parts)
 
-    monkeypatch.setattr(persist_module.IndexFile, "merge", merge_damaged)
+    monkeypatch.setattr(persist.IndexFile, "merge", merge_damaged)
     with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         store = loaded(root, index)
     assert accessions(store) == ["A", "B"]

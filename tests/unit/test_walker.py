@@ -52,7 +52,7 @@ def load(path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.Monke
     assert entry is not None
     record = entry.record
     found = None if record is None else (record.data, record.sort_key, record.keys,
-                                         record.add_references, record.body, record.matching)
+                                         record.add_references, record.body, entry.matching)
     return found, parsed, [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
 
 

@@ -40,6 +40,9 @@ from wlmd.worklist.query import PreparedQuery, element_vr, value_of
 Date = tuple[int, int, int]
 DateRange = tuple[Date | None, Date | None]  # inclusive; None: open end
 PATIENT_ID = 0x00100020
+# The records filed under one value: a lone name is kept as itself, not as a set of one (most
+# patient IDs have one record, and a set of one costs 216 bytes: 21 MB at 100,000 records).
+Names = str | set[str]
 _LITERAL_KEYS = (  # (tag, VR the query and the record must both use)
     ("patient", PATIENT_ID, "LO"),
     ("station", SCHEDULED_STATION_AE_TITLE, "AE"),
@@ -196,9 +199,9 @@ class WorklistIndex:
     """Record names by indexed value, for one called AE; updated record by record."""
 
     def __init__(self) -> None:
-        self._by_kind: dict[str, dict[bytes, set[str]]] = {
+        self._by_kind: dict[str, dict[bytes, Names]] = {
             "patient": {}, "station": {}, "modality": {}}
-        self._by_date: dict[Date, set[str]] = {}
+        self._by_date: dict[Date, Names] = {}
         self._dates: list[Date] = []  # the keys of _by_date, sorted
         self._undated: set[str] = set()
         self._keys: dict[str, RecordKeys] = {}
@@ -217,15 +220,16 @@ class WorklistIndex:
                              ("modality", keys.modalities)):
             table = self._by_kind[kind]
             for value in values:
-                table.setdefault(value, set()).add(name)
+                _file(table, value, name)
         if not keys.dates:
             self._undated.add(name)
         for date in keys.dates:
-            names = self._by_date.get(date)
-            if names is None:
-                names = self._by_date[date] = set()
+            if _file(self._by_date, date, name):
                 bisect.insort(self._dates, date)
-            names.add(name)
+
+    def packed(self, name: str) -> bytes:
+        """The packed matching keys filed for record ``name`` (KeyError if it is not filed)."""
+        return self._packed.get(name)
 
     def remove(self, name: str) -> None:
         """Forget record ``name`` if it is filed."""
@@ -275,7 +279,7 @@ class WorklistIndex:
 
     def _values(self, kind: str, values: frozenset[bytes]) -> list[set[str]]:
         table = self._by_kind[kind]
-        return [table[value] for value in values if value in table]
+        return [_as_set(table[value]) for value in values if value in table]
 
     def _date_sets(self, ranges: tuple[DateRange, ...]) -> list[set[str]]:
         """The sets of every indexed date inside any of ``ranges``, plus the undated bucket."""
@@ -288,7 +292,7 @@ class WorklistIndex:
             for date in self._dates[start:stop]:
                 if date not in seen:
                     seen.add(date)
-                    sets.append(self._by_date[date])
+                    sets.append(_as_set(self._by_date[date]))
         return sets
 
 
@@ -309,20 +313,47 @@ def _narrow(groups: list[list[set[str]]]) -> set[str] | None:
     return result
 
 
-def _discard(table: dict[Any, set[str]], key: object, name: str) -> bool:
+def _file(table: dict[Any, Names], key: object, name: str) -> bool:
+    """Add ``name`` to ``table[key]``; True if that created the entry."""
+    names = table.get(key)
+    if names is None:
+        table[key] = name
+        return True
+    if isinstance(names, str):
+        if names != name:
+            table[key] = {names, name}
+    else:
+        names.add(name)
+    return False
+
+
+def _discard(table: dict[Any, Names], key: object, name: str) -> bool:
     """Remove ``name`` from ``table[key]``; True if that emptied (and deleted) the entry."""
     names = table.get(key)
     if names is None:
         return False
-    names.discard(name)
-    if names:
-        return False
+    if isinstance(names, str):
+        if names != name:
+            return False
+    else:
+        names.discard(name)
+        if len(names) > 1:
+            return False
+        if names:
+            table[key] = names.pop()
+            return False
     del table[key]
     return True
 
 
+def _as_set(names: Names) -> set[str]:
+    """The names of one table entry as a set (made anew for a lone name)."""
+    return {names} if isinstance(names, str) else names
+
+
 class PackedKeys:
-    """The packed matching keys of every record in a few large ``bytes``, searched in C.
+    """The packed matching keys of every record in a few large ``bytes``, searched in C: the
+    only copy of them, which the matcher reads too (``get``).
 
     A fresh worker shares its records with the supervisor until it writes to their memory
     pages, and merely reading a record's packed keys writes a reference count: a screen run
@@ -348,6 +379,15 @@ class PackedKeys:
         if len(self._recent) >= self.CHUNK:
             self._seal(list(self._recent.items()))
             self._recent.clear()
+
+    def get(self, name: str) -> bytes:
+        """The keys of ``name`` (KeyError if none are kept); a copy of its segment."""
+        recent = self._recent.get(name)
+        if recent is not None:
+            return recent
+        number, segment = divmod(self._place[name], self.CHUNK)
+        starts = self._starts[number]
+        return self._chunks[number][starts[segment]:starts[segment + 1]]
 
     def remove(self, name: str) -> None:
         """Forget the keys of ``name``."""
@@ -391,11 +431,7 @@ class PackedKeys:
 
     def _repack(self) -> None:
         """Rebuild the chunks from their live segments (when half of them are dead)."""
-        live = []
-        for name, place in self._place.items():
-            number, segment = divmod(place, self.CHUNK)
-            starts = self._starts[number]
-            live.append((name, self._chunks[number][starts[segment]:starts[segment + 1]]))
+        live = [(name, self.get(name)) for name in self._place]
         self._chunks, self._starts, self._names, self._place = [], [], [], {}
         self._dead = 0
         for first in range(0, len(live), self.CHUNK):

@@ -1,7 +1,7 @@
 """The parsed worklist kept on disk between runs (``--index-file``), so that a restart is quick.
 
 One SQLite file holds, per AE title and file name, the stat key of the version that was parsed
-and the compact record made of it (file bytes, sort key, index keys). At start-up the store
+and the compact record made of it (deflated file bytes, sort key, index keys). At start-up the store
 takes a saved record only if the file's stat key is still the same, so the directory stays the
 source of truth: the index file saves parsing, never decides what is served. Anything wrong
 with the index file (missing directory, corrupt, locked, written by another version or for
@@ -21,16 +21,19 @@ from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
+from wlmd.worklist.deflate import DICTIONARY_ID
 from wlmd.worklist.index import Date, RecordKeys
 from wlmd.worklist.records import Entry, shared_record
 
 LOGGER = logging.getLogger(__name__)
 
-FORMAT = "5"  # bump whenever the tables or what a row means change
+# bump whenever the tables or what a row means change; a new deflate dictionary changes it too
+FORMAT = f"6-{DICTIONARY_ID}"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
-    ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL, data BLOB,
+    ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL,
+    deflated BLOB,  -- the file's bytes (wlmd.worklist.deflate); NULL: a rejected file
     start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
     patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
     body INTEGER,  -- offset << 2 | implicit VR << 1 | little endian; NULL: no fast decoding
@@ -43,8 +46,8 @@ _INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 PART_SUFFIX = ".part-"  # <index file>.part-<pid>: the rows one parsing process made
 Column = TypeVar("Column")
 Parsed = TypeVar("Parsed")
-_COLUMNS = ("name, stat, data, start_date, start_time, add_references, "
-            "patient_ids, stations, modalities, dates, body, matching")
+_COLUMNS = ("name, stat, deflated, start_date, start_time, add_references, "
+            "patient_ids, stations, modalities, dates, body")
 
 
 class IndexFile:
@@ -73,28 +76,40 @@ class IndexFile:
 
         Made in response order, row by row, with one object for equal values (dates,
         stations…): the records of one day end up side by side in memory, and nothing is
-        left behind to fragment it (see ``preload.compact``).
+        left behind to fragment it (see ``preload.compact``). The packed matching keys are
+        read afterwards, all together: the store's index copies them into its own blocks and
+        drops these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes
+        among the records.
         """
         shared: dict[Any, Any] = {}
         memo: dict[Any, Any] = {}  # parsed index-key columns
+        ae_key = os.fsencode(ae)
         try:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ? "
-                                    "ORDER BY start_date, start_time, name",
-                                    (os.fsencode(ae),))
-            return dict(_entry(row, shared, memo) for row in rows)
+            with _reading(self._db):
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ? AND "
+                                        "(deflated IS NULL OR matching IS NOT NULL) "
+                                        "ORDER BY start_date, start_time, name", (ae_key,))
+                entries = dict(_entry(row, shared, memo) for row in rows)
+                for name, matching in self._db.execute(
+                        "SELECT name, matching FROM records WHERE ae = ? AND deflated IS NOT "
+                        "NULL AND matching IS NOT NULL", (ae_key,)):
+                    entries[os.fsdecode(name)].matching = matching
+            return entries
         except sqlite3.Error as error:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
             return {}
 
-    def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry]) -> None:
-        """Bring the rows of ``ae`` from ``saved`` (as loaded) to ``entries``.
+    def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry],
+             packed_keys: Callable[[str], bytes]) -> None:
+        """Bring the rows of ``ae`` from ``saved`` (as loaded) to ``entries``, whose records'
+        packed matching keys the store's index gives (``WorklistStore.packed_keys``).
 
         A rejected file is saved too (without a record), so that a restart neither parses
         nor logs it again until it changes.
         """
         ae_key = os.fsencode(ae)
         gone = [(ae_key, os.fsencode(name)) for name in saved if name not in entries]
-        changed = [_row(ae_key, name, entry) for name, entry in entries.items()
+        changed = [_row(ae_key, name, entry, packed_keys) for name, entry in entries.items()
                    if (old := saved.get(name)) is None or old.key != entry.key]
         if not gone and not changed:
             return
@@ -158,10 +173,19 @@ class IndexPart:
 
     def save(self, ae: str, entries: Mapping[str, Entry]) -> None:
         """Add the rows of ``entries`` (one transaction)."""
-        ae_key = os.fsencode(ae)
+        ae_key, packed_keys = os.fsencode(ae), _own_packed_keys(entries)
         with _transaction(self._db):
-            self._db.executemany(_INSERT, [_row(ae_key, name, entry)
+            self._db.executemany(_INSERT, [_row(ae_key, name, entry, packed_keys)
                                            for name, entry in entries.items()])
+
+
+def _own_packed_keys(entries: Mapping[str, Entry]) -> Callable[[str], bytes]:
+    """The packed matching keys freshly parsed entries still carry (no index filed them yet)."""
+    def packed_keys(name: str) -> bytes:
+        matching = entries[name].matching
+        assert matching is not None, "a parsed record carries its packed keys"
+        return matching
+    return packed_keys
 
 
 def stale_parts(index_path: Path) -> list[Path]:
@@ -211,6 +235,16 @@ def _create_private(path: Path) -> None:
 
 
 @contextmanager
+def _reading(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: several SELECTs see the same rows."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
+
+
+@contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -221,34 +255,34 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _row(ae: bytes, name: str, entry: Entry) -> tuple[object, ...]:
+def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
+         ) -> tuple[object, ...]:
     record = entry.record
     if record is None:
         return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None,
                 None, None)
     keys = record.keys
-    return (ae, os.fsencode(name), entry.key, record.data, record.sort_key[0],
+    return (ae, os.fsencode(name), entry.key, record.deflated, record.sort_key[0],
             record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
             _join(keys.stations), _join(keys.modalities),
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
             None if record.body is None else
-            record.body[0] << 2 | record.body[1] << 1 | record.body[2], record.matching)
+            record.body[0] << 2 | record.body[1] << 1 | record.body[2], packed_keys(name))
 
 
 def _entry(row: tuple[Any, ...], shared: dict[Any, Any], memo: dict[Any, Any]
            ) -> tuple[str, Entry]:
-    (name, stat, data, date, time, add_references, patient_ids, stations, modalities,
-     dates, body, matching) = row
+    (name, stat, deflated, date, time, add_references, patient_ids, stations, modalities,
+     dates, body) = row
     name = os.fsdecode(name)
-    if data is None:
+    if deflated is None:
         return name, Entry(stat, None)
     keys = RecordKeys(_split(patient_ids), _parsed(stations, _split, memo),
                       _parsed(modalities, _split, memo), _parsed(dates, _dates, memo))
     if body is not None:
         body = (body >> 2, bool(body & 2), bool(body & 1))
-    record = shared_record(data, (date, time, name), keys, bool(add_references), body, matching,
-                           shared)
-    return name, Entry(stat, record)
+    record = shared_record(deflated, (date, time, name), keys, bool(add_references), body, shared)
+    return name, Entry(stat, record)  # the packed matching keys come next (``load``)
 
 
 def _parsed(column: Column, parse: Callable[[Column], Parsed], memo: dict[Any, Any]) -> Parsed:

@@ -80,7 +80,7 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
                         len(store.served(ae)), ae, time.monotonic() - started,
                         store.parse_count - first_count)
             if index is not None:
-                index.save(ae, entries, saved)
+                index.save(ae, entries, saved, store.packed_keys(ae))
             if (store.parse_count - parsed) * RESORT_FRACTION > len(entries):
                 compact(store, ae)  # records made from the index file are compact already
 
@@ -146,16 +146,17 @@ def compact(store: WorklistStore, ae: str) -> None:
     (names, entries, stat keys) stay on pages of their own.
     """
     old_entries = store.entries(ae)
+    packed_keys = store.packed_keys(ae)
     entries: dict[str, Entry] = {}
     index = WorklistIndex()
     snapshot: list[WorklistRecord] = []
     shared: dict[Any, Any] = {}  # one object for equal values: dates, stations, …
     for old in store.served(ae):
         name = _copy(old.name)
-        record = shared_record(old.data, (*old.sort_key[:2], name), old.keys,
-                               old.add_references, old.body, old.matching, shared)
+        record = shared_record(old.deflated, (*old.sort_key[:2], name), old.keys,
+                               old.add_references, old.body, shared)
         entries[name] = Entry(_copy_key(old_entries[name].key), record)
-        index.add(name, record.keys, record.matching)
+        index.add(name, record.keys, packed_keys(old.name))
         snapshot.append(record)
     for name, entry in old_entries.items():  # rejected files: no record
         if entry.record is None:

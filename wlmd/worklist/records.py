@@ -1,11 +1,12 @@
 """One worklist file: read it safely, parse and check it once, keep it compact.
 
-A served record keeps the file's bytes, its sort key, its index keys and its packed
-matching-key values (``compact.py``), not the parsed dataset: a pydicom dataset costs about
-sixteen times the file it came from, and 100,000 of them would not fit the memory a worklist
-server may take. Matching reads the packed values; the dataset is decoded again only to build
-an answer (``WorklistRecord.dataset``); the response cache (``cache.py``) keeps what a
-repeated query would decode again.
+A served record keeps the file's bytes (deflated, ``deflate.py``), its sort key and its index
+keys; the index (``index.py``) keeps its packed matching-key values (``compact.py``), the only
+copy of them. Nothing keeps the parsed dataset: a pydicom
+dataset costs about sixteen times the file it came from, and 100,000 of them would not fit the
+memory a worklist server may take. Matching reads the packed values; the dataset is decoded
+again only to build an answer (``WorklistRecord.dataset``); the response cache (``cache.py``)
+keeps what a repeated query would decode again.
 
 Everything that can go wrong with one file (unreadable, truncated, not DICOM, incomplete, a
 symbolic link leading out of ``-dfp``) is logged once per version of that file, and the file
@@ -31,7 +32,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from wlmd.worklist.compact import MatchView, pack
+from wlmd.worklist.compact import pack
 from wlmd.worklist.completeness import (
     SPS,
     add_missing_references,
@@ -40,6 +41,7 @@ from wlmd.worklist.completeness import (
     raw_value,
     sequence_of,
 )
+from wlmd.worklist.deflate import deflated, inflated
 from wlmd.worklist.index import RecordKeys, record_keys
 from wlmd.worklist.walker import Body, walk
 
@@ -78,17 +80,21 @@ class WorklistRecord:
     so caches can key on it (weakly).
     """
 
-    data: bytes  # the file as read
+    deflated: bytes  # the file as read, deflated (``data`` inflates it)
     sort_key: SortKey
     keys: RecordKeys  # what the index files it under
     add_references: bool  # the file-reject check added (0008,1110)/(0008,1120) if missing
     body: Body | None  # where the dataset starts and how it is encoded; None: read the file
-    matching: bytes  # the matching-key values, packed (``compact.pack``)
 
     @property
     def name(self) -> str:
         """The file's name in its AE directory."""
         return self.sort_key[2]
+
+    @property
+    def data(self) -> bytes:
+        """The file's bytes as read, inflated anew on every call."""
+        return inflated(self.deflated)
 
     @property
     def dataset(self) -> Dataset:
@@ -102,14 +108,9 @@ class WorklistRecord:
             add_missing_references(dataset)
         return dataset
 
-    @property
-    def match_view(self) -> MatchView:
-        """What the matcher reads of the record, without decoding the file."""
-        return MatchView.of(self.matching)
 
-
-def shared_record(data: bytes, sort_key: SortKey, keys: RecordKeys, add_references: bool,
-                  body: Body | None, matching: bytes,
+def shared_record(deflated_data: bytes, sort_key: SortKey, keys: RecordKeys,
+                  add_references: bool, body: Body | None,
                   shared: dict[Any, Any]) -> WorklistRecord:
     """A record whose keys, date, time and body are the equal objects already in ``shared``.
 
@@ -121,8 +122,8 @@ def shared_record(data: bytes, sort_key: SortKey, keys: RecordKeys, add_referenc
     shared_keys = RecordKeys(one(keys.patient_ids, keys.patient_ids),
                              one(keys.stations, keys.stations),
                              one(keys.modalities, keys.modalities), one(keys.dates, keys.dates))
-    return WorklistRecord(data, (one(date, date), one(time, time), name), shared_keys,
-                          add_references, one(body, body), matching)
+    return WorklistRecord(deflated_data, (one(date, date), one(time, time), name), shared_keys,
+                          add_references, one(body, body))
 
 
 @dataclass(slots=True)
@@ -131,6 +132,9 @@ class Entry:
 
     key: StatKey
     record: WorklistRecord | None  # None: rejected, and already logged for this key
+    # The record's matching-key values, packed (``compact.pack``), until the store files them
+    # in its index, which then keeps the only copy (``WorklistStore.match_view``).
+    matching: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -190,9 +194,9 @@ class FileLoader:
             if not is_complete(dataset):
                 LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
                 return Entry(key, None), True
-        record = WorklistRecord(data, sort_key_of(dataset, name), record_keys(dataset),
-                                self.file_reject, body, pack(dataset))
-        return Entry(key, record), True
+        record = WorklistRecord(deflated(data), sort_key_of(dataset, name),
+                                record_keys(dataset), self.file_reject, body)
+        return Entry(key, record, pack(dataset)), True
 
     def _target(self, path: str, st: os.stat_result, is_link: bool, real_root: str) -> str:
         """The file to open for ``path``, refusing what wlmd must not read."""

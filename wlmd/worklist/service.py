@@ -181,7 +181,7 @@ class WorklistService:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)
             return
-        responses = self._answers(query, records, transfer_syntax_uid)
+        responses = self._answers(assoc.called_ae, query, records, transfer_syntax_uid)
         if log is not None:
             log.candidates(os.path.join(settings.data_files_path, assoc.called_ae), query,
                            records, len(responses))
@@ -291,7 +291,7 @@ class WorklistService:
                                else fallback.value + "d")
         return not outcome.omitted
 
-    def _answers(self, query: PreparedQuery, records: list[WorklistRecord],
+    def _answers(self, ae: str, query: PreparedQuery, records: list[WorklistRecord],
                  transfer_syntax_uid: str) -> list[bytes]:
         """The encoded response of every matching candidate, in the store's (stable) order.
 
@@ -312,7 +312,8 @@ class WorklistService:
                 return None
 
         def answer_of(record: WorklistRecord) -> bytes:
-            if not matches(query, record.match_view):  # only an answer reads the file
+            # only an answer reads the file
+            if not matches(query, self._store.match_view(ae, record)):
                 return NO_MATCH
             elements = raw_elements(record)
             if elements is None:  # bytes pydicom might read otherwise: it decodes them

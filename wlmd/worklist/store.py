@@ -36,6 +36,7 @@ from pydicom import config
 
 import wlmd
 from wlmd.config.settings import RefreshMode
+from wlmd.worklist.compact import MatchView
 from wlmd.worklist.index import Prefilter, WorklistIndex
 from wlmd.worklist.inotify import Inotify
 from wlmd.worklist.persist import IndexFile
@@ -89,8 +90,10 @@ class _AeCache:
     index: WorklistIndex = field(default_factory=WorklistIndex)
     links: set[str] = field(default_factory=set)  # symbolic links: re-checked every refresh
     retry: set[str] = field(default_factory=set)  # names whose last check was inconclusive
-    pending: list[tuple[WorklistRecord | None, WorklistRecord | None]] = field(
-        default_factory=list)  # (old, new) served records changed by the running refresh
+    # (old, new, the new one's packed matching keys): served records changed by the running
+    # refresh
+    pending: list[tuple[WorklistRecord | None, WorklistRecord | None, bytes | None]] = field(
+        default_factory=list)
     stale: bool = False  # the last refresh found the lockfile write-locked: snapshot served
     lock_warned: bool = False  # a "writer holds the lock" warning was logged this episode
     scan_warned: bool = False  # a "cannot list the directory" warning was logged this episode
@@ -227,7 +230,12 @@ class WorklistStore:
         cache.entries = dict(saved)
         for name, entry in saved.items():
             if entry.record is not None:
-                cache.index.add(name, entry.record.keys, entry.record.matching)
+                assert entry.matching is not None  # a saved record comes with its keys
+                cache.index.add(name, entry.record.keys, entry.matching)
+        # The index keeps them now. Dropped all at once, not as they are filed: the memory
+        # they leave is then whole arenas, given back, instead of holes that filing fills.
+        for entry in saved.values():
+            entry.matching = None
 
     def refreshed_entries(self, ae: str) -> dict[str, Entry]:
         """``ae``'s entries by file name, brought in step with its directory (LockfileError
@@ -244,6 +252,14 @@ class WorklistStore:
         if cache is None or cache.snapshot is None:
             return []
         return cache.snapshot
+
+    def match_view(self, ae: str, record: WorklistRecord) -> MatchView:
+        """What the matcher reads of ``record``, one of ``ae``'s records as last refreshed."""
+        return MatchView.of(self._caches[ae].index.packed(record.name))
+
+    def packed_keys(self, ae: str) -> Callable[[str], bytes]:
+        """The packed matching keys of ``ae``'s records by name, as last refreshed."""
+        return self._caches[ae].index.packed
 
     def install(self, ae: str, entries: dict[str, Entry], index: WorklistIndex,
                 snapshot: list[WorklistRecord]) -> None:
@@ -420,11 +436,12 @@ class WorklistStore:
     def _apply(self, cache: _AeCache) -> None:
         """Carry the refresh's record changes into the sorted snapshot and the index."""
         pending, cache.pending = cache.pending, []
-        for old, new in pending:
+        for old, new, matching in pending:
             if old is not None:
                 cache.index.remove(old.name)
             if new is not None:
-                cache.index.add(new.name, new.keys, new.matching)
+                assert matching is not None  # a loaded record comes with its keys
+                cache.index.add(new.name, new.keys, matching)
         snapshot = cache.snapshot
         if snapshot is None or len(pending) * RESORT_FRACTION > len(snapshot):
             cache.snapshot = sorted(
@@ -433,7 +450,7 @@ class WorklistStore:
             )
             cache.order = [record.sort_key for record in cache.snapshot]
             return
-        for old, new in pending:
+        for old, new, _ in pending:
             if old is not None:
                 at = _position(cache.order, old.sort_key)
                 del snapshot[at], cache.order[at]
@@ -460,7 +477,7 @@ class WorklistStore:
         cache.links.discard(name)
         old = cache.entries.pop(name, None)
         if old is not None and old.record is not None:
-            cache.pending.append((old.record, None))
+            cache.pending.append((old.record, None, None))
 
     def _update(self, cache: _AeCache, ae_dir: str, name: str, is_link: bool,
                 real_root: str) -> None:
@@ -500,7 +517,8 @@ class WorklistStore:
         cache.entries[name] = entry
         old_record = None if old is None else old.record
         if entry.record is not None or old_record is not None:
-            cache.pending.append((old_record, entry.record))
+            cache.pending.append((old_record, entry.record, entry.matching))
+        entry.matching = None  # the index keeps them once _apply has filed the record
 
 
 def _list_worklist_files(ae_dir: str) -> dict[str, bool]:
