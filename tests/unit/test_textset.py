@@ -6,7 +6,7 @@ import dataclasses
 import io
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
 
@@ -52,6 +52,8 @@ UIDS = st.from_regex(r"[1-9][0-9]{0,5}(\.(0|[1-9][0-9]{0,4})){0,8}", fullmatch=T
 @settings(max_examples=200, deadline=None)
 @given(charset=st.sampled_from(sorted(CHARSETS)), name=st.text(max_size=64),
        description=st.text(max_size=80), uid=UIDS)
+@example(charset="", name="A^=", description="", uid="1")  # an empty trailing group
+@example(charset="ISO_IR 192", name="Ω==", description="", uid="1")
 def test_any_encodable_text_gives_pydicoms_bytes(charset: str, name: str, description: str,
                                                  uid: str) -> None:
     codec = CHARSETS[charset]

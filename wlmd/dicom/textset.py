@@ -95,6 +95,8 @@ def _body(dataset: TextDataset, codec: str) -> bytes:
 def _element(tag: int, vr: str, value: str, codec: str) -> bytes:
     if "\\" in value:  # several values: pydicom's multi-value rules apply
         raise Unencodable(f"{tag:08X} has several values")
+    if vr == "PN":
+        value = value.rstrip("=")  # empty trailing component groups, as pydicom drops them
     if vr in CHARSET_TEXT_VRS:
         try:
             data = value.encode(codec)
