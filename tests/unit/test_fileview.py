@@ -23,7 +23,7 @@ from tests.support.worklists import code_item, ref_item, worklist_dataset
 from wlmd.config.settings import CharsetMode
 from wlmd.dicom.dimse import encode_dataset
 from wlmd.dicom.rawfile import RawLevel
-from wlmd.worklist.deflate import deflated
+from wlmd.worklist.compression import compressed
 from wlmd.worklist.fileview import record_elements
 from wlmd.worklist.query import prepare_query
 from wlmd.worklist.records import FileLoader, WorklistRecord
@@ -117,5 +117,5 @@ def test_bytes_pydicom_may_read_otherwise_are_left_to_pydicom(tmp_path: Path, bo
     path.write_bytes(_file(worklist_dataset("A1"), ExplicitVRLittleEndian, False))
     record = _record(path)
     assert record.body is not None and isinstance(record_elements(record), RawLevel)
-    odd = replace(record, deflated=deflated(record.data[:record.body[0]] + body))
+    odd = replace(record, compressed=compressed(record.data[:record.body[0]] + body))
     assert not isinstance(record_elements(odd), RawLevel)

@@ -74,8 +74,8 @@ def test_other_options_mean_a_full_parse(root: Path, index: Path) -> None:
 
 def test_records_saved_by_another_format_mean_a_full_parse(root: Path, index: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """File bytes deflated against another dictionary (``deflate.DICTIONARY_ID``) are never
-    inflated with this one."""
+    """File bytes compressed against another dictionary (``compression.DICTIONARY_ID``) are
+    never decompressed with this one."""
     add(root, "a.wl", accession="A")
     loaded(root, index)
     monkeypatch.setattr(persist, "FORMAT", persist.FORMAT + "-other")

@@ -55,11 +55,11 @@ def test_a_record_decodes_to_what_its_file_parses_to(tmp_path: Path, transfer_sy
     assert decoded.original_encoding == expected.original_encoding
 
 
-def test_a_record_keeps_its_file_deflated_and_gives_back_the_same_bytes(tmp_path: Path) -> None:
+def test_a_record_keeps_its_file_compressed_and_gives_back_the_same_bytes(tmp_path: Path) -> None:
     path = tmp_path / "entry.wl"
     path.write_bytes(file_bytes(worklist_dataset("A1"), ExplicitVRLittleEndian))
     loader = FileLoader(str(tmp_path), file_reject=True, max_file_bytes=1 << 20)
     entry, _ = loader.load(str(path), path.name, os.stat(path), False, str(tmp_path))
     assert entry is not None and entry.record is not None
     assert entry.record.data == path.read_bytes()
-    assert len(entry.record.deflated) * 2 < len(path.read_bytes())
+    assert len(entry.record.compressed) * 2 < len(path.read_bytes())

@@ -21,19 +21,19 @@ from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
-from wlmd.worklist.deflate import DICTIONARY_ID
+from wlmd.worklist.compression import DICTIONARY_ID
 from wlmd.worklist.index import Date, RecordKeys
 from wlmd.worklist.records import Entry, shared_record
 
 LOGGER = logging.getLogger(__name__)
 
-# bump whenever the tables or what a row means change; a new deflate dictionary changes it too
+# bump whenever the tables or what a row means change; a new compression dictionary changes it too
 FORMAT = f"6-{DICTIONARY_ID}"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL,
-    deflated BLOB,  -- the file's bytes (wlmd.worklist.deflate); NULL: a rejected file
+    compressed BLOB,  -- the file's bytes (wlmd.worklist.compression); NULL: a rejected file
     start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
     patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
     body INTEGER,  -- offset << 2 | implicit VR << 1 | little endian; NULL: no fast decoding
@@ -46,7 +46,7 @@ _INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 PART_SUFFIX = ".part-"  # <index file>.part-<pid>: the rows one parsing process made
 Column = TypeVar("Column")
 Parsed = TypeVar("Parsed")
-_COLUMNS = ("name, stat, deflated, start_date, start_time, add_references, "
+_COLUMNS = ("name, stat, compressed, start_date, start_time, add_references, "
             "patient_ids, stations, modalities, dates, body")
 
 
@@ -87,11 +87,11 @@ class IndexFile:
         try:
             with _reading(self._db):
                 rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ? AND "
-                                        "(deflated IS NULL OR matching IS NOT NULL) "
+                                        "(compressed IS NULL OR matching IS NOT NULL) "
                                         "ORDER BY start_date, start_time, name", (ae_key,))
                 entries = dict(_entry(row, shared, memo) for row in rows)
                 for name, matching in self._db.execute(
-                        "SELECT name, matching FROM records WHERE ae = ? AND deflated IS NOT "
+                        "SELECT name, matching FROM records WHERE ae = ? AND compressed IS NOT "
                         "NULL AND matching IS NOT NULL", (ae_key,)):
                     entries[os.fsdecode(name)].matching = matching
             return entries
@@ -262,7 +262,7 @@ def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
         return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None,
                 None, None)
     keys = record.keys
-    return (ae, os.fsencode(name), entry.key, record.deflated, record.sort_key[0],
+    return (ae, os.fsencode(name), entry.key, record.compressed, record.sort_key[0],
             record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
             _join(keys.stations), _join(keys.modalities),
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
@@ -272,16 +272,16 @@ def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
 
 def _entry(row: tuple[Any, ...], shared: dict[Any, Any], memo: dict[Any, Any]
            ) -> tuple[str, Entry]:
-    (name, stat, deflated, date, time, add_references, patient_ids, stations, modalities,
+    (name, stat, compressed, date, time, add_references, patient_ids, stations, modalities,
      dates, body) = row
     name = os.fsdecode(name)
-    if deflated is None:
+    if compressed is None:
         return name, Entry(stat, None)
     keys = RecordKeys(_split(patient_ids), _parsed(stations, _split, memo),
                       _parsed(modalities, _split, memo), _parsed(dates, _dates, memo))
     if body is not None:
         body = (body >> 2, bool(body & 2), bool(body & 1))
-    record = shared_record(deflated, (date, time, name), keys, bool(add_references), body, shared)
+    record = shared_record(compressed, (date, time, name), keys, bool(add_references), body, shared)
     return name, Entry(stat, record)  # the packed matching keys come next (``load``)
 
 

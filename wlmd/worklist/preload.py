@@ -153,7 +153,7 @@ def compact(store: WorklistStore, ae: str) -> None:
     shared: dict[Any, Any] = {}  # one object for equal values: dates, stations, …
     for old in store.served(ae):
         name = _copy(old.name)
-        record = shared_record(old.deflated, (*old.sort_key[:2], name), old.keys,
+        record = shared_record(old.compressed, (*old.sort_key[:2], name), old.keys,
                                old.add_references, old.body, shared)
         entries[name] = Entry(_copy_key(old_entries[name].key), record)
         index.add(name, record.keys, packed_keys(old.name))

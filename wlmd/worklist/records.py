@@ -1,6 +1,6 @@
 """One worklist file: read it safely, parse and check it once, keep it compact.
 
-A served record keeps the file's bytes (deflated, ``deflate.py``), its sort key and its index
+A served record keeps the file's bytes (compressed, ``compression.py``), its sort key and its index
 keys; the index (``index.py``) keeps its packed matching-key values (``compact.py``), the only
 copy of them. Nothing keeps the parsed dataset: a pydicom
 dataset costs about sixteen times the file it came from, and 100,000 of them would not fit the
@@ -41,7 +41,7 @@ from wlmd.worklist.completeness import (
     raw_value,
     sequence_of,
 )
-from wlmd.worklist.deflate import deflated, inflated
+from wlmd.worklist.compression import compressed, decompressed
 from wlmd.worklist.index import RecordKeys, record_keys
 from wlmd.worklist.walker import Body, walk
 
@@ -80,7 +80,7 @@ class WorklistRecord:
     so caches can key on it (weakly).
     """
 
-    deflated: bytes  # the file as read, deflated (``data`` inflates it)
+    compressed: bytes  # the file as read, compressed (``data`` decompresses it)
     sort_key: SortKey
     keys: RecordKeys  # what the index files it under
     add_references: bool  # the file-reject check added (0008,1110)/(0008,1120) if missing
@@ -93,8 +93,8 @@ class WorklistRecord:
 
     @property
     def data(self) -> bytes:
-        """The file's bytes as read, inflated anew on every call."""
-        return inflated(self.deflated)
+        """The file's bytes as read, decompressed anew on every call."""
+        return decompressed(self.compressed)
 
     @property
     def dataset(self) -> Dataset:
@@ -109,7 +109,7 @@ class WorklistRecord:
         return dataset
 
 
-def shared_record(deflated_data: bytes, sort_key: SortKey, keys: RecordKeys,
+def shared_record(compressed_data: bytes, sort_key: SortKey, keys: RecordKeys,
                   add_references: bool, body: Body | None,
                   shared: dict[Any, Any]) -> WorklistRecord:
     """A record whose keys, date, time and body are the equal objects already in ``shared``.
@@ -122,7 +122,7 @@ def shared_record(deflated_data: bytes, sort_key: SortKey, keys: RecordKeys,
     shared_keys = RecordKeys(one(keys.patient_ids, keys.patient_ids),
                              one(keys.stations, keys.stations),
                              one(keys.modalities, keys.modalities), one(keys.dates, keys.dates))
-    return WorklistRecord(deflated_data, (one(date, date), one(time, time), name), shared_keys,
+    return WorklistRecord(compressed_data, (one(date, date), one(time, time), name), shared_keys,
                           add_references, one(body, body))
 
 
@@ -194,7 +194,7 @@ class FileLoader:
             if not is_complete(dataset):
                 LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
                 return Entry(key, None), True
-        record = WorklistRecord(deflated(data), sort_key_of(dataset, name),
+        record = WorklistRecord(compressed(data), sort_key_of(dataset, name),
                                 record_keys(dataset), self.file_reject, body)
         return Entry(key, record, pack(dataset)), True
 

@@ -1,15 +1,17 @@
-"""A worklist file's bytes kept deflated in memory, against a preset dictionary.
+"""A worklist file's bytes kept compressed in memory, against a preset dictionary.
 
 Every served record keeps its file's bytes to build answers from them, about 1 KiB each: the
-largest part of a 100,000-entry worklist that the supervisor and every worker share. Deflated
+largest part of a 100,000-entry worklist that the supervisor and every worker share. Compressed
 alone, so small a file shrinks only to half; most of its bytes are the same few element headers,
 transfer syntax and class UIDs as in every other worklist file, so a preset dictionary of them
-(``DICTIONARY``) takes it to about 40 %. Inflating costs some microseconds per answer, and only
-for records whose answer the response cache does not hold yet.
+(``DICTIONARY``) takes it to under half. Zstandard, not zlib: with a dictionary it compresses a
+file in about a sixth and decompresses it in about a quarter of zlib's time (measured 15 and
+5 µs against 96 and 21 µs per 1 KiB file), which the first start pays per file and a fresh
+worker per answer.
 
 The dictionary is built from the tags of the conformance statement and a few constants, never
 from served files (no patient data in it); ``DICTIONARY_ID`` names it, so that the index file
-(``persist.py``) never inflates bytes that were deflated against another dictionary.
+(``persist.py``) never decompresses bytes that were compressed against another dictionary.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from __future__ import annotations
 import struct
 import zlib
 
+import zstandard
 from pydicom.datadict import dictionary_VR
 from pydicom.tag import BaseTag
 
 from wlmd.worklist import keys
 
-_RAW = -15  # no zlib header or checksum: the bytes are checked where they were read
 _LONG_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
                        "UV"))
 _COMMON_TAGS = (  # the other elements most worklist files hold (besides the keys module's)
@@ -61,15 +63,19 @@ def _dictionary() -> bytes:
 
 
 DICTIONARY = _dictionary()
-DICTIONARY_ID = f"{zlib.crc32(DICTIONARY):08x}"
+DICTIONARY_ID = f"zstd-{zlib.crc32(DICTIONARY):08x}"
+_PREPARED = zstandard.ZstdCompressionDict(DICTIONARY, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+# One compressor and decompressor per process: making one per call would cost more than the call
+_COMPRESSOR = zstandard.ZstdCompressor(level=3, dict_data=_PREPARED, write_checksum=False,
+                                       write_content_size=True, write_dict_id=False)
+_DECOMPRESSOR = zstandard.ZstdDecompressor(dict_data=_PREPARED)
 
 
-def deflated(data: bytes) -> bytes:
+def compressed(data: bytes) -> bytes:
     """``data`` compressed against ``DICTIONARY``."""
-    compressor = zlib.compressobj(6, zlib.DEFLATED, _RAW, 9, zlib.Z_DEFAULT_STRATEGY, DICTIONARY)
-    return compressor.compress(data) + compressor.flush()
+    return _COMPRESSOR.compress(data)
 
 
-def inflated(blob: bytes) -> bytes:
-    """The bytes ``deflated`` compressed into ``blob``."""
-    return zlib.decompressobj(_RAW, DICTIONARY).decompress(blob)
+def decompressed(blob: bytes) -> bytes:
+    """The bytes ``compressed`` made ``blob`` of."""
+    return _DECOMPRESSOR.decompress(blob)
