@@ -204,13 +204,7 @@ class WorklistStore:
         for ``query``. A directory that cannot be listed gives no task: the refresh that
         follows says so.
         """
-        ae_dir = self._ae_dir(ae)
-        if ae_dir is None:
-            raise LockfileError(_open_failure(os.path.join(self._root_text, ae, LOCKFILE),
-                                              errno.ENOENT))
-        lock_path = os.path.join(ae_dir, LOCKFILE)
-        fd = _open_lockfile(lock_path)
-        try:
+        with self._lockfile(ae) as (ae_dir, fd, lock_path):
             self._lock(fd, lock_path, _AeCache())
             try:
                 names = _list_worklist_files(ae_dir)
@@ -219,6 +213,21 @@ class WorklistStore:
             known, real_root = _AeCache(entries=saved), self._real_root()
             yield [task for name, is_link in names.items()
                    if (task := self._load_task(known, ae_dir, name, is_link, real_root))]
+
+    @contextlib.contextmanager
+    def _lockfile(self, ae: str) -> Iterator[tuple[str, int, str]]:
+        """``ae``'s directory and its lockfile, open (descriptor, path) until the block ends.
+
+        Raises LockfileError when the directory or its lockfile cannot be opened.
+        """
+        ae_dir = self._ae_dir(ae)
+        if ae_dir is None:
+            raise LockfileError(_open_failure(os.path.join(self._root_text, ae, LOCKFILE),
+                                              errno.ENOENT))
+        lock_path = os.path.join(ae_dir, LOCKFILE)
+        fd = _open_lockfile(lock_path)
+        try:
+            yield ae_dir, fd, lock_path
         finally:
             os.close(fd)  # closing the descriptor releases the fcntl lock
 
@@ -315,19 +324,11 @@ class WorklistStore:
 
     def _refreshed(self, ae: str) -> _AeCache:
         """The cache of ``ae`` brought in step with its directory under the read lock."""
-        ae_dir = self._ae_dir(ae)
-        if ae_dir is None:
-            raise LockfileError(_open_failure(os.path.join(self._root_text, ae, LOCKFILE),
-                                              errno.ENOENT))
-        lock_path = os.path.join(ae_dir, LOCKFILE)
-        fd = _open_lockfile(lock_path)
-        try:
+        with self._lockfile(ae) as (ae_dir, fd, lock_path):
             cache = self._caches.setdefault(ae, _AeCache())
             cache.stale = not self._lock(fd, lock_path, cache)
             if not cache.stale:
                 self._refresh(cache, ae_dir)
-        finally:
-            os.close(fd)  # closing the descriptor releases the fcntl lock
         return cache
 
     def _ae_dir(self, ae: str) -> str | None:
