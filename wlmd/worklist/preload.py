@@ -87,6 +87,8 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
 
 def _mostly_unsaved(store: WorklistStore, ae: str, saved: dict[str, Entry]) -> bool:
     """True if the index file lacks more than an eighth of ``ae``'s files."""
+    if not saved:
+        return True  # a first start: not worth listing 100,000 files to count them
     count = store.file_count(ae)
     return count is not None and (count - len(saved)) * RESORT_FRACTION > count
 
