@@ -15,8 +15,9 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
-from tests.support.mpps import write_entry
-from wlmd.mpps.entryfile import NotRaw, link_values, with_sps_status
+from tests.support.mpps import create_attributes, write_entry
+from wlmd.mpps.entryfile import NotRaw, instance_link_values, link_values, with_sps_status
+from wlmd.mpps.lifecycle import instance_link_keys, link_keys
 
 
 def entry_bytes(tmp_path: Path, **changes: object) -> bytes:
@@ -140,3 +141,44 @@ def test_sequences_nested_too_deep_are_left_to_pydicom() -> None:
     meta = (b"\x02\x00\x10\x00UI\x14\x00" + b"1.2.840.10008.1.2.1\0")
     with pytest.raises(NotRaw):
         link_values(bytes(128) + b"DICM" + meta + nested)
+
+
+def instance_bytes(accessions: list[str], *, undefined: bool, charset: str = "") -> bytes:
+    """An MPPS instance as pydicom saves it, with one scheduled step item per accession."""
+    ds = create_attributes(accessions[0], "1.2.826.0.1.3680043.10.1366.7.1")
+    first = ds.ScheduledStepAttributesSequence[0]
+    for n, accession in enumerate(accessions[1:], start=2):
+        item = Dataset()
+        item.update(first)
+        item.AccessionNumber = accession
+        item.StudyInstanceUID = f"1.2.826.0.1.3680043.10.1366.7.{n}"
+        item.ScheduledProcedureStepID = f"SPS{n}"
+        ds.ScheduledStepAttributesSequence.append(item)
+    ds["ScheduledStepAttributesSequence"].is_undefined_length = undefined
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.3.1.2.3.3", "1.2.3.4.5"
+    ds.ensure_file_meta()
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("undefined", [False, True])
+@pytest.mark.parametrize("accessions", [["ACC1"], ["ACC1", "ACC2"], ["A\\B"], [""]])
+def test_an_instance_links_as_pydicom_reads_it(accessions: list[str], undefined: bool) -> None:
+    data = instance_bytes(accessions, undefined=undefined)
+    keys = instance_link_keys(data)
+    assert keys == link_keys(dcmread(io.BytesIO(data)))  # pydicom is the judge
+    assert [key.sps_id for key in keys] == ["SPS1", *(f"SPS{n}" for n in
+                                                      range(2, len(accessions) + 1))]
+
+
+def test_instance_values_that_are_not_plain_ascii_are_left_to_pydicom() -> None:
+    with pytest.raises(NotRaw):
+        instance_link_values(instance_bytes(["A\\B"], undefined=False))
+    data = instance_bytes(["ÄCC1"], undefined=False, charset="ISO_IR 100")
+    with pytest.raises(NotRaw):
+        instance_link_values(data)
+    assert [key.accession for key in instance_link_keys(data)] == ["ÄCC1"]

@@ -1,4 +1,5 @@
-"""What MPPS reads and changes in a worklist entry file, done on the file's bytes.
+"""What MPPS reads and changes in a worklist entry file (and reads in its own instance files),
+done on the file's bytes.
 
 Linking an MPPS to its entry needs four values and a status mark changes one element in the
 Scheduled Procedure Step Sequence; parsing and re-encoding the whole entry with pydicom costs
@@ -32,8 +33,10 @@ REQUESTED_PROCEDURE_ID = 0x00401001
 SPS_SEQUENCE = 0x00400100
 SPS_ID = 0x00400009
 SPS_STATUS = 0x00400020
+STEP_SEQUENCE = 0x00400270  # Scheduled Step Attributes Sequence of an MPPS instance
 
-__all__ = ["EntryLinkValues", "NotRaw", "link_values", "with_sps_status"]
+__all__ = ["EntryLinkValues", "NotRaw", "instance_link_values", "link_values",
+           "with_sps_status"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,28 @@ def link_values(data: bytes) -> EntryLinkValues:
     return EntryLinkValues(_text(top, STUDY_INSTANCE_UID), _text(top, ACCESSION_NUMBER),
                            _text(top, REQUESTED_PROCEDURE_ID),
                            tuple(_text(step, SPS_ID) for step in steps))
+
+
+def instance_link_values(data: bytes) -> list[tuple[str, str, str, str]]:
+    """Study Instance UID, Accession Number, Requested Procedure ID and SPS ID of each item of
+    an MPPS instance's Scheduled Step Attributes Sequence, as ``rules.text`` reads them;
+    NotRaw where pydicom might read the values otherwise (multiple values, escapes)."""
+    top = ElementReader(data, implicit=False).level(body_start(data), len(data), top=True)[0]
+    sequence = top.get(STEP_SEQUENCE)
+    if sequence is None:
+        return []
+    if not isinstance(sequence, RawSequence):
+        raise NotRaw("not read as a sequence")
+    return [(_single_text(item, STUDY_INSTANCE_UID), _single_text(item, ACCESSION_NUMBER),
+             _single_text(item, REQUESTED_PROCEDURE_ID), _single_text(item, SPS_ID))
+            for item in sequence.value]
+
+
+def _single_text(level: RawLevel, tag: int) -> str:
+    value = _text(level, tag)
+    if "\\" in value or "\x1b" in value:
+        raise NotRaw("a value pydicom reads as several, or with escapes")
+    return value
 
 
 def with_sps_status(data: bytes, status: str, sps_ids: set[str]) -> bytes:

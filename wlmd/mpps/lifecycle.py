@@ -20,7 +20,13 @@ from typing import Protocol
 from pydicom import Dataset, dcmread
 
 from wlmd.config.settings import RefreshMode
-from wlmd.mpps.entryfile import EntryLinkValues, NotRaw, link_values, with_sps_status
+from wlmd.mpps.entryfile import (
+    EntryLinkValues,
+    NotRaw,
+    instance_link_values,
+    link_values,
+    with_sps_status,
+)
 from wlmd.mpps.links import EntrySource, LinkCandidates, Wanted
 from wlmd.mpps.policy import (
     AePolicy,
@@ -29,6 +35,7 @@ from wlmd.mpps.policy import (
     InProgressAction,
 )
 from wlmd.mpps.rules import COMPLETED, STEP_SEQUENCE_TAG, text
+from wlmd.mpps.storage import decode_instance
 from wlmd.worklist.writer import WorklistWriter, WriterError, encode_entry, write_durably
 
 LOGGER = logging.getLogger("wlmd.mpps")
@@ -69,6 +76,16 @@ def link_keys(mpps: Dataset) -> list[LinkKey]:
     return [key for key in keys if key.usable()]
 
 
+def instance_link_keys(data: bytes) -> list[LinkKey]:
+    """``link_keys`` of a stored instance's Part 10 bytes: walked raw (a tenth of the time of
+    converting the sequence with pydicom), or decoded when they must be."""
+    try:
+        keys = [LinkKey(*values) for values in instance_link_values(data)]
+    except NotRaw:
+        return link_keys(decode_instance(data))
+    return [key for key in keys if key.usable()]
+
+
 def entry_link_values(data: bytes) -> EntryLinkValues:
     """The link values of an entry file's bytes: walked raw, or parsed when they must be."""
     try:
@@ -104,12 +121,13 @@ class WorklistLifecycle:
         self.mpps_root = mpps_root
         self.candidates = LinkCandidates(entries, refresh)
 
-    def started(self, ae: str, mpps: Dataset, policy: AePolicy) -> list[str]:
-        """IN PROGRESS: mark STARTED or hide; returns the linked entry names."""
+    def started(self, ae: str, keys: list[LinkKey], policy: AePolicy) -> list[str]:
+        """IN PROGRESS: mark STARTED or hide the entries ``keys`` (the MPPS's links) name;
+        returns the linked entry names."""
         action = policy.in_progress
-        return self._apply(ae, mpps, lambda ae, found: self._started(ae, found, action))
+        return self._apply(ae, keys, lambda ae, found: self._started(ae, found, action))
 
-    def ended(self, ae: str, mpps: Dataset, status: str, policy: AePolicy) -> list[str]:
+    def ended(self, ae: str, keys: list[LinkKey], status: str, policy: AePolicy) -> list[str]:
         """COMPLETED or DISCONTINUED: the policy's action, except a delayed archive/delete,
         which only marks now (``remove_later`` does the rest)."""
         if status == COMPLETED:
@@ -117,25 +135,24 @@ class WorklistLifecycle:
             if policy.completed_delay and completed in (CompletedAction.ARCHIVE,
                                                         CompletedAction.DELETE):
                 completed = CompletedAction.MARK
-            return self._apply(ae, mpps, lambda ae, found: self._completed(ae, found, completed))
+            return self._apply(ae, keys, lambda ae, found: self._completed(ae, found, completed))
         discontinued = policy.discontinued
-        return self._apply(ae, mpps,
+        return self._apply(ae, keys,
                            lambda ae, found: self._discontinued(ae, found, discontinued))
 
-    def remove_later(self, ae: str, mpps: Dataset, action: CompletedAction) -> list[str]:
+    def remove_later(self, ae: str, keys: list[LinkKey], action: CompletedAction) -> list[str]:
         """The delayed half of a COMPLETED policy: archive or delete now."""
-        return self._apply(ae, mpps, lambda ae, found: self._completed(ae, found, action))
+        return self._apply(ae, keys, lambda ae, found: self._completed(ae, found, action))
 
     # --- finding --------------------------------------------------------------------------
 
-    def _apply(self, ae: str, mpps: Dataset, act: _Action) -> list[str]:
+    def _apply(self, ae: str, keys: list[LinkKey], act: _Action) -> list[str]:
         """Find the linked entries (without the lock: renames are atomic), then act on each.
 
         The in-memory worklist is asked before any lock is taken: the store takes the shared
         lock on the same lockfile, and fcntl locks are per process (its close would release
         ours). Each action re-checks its entry under the lock.
         """
-        keys = link_keys(mpps)
         if not keys:
             return []
         try:
@@ -208,7 +225,8 @@ class WorklistLifecycle:
             return
 
         def change(data: bytes) -> bytes | None:
-            if not any(key.matches(entry_link_values(data)) for key in found.keys):
+            if data != found.data and not any(  # the file _find matched is matched already
+                    key.matches(entry_link_values(data)) for key in found.keys):
                 return None  # replaced meanwhile by an entry this MPPS does not link to
             return with_status(data, status, found.sps_ids)
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag, Tag
 
 from wlmd.dicom.types import (
@@ -27,6 +28,10 @@ FINAL_STATES = (COMPLETED, DISCONTINUED)
 STATUS_TAG = Tag(0x0040, 0x0252)  # Performed Procedure Step Status
 STEP_SEQUENCE_TAG = Tag(0x0040, 0x0270)  # Scheduled Step Attributes Sequence
 SERIES_SEQUENCE_TAG = Tag(0x0040, 0x0340)  # Performed Series Sequence
+# Text VRs whose raw value is empty exactly when the decoded one is (no escape sequences):
+# checked on the bytes, since converting a value costs more than the whole check.
+_RAW_TEXT_VRS = frozenset(("AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC",
+                           "UI", "UR", "UT"))
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 # N-CREATE: (tag, type) of the top-level attributes with type 1 or 2.
@@ -107,6 +112,10 @@ def _missing(dataset: Dataset, required: tuple[tuple[int, int], ...],
 
 
 def _is_empty(dataset: Dataset, tag: BaseTag) -> bool:
+    raw = dataset.get_item(tag)
+    if (isinstance(raw, RawDataElement) and raw.VR in _RAW_TEXT_VRS
+            and (raw.value is None or b"\x1b" not in raw.value)):
+        return not raw.value or not raw.value.strip(b" \0")  # as decoded: no conversion
     value = dataset[tag].value
     if isinstance(value, str):
         return not value.strip(" \0")

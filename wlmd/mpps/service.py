@@ -28,7 +28,7 @@ from wlmd.dicom.types import (
     NResponse,
 )
 from wlmd.mpps.forward import OP_CREATE, OP_SET, ForwardAgent, Forwarder, ForwardQueue
-from wlmd.mpps.lifecycle import WorklistLifecycle
+from wlmd.mpps.lifecycle import WorklistLifecycle, instance_link_keys, link_keys
 from wlmd.mpps.links import EntrySource
 from wlmd.mpps.policy import AePolicy, CompletedAction, MppsPolicies
 from wlmd.mpps.rules import (
@@ -95,9 +95,9 @@ class MppsService:
                 return self._refuse(assoc, "N-CREATE", uid, NResponse(
                     STATUS_DUPLICATE_INSTANCE, uid, error_comment="instance exists"),
                     "duplicate SOP instance")
-            self.storage.write(tx, attributes, uid)
+            stored = self.storage.write(tx, attributes, uid)
             self._forward(policy, OP_CREATE, uid, attributes)
-            linked = self.lifecycle.started(ae, attributes, policy)
+            linked = self.lifecycle.started(ae, instance_link_keys(stored), policy)
         LOGGER.info("MPPS %s from %s: IN PROGRESS, %s", uid, assoc.calling_ae,
                     _linked(linked))
         return NResponse(STATUS_SUCCESS, uid)
@@ -132,14 +132,14 @@ class MppsService:
                 return self._refuse(assoc, "N-SET", uid, NResponse(
                     refusal.status, uid, refusal.tags, refusal.comment), refusal.comment)
             merged = merge(current, modifications)
-            self.storage.write(tx, merged, uid)
+            stored = self.storage.write(tx, merged, uid)
             self._forward(policy, OP_SET, uid, modifications)
             status = text(merged, STATUS_TAG)
             linked: list[str] = []
             if status in FINAL_STATES:
                 if status == COMPLETED and _delayed_removal(policy):
                     self._schedule_removal(ae, uid, policy)
-                linked = self.lifecycle.ended(ae, merged, status, policy)
+                linked = self.lifecycle.ended(ae, instance_link_keys(stored), status, policy)
         LOGGER.info("MPPS %s from %s: %s, %s", uid, assoc.calling_ae, status, _linked(linked))
         return NResponse(STATUS_SUCCESS, uid)
 
@@ -192,7 +192,7 @@ class MppsService:
             with self.storage.locked(ae, parts[2]) as tx:
                 mpps = self.storage.read(tx, parts[2]) if is_uid(parts[2]) else None
                 if mpps is not None:
-                    linked = self.lifecycle.remove_later(ae, mpps, action)
+                    linked = self.lifecycle.remove_later(ae, link_keys(mpps), action)
                     LOGGER.info("MPPS %s: delayed %s of %s", parts[2], action.value,
                                 _linked(linked))
             due_file.unlink()

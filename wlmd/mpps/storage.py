@@ -104,10 +104,11 @@ class MppsStorage:
             return None
 
     @staticmethod
-    def write(transaction: Transaction, dataset: Dataset, sop_instance_uid: str) -> None:
-        """Create or replace the instance durably (returns once it is on disk)."""
-        transaction.write(file_name(sop_instance_uid),
-                          encode_instance(dataset, sop_instance_uid), replace=True)
+    def write(transaction: Transaction, dataset: Dataset, sop_instance_uid: str) -> bytes:
+        """Create or replace the instance durably (returns, once it is on disk, its bytes)."""
+        data = encode_instance(dataset, sop_instance_uid)
+        transaction.write(file_name(sop_instance_uid), data, replace=True)
+        return data
 
     def instances(self, ae: str | None = None) -> Iterator[StoredInstance]:
         """Every stored instance (of one AE), read without the lock: renames are atomic."""
