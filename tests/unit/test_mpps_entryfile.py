@@ -7,6 +7,7 @@ with only the status changed, whatever the lengths (defined or undefined) of its
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import random
 from pathlib import Path
@@ -148,8 +149,7 @@ def instance_bytes(accessions: list[str], *, undefined: bool, charset: str = "")
     ds = create_attributes(accessions[0], "1.2.826.0.1.3680043.10.1366.7.1")
     first = ds.ScheduledStepAttributesSequence[0]
     for n, accession in enumerate(accessions[1:], start=2):
-        item = Dataset()
-        item.update(first)
+        item = copy.deepcopy(first)
         item.AccessionNumber = accession
         item.StudyInstanceUID = f"1.2.826.0.1.3680043.10.1366.7.{n}"
         item.ScheduledProcedureStepID = f"SPS{n}"
