@@ -16,6 +16,7 @@ from wlmd.worklist.writer import (
     WorklistWriter,
     _sweep_due,
     encode_entry,
+    read_entry,
 )
 
 
@@ -91,3 +92,26 @@ def test_strays_are_swept_by_the_first_change_then_at_most_once_a_minute(tmp_pat
         pass
     assert stray.exists()  # swept less than a minute ago: this change does not list again
     assert _sweep_due(root / "CT01", now=time.monotonic() + SWEEP_INTERVAL)
+
+
+def test_a_first_read_that_is_out_of_date_is_read_again(tmp_path: Path) -> None:
+    """The caller's read (``first``) was of a file replaced since: the change is made on the
+    new content, and the other writer's change survives."""
+    directory = make_ae(tmp_path)
+    writer = WorklistWriter(tmp_path)
+    stale = read_entry(directory / "A1.wl")
+    other = dcmread(directory / "A1.wl")
+    other.PatientComments = "other writer"
+    writer.write("AE", "A1.wl", other, replace=True)
+    seen = []
+
+    def change(data: bytes) -> bytes:
+        seen.append(dcmread(io.BytesIO(data)).get("PatientComments", ""))
+        return started(data)
+
+    assert writer.update("AE", "A1.wl", change, first=stale) is True
+    assert seen == ["", "other writer"]
+    entry = dcmread(directory / "A1.wl")
+    assert entry.PatientComments == "other writer"
+    assert entry.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus == "STARTED"
+    assert sorted(p.name for p in directory.iterdir()) == ["A1.wl", "lockfile"]

@@ -36,7 +36,14 @@ from wlmd.mpps.policy import (
 )
 from wlmd.mpps.rules import COMPLETED, STEP_SEQUENCE_TAG, text
 from wlmd.mpps.storage import decode_instance
-from wlmd.worklist.writer import WorklistWriter, WriterError, encode_entry, write_durably
+from wlmd.worklist.writer import (
+    EntryRead,
+    WorklistWriter,
+    WriterError,
+    encode_entry,
+    read_entry,
+    write_durably,
+)
 
 LOGGER = logging.getLogger("wlmd.mpps")
 SPS_STATUS = {"started": "STARTED", "completed": "COMPLETED",
@@ -174,19 +181,19 @@ class WorklistLifecycle:
         found = []
         for name in names:  # pydicom raises many types for a file it cannot read: not linked
             with contextlib.suppress(Exception):
-                data = (directory / name).read_bytes()
-                values = entry_link_values(data)
+                read = read_entry(directory / name)
+                values = entry_link_values(read.data)
                 sps = {k.sps_id for k in keys if k.matches(values)}
                 if sps:
-                    found.append(_Found(name, data, None, sps - {""}, keys))
+                    found.append(_Found(name, read, None, sps - {""}, keys))
         if not found:
             hidden = self.mpps_root / ae / HIDDEN
             for path in sorted(hidden.glob("*.wl")) if hidden.is_dir() else []:
                 with contextlib.suppress(Exception):
-                    data = path.read_bytes()
-                    sps = {k.sps_id for k in keys if k.matches(entry_link_values(data))}
+                    read = read_entry(path)
+                    sps = {k.sps_id for k in keys if k.matches(entry_link_values(read.data))}
                     if sps:
-                        found.append(_Found(path.name, data, path, sps - {""}, keys))
+                        found.append(_Found(path.name, read, path, sps - {""}, keys))
         return found
 
     # --- actions -----------------------------------------------------------------------------
@@ -230,7 +237,7 @@ class WorklistLifecycle:
                 return None  # replaced meanwhile by an entry this MPPS does not link to
             return with_status(data, status, found.sps_ids)
 
-        self.writer.update(ae, found.name, change)
+        self.writer.update(ae, found.name, change, first=found.read)
 
     def _archive(self, ae: str, found: _Found) -> None:
         archive = self.mpps_root / ae / ARCHIVE
@@ -267,10 +274,14 @@ class _Found:
     """A linked entry as read: in the worklist (``hidden_path`` None) or hidden."""
 
     name: str
-    data: bytes
+    read: EntryRead  # the file as _find read and matched it
     hidden_path: Path | None
     sps_ids: set[str]
     keys: list[LinkKey]
+
+    @property
+    def data(self) -> bytes:
+        return self.read.data
 
 
 class _Action(Protocol):
