@@ -24,7 +24,7 @@ from wlmd.config.settings import CharsetMode
 from wlmd.dicom.dimse import encode_dataset
 from wlmd.dicom.rawfile import RawLevel
 from wlmd.worklist.compression import compressed
-from wlmd.worklist.fileview import record_elements
+from wlmd.worklist.fileview import raw_elements
 from wlmd.worklist.query import prepare_query
 from wlmd.worklist.records import FileLoader, WorklistRecord
 from wlmd.worklist.response import build_response
@@ -91,12 +91,12 @@ def _answer(identifier: Dataset, elements: object, syntax: str) -> bytes:
 
 def test_answers_are_those_of_the_decoded_dataset(tmp_path: Path) -> None:
     records = _records(tmp_path)
-    fast = [record for record in records if isinstance(record_elements(record), RawLevel)]
+    fast = [record for record in records if isinstance(raw_elements(record), RawLevel)]
     assert len(fast) == len(records) - 4  # only the deflated files need pydicom
     for identifier in map(dcmread, QUERIES):
         for record in fast:
             for syntax in ANSWER_SYNTAXES:
-                assert (_answer(identifier, record_elements(record), syntax)
+                assert (_answer(identifier, raw_elements(record), syntax)
                         == _answer(identifier, record.dataset, syntax)), record.name
 
 
@@ -116,6 +116,6 @@ def test_bytes_pydicom_may_read_otherwise_are_left_to_pydicom(tmp_path: Path, bo
     path = tmp_path / "entry.wl"
     path.write_bytes(_file(worklist_dataset("A1"), ExplicitVRLittleEndian, False))
     record = _record(path)
-    assert record.body is not None and isinstance(record_elements(record), RawLevel)
+    assert record.body is not None and isinstance(raw_elements(record), RawLevel)
     odd = replace(record, compressed=compressed(record.data[:record.body[0]] + body))
-    assert not isinstance(record_elements(odd), RawLevel)
+    assert raw_elements(odd) is None

@@ -2,12 +2,12 @@
 
 An answer copies raw values of its record (``response.py`` reads them with ``value_of`` and
 walks sequence items), so a full pydicom decode (a Dataset per item, a generator per level)
-is more than it needs: it was half the time of a cold query with many answers. ``record_elements``
+is more than it needs: it was half the time of a cold query with many answers. ``raw_elements``
 indexes every level once: each element as the ``RawDataElement`` pydicom's ``read_dataset``
 gives for it (VR None in implicit VR, the value's bytes), each sequence as its list of items.
 Whatever pydicom might read differently (an unknown VR, an item or dataset switching between
 implicit and explicit VR, an undefined length outside a sequence, a length past the end) is
-left to pydicom: the caller decodes the file as before. The walk is
+left to pydicom: the caller decodes the file (``record.dataset``) as before. The walk is
 ``wlmd.dicom.rawfile.ElementReader``'s, which the first-start walker shares.
 """
 
@@ -20,14 +20,7 @@ from wlmd.worklist.compact import SequenceElement
 from wlmd.worklist.completeness import REFERENCED_SEQUENCES
 
 if TYPE_CHECKING:
-    from wlmd.worklist.query import Elements
     from wlmd.worklist.records import WorklistRecord
-
-
-def record_elements(record: WorklistRecord) -> Elements:
-    """What an answer reads of ``record``: read from its bytes, or else its decoded dataset."""
-    elements = raw_elements(record)
-    return record.dataset if elements is None else elements
 
 
 def raw_elements(record: WorklistRecord) -> RawLevel | None:

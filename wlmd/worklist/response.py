@@ -54,7 +54,7 @@ PREGNANCY_STATUS_UNKNOWN = 4
 
 def build_response(query: PreparedQuery, record: Elements, charset: CharsetMode) -> Dataset:
     """The identifier of one pending response: the mask filled from ``record`` (its decoded
-    dataset, or ``fileview.record_elements``)."""
+    dataset, or ``fileview.raw_elements``)."""
     response = _fill_item(query.mask, record, top_level=True)
     _drop_empty_description_or_code(
         _first_item(response, SCHEDULED_PROCEDURE_STEP_SEQUENCE),
