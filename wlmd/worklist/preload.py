@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from wlmd.worklist import store as worklist_store
 from wlmd.worklist.index import WorklistIndex
 from wlmd.worklist.persist import IndexFile, IndexPart, stale_parts
 from wlmd.worklist.records import Entry, FileLoader, StatKey, WorklistRecord, shared_record
@@ -29,6 +28,7 @@ from wlmd.worklist.store import (
     LoadTask,
     LockfileError,
     WorklistStore,
+    batched,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ def _parse_into(store: WorklistStore, children: ChildProcesses, index: IndexFile
     save = functools.partial(_parse_and_save, store.loader, ae, index_path)
     try:
         with store.changed_files(ae, saved) as tasks:
-            size = worklist_store.PARALLEL_BATCH
-            batches = [tasks[at:at + size] for at in range(0, len(tasks), size)]
+            batches = batched(tasks)
             results = children.map_batches(save, batches) if batches else []
     except LockfileError:
         return  # the caller meets it too, and says so

@@ -179,21 +179,17 @@ class WorklistStore:
         """How this store reads, parses and checks one file (picklable, for other processes)."""
         return self._loader
 
-    def index_signature(self) -> dict[str, str]:
-        """What the records of an index file must have been parsed under to be used here."""
-        loader = self._loader
-        return {
-            "root": os.path.realpath(self._root), "file_reject": str(loader.file_reject),
-            "max_file_bytes": str(loader.max_file_bytes), "wlmd": wlmd.__version__,
-            "pydicom": pydicom.__version__,
-        }
-
     def open_index_file(self, path: Path | None
                         ) -> contextlib.AbstractContextManager[IndexFile | None]:
         """The index file at ``path``, for records parsed the way this store parses."""
         if path is None:
             return contextlib.nullcontext()
-        return IndexFile.opened(path, self.index_signature())
+        loader = self._loader
+        return IndexFile.opened(path, {
+            "root": os.path.realpath(self._root), "file_reject": str(loader.file_reject),
+            "max_file_bytes": str(loader.max_file_bytes), "wlmd": wlmd.__version__,
+            "pydicom": pydicom.__version__,
+        })
 
     @contextlib.contextmanager
     def changed_files(self, ae: str, saved: dict[str, Entry]) -> Iterator[list[LoadTask]]:
@@ -411,8 +407,7 @@ class WorklistStore:
         loader = self._loader
         if self._batch_map is None or len(tasks) < PARALLEL_MIN_FILES:
             return (loader.load(*task) for task in tasks)
-        batches = [tasks[at:at + PARALLEL_BATCH] for at in range(0, len(tasks), PARALLEL_BATCH)]
-        return iter([result for batch in self._batch_map(loader.load_many, batches)
+        return iter([result for batch in self._batch_map(loader.load_many, batched(tasks))
                      for result in batch])
 
     def _recheck(self, cache: _AeCache, ae_dir: str, name: str, real_root: str) -> None:
@@ -520,6 +515,11 @@ class WorklistStore:
         if entry.record is not None or old_record is not None:
             cache.pending.append((old_record, entry.record, entry.matching))
         entry.matching = None  # the index keeps them once _apply has filed the record
+
+
+def batched(tasks: list[LoadTask]) -> list[list[LoadTask]]:
+    """``tasks`` in batches of ``PARALLEL_BATCH``, one per pool process task."""
+    return [tasks[at:at + PARALLEL_BATCH] for at in range(0, len(tasks), PARALLEL_BATCH)]
 
 
 def _list_worklist_files(ae_dir: str) -> dict[str, bool]:
