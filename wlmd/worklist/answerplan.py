@@ -42,7 +42,7 @@ from wlmd.worklist.keys import (
     SPS_DESCRIPTION,
 )
 from wlmd.worklist.query import CHARSET_VRS, STRING_VRS, element_vr, make_raw, value_of
-from wlmd.worklist.response import PREGNANCY_STATUS_UNKNOWN
+from wlmd.worklist.response import PREGNANCY_STATUS_UNKNOWN, raw_pregnancy_status
 
 # Nodes hold plain int tags: ``BaseTag.__eq__`` is Python code, and these are compared often.
 (_CODE_VALUE, _CODING_SCHEME, _SPS, _SPS_DESCRIPTION, _PROTOCOL_CODES, _RP_DESCRIPTION,
@@ -282,10 +282,7 @@ def _pregnancy_status(record: RawLevel, tag: int) -> int:
     element = record.get(tag)
     if not isinstance(element, RawDataElement) or element_vr(element) != "US":
         return PREGNANCY_STATUS_UNKNOWN
-    raw = element.value or b""
-    if len(raw) < 2:
-        return PREGNANCY_STATUS_UNKNOWN
-    return int.from_bytes(raw[:2], "little" if element.is_little_endian else "big")
+    return raw_pregnancy_status(element)
 
 
 def _node(nodes: list[Node], tag: int) -> Node | None:

@@ -1,11 +1,11 @@
 """The parsed worklist kept on disk between runs (``--index-file``), so that a restart is quick.
 
 One SQLite file holds, per AE title and file name, the stat key of the version that was parsed
-and the compact record made of it (deflated file bytes, sort key, index keys). At start-up the store
-takes a saved record only if the file's stat key is still the same, so the directory stays the
-source of truth: the index file saves parsing, never decides what is served. Anything wrong
-with the index file (missing directory, corrupt, locked, written by another version or for
-other options) costs a full parse, never a failed start.
+and the compact record made of it (compressed file bytes, sort key, index keys). At start-up
+the store takes a saved record only if the file's stat key is still the same, so the directory
+stays the source of truth: the index file saves parsing, never decides what is served. Anything
+wrong with the index file (missing directory, corrupt, locked, written by another version or
+for other options) costs a full parse, never a failed start.
 
 The file holds patient data: it is created readable by its owner only.
 """

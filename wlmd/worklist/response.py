@@ -112,13 +112,18 @@ def _pregnancy_status(record: Elements | None) -> int:
     if element is None or element_vr(element) != "US":
         return PREGNANCY_STATUS_UNKNOWN
     if isinstance(element, RawDataElement):
-        raw = element.value or b""
-        order: Literal["little", "big"] = "little" if element.is_little_endian else "big"
-        return int.from_bytes(raw[:2], order) if len(raw) >= 2 else PREGNANCY_STATUS_UNKNOWN
+        return raw_pregnancy_status(element)
     values = [] if element.value in (None, "") else element.value
     if isinstance(values, int):
         values = [values]
     return int(values[0]) if values else PREGNANCY_STATUS_UNKNOWN
+
+
+def raw_pregnancy_status(element: RawDataElement) -> int:
+    """The first value of a raw US PregnancyStatus, read without decoding; 4 if it has none."""
+    raw = element.value or b""
+    order: Literal["little", "big"] = "little" if element.is_little_endian else "big"
+    return int.from_bytes(raw[:2], order) if len(raw) >= 2 else PREGNANCY_STATUS_UNKNOWN
 
 
 def _fill_sequence(mask_element: DataElement, record_item: Elements | None) -> DataElement:
