@@ -27,6 +27,7 @@ from tests.support.mpps import (
     write_entry,
 )
 from tests.support.processes import free_port, start_wlmd, stop_process, wait_until
+from tests.support.server import rejection
 from tests.support.wlmctl import wlmctl
 
 AES = ("MARK", "HIDE", "ARCH", "DELE", "RESCH", "DARCH", "DELAY", "FWD")
@@ -342,9 +343,8 @@ def test_without_mpps_the_mpps_context_is_refused(tmp_path: Path) -> None:
     try:
         ae = AE(ae_title="MODALITY")
         ae.add_requested_context(MPPS)
-        assoc = ae.associate("127.0.0.1", port, ae_title="MARK")
-        assert not assoc.is_established  # the only proposed context is refused: A-ASSOCIATE-RJ
-        assert assoc.is_rejected
+        # the only proposed context is refused: A-ASSOCIATE-RJ
+        assert rejection(ae, port, "MARK") is not None
     finally:
         stop_process(proc)
 

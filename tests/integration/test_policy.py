@@ -29,6 +29,7 @@ from tests.support.processes import (
     stop_process,
     wait_until,
 )
+from tests.support.server import rejection
 from tests.support.wlmctl import wlmctl
 from tests.support.worklist_entries import entry, write_entry
 from wlmd.policy.charsets import Charset
@@ -241,10 +242,7 @@ def log_lines(server: Server, word: str, at_least: int = 1) -> list[str]:
 def test_caller_outside_the_allow_list_is_rejected_1_1_3_and_logged(server: Server) -> None:
     ae = AE(ae_title="INTRUDER")
     ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = ae.associate("127.0.0.1", server.port, ae_title="GATED")
-    assert assoc.is_rejected
-    rj = assoc.acceptor.primitive
-    assert (rj.result, rj.result_source, rj.diagnostic) == (1, 1, 3)
+    assert rejection(ae, server.port, "GATED") == (1, 1, 3)
     assert pynetdicom_find(server.port, "GOOD1", mask(), called="GATED").ids == ["P1"]
     refused = [line for line in log_lines(server, "calling='INTRUDER'")]
     assert refused and "outcome=rejected" in refused[-1] and "policy=gate" in refused[-1]

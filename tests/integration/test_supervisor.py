@@ -18,7 +18,17 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
 from tests.support.processes import wait_until
-from tests.support.server import ANY_AE, SMALL_POOL, Wlmd, alive, start_configured, toml
+from tests.support.server import (
+    ANY_AE,
+    SMALL_POOL,
+    Wlmd,
+    alive,
+    rejection,
+    start_configured,
+    toml,
+)
+
+LIMIT_REACHED = (2, 3, 2)  # rejected-transient, provider (presentation), local limit exceeded
 
 
 @pytest.fixture
@@ -38,9 +48,7 @@ def server(tmp_path: Path) -> Iterator[Callable[..., Wlmd]]:
 def scu() -> Iterator[Callable[[int], Association]]:
     """Open associations (Verification only) and release whatever is left at the end."""
     opened: list[Association] = []
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae = verification_ae()
 
     def associate(port: int, host: str = "127.0.0.1", source: str | None = None) -> Association:
         bind = (source, 0) if source else None
@@ -52,6 +60,18 @@ def scu() -> Iterator[Callable[[int], Association]]:
         if assoc.is_established:
             assoc.release()
     ae.shutdown()
+
+
+def verification_ae() -> AE:
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    return ae
+
+
+def limit_refusal(port: int, source: str | None = None) -> tuple[int, int, int] | None:
+    """The A-ASSOCIATE-RJ answering one more association, if it was refused."""
+    return rejection(verification_ae(), port, ANY_AE, source=source)
 
 
 def echo_ok(assoc: Association) -> bool:
@@ -72,10 +92,7 @@ def test_limit_is_exact_and_a_release_frees_its_slot_at_once(server, scu):
     held = [scu(srv.port), scu(srv.port)]
     assert all(a.is_established for a in held)
 
-    over = scu(srv.port)
-    assert over.is_rejected
-    rj = over.acceptor.primitive
-    assert (rj.result, rj.result_source, rj.diagnostic) == (2, 3, 2)
+    assert limit_refusal(srv.port) == LIMIT_REACHED
 
     held[0].release()
     start = time.monotonic()
@@ -200,11 +217,11 @@ def test_sighup_recycles_workers_without_dropping_an_association(server, scu):
 def test_sighup_applies_reloaded_settings_and_survives_a_failed_reload(server, scu):
     srv = server(max_associations=1)
     held = scu(srv.port)
-    assert scu(srv.port).is_rejected
+    assert limit_refusal(srv.port) == LIMIT_REACHED
 
     srv.reconfigure("max_associations = [not toml")
     wait_until(lambda: "reload failed, keeping the running configuration" in srv.log())
-    assert scu(srv.port).is_rejected and echo_ok(held)
+    assert limit_refusal(srv.port) == LIMIT_REACHED and echo_ok(held)
 
     srv.reconfigure(toml({**SMALL_POOL, "max_associations": 2}))
     wait_until(lambda: "worker generation 1" in srv.log())
@@ -216,10 +233,7 @@ def test_per_host_limit_counts_each_peer_address(server, scu):
     srv = server(max_associations=4, max_associations_per_host=1)
     held = scu(srv.port)
     assert held.is_established
-    same_host = scu(srv.port)
-    assert same_host.is_rejected
-    rj = same_host.acceptor.primitive
-    assert (rj.result, rj.result_source, rj.diagnostic) == (2, 3, 2)
+    assert limit_refusal(srv.port) == LIMIT_REACHED
     other_host = scu(srv.port, source="127.0.0.2")
     assert other_host.is_established and echo_ok(other_host)
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import psutil
 from pydicom import Dataset, dcmread
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.sop_class import ModalityWorklistInformationFind, Verification
 
 from tests.support.processes import free_port, start_wlmd, stop_process, wait_until
@@ -156,6 +157,28 @@ def associate(port: int, called: str, host: str = "127.0.0.1",
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     return ae.associate(host, port, ae_title=called)
+
+
+def rejection(ae: AE, port: int, called: str, host: str = "127.0.0.1",
+              source: str | None = None) -> tuple[int, int, int] | None:
+    """Ask ``ae`` for an association: (result, source, reason) of the A-ASSOCIATE-RJ it got,
+    or None when it was accepted (and then released).
+
+    Read from the PDU as pynetdicom receives it, not from ``Association.is_rejected``: when the
+    rejection and the server's close arrive before pynetdicom's requesting thread looks at its
+    socket, pynetdicom reports an abort although it received the rejection.
+    """
+    seen: list[tuple[int, int, int]] = []
+
+    def on_pdu(event: evt.Event) -> None:
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+            seen.append((event.pdu.result, event.pdu.source, event.pdu.reason_diagnostic))
+
+    assoc = ae.associate(host, port, ae_title=called, bind_address=(source, 0) if source else None,
+                         evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)])
+    if assoc.is_established:
+        assoc.release()
+    return seen[0] if seen else None
 
 
 def find(assoc: Association, **keys: object) -> tuple[list[Dataset], int]:
