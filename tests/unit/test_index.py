@@ -113,6 +113,33 @@ def test_removed_records_leave_the_index(records: list[Dataset], mask: Dataset,
         assert expected <= candidates
 
 
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(RECORD, min_size=1, max_size=8), masks=st.lists(QUERY, min_size=1,
+                                                                        max_size=4),
+       dropped=st.data())
+def test_filing_all_at_once_gives_the_candidates_of_filing_one_by_one(
+        records: list[Dataset], masks: list[Dataset], dropped: st.DataObject) -> None:
+    """``add_all`` (a restart's filing), then changes record by record, as ``add`` alone."""
+    filed = [(str(number), *_filed(record)) for number, record in enumerate(records)]
+    one_by_one, all_at_once = WorklistIndex(), WorklistIndex()
+    for name, keys, packed in filed:
+        one_by_one.add(name, keys, packed)
+    all_at_once.add_all(filed)
+    gone = dropped.draw(st.sets(st.sampled_from([name for name, _, _ in filed])))
+    for index in (one_by_one, all_at_once):
+        for name in gone:
+            index.remove(name)
+        index.add("new", *filed[0][1:])
+        index.add_all(filed[-1:])  # into an index that is not empty: filed one by one
+    assert len(all_at_once) == len(one_by_one) == len(filed) - len(gone - {filed[-1][0]}) + 1
+    for mask in masks:
+        prefilter = prefilter_of(PreparedQuery(mask, unsupported_removed=False))
+        if prefilter is not None:
+            assert all_at_once.candidates(prefilter) == one_by_one.candidates(prefilter)
+    assert {name: all_at_once.packed(name) for name, _, _ in filed if name not in gone} == \
+        {name: one_by_one.packed(name) for name, _, _ in filed if name not in gone}
+
+
 def _filed(ds: Dataset) -> tuple[RecordKeys, bytes]:
     return record_keys(ds), pack(ds)
 

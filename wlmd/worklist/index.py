@@ -246,6 +246,45 @@ class WorklistIndex:
             if _file(self._by_date, date, number):
                 bisect.insort(self._dates, date)
 
+    def add_all(self, records: Iterable[tuple[str, RecordKeys, bytes]]) -> None:
+        """``add`` of each of ``records`` (distinct names), into an index that is empty.
+
+        A restart files 100,000 records here: each value's numbers are gathered in a list
+        and made an array once, which costs half of filing them one by one.
+        """
+        if self._number:
+            for record in records:
+                self.add(*record)
+            return
+        gathered: tuple[dict[Any, list[int]], ...] = ({}, {}, {}, {})
+        patients, stations, modalities, dates = gathered
+        names, filed, number_of, packed_keys = self._names, self._keys, self._number, \
+            self._packed
+        undated = self._undated
+        for name, keys, packed in records:
+            number = len(names)
+            names.append(name)
+            filed.append(keys)
+            number_of[name] = number
+            packed_keys.add(number, packed)
+            for table, values in ((patients, keys.patient_ids), (stations, keys.stations),
+                                  (modalities, keys.modalities), (dates, keys.dates)):
+                for value in values:
+                    numbers = table.get(value)
+                    if numbers is None:
+                        table[value] = [number]
+                    else:
+                        numbers.append(number)
+            if not keys.dates:
+                undated.append(number)
+        tables: tuple[dict[Any, Numbers], ...] = (
+            self._by_kind["patient"], self._by_kind["station"], self._by_kind["modality"],
+            self._by_date)
+        for target, lists in zip(tables, gathered, strict=True):
+            for value, numbers in lists.items():
+                target[value] = numbers[0] if len(numbers) == 1 else array("I", numbers)
+        self._dates = sorted(self._by_date)
+
     def packed(self, name: str) -> bytes:
         """The packed matching keys filed for record ``name`` (KeyError if it is not filed)."""
         return self._packed.get(self._number[name])
@@ -465,17 +504,18 @@ class PackedKeys:
     def _seal(self, records: list[tuple[int, bytes]]) -> None:
         """Pack ``records`` (at most ``CHUNK``) into a new chunk."""
         chunk_number = len(self._chunks)
-        starts = array("L", [0])
+        numbers = array("I", [number for number, _ in records])
         place = self._place
-        for segment, (number, packed) in enumerate(records):
-            starts.append(starts[-1] + len(packed))
-            if number >= len(place):
-                place.extend([self.NOWHERE] * (number + 1 - len(place)))
-            place[number] = chunk_number * self.CHUNK + segment
+        if len(numbers) and (top := max(numbers) + 1) > len(place):
+            place.extend(array("q", [self.NOWHERE]) * (top - len(place)))
+        first = chunk_number * self.CHUNK
+        for segment, number in enumerate(numbers):
+            place[number] = first + segment
         self._live += len(records)
         self._chunks.append(b"".join(packed for _, packed in records))
-        self._starts.append(starts)
-        self._numbers.append(array("I", [number for number, _ in records]))
+        self._starts.append(array("L", itertools.accumulate(
+            (len(packed) for _, packed in records), initial=0)))
+        self._numbers.append(numbers)
 
     def _repack(self) -> None:
         """Rebuild the chunks from their live segments (when half of them are dead)."""
