@@ -261,8 +261,8 @@ def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
         return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None,
                 None, None)
     keys = record.keys
-    return (ae, os.fsencode(name), entry.key, record.compressed, record.sort_key[0],
-            record.sort_key[1], int(record.add_references), _join(keys.patient_ids),
+    return (ae, os.fsencode(name), entry.key, record.compressed, record.date,
+            record.time, int(record.add_references), _join(keys.patient_ids),
             _join(keys.stations), _join(keys.modalities),
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
             None if record.body is None else
@@ -302,8 +302,8 @@ def _entries(rows: Iterable[tuple[Any, ...]]) -> dict[str, Entry]:
         patient_keys = _split(patient_ids)
         keys = RecordKeys(one(patient_keys, patient_keys), station_keys, modality_keys,
                           date_keys)
-        record = WorklistRecord(*put(compressed), (one(date, date), one(time, time), name),
-                                keys, bool(add_references), body)
+        record = WorklistRecord(*put(compressed), one(date, date), one(time, time), name, keys,
+                                bool(add_references), body)
         entries[name] = Entry(stat, record)  # the packed matching keys come next (``load``)
     return entries
 

@@ -126,15 +126,18 @@ class WorklistRecord:
 
     shelf: Shelf | bytes  # the file as read, compressed: on a shared shelf, or on its own
     slot: int  # where on the shelf (0 for bytes of its own)
-    sort_key: SortKey
+    date: str  # the first SPS start date and time, as written ("" if absent)
+    time: str
+    name: str  # the file's name in its AE directory
     keys: RecordKeys  # what the index files it under
     add_references: bool  # the file-reject check added (0008,1110)/(0008,1120) if missing
     body: Body | None  # where the dataset starts and how it is encoded; None: read the file
 
     @property
-    def name(self) -> str:
-        """The file's name in its AE directory."""
-        return self.sort_key[2]
+    def sort_key(self) -> SortKey:
+        """The record's place in responses, a tuple made anew (a tuple per record kept would
+        cost 6 MB at 100,000 records, and a worker sorting candidates would write to them)."""
+        return self.date, self.time, self.name
 
     @property
     def compressed(self) -> bytes:
@@ -174,7 +177,7 @@ def shared_record(compressed_data: bytes, sort_key: SortKey, keys: RecordKeys,
     shared_keys = RecordKeys(one(keys.patient_ids, keys.patient_ids),
                              one(keys.stations, keys.stations),
                              one(keys.modalities, keys.modalities), one(keys.dates, keys.dates))
-    return WorklistRecord(*shelves.put(compressed_data), (one(date, date), one(time, time), name),
+    return WorklistRecord(*shelves.put(compressed_data), one(date, date), one(time, time), name,
                           shared_keys, add_references, one(body, body))
 
 
@@ -246,7 +249,7 @@ class FileLoader:
             if not is_complete(dataset):
                 LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
                 return Entry(key, None), True
-        record = WorklistRecord(compressed(data), 0, sort_key_of(dataset, name),
+        record = WorklistRecord(compressed(data), 0, *sort_key_of(dataset, name),
                                 record_keys(dataset), self.file_reject, body)
         return Entry(key, record, pack(dataset)), True
 

@@ -80,13 +80,12 @@ class LockfileError(Exception):
 class _AeCache:
     """Per called AE: the entries by file name and the last consistent snapshot.
 
-    ``snapshot`` is kept in ``sort_key`` order (``order`` holds the keys, for bisection) and
+    ``snapshot`` is kept in ``sort_key`` order and
     ``index`` files the same records; both change only in ``_apply``.
     """
 
     entries: dict[str, Entry] = field(default_factory=dict)
     snapshot: list[WorklistRecord] | None = None
-    order: list[SortKey] = field(default_factory=list)
     index: WorklistIndex = field(default_factory=WorklistIndex)
     links: set[str] = field(default_factory=set)  # symbolic links: re-checked every refresh
     retry: set[str] = field(default_factory=set)  # names whose last check was inconclusive
@@ -267,7 +266,6 @@ class WorklistStore:
         """Serve a copy of ``ae``'s entries, index and sorted records (made by compaction)."""
         cache = self._caches[ae]
         cache.entries, cache.index, cache.snapshot = entries, index, snapshot
-        cache.order = [record.sort_key for record in snapshot]
 
     @contextlib.contextmanager
     def forking(self) -> Iterator[None]:
@@ -310,7 +308,7 @@ class WorklistStore:
             return list(snapshot)
         names = cache.index.candidates(prefilter)
         if len(names) * RESORT_FRACTION > len(snapshot):
-            return [record for record in snapshot if record.sort_key[2] in names]
+            return [record for record in snapshot if record.name in names]
         found = [cache.entries[name].record for name in names]
         return sorted((r for r in found if r is not None), key=lambda r: r.sort_key)
 
@@ -440,16 +438,12 @@ class WorklistStore:
                 (e.record for e in cache.entries.values() if e.record is not None),
                 key=lambda record: record.sort_key,
             )
-            cache.order = [record.sort_key for record in cache.snapshot]
             return
         for old, new, _ in pending:
             if old is not None:
-                at = _position(cache.order, old.sort_key)
-                del snapshot[at], cache.order[at]
+                del snapshot[_position(snapshot, old)]
             if new is not None:
-                at = bisect.bisect_left(cache.order, new.sort_key)
-                cache.order.insert(at, new.sort_key)
-                snapshot.insert(at, new)
+                snapshot.insert(bisect.bisect_left(snapshot, new.sort_key, key=_sort_key), new)
 
     def _forget_removed(self, cache: _AeCache, names: dict[str, bool]) -> None:
         """Drop entries whose file is gone.
@@ -558,9 +552,13 @@ def _try_read_lock(fd: int, lock_path: str) -> bool:
     return True
 
 
-def _position(order: list[SortKey], key: SortKey) -> int:
-    """Where ``key`` sits in the sorted ``order`` (sort keys are unique: they end in the name)."""
-    at = bisect.bisect_left(order, key)
-    assert order[at] == key
-    return at
+def _sort_key(record: WorklistRecord) -> SortKey:
+    return record.sort_key
 
+
+def _position(snapshot: list[WorklistRecord], record: WorklistRecord) -> int:
+    """Where ``record`` sits in the sorted ``snapshot`` (sort keys are unique: they end in the
+    name)."""
+    at = bisect.bisect_left(snapshot, record.sort_key, key=_sort_key)
+    assert snapshot[at].sort_key == record.sort_key
+    return at
