@@ -297,8 +297,7 @@ def _entries(rows: Iterable[tuple[Any, ...]]) -> dict[str, Entry]:
         if date_keys is None:
             date_keys = parsed[3, dates] = _dates(dates)
         if body is not None:
-            body = parsed.get((4, body)) or parsed.setdefault(
-                (4, body), (body >> 2, bool(body & 2), bool(body & 1)))
+            body = parsed.setdefault((4, body), (body >> 2, bool(body & 2), bool(body & 1)))
         patient_keys = _split(patient_ids)
         keys = RecordKeys(one(patient_keys, patient_keys), station_keys, modality_keys,
                           date_keys)

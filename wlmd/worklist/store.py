@@ -80,8 +80,8 @@ class LockfileError(Exception):
 class _AeCache:
     """Per called AE: the entries by file name and the last consistent snapshot.
 
-    ``snapshot`` is kept in ``sort_key`` order and
-    ``index`` files the same records; both change only in ``_apply``.
+    ``snapshot`` is kept in ``sort_key`` order and ``index`` files the same records; both
+    change only in ``_apply``.
     """
 
     entries: dict[str, Entry] = field(default_factory=dict)
@@ -310,7 +310,7 @@ class WorklistStore:
         if len(names) * RESORT_FRACTION > len(snapshot):
             return [record for record in snapshot if record.name in names]
         found = [cache.entries[name].record for name in names]
-        return sorted((r for r in found if r is not None), key=lambda r: r.sort_key)
+        return sorted((r for r in found if r is not None), key=_sort_key)
 
     def _refreshed(self, ae: str) -> _AeCache:
         """The cache of ``ae`` brought in step with its directory under the read lock."""
@@ -436,7 +436,7 @@ class WorklistStore:
         if snapshot is None or len(pending) * RESORT_FRACTION > len(snapshot):
             cache.snapshot = sorted(
                 (e.record for e in cache.entries.values() if e.record is not None),
-                key=lambda record: record.sort_key,
+                key=_sort_key,
             )
             return
         for old, new, _ in pending:
@@ -553,6 +553,7 @@ def _try_read_lock(fd: int, lock_path: str) -> bool:
 
 
 def _sort_key(record: WorklistRecord) -> SortKey:
+    """The order of responses (records keep no sort key tuple: see ``WorklistRecord``)."""
     return record.sort_key
 
 
