@@ -117,5 +117,5 @@ def test_bytes_pydicom_may_read_otherwise_are_left_to_pydicom(tmp_path: Path, bo
     path.write_bytes(_file(worklist_dataset("A1"), ExplicitVRLittleEndian, False))
     record = _record(path)
     assert record.body is not None and isinstance(raw_elements(record), RawLevel)
-    odd = replace(record, compressed=compressed(record.data[:record.body[0]] + body))
+    odd = replace(record, shelf=compressed(record.data[:record.body[0]] + body), slot=0)
     assert raw_elements(odd) is None

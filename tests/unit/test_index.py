@@ -113,6 +113,33 @@ def test_removed_records_leave_the_index(records: list[Dataset], mask: Dataset,
         assert expected <= candidates
 
 
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(RECORD, min_size=1, max_size=8), masks=st.lists(QUERY, min_size=1,
+                                                                        max_size=4),
+       dropped=st.data())
+def test_filing_all_at_once_gives_the_candidates_of_filing_one_by_one(
+        records: list[Dataset], masks: list[Dataset], dropped: st.DataObject) -> None:
+    """``add_all`` (a restart's filing), then changes record by record, as ``add`` alone."""
+    filed = [(str(number), *_filed(record)) for number, record in enumerate(records)]
+    one_by_one, all_at_once = WorklistIndex(), WorklistIndex()
+    for name, keys, packed in filed:
+        one_by_one.add(name, keys, packed)
+    all_at_once.add_all(filed)
+    gone = dropped.draw(st.sets(st.sampled_from([name for name, _, _ in filed])))
+    for index in (one_by_one, all_at_once):
+        for name in gone:
+            index.remove(name)
+        index.add("new", *filed[0][1:])
+        index.add_all(filed[-1:])  # into an index that is not empty: filed one by one
+    assert len(all_at_once) == len(one_by_one) == len(filed) - len(gone - {filed[-1][0]}) + 1
+    for mask in masks:
+        prefilter = prefilter_of(PreparedQuery(mask, unsupported_removed=False))
+        if prefilter is not None:
+            assert all_at_once.candidates(prefilter) == one_by_one.candidates(prefilter)
+    assert {name: all_at_once.packed(name) for name, _, _ in filed if name not in gone} == \
+        {name: one_by_one.packed(name) for name, _, _ in filed if name not in gone}
+
+
 def _filed(ds: Dataset) -> tuple[RecordKeys, bytes]:
     return record_keys(ds), pack(ds)
 
@@ -191,28 +218,28 @@ def test_packed_keys_find_every_record_through_chunks_removals_and_repacks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PackedKeys, "CHUNK", 3)
     packed = PackedKeys()
-    kept: dict[str, bytes] = {}
+    kept: dict[int, bytes] = {}
     for number in range(20):  # six sealed chunks and two recent records
-        kept[f"r{number}"] = b"<%d>" % number + (b"AB" if number % 2 else b"A")
-        packed.add(f"r{number}", kept[f"r{number}"])
+        kept[number] = b"<%d>" % number + (b"AB" if number % 2 else b"A")
+        packed.add(number, kept[number])
     for number in range(0, 12, 3):  # dead segments; the fourth removal repacks nothing yet
-        packed.remove(f"r{number}")
-        del kept[f"r{number}"]
-    kept["r1"] = b"<1>B"  # a changed record: its old segment dies
-    packed.remove("r1")
-    packed.add("r1", kept["r1"])
+        packed.remove(number)
+        del kept[number]
+    kept[1] = b"<1>B"  # a changed record: its old segment dies
+    packed.remove(1)
+    packed.add(1, kept[1])
     for search in (b"AB", b"A", b"A<", b"B", b"<1>", b"<1", b"ZZ"):
         tests = (re.compile(re.escape(search)),)
-        assert packed.passing(tests) == {name for name, keys in kept.items() if search in keys}
+        assert packed.passing(tests) == {number for number, keys in kept.items() if search in keys}
     # several searches must all find something in the same record
     both = (re.compile(b"A"), re.compile(b"<1"))
-    assert packed.passing(both) == {name for name, keys in kept.items()
+    assert packed.passing(both) == {number for number, keys in kept.items()
                                     if b"A" in keys and b"<1" in keys}
-    assert {name: packed.get(name) for name in kept} == kept  # sealed and recent alike
+    assert {number: packed.get(number) for number in kept} == kept  # sealed and recent alike
     with pytest.raises(KeyError):
-        packed.get("r0")
-    for name in list(kept)[:-2]:  # more than half dead: repacked into fresh chunks
-        packed.remove(name)
-        del kept[name]
+        packed.get(0)
+    for number in list(kept)[:-2]:  # more than half dead: repacked into fresh chunks
+        packed.remove(number)
+        del kept[number]
     assert packed.passing((re.compile(b"<"),)) == set(kept)
-    assert {name: packed.get(name) for name in kept} == kept
+    assert {number: packed.get(number) for number in kept} == kept

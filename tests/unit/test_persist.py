@@ -42,6 +42,9 @@ def test_a_restart_parses_nothing_and_serves_the_same(root: Path, index: Path) -
     second = loaded(root, index)
     assert second.parse_count == 0
     assert accessions(second) == accessions(first) == ["A0", "A1", "A2", "A3", "A4"]
+    restarted = second.served(AE)
+    assert [r.data for r in restarted] == [r.data for r in first.served(AE)]
+    assert len({id(r.shelf) for r in restarted}) == 1  # the bytes of all five on one shelf
     mask = dataset(sequence("ScheduledProcedureStepSequence", dataset(
         raw("ScheduledProcedureStepStartDate", "DA", b"20240103-20240104"))))
     prefilter = prefilter_of(PreparedQuery(mask, unsupported_removed=False))

@@ -17,7 +17,7 @@ from pydicom.uid import (
 from tests.support.datasets import file_bytes
 from tests.support.worklists import worklist_dataset
 from wlmd.worklist.completeness import add_missing_references
-from wlmd.worklist.records import FileLoader, parse_worklist_file
+from wlmd.worklist.records import SHELF_RECORDS, FileLoader, Shelves, parse_worklist_file
 
 
 def elements(ds: Dataset) -> list[tuple[object, ...]]:
@@ -63,3 +63,14 @@ def test_a_record_keeps_its_file_compressed_and_gives_back_the_same_bytes(tmp_pa
     assert entry is not None and entry.record is not None
     assert entry.record.data == path.read_bytes()
     assert len(entry.record.compressed) * 2 < len(path.read_bytes())
+
+
+def test_shelves_give_back_the_bytes_of_every_slot_across_shelves() -> None:
+    shelves = Shelves()
+    blobs = [bytes([number % 251]) * (number % 7) for number in range(2 * SHELF_RECORDS + 3)]
+    placed = [shelves.put(blob) for blob in blobs]  # empty ones too
+    assert [shelf.get(slot) for shelf, slot in placed] == blobs
+    shelves_used = list({id(shelf): shelf for shelf, _ in placed}.values())
+    assert len(shelves_used) == 3
+    # full shelves keep no room for growth; the one being filled does
+    assert [type(shelf.data) for shelf in shelves_used] == [bytes, bytes, bytearray]

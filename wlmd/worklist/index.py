@@ -18,11 +18,13 @@ which can only admit more records. Several query items are a union.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import itertools
 import re
 from array import array
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydicom import Dataset
 
@@ -40,9 +42,9 @@ from wlmd.worklist.query import PreparedQuery, element_vr, value_of
 Date = tuple[int, int, int]
 DateRange = tuple[Date | None, Date | None]  # inclusive; None: open end
 PATIENT_ID = 0x00100020
-# The records filed under one value: a lone name is kept as itself, not as a set of one (most
-# patient IDs have one record, and a set of one costs 216 bytes: 21 MB at 100,000 records).
-Names = str | set[str]
+# The numbers of the records filed under one value: a lone number is kept as itself, not as an
+# array of one (most patient IDs have one record).
+Numbers: TypeAlias = "int | array[int]"
 _LITERAL_KEYS = (  # (tag, VR the query and the record must both use)
     ("patient", PATIENT_ID, "LO"),
     ("station", SCHEDULED_STATION_AE_TITLE, "AE"),
@@ -196,59 +198,125 @@ def _sps_items(dataset: Dataset) -> list[Dataset]:
 
 
 class WorklistIndex:
-    """Record names by indexed value, for one called AE; updated record by record."""
+    """Record names by indexed value, for one called AE; updated record by record.
+
+    Inside, a record is a number (its slot in ``_names``, reused once free) and each value
+    files the numbers of its records in an ``array``: four bytes a record, where a set of
+    names took some fifty (24 MB at 100,000 records, every worker's share of the supervisor's
+    memory). Reading an array writes nothing to the memory it shares with the supervisor;
+    iterating a set of names writes each name's reference count.
+    """
 
     def __init__(self) -> None:
-        self._by_kind: dict[str, dict[bytes, Names]] = {
+        self._by_kind: dict[str, dict[bytes, Numbers]] = {
             "patient": {}, "station": {}, "modality": {}}
-        self._by_date: dict[Date, Names] = {}
+        self._by_date: dict[Date, Numbers] = {}
         self._dates: list[Date] = []  # the keys of _by_date, sorted
-        self._undated: set[str] = set()
-        self._keys: dict[str, RecordKeys] = {}
+        self._undated: array[int] = array("I")
+        self._number: dict[str, int] = {}  # filed record name -> its number
+        self._names: list[str | None] = []  # by number; None: free
+        self._keys: list[RecordKeys | None] = []  # by number: what it is filed under
+        self._free: list[int] = []
         self._packed = PackedKeys()
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._number)
 
     def add(self, name: str, keys: RecordKeys, packed: bytes) -> None:
         """File record ``name`` under ``keys`` and its packed matching keys (``compact.pack``),
         replacing what was filed under that name."""
         self.remove(name)
-        self._keys[name] = keys
-        self._packed.add(name, packed)
+        if self._free:
+            number = self._free.pop()
+            self._names[number], self._keys[number] = name, keys
+        else:
+            number = len(self._names)
+            self._names.append(name)
+            self._keys.append(keys)
+        self._number[name] = number
+        self._packed.add(number, packed)
         for kind, values in (("patient", keys.patient_ids), ("station", keys.stations),
                              ("modality", keys.modalities)):
             table = self._by_kind[kind]
             for value in values:
-                _file(table, value, name)
+                _file(table, value, number)
         if not keys.dates:
-            self._undated.add(name)
+            self._undated.append(number)
         for date in keys.dates:
-            if _file(self._by_date, date, name):
+            if _file(self._by_date, date, number):
                 bisect.insort(self._dates, date)
+
+    def add_all(self, records: Iterable[tuple[str, RecordKeys, bytes]]) -> None:
+        """``add`` of each of ``records`` (distinct names), into an index that is empty.
+
+        A restart files 100,000 records here: each value's numbers are gathered in a list
+        and made an array once, which costs half of filing them one by one.
+        """
+        if self._number:
+            for record in records:
+                self.add(*record)
+            return
+        gathered: tuple[dict[Any, list[int]], ...] = ({}, {}, {}, {})
+        patients, stations, modalities, dates = gathered
+        names, filed, number_of, packed_keys = self._names, self._keys, self._number, \
+            self._packed
+        undated = self._undated
+        for name, keys, packed in records:
+            number = len(names)
+            names.append(name)
+            filed.append(keys)
+            number_of[name] = number
+            packed_keys.add(number, packed)
+            for table, values in ((patients, keys.patient_ids), (stations, keys.stations),
+                                  (modalities, keys.modalities), (dates, keys.dates)):
+                for value in values:
+                    numbers = table.get(value)
+                    if numbers is None:
+                        table[value] = [number]
+                    else:
+                        numbers.append(number)
+            if not keys.dates:
+                undated.append(number)
+        tables: tuple[dict[Any, Numbers], ...] = (
+            self._by_kind["patient"], self._by_kind["station"], self._by_kind["modality"],
+            self._by_date)
+        for target, lists in zip(tables, gathered, strict=True):
+            for value, numbers in lists.items():
+                target[value] = numbers[0] if len(numbers) == 1 else array("I", numbers)
+        self._dates = sorted(self._by_date)
 
     def packed(self, name: str) -> bytes:
         """The packed matching keys filed for record ``name`` (KeyError if it is not filed)."""
-        return self._packed.get(name)
+        return self._packed.get(self._number[name])
 
     def remove(self, name: str) -> None:
         """Forget record ``name`` if it is filed."""
-        keys = self._keys.pop(name, None)
-        if keys is None:
+        number = self._number.pop(name, None)
+        if number is None:
             return
-        self._packed.remove(name)
+        keys = self._keys[number]
+        assert keys is not None
+        self._names[number] = self._keys[number] = None
+        self._free.append(number)
+        self._packed.remove(number)
         for kind, values in (("patient", keys.patient_ids), ("station", keys.stations),
                              ("modality", keys.modalities)):
             table = self._by_kind[kind]
             for value in values:
-                _discard(table, value, name)
-        self._undated.discard(name)
+                _discard(table, value, number)
+        if not keys.dates:
+            self._undated.remove(number)
         for date in keys.dates:
-            if _discard(self._by_date, date, name):
+            if _discard(self._by_date, date, number):
                 del self._dates[bisect.bisect_left(self._dates, date)]
 
     def candidates(self, prefilter: Prefilter) -> set[str]:
         """Names of every record that can match ``prefilter`` (a superset of the matches)."""
+        names = self._names
+        return {name for number in self._candidates(prefilter)
+                if (name := names[number]) is not None}
+
+    def _candidates(self, prefilter: Prefilter) -> set[int]:
         groups = []
         if prefilter.patient_ids is not None:
             groups.append(self._values("patient", prefilter.patient_ids))
@@ -258,32 +326,33 @@ class WorklistIndex:
         if prefilter.items is None:
             assert result is not None  # prefilter_of never builds an empty Prefilter
             return result
-        union: set[str] = set()
+        union: set[int] = set()
         for item in prefilter.items:
             found = self._item_candidates(item, result)
             union = found if not union else union | found
         return union
 
-    def _item_candidates(self, item: ItemFilter, within: set[str] | None) -> set[str]:
-        """Names that satisfy every key of one query item (each key in any record item)."""
-        groups = [] if within is None else [[within]]
+    def _item_candidates(self, item: ItemFilter, within: set[int] | None) -> set[int]:
+        """Numbers of records that satisfy every key of one query item (each key in any
+        record item)."""
+        groups: list[list[Collection[int]]] = [] if within is None else [[within]]
         if item.stations is not None:
             groups.append(self._values("station", item.stations))
         if item.modalities is not None:
             groups.append(self._values("modality", item.modalities))
         if item.dates is not None:
-            groups.append(self._date_sets(item.dates))
+            groups.append(self._date_groups(item.dates))
         result = _narrow(groups)
         assert result is not None  # an ItemFilter that narrows nothing is never built
         return result
 
-    def _values(self, kind: str, values: frozenset[bytes]) -> list[set[str]]:
+    def _values(self, kind: str, values: frozenset[bytes]) -> list[Collection[int]]:
         table = self._by_kind[kind]
-        return [_as_set(table[value]) for value in values if value in table]
+        return [_as_numbers(table[value]) for value in values if value in table]
 
-    def _date_sets(self, ranges: tuple[DateRange, ...]) -> list[set[str]]:
-        """The sets of every indexed date inside any of ``ranges``, plus the undated bucket."""
-        sets = [self._undated]
+    def _date_groups(self, ranges: tuple[DateRange, ...]) -> list[Collection[int]]:
+        """The records of every indexed date inside any of ``ranges``, and the undated ones."""
+        groups: list[Collection[int]] = [self._undated]
         seen: set[Date] = set()
         for first, second in ranges:
             start = 0 if first is None else bisect.bisect_left(self._dates, first)
@@ -292,68 +361,70 @@ class WorklistIndex:
             for date in self._dates[start:stop]:
                 if date not in seen:
                     seen.add(date)
-                    sets.append(_as_set(self._by_date[date]))
-        return sets
+                    groups.append(_as_numbers(self._by_date[date]))
+        return groups
 
 
-def _narrow(groups: list[list[set[str]]]) -> set[str] | None:
-    """The intersection of unions (each group: sets of which a name must be in one).
+def _narrow(groups: list[list[Collection[int]]]) -> set[int] | None:
+    """The intersection of unions (each group: collections of which a number must be in one).
 
-    Starts from the smallest group and intersects set by set in C, so the work follows the
-    size of the answer rather than of the worklist. None if there is no group.
+    Starts from the smallest group and intersects in C, so the work follows the size of the
+    groups a query names, never of the worklist. None if there is no group.
     """
     if not groups:
         return None
-    groups.sort(key=lambda sets: sum(len(s) for s in sets))
-    result: set[str] = set().union(*groups[0])
-    for sets in groups[1:]:
+    groups.sort(key=lambda parts: sum(map(len, parts)))
+    result: set[int] = set().union(*groups[0])
+    for parts in groups[1:]:
         if not result:
             break
-        result = set().union(*(result & names for names in sets))
+        result = result.intersection(itertools.chain.from_iterable(parts))
     return result
 
 
-def _file(table: dict[Any, Names], key: object, name: str) -> bool:
-    """Add ``name`` to ``table[key]``; True if that created the entry."""
-    names = table.get(key)
-    if names is None:
-        table[key] = name
+def _file(table: dict[Any, Numbers], key: object, number: int) -> bool:
+    """Add ``number`` to ``table[key]``; True if that created the entry."""
+    numbers = table.get(key)
+    if numbers is None:
+        table[key] = number
         return True
-    if isinstance(names, str):
-        if names != name:
-            table[key] = {names, name}
+    if isinstance(numbers, int):
+        if numbers != number:
+            table[key] = array("I", (numbers, number))
     else:
-        names.add(name)
+        numbers.append(number)
     return False
 
 
-def _discard(table: dict[Any, Names], key: object, name: str) -> bool:
-    """Remove ``name`` from ``table[key]``; True if that emptied (and deleted) the entry."""
-    names = table.get(key)
-    if names is None:
+def _discard(table: dict[Any, Numbers], key: object, number: int) -> bool:
+    """Remove ``number`` from ``table[key]``; True if that emptied (and deleted) the entry."""
+    numbers = table.get(key)
+    if numbers is None:
         return False
-    if isinstance(names, str):
-        if names != name:
+    if isinstance(numbers, int):
+        if numbers != number:
             return False
     else:
-        names.discard(name)
-        if len(names) > 1:
+        with contextlib.suppress(ValueError):
+            numbers.remove(number)
+        if len(numbers) > 1:
             return False
-        if names:
-            table[key] = names.pop()
+        if numbers:
+            table[key] = numbers[0]
             return False
     del table[key]
     return True
 
 
-def _as_set(names: Names) -> set[str]:
-    """The names of one table entry as a set (made anew for a lone name)."""
-    return {names} if isinstance(names, str) else names
+def _as_numbers(numbers: Numbers) -> Collection[int]:
+    """The numbers of one table entry as a collection (a tuple for a lone number)."""
+    return (numbers,) if isinstance(numbers, int) else numbers
 
 
 class PackedKeys:
     """The packed matching keys of every record in a few large ``bytes``, searched in C: the
-    only copy of them, which the matcher reads too (``get``).
+    only copy of them, which the matcher reads too (``get``). Records are numbers
+    (``WorklistIndex``'s).
 
     A fresh worker shares its records with the supervisor until it writes to their memory
     pages, and merely reading a record's packed keys writes a reference count: a screen run
@@ -364,44 +435,56 @@ class PackedKeys:
     """
 
     CHUNK = 2048
+    NOWHERE = -1  # in ``_place``: the record has no sealed segment
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._starts: list[array[int]] = []  # per chunk: where each segment starts, and the end
-        self._names: list[list[str]] = []  # per chunk: the record of each segment
-        self._place: dict[str, int] = {}  # live segment of a record: chunk * CHUNK + segment
+        self._numbers: list[array[int]] = []  # per chunk: the record of each segment
+        # by record number: its live segment (chunk * CHUNK + segment) or NOWHERE
+        self._place: array[int] = array("q")
+        self._live = 0
         self._dead = 0
-        self._recent: dict[str, bytes] = {}
+        self._recent: dict[int, bytes] = {}
 
-    def add(self, name: str, packed: bytes) -> None:
-        """Keep ``packed`` as the keys of ``name`` (which the index has just removed)."""
-        self._recent[name] = packed
+    def add(self, number: int, packed: bytes) -> None:
+        """Keep ``packed`` as the keys of record ``number`` (which the index has just
+        removed)."""
+        self._recent[number] = packed
         if len(self._recent) >= self.CHUNK:
             self._seal(list(self._recent.items()))
             self._recent.clear()
 
-    def get(self, name: str) -> bytes:
-        """The keys of ``name`` (KeyError if none are kept); a copy of its segment."""
-        recent = self._recent.get(name)
+    def get(self, number: int) -> bytes:
+        """The keys of record ``number`` (KeyError if none are kept); a copy of its segment."""
+        recent = self._recent.get(number)
         if recent is not None:
             return recent
-        number, segment = divmod(self._place[name], self.CHUNK)
-        starts = self._starts[number]
-        return self._chunks[number][starts[segment]:starts[segment + 1]]
+        place = self._place[number] if number < len(self._place) else self.NOWHERE
+        if place == self.NOWHERE:
+            raise KeyError(number)
+        chunk, segment = divmod(place, self.CHUNK)
+        starts = self._starts[chunk]
+        return self._chunks[chunk][starts[segment]:starts[segment + 1]]
 
-    def remove(self, name: str) -> None:
-        """Forget the keys of ``name``."""
-        if self._recent.pop(name, None) is None and self._place.pop(name, None) is not None:
-            self._dead += 1
-            if self._dead * 2 > len(self._place) + self._dead:
-                self._repack()
+    def remove(self, number: int) -> None:
+        """Forget the keys of record ``number``."""
+        if self._recent.pop(number, None) is not None or number >= len(self._place) \
+                or self._place[number] == self.NOWHERE:
+            return
+        self._place[number] = self.NOWHERE
+        self._live -= 1
+        self._dead += 1
+        if self._dead > self._live:
+            self._repack()
 
-    def passing(self, tests: tuple[re.Pattern[bytes], ...]) -> set[str]:
-        """Names of the records whose packed keys every search finds something in."""
+    def passing(self, tests: tuple[re.Pattern[bytes], ...]) -> set[int]:
+        """Numbers of the records whose packed keys every search finds something in."""
         first, rest = tests[0], tests[1:]
-        found: set[str] = set()
-        for number, chunk in enumerate(self._chunks):
-            starts, names = self._starts[number], self._names[number]
+        found: set[int] = set()
+        place = self._place
+        for chunk_number, chunk in enumerate(self._chunks):
+            starts, numbers = self._starts[chunk_number], self._numbers[chunk_number]
             at = 0
             while (hit := first.search(chunk, at)) is not None:
                 segment = bisect.bisect_right(starts, hit.start()) - 1
@@ -410,29 +493,35 @@ class PackedKeys:
                     at = hit.start() + 1
                     continue
                 at = end
-                name = names[segment]
-                if (self._place.get(name) == number * self.CHUNK + segment
+                number = numbers[segment]
+                if (place[number] == chunk_number * self.CHUNK + segment
                         and all(test.search(chunk, start, end) for test in rest)):
-                    found.add(name)
-        found.update(name for name, packed in self._recent.items()
+                    found.add(number)
+        found.update(number for number, packed in self._recent.items()
                      if all(test.search(packed) for test in tests))
         return found
 
-    def _seal(self, records: list[tuple[str, bytes]]) -> None:
+    def _seal(self, records: list[tuple[int, bytes]]) -> None:
         """Pack ``records`` (at most ``CHUNK``) into a new chunk."""
-        number = len(self._chunks)
-        starts = array("L", [0])
-        for segment, (name, packed) in enumerate(records):
-            starts.append(starts[-1] + len(packed))
-            self._place[name] = number * self.CHUNK + segment
+        chunk_number = len(self._chunks)
+        numbers = array("I", [number for number, _ in records])
+        place = self._place
+        if len(numbers) and (top := max(numbers) + 1) > len(place):
+            place.extend(array("q", [self.NOWHERE]) * (top - len(place)))
+        first = chunk_number * self.CHUNK
+        for segment, number in enumerate(numbers):
+            place[number] = first + segment
+        self._live += len(records)
         self._chunks.append(b"".join(packed for _, packed in records))
-        self._starts.append(starts)
-        self._names.append([name for name, _ in records])
+        self._starts.append(array("L", itertools.accumulate(
+            (len(packed) for _, packed in records), initial=0)))
+        self._numbers.append(numbers)
 
     def _repack(self) -> None:
         """Rebuild the chunks from their live segments (when half of them are dead)."""
-        live = [(name, self.get(name)) for name in self._place]
-        self._chunks, self._starts, self._names, self._place = [], [], [], {}
-        self._dead = 0
+        live = [(number, self.get(number)) for number, place in enumerate(self._place)
+                if place != self.NOWHERE]
+        self._chunks, self._starts, self._numbers = [], [], []
+        self._place, self._live, self._dead = array("q"), 0, 0
         for first in range(0, len(live), self.CHUNK):
             self._seal(live[first:first + self.CHUNK])

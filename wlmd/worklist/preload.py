@@ -22,7 +22,14 @@ from typing import Any, Protocol, TypeVar
 
 from wlmd.worklist.index import WorklistIndex
 from wlmd.worklist.persist import IndexFile, IndexPart, stale_parts
-from wlmd.worklist.records import Entry, FileLoader, StatKey, WorklistRecord, shared_record
+from wlmd.worklist.records import (
+    Entry,
+    FileLoader,
+    Shelves,
+    StatKey,
+    WorklistRecord,
+    shared_record,
+)
 from wlmd.worklist.store import (
     RESORT_FRACTION,
     LoadTask,
@@ -152,10 +159,11 @@ def compact(store: WorklistStore, ae: str) -> None:
     index = WorklistIndex()
     snapshot: list[WorklistRecord] = []
     shared: dict[Any, Any] = {}  # one object for equal values: dates, stations, …
+    shelves = Shelves()
     for old in store.served(ae):
         name = _copy(old.name)
         record = shared_record(old.compressed, (*old.sort_key[:2], name), old.keys,
-                               old.add_references, old.body, shared)
+                               old.add_references, old.body, shared, shelves)
         entries[name] = Entry(_copy_key(old_entries[name].key), record)
         index.add(name, record.keys, packed_keys(old.name))
         snapshot.append(record)

@@ -37,7 +37,7 @@ from pydicom import config
 import wlmd
 from wlmd.config.settings import RefreshMode
 from wlmd.worklist.compact import MatchView
-from wlmd.worklist.index import Prefilter, WorklistIndex
+from wlmd.worklist.index import Prefilter, RecordKeys, WorklistIndex
 from wlmd.worklist.inotify import Inotify
 from wlmd.worklist.persist import IndexFile
 from wlmd.worklist.records import (
@@ -80,13 +80,12 @@ class LockfileError(Exception):
 class _AeCache:
     """Per called AE: the entries by file name and the last consistent snapshot.
 
-    ``snapshot`` is kept in ``sort_key`` order (``order`` holds the keys, for bisection) and
-    ``index`` files the same records; both change only in ``_apply``.
+    ``snapshot`` is kept in ``sort_key`` order and ``index`` files the same records; both
+    change only in ``_apply``.
     """
 
     entries: dict[str, Entry] = field(default_factory=dict)
     snapshot: list[WorklistRecord] | None = None
-    order: list[SortKey] = field(default_factory=list)
     index: WorklistIndex = field(default_factory=WorklistIndex)
     links: set[str] = field(default_factory=set)  # symbolic links: re-checked every refresh
     retry: set[str] = field(default_factory=set)  # names whose last check was inconclusive
@@ -118,8 +117,7 @@ def is_safe_ae(ae: str) -> bool:
 
 def is_worklist_name(name: str) -> bool:
     """DCMTK ``OFpath::extension() == ".wl"``: the last dot, and not a leading dot."""
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:] == WORKLIST_SUFFIX
+    return len(name) > len(WORKLIST_SUFFIX) and name.endswith(WORKLIST_SUFFIX)
 
 
 class WorklistStore:
@@ -233,10 +231,7 @@ class WorklistStore:
             return
         cache = self._caches.setdefault(ae, _AeCache())
         cache.entries = dict(saved)
-        for name, entry in saved.items():
-            if entry.record is not None:
-                assert entry.matching is not None  # a saved record comes with its keys
-                cache.index.add(name, entry.record.keys, entry.matching)
+        cache.index.add_all(_filed(saved))
         # The index keeps them now. Dropped all at once, not as they are filed: the memory
         # they leave is then whole arenas, given back, instead of holes that filing fills.
         for entry in saved.values():
@@ -271,7 +266,6 @@ class WorklistStore:
         """Serve a copy of ``ae``'s entries, index and sorted records (made by compaction)."""
         cache = self._caches[ae]
         cache.entries, cache.index, cache.snapshot = entries, index, snapshot
-        cache.order = [record.sort_key for record in snapshot]
 
     @contextlib.contextmanager
     def forking(self) -> Iterator[None]:
@@ -314,9 +308,9 @@ class WorklistStore:
             return list(snapshot)
         names = cache.index.candidates(prefilter)
         if len(names) * RESORT_FRACTION > len(snapshot):
-            return [record for record in snapshot if record.sort_key[2] in names]
+            return [record for record in snapshot if record.name in names]
         found = [cache.entries[name].record for name in names]
-        return sorted((r for r in found if r is not None), key=lambda r: r.sort_key)
+        return sorted((r for r in found if r is not None), key=_sort_key)
 
     def _refreshed(self, ae: str) -> _AeCache:
         """The cache of ``ae`` brought in step with its directory under the read lock."""
@@ -442,18 +436,14 @@ class WorklistStore:
         if snapshot is None or len(pending) * RESORT_FRACTION > len(snapshot):
             cache.snapshot = sorted(
                 (e.record for e in cache.entries.values() if e.record is not None),
-                key=lambda record: record.sort_key,
+                key=_sort_key,
             )
-            cache.order = [record.sort_key for record in cache.snapshot]
             return
         for old, new, _ in pending:
             if old is not None:
-                at = _position(cache.order, old.sort_key)
-                del snapshot[at], cache.order[at]
+                del snapshot[_position(snapshot, old)]
             if new is not None:
-                at = bisect.bisect_left(cache.order, new.sort_key)
-                cache.order.insert(at, new.sort_key)
-                snapshot.insert(at, new)
+                snapshot.insert(bisect.bisect_left(snapshot, new.sort_key, key=_sort_key), new)
 
     def _forget_removed(self, cache: _AeCache, names: dict[str, bool]) -> None:
         """Drop entries whose file is gone.
@@ -487,7 +477,7 @@ class WorklistStore:
                    real_root: str) -> LoadTask | None:
         """What to load for ``name``; None if its stat key is unchanged or it cannot be
         stat'ed now (then it is retried at the next refresh)."""
-        path = os.path.join(ae_dir, name)
+        path = f"{ae_dir}/{name}"  # os.path.join's result for a listed name, a tenth the cost
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -515,6 +505,14 @@ class WorklistStore:
         if entry.record is not None or old_record is not None:
             cache.pending.append((old_record, entry.record, entry.matching))
         entry.matching = None  # the index keeps them once _apply has filed the record
+
+
+def _filed(saved: dict[str, Entry]) -> Iterator[tuple[str, RecordKeys, bytes]]:
+    """What the index files of each saved record: name, index keys, packed matching keys."""
+    for name, entry in saved.items():
+        if entry.record is not None:
+            assert entry.matching is not None  # a saved record comes with its keys
+            yield name, entry.record.keys, entry.matching
 
 
 def batched(tasks: list[LoadTask]) -> list[list[LoadTask]]:
@@ -554,9 +552,14 @@ def _try_read_lock(fd: int, lock_path: str) -> bool:
     return True
 
 
-def _position(order: list[SortKey], key: SortKey) -> int:
-    """Where ``key`` sits in the sorted ``order`` (sort keys are unique: they end in the name)."""
-    at = bisect.bisect_left(order, key)
-    assert order[at] == key
-    return at
+def _sort_key(record: WorklistRecord) -> SortKey:
+    """The order of responses (records keep no sort key tuple: see ``WorklistRecord``)."""
+    return record.sort_key
 
+
+def _position(snapshot: list[WorklistRecord], record: WorklistRecord) -> int:
+    """Where ``record`` sits in the sorted ``snapshot`` (sort keys are unique: they end in the
+    name)."""
+    at = bisect.bisect_left(snapshot, record.sort_key, key=_sort_key)
+    assert snapshot[at].sort_key == record.sort_key
+    return at
