@@ -19,6 +19,7 @@ the reader's own tag objects (``rawfile.tag_key``), which a dict finds without c
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Final, NamedTuple
 
@@ -77,6 +78,10 @@ class Node(NamedTuple):
     encoded: bytes
     items: list[list[Node]] | None
     empty: bool
+
+
+# Node(...) without the namedtuple's Python-level __new__ (a node per answered element)
+_node_of = functools.partial(tuple.__new__, Node)
 
 
 class _Step(NamedTuple):
@@ -196,20 +201,31 @@ class AnswerPlan:
 
     def _fill(self, steps: tuple[_Step, ...], record: RawLevel) -> list[Node]:
         nodes = []
+        get = record.get
         for step in steps:
             kind = step.kind
             if kind == _STRING:
-                value = _record_string(record, step.key)
-                if len(value) % 2:
+                element = get(step.key)
+                if element is None:
+                    value = b""
+                elif element.__class__ is RawDataElement and element.VR in STRING_VRS:
+                    value = element.value or b""  # the common case of _record_string, inline
+                    if b"\0" in value:
+                        value = value.split(b"\0", 1)[0]
+                else:
+                    value = _record_string(record, step.key)
+                size = len(value)
+                if size % 2:
                     value += step.pad
+                    size += 1
                 if step.wide:
-                    length = self._long.pack(len(value))
-                elif len(value) <= _MAX_SHORT:
-                    length = self._short.pack(len(value))
+                    length = self._long.pack(size)
+                elif size <= _MAX_SHORT:
+                    length = self._short.pack(size)
                 else:
                     raise NotDirect("a value too long for its VR's length field")
-                nodes.append(Node(step.tag, step.vr, step.header + length + value, None,
-                                  not value))
+                nodes.append(_node_of((step.tag, step.vr, step.header + length + value, None,
+                                       not size)))
             elif kind == _SEQUENCE:
                 nodes.append(self._fill_sequence(step, record))
             elif kind == _PREGNANCY:
@@ -229,8 +245,8 @@ class AnswerPlan:
         element = record.get(step.key)
         if element is None or element_vr(element) != "SQ" or not element.value:
             return step.constant
-        return Node(step.tag, "SQ", b"", [self._fill(step.item, item) for item in element.value],
-                    True)
+        return _node_of((step.tag, "SQ", b"", [self._fill(step.item, item)
+                                               for item in element.value], True))
 
     def _character_set(self, top: list[Node], record: RawLevel) -> Node | None:
         """``-cs1``/``-csk``: the (0008,0005) to add, if any."""
