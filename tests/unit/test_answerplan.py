@@ -23,7 +23,7 @@ from pydicom.uid import (
 )
 
 from tests.support import corpus
-from tests.support.worklists import worklist_dataset
+from tests.support.worklists import code_item, worklist_dataset
 from wlmd.config.settings import CharsetMode, Settings
 from wlmd.dicom.dimse import encode_dataset
 from wlmd.dicom.dump_text import parse_dump
@@ -278,3 +278,38 @@ def test_a_value_too_long_for_the_query_vr_is_answered_the_old_way(tmp_path: Pat
         pass
     else:
         raise AssertionError("a 70,000-byte value cannot go in a 2-byte length field")
+
+
+def test_a_sequence_no_answer_reads_is_not_looked_into(tmp_path: Path) -> None:
+    """A defined-length RequestedProcedureCodeSequence whose item has an unknown VR: pydicom
+    reads such a sequence as bytes until asked for it, so a query that does not ask for it is
+    answered from the plan's read as from pydicom's decode; the whole raw read steps aside."""
+    ae = tmp_path / "db" / "CT01"
+    ae.mkdir(parents=True)
+    entry = worklist_dataset("A1")
+    entry.RequestedProcedureCodeSequence = Sequence([code_item()])
+    body = bytearray(encode_dataset(entry, ExplicitVRLittleEndian))  # defined lengths
+    code = encode_element(0x00080100, b"SH", b"C1")
+    at = body.index(code)
+    body[at + 4:at + 6] = b"XX"
+    path = ae / "odd.wl"
+    path.write_bytes(part10(bytes(body), corpus.MWL_FIND, "1.2.3.4"))
+    (record,) = _records(ae)
+    assert raw_elements(record) is None
+    identifier = Dataset()
+    identifier.PatientName = ""
+    identifier.RequestedProcedureDescription = ""
+    step = Dataset()
+    step.Modality = ""
+    identifier.ScheduledProcedureStepSequence = Sequence([step])
+    query = prepare_query(identifier, no_fail=False, expand_sequences=True)
+    for syntax, charset, new_vr in VARIANTS:
+        plan = _plan(query, syntax, charset, new_vr)
+        assert plan is not None
+        kept = raw_elements(record, plan.wanted)
+        assert kept is not None
+        expected = encode_dataset(build_response(query, record.dataset, charset), syntax,
+                                  new_vr=new_vr)
+        assert plan.answer(kept) == expected
+        if syntax != DeflatedExplicitVRLittleEndian:
+            assert b"MR" in expected and b"C1" not in expected

@@ -92,7 +92,10 @@ class ElementReader:
         """The elements from ``at`` up to ``end`` and where reading stopped. ``end`` None: up to
         the item delimiter, or for the dataset (``top``) to the end of the data. ``meta``: only
         group 0002, stopping before the first other group. ``keep``: only the elements it
-        names are kept (every other one is still walked, so NotRaw comes where it would)."""
+        names are kept. Every other one is still walked, so NotRaw comes where it would, but
+        for a sequence of defined length, which is jumped over: pydicom reads one as bytes
+        and decodes its items only when asked for them, so what lies inside cannot change
+        how any element that ``keep`` names is read."""
         data, implicit, little, strict = self.data, self.implicit, self.little, self.strict
         tag_length = self.tag_length
         bound = len(data) if end is None else end
@@ -140,6 +143,11 @@ class ElementReader:
                 vr = _VR_TEXT[code]
             if vr == "SQ" or (vr is None and _dictionary_sequence(tag)):
                 inner = None if keep is None else keep.get(tag, _NOTHING)
+                if inner is _NOTHING and length != UNDEFINED:  # as pydicom, not looked into
+                    if value_at + length > bound:
+                        raise NotRaw("a sequence runs past its level")
+                    at = value_at + length
+                    continue
                 items, after = self.items(value_at, None if length == UNDEFINED
                                           else value_at + length, bound, depth + 1, inner)
                 if keep is None or tag in keep:

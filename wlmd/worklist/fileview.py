@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 def raw_elements(record: WorklistRecord, wanted: Wanted | None = None) -> RawLevel | None:
     """The elements of ``record`` read from its bytes; None where pydicom must decode it.
 
-    ``wanted``: only those elements (what an answer plan reads), each other one walked over.
+    ``wanted``: only those elements (what an answer plan reads); the others are walked over,
+    or jumped over for a sequence of defined length (``ElementReader.level``).
     """
     if record.body is None:
         return None
