@@ -119,3 +119,5 @@ def test_bytes_pydicom_may_read_otherwise_are_left_to_pydicom(tmp_path: Path, bo
     assert record.body is not None and isinstance(raw_elements(record), RawLevel)
     odd = replace(record, shelf=compressed(record.data[:record.body[0]] + body), slot=0)
     assert raw_elements(odd) is None
+    # a read that keeps only PatientName (what an answer plan reads) still walks the rest
+    assert raw_elements(odd, {0x00100010: {}}) is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Mapping
 from typing import Any, NamedTuple, cast
 
 from pydicom.datadict import dictionary_VR
@@ -41,6 +42,8 @@ MAX_SHARED_TAGS = 4096  # far more tags than worklist files use; odd files canno
 _raw_element = functools.partial(tuple.__new__, RawDataElement)
 _SHORT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<HH2s2xL")
+Wanted = Mapping[int, "Wanted"]  # tags to keep, each with what to keep in its items
+_NOTHING: Wanted = {}  # a sequence walked only to find where it ends
 
 
 class NotRaw(ValueError):
@@ -85,10 +88,14 @@ class ElementReader:
         self.tag_length = _LITTLE_TAG_LENGTH if little else _BIG_TAG_LENGTH
 
     def level(self, at: int, end: int | None, *, top: bool = False, meta: bool = False,
-              depth: int = 0) -> tuple[RawLevel, int]:
+              depth: int = 0, keep: Wanted | None = None) -> tuple[RawLevel, int]:
         """The elements from ``at`` up to ``end`` and where reading stopped. ``end`` None: up to
         the item delimiter, or for the dataset (``top``) to the end of the data. ``meta``: only
-        group 0002, stopping before the first other group."""
+        group 0002, stopping before the first other group. ``keep``: only the elements it
+        names are kept. Every other one is still walked, so NotRaw comes where it would, but
+        for a sequence of defined length, which is jumped over: pydicom reads one as bytes
+        and decodes its items only when asked for them, so what lies inside cannot change
+        how any element that ``keep`` names is read."""
         data, implicit, little, strict = self.data, self.implicit, self.little, self.strict
         tag_length = self.tag_length
         bound = len(data) if end is None else end
@@ -135,16 +142,25 @@ class ElementReader:
                     raise NotRaw("unknown VR")
                 vr = _VR_TEXT[code]
             if vr == "SQ" or (vr is None and _dictionary_sequence(tag)):
+                inner = None if keep is None else keep.get(tag, _NOTHING)
+                if inner is _NOTHING and length != UNDEFINED:  # as pydicom, not looked into
+                    if value_at + length > bound:
+                        raise NotRaw("a sequence runs past its level")
+                    at = value_at + length
+                    continue
                 items, after = self.items(value_at, None if length == UNDEFINED
-                                          else value_at + length, bound, depth + 1)
-                key = _TAGS.get(tag) or _tag(tag)
-                elements[key] = self.sequence_element(key, items, at, value_at, after,
-                                                      length == UNDEFINED, elements)
+                                          else value_at + length, bound, depth + 1, inner)
+                if keep is None or tag in keep:
+                    key = _TAGS.get(tag) or _tag(tag)
+                    elements[key] = self.sequence_element(key, items, at, value_at, after,
+                                                          length == UNDEFINED, elements)
                 at = after
                 continue
             if length == UNDEFINED or value_at + length > bound:
                 raise NotRaw("an undefined length outside a sequence, or past the end")
             at = value_at + length
+            if keep is not None and tag not in keep:
+                continue
             key = _TAGS.get(tag) or _tag(tag)
             elements[key] = _raw_element((key, vr, length,
                                           data[value_at:at] if length else _empty(vr),
@@ -153,10 +169,10 @@ class ElementReader:
             raise NotRaw("no item delimiter")
         return elements, at
 
-    def items(self, at: int, end: int | None, bound: int, depth: int
-              ) -> tuple[list[RawLevel], int]:
+    def items(self, at: int, end: int | None, bound: int, depth: int,
+              keep: Wanted | None = None) -> tuple[list[RawLevel], int]:
         """The items of a sequence from ``at`` to ``end`` (None: to its delimiter), within
-        ``bound``, and where the sequence ends."""
+        ``bound``, and where the sequence ends; ``keep`` as for ``level``."""
         data, strict, tag_length = self.data, self.strict, self.tag_length
         if depth > MAX_DEPTH:
             raise NotRaw("sequences nested too deep")
@@ -179,7 +195,7 @@ class ElementReader:
             if length != UNDEFINED and at + length > stop:
                 raise NotRaw("an item runs past its sequence")
             item, at = self.level(at, None if length == UNDEFINED else at + length,
-                                  depth=depth)
+                                  depth=depth, keep=keep)
             items.append(item)
         if end is not None and at != end:
             raise NotRaw("the sequence's items overrun it")
@@ -199,6 +215,12 @@ def _tag(value: int) -> BaseTag:
         if len(_TAGS) < MAX_SHARED_TAGS:
             _TAGS[value] = tag
     return tag
+
+
+def tag_key(value: int) -> BaseTag:
+    """The BaseTag object the reader keys elements of tag ``value`` with (see ``shared_tag``),
+    made now if it has none yet."""
+    return _tag(int(value))  # a plain int key: _TAGS.get(int) would call BaseTag.__eq__
 
 
 def shared_tag(value: int) -> BaseTag | None:

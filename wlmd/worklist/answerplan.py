@@ -8,13 +8,18 @@ headers, echoed query items, constant elements); an answer is then the record's 
 joined between them, by the rules of ``response.py`` (value cut at a NUL and padded to even
 length, one item per record item, empty descriptions, codes and references dropped, (0008,0005)
 added), giving the very bytes ``encode_dataset(build_response(...))`` gives: the unit tests
-compare the two over generated entries and queries. What a plan does not model raises
+compare the two over generated entries and queries. ``wanted`` names the record elements a
+plan reads: the service reads only those from the file (``fileview.raw_elements``), walking
+over the others, which made a fresh worker's reading a fifth cheaper; a plan looks them up by
+the reader's own tag objects (``rawfile.tag_key``), which a dict finds without calling
+``BaseTag.__eq__``. What a plan does not model raises
 ``NotDirect`` and is answered the old way: a mask element of another VR where a rule reads it
 (at planning), or a value longer than its header's length field (per record).
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Final, NamedTuple
 
@@ -25,7 +30,7 @@ from pydicom.uid import UID
 
 from wlmd.config.settings import CharsetMode
 from wlmd.dicom.dimse import deflate_identifier, encode_dataset
-from wlmd.dicom.rawfile import EXPLICIT_LITTLE, ITEM, RawLevel
+from wlmd.dicom.rawfile import EXPLICIT_LITTLE, ITEM, RawLevel, Wanted, tag_key
 from wlmd.worklist.keys import (
     CODE_VALUE,
     CODING_SCHEME_DESIGNATOR,
@@ -54,6 +59,7 @@ from wlmd.worklist.response import PREGNANCY_STATUS_UNKNOWN, raw_pregnancy_statu
 # Elements the response rules test for an empty value: a plan models them as strings only.
 _TESTED_EMPTY = frozenset((_CODE_VALUE, _CODING_SCHEME, _SPS_DESCRIPTION, _RP_DESCRIPTION,
                            _SOP_CLASS, _SOP_INSTANCE))
+_CHARSET_KEY = tag_key(SPECIFIC_CHARACTER_SET)
 _MAX_SHORT: Final = 0xFFFF  # longest value of a VR with a 2-byte length field
 _STRING, _PREGNANCY, _CONSTANT, _SEQUENCE = range(4)
 
@@ -74,11 +80,16 @@ class Node(NamedTuple):
     empty: bool
 
 
+# Node(...) without the namedtuple's Python-level __new__ (a node per answered element)
+_node_of = functools.partial(tuple.__new__, Node)
+
+
 class _Step(NamedTuple):
     """What one mask element becomes in every answer."""
 
     kind: int
     tag: int
+    key: BaseTag  # the reader's key object for ``tag``: found without ``BaseTag.__eq__``
     vr: str
     header: bytes  # the element up to its length field (string), or to its value (pregnancy)
     wide: bool  # a 4-byte length field (string)
@@ -103,6 +114,7 @@ class AnswerPlan:
         self._compression = compression_level if syntax.is_deflated else None
         self._charset = charset
         self._steps = self._plan_level(mask, top_level=True)
+        self.wanted = _wanted(self._steps, charset_read=charset is CharsetMode.KEEP)
 
     def answer(self, record: RawLevel) -> bytes:
         """The encoded identifier of ``record``'s answer (NotDirect: build it the old way)."""
@@ -133,17 +145,17 @@ class AnswerPlan:
             if vr == "SQ":
                 steps.append(self._plan_sequence(mask_item[tag]))
             elif top_level and tag == PREGNANCY_STATUS and vr == "US":
-                steps.append(_Step(_PREGNANCY, int(tag), vr,
+                steps.append(_Step(_PREGNANCY, int(tag), tag_key(tag), vr,
                                    self._encoded(DataElement(tag, "US", 0))[:-2], False, b"",
                                    None, None))
             elif vr in STRING_VRS:
                 header = self._encoded(make_raw(tag, vr, b""))
                 wide = self._implicit or len(header) == 12
-                steps.append(_Step(_STRING, int(tag), vr,
+                steps.append(_Step(_STRING, int(tag), tag_key(tag), vr,
                                    header[:-4] if wide else header[:-2], wide,
                                    b"\0" if vr == "UI" else b" ", None, None))
             else:
-                steps.append(_Step(_CONSTANT, int(tag), vr, b"", False, b"",
+                steps.append(_Step(_CONSTANT, int(tag), tag_key(tag), vr, b"", False, b"",
                                    self._constant(mask_item, tag), None))
         return tuple(steps)
 
@@ -152,7 +164,7 @@ class AnswerPlan:
         _check_not_tested(tag, "SQ")
         echo = Node(int(tag), "SQ", b"", [self._echo(item) for item in items], True)
         item = self._plan_level(items[0], top_level=False) if len(items) == 1 else None
-        return _Step(_SEQUENCE, int(tag), "SQ", b"", False, b"", echo, item)
+        return _Step(_SEQUENCE, int(tag), tag_key(tag), "SQ", b"", False, b"", echo, item)
 
     def _echo(self, mask_item: Dataset) -> list[Node]:
         """A query item answered as it came (the record has no item for it)."""
@@ -189,25 +201,36 @@ class AnswerPlan:
 
     def _fill(self, steps: tuple[_Step, ...], record: RawLevel) -> list[Node]:
         nodes = []
+        get = record.get
         for step in steps:
             kind = step.kind
             if kind == _STRING:
-                value = _record_string(record, step.tag)
-                if len(value) % 2:
+                element = get(step.key)
+                if element is None:
+                    value = b""
+                elif element.__class__ is RawDataElement and element.VR in STRING_VRS:
+                    value = element.value or b""  # the common case of _record_string, inline
+                    if b"\0" in value:
+                        value = value.split(b"\0", 1)[0]
+                else:
+                    value = _record_string(record, step.key)
+                size = len(value)
+                if size % 2:
                     value += step.pad
+                    size += 1
                 if step.wide:
-                    length = self._long.pack(len(value))
-                elif len(value) <= _MAX_SHORT:
-                    length = self._short.pack(len(value))
+                    length = self._long.pack(size)
+                elif size <= _MAX_SHORT:
+                    length = self._short.pack(size)
                 else:
                     raise NotDirect("a value too long for its VR's length field")
-                nodes.append(Node(step.tag, step.vr, step.header + length + value, None,
-                                  not value))
+                nodes.append(_node_of((step.tag, step.vr, step.header + length + value, None,
+                                       not size)))
             elif kind == _SEQUENCE:
                 nodes.append(self._fill_sequence(step, record))
             elif kind == _PREGNANCY:
                 nodes.append(Node(step.tag, step.vr, step.header
-                                  + self._short.pack(_pregnancy_status(record, step.tag)), None,
+                                  + self._short.pack(_pregnancy_status(record, step.key)), None,
                                   False))
             else:
                 assert step.constant is not None
@@ -219,11 +242,11 @@ class AnswerPlan:
         assert step.constant is not None
         if step.item is None:
             return step.constant
-        element = record.get(step.tag)
+        element = record.get(step.key)
         if element is None or element_vr(element) != "SQ" or not element.value:
             return step.constant
-        return Node(step.tag, "SQ", b"", [self._fill(step.item, item) for item in element.value],
-                    True)
+        return _node_of((step.tag, "SQ", b"", [self._fill(step.item, item)
+                                               for item in element.value], True))
 
     def _character_set(self, top: list[Node], record: RawLevel) -> Node | None:
         """``-cs1``/``-csk``: the (0008,0005) to add, if any."""
@@ -232,7 +255,7 @@ class AnswerPlan:
         if self._charset is CharsetMode.ISO_IR_100:
             value = b"ISO_IR 100"
         else:
-            value = _record_string(record, SPECIFIC_CHARACTER_SET)
+            value = _record_string(record, _CHARSET_KEY)
             if not value:
                 return None
         if len(value) % 2:
@@ -254,6 +277,17 @@ class AnswerPlan:
         return b"".join(parts)
 
 
+def _wanted(steps: tuple[_Step, ...], *, charset_read: bool = False) -> Wanted:
+    """The record elements that the steps of one level read (``ElementReader``'s ``keep``)."""
+    wanted: dict[int, Wanted] = {int(SPECIFIC_CHARACTER_SET): {}} if charset_read else {}
+    for step in steps:
+        if step.kind in (_STRING, _PREGNANCY):
+            wanted[step.tag] = {}
+        elif step.kind == _SEQUENCE and step.item is not None:
+            wanted[step.tag] = _wanted(step.item)
+    return wanted
+
+
 def _check_not_tested(tag: int, vr: str) -> None:
     """The response rules read these elements as strings; a plan models nothing else."""
     if tag in _TESTED_EMPTY and vr not in STRING_VRS:
@@ -268,18 +302,18 @@ def _tag_of(node: Node) -> int:
     return node.tag
 
 
-def _record_string(record: RawLevel, tag: int) -> bytes:
+def _record_string(record: RawLevel, key: BaseTag) -> bytes:
     """``findAndGetString``: the raw value of a string element, up to a NUL; else empty."""
-    element = record.get(tag)
+    element = record.get(key)
     if not isinstance(element, RawDataElement) or element_vr(element) not in STRING_VRS:
         return b""
     value: bytes = element.value or b""
     return value.split(b"\0", 1)[0] if b"\0" in value else value
 
 
-def _pregnancy_status(record: RawLevel, tag: int) -> int:
-    """The record's first US value of PregnancyStatus (``tag``), or 4 (unknown)."""
-    element = record.get(tag)
+def _pregnancy_status(record: RawLevel, key: BaseTag) -> int:
+    """The record's first US value of PregnancyStatus (``key``), or 4 (unknown)."""
+    element = record.get(key)
     if not isinstance(element, RawDataElement) or element_vr(element) != "US":
         return PREGNANCY_STATUS_UNKNOWN
     return raw_pregnancy_status(element)

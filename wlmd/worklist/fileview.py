@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from wlmd.dicom.rawfile import ElementReader, NotRaw, RawLevel
+from wlmd.dicom.rawfile import ElementReader, NotRaw, RawLevel, Wanted
 from wlmd.worklist.compact import SequenceElement
 from wlmd.worklist.completeness import REFERENCED_SEQUENCES
 
@@ -23,13 +23,18 @@ if TYPE_CHECKING:
     from wlmd.worklist.records import WorklistRecord
 
 
-def raw_elements(record: WorklistRecord) -> RawLevel | None:
-    """The elements of ``record`` read from its bytes; None where pydicom must decode it."""
+def raw_elements(record: WorklistRecord, wanted: Wanted | None = None) -> RawLevel | None:
+    """The elements of ``record`` read from its bytes; None where pydicom must decode it.
+
+    ``wanted``: only those elements (what an answer plan reads); the others are walked over,
+    or jumped over for a sequence of defined length (``ElementReader.level``).
+    """
     if record.body is None:
         return None
     offset, implicit, little = record.body
     try:
-        elements = ElementReader(record.data, implicit, little).level(offset, None, top=True)[0]
+        elements = ElementReader(record.data, implicit, little).level(offset, None, top=True,
+                                                                      keep=wanted)[0]
     except NotRaw:
         return None
     if record.add_references:  # as records.add_missing_references does

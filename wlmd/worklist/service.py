@@ -315,13 +315,15 @@ class WorklistService:
             # only an answer reads the file
             if not matches(query, self._store.match_view(ae, record)):
                 return NO_MATCH
-            elements = raw_elements(record)
+            direct = self._cache.plan(key, transfer_syntax_uid, plan)
+            elements = raw_elements(record, None if direct is None else direct.wanted)
             if elements is None:  # bytes pydicom might read otherwise: it decodes them
                 return built(record.dataset)
-            direct = self._cache.plan(key, transfer_syntax_uid, plan)
             if direct is not None:
-                with contextlib.suppress(NotDirect):
+                try:
                     return direct.answer(elements)
+                except NotDirect:  # read again whole: the plan's elements are its own
+                    elements = raw_elements(record) or elements
             return built(elements)
 
         def built(elements: Elements) -> bytes:
