@@ -360,20 +360,23 @@ class _Association:
         )
         sop_class = dimse.command_ui(command, class_tag)
         instance = dimse.command_ui(command, instance_tag)
-        dataset = (
-            self._receive_dataset(self.contexts[context_id], f"{name} data set")[1]
-            if has_dataset else Dataset()
+        ts_uid = self.contexts[context_id]
+        encoded, dataset = (
+            self._receive_dataset(ts_uid, f"{name} data set") if has_dataset
+            else (b"", Dataset())
         )
+        # The bytes as received, when the application can store them as they are.
+        stored_as_received = encoded if has_dataset and ts_uid == EXPLICIT_LITTLE else None
         self.report.queries += 1
         LOG.debug("%s-RQ message %d on context %d", name, message_id, context_id)
         if sop_class != steps.sop_class_uid or self.abstract_syntaxes[context_id] != sop_class:
             response = NResponse(STATUS_SOP_CLASS_NOT_SUPPORTED, instance)
         elif creating:
-            response = steps.create(self.info, instance, dataset)
+            response = steps.create(self.info, instance, dataset, stored_as_received)
         elif not instance:
             response = NResponse(STATUS_NO_SUCH_INSTANCE, error_comment="no SOP instance UID")
         else:
-            response = steps.set(self.info, instance, dataset)
+            response = steps.set(self.info, instance, dataset, stored_as_received)
         (self.report.n_create_statuses if creating else self.report.n_set_statuses).append(
             response.status)
         rsp = dimse.n_response_command(

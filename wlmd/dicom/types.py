@@ -80,14 +80,17 @@ class ProcedureStepApplication(Protocol):
     sop_class_uid: str
 
     def create(
-        self, assoc: AssociationInfo, sop_instance_uid: str, attributes: Dataset
+        self, assoc: AssociationInfo, sop_instance_uid: str, attributes: Dataset,
+        encoded: bytes | None = None,
     ) -> NResponse:
-        """Answer one N-CREATE; ``sop_instance_uid`` is '' when the SCU left it to the SCP."""
+        """Answer one N-CREATE; ``sop_instance_uid`` is '' when the SCU left it to the SCP;
+        ``encoded``: the data set as received, when that was explicit VR little endian."""
 
     def set(
-        self, assoc: AssociationInfo, sop_instance_uid: str, modifications: Dataset
+        self, assoc: AssociationInfo, sop_instance_uid: str, modifications: Dataset,
+        encoded: bytes | None = None,
     ) -> NResponse:
-        """Answer one N-SET."""
+        """Answer one N-SET (``encoded`` as for ``create``)."""
 
 
 @dataclass(frozen=True)
