@@ -20,11 +20,13 @@ from typing import Protocol
 from pydicom import Dataset, dcmread
 
 from wlmd.config.settings import RefreshMode
+from wlmd.dicom.rawfile import RawLevel
 from wlmd.mpps.entryfile import (
     EntryLinkValues,
     NotRaw,
     instance_link_values,
     link_values,
+    step_link_values,
     with_sps_status,
 )
 from wlmd.mpps.links import EntrySource, LinkCandidates, Wanted
@@ -83,11 +85,13 @@ def link_keys(mpps: Dataset) -> list[LinkKey]:
     return [key for key in keys if key.usable()]
 
 
-def instance_link_keys(data: bytes) -> list[LinkKey]:
+def instance_link_keys(data: bytes, elements: RawLevel | None = None) -> list[LinkKey]:
     """``link_keys`` of a stored instance's Part 10 bytes: walked raw (a tenth of the time of
-    converting the sequence with pydicom), or decoded when they must be."""
+    converting the sequence with pydicom), or decoded when they must be. ``elements``: the
+    instance's top level as the caller read it already (``wlmd.mpps.encoded``)."""
     try:
-        keys = [LinkKey(*values) for values in instance_link_values(data)]
+        values = instance_link_values(data) if elements is None else step_link_values(elements)
+        keys = [LinkKey(*value) for value in values]
     except NotRaw:
         return link_keys(decode_instance(data))
     return [key for key in keys if key.usable()]

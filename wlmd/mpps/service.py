@@ -35,7 +35,7 @@ from wlmd.dicom.types import (
 )
 from wlmd.mpps.encoded import EncodedLevel, NotRaw, encoded_level
 from wlmd.mpps.forward import OP_CREATE, OP_SET, ForwardAgent, Forwarder, ForwardQueue
-from wlmd.mpps.lifecycle import WorklistLifecycle, instance_link_keys, link_keys
+from wlmd.mpps.lifecycle import LinkKey, WorklistLifecycle, instance_link_keys, link_keys
 from wlmd.mpps.links import EntrySource
 from wlmd.mpps.policy import AePolicy, CompletedAction, MppsPolicies
 from wlmd.mpps.rules import (
@@ -107,7 +107,7 @@ class MppsService:
                     "duplicate SOP instance")
             stored = self.storage.write(tx, instance, uid)
             self._forward(policy, OP_CREATE, uid, attributes)
-            linked = self.lifecycle.started(ae, instance_link_keys(stored), policy)
+            linked = self.lifecycle.started(ae, _link_keys(stored, instance), policy)
         LOGGER.info("MPPS %s from %s: IN PROGRESS, %s", uid, assoc.calling_ae,
                     _linked(linked))
         return NResponse(STATUS_SUCCESS, uid)
@@ -151,7 +151,8 @@ class MppsService:
             if status in FINAL_STATES:
                 if status == COMPLETED and _delayed_removal(policy):
                     self._schedule_removal(ae, uid, policy)
-                linked = self.lifecycle.ended(ae, instance_link_keys(stored), status, policy)
+                linked = self.lifecycle.ended(ae, _link_keys(stored, outcome.merged), status,
+                                              policy)
         LOGGER.info("MPPS %s from %s: %s, %s", uid, assoc.calling_ae, status, _linked(linked))
         return NResponse(STATUS_SUCCESS, uid)
 
@@ -259,6 +260,11 @@ def _outcome(current: Dataset | EncodedLevel,
         return _SetOutcome(status, refusal)
     merged = merge(current, changes)
     return _SetOutcome(text(merged, STATUS_TAG), merged=merged)
+
+
+def _link_keys(stored: bytes, instance: Dataset | EncodedLevel) -> list[LinkKey]:
+    """The stored instance's links, from its raw elements when the step had them."""
+    return instance_link_keys(stored, instance if isinstance(instance, EncodedLevel) else None)
 
 
 def _delayed_removal(policy: AePolicy) -> bool:
