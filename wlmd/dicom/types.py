@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -91,6 +92,9 @@ class ProcedureStepApplication(Protocol):
         encoded: bytes | None = None,
     ) -> NResponse:
         """Answer one N-SET (``encoded`` as for ``create``)."""
+
+    def forking(self) -> AbstractContextManager[None]:
+        """Around the fork of one worker: what it should inherit, made ready."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from wlmd.mpps.policy import (
 )
 from wlmd.mpps.rules import COMPLETED, STEP_SEQUENCE_TAG, text
 from wlmd.mpps.storage import decode_instance
+from wlmd.worklist.store import is_safe_ae
 from wlmd.worklist.writer import (
     EntryRead,
     WorklistWriter,
@@ -131,6 +132,10 @@ class WorklistLifecycle:
         self.writer = WorklistWriter(data_path)
         self.mpps_root = mpps_root
         self.candidates = LinkCandidates(entries, refresh)
+
+    def forking(self) -> contextlib.AbstractContextManager[None]:
+        """Around the fork of one worker: it inherits the link index of every AE directory."""
+        return self.candidates.forking(_ae_directories(self.writer.root))
 
     def started(self, ae: str, keys: list[LinkKey], policy: AePolicy) -> list[str]:
         """IN PROGRESS: mark STARTED or hide the entries ``keys`` (the MPPS's links) name;
@@ -261,6 +266,16 @@ class WorklistLifecycle:
         with self.writer.transaction(ae) as tx:
             if tx.exists(found.name):
                 tx.remove(found.name)
+
+
+def _ae_directories(root: Path) -> list[Path]:
+    """The worklist's AE directories (none if the root cannot be listed)."""
+    try:
+        with os.scandir(root) as entries:
+            return [root / e.name for e in entries
+                    if e.is_dir() and is_safe_ae(e.name)]
+    except OSError:
+        return []
 
 
 def with_status(data: bytes, status: str, sps_ids: set[str]) -> bytes:

@@ -76,6 +76,10 @@ class MppsService:
         self.agent = ForwardAgent(Forwarder(self.queue, self.policies.destinations()),
                                   self.run_due_actions)
 
+    def forking(self) -> contextlib.AbstractContextManager[None]:
+        """Around the fork of one worker, so that it starts with current link indexes."""
+        return self.lifecycle.forking()
+
     def start_agent(self) -> None:
         """Start this process's forwarder/timer thread (in each worker, after the fork)."""
         self.agent.start()

@@ -517,9 +517,12 @@ def _match_owner(path: Path, like: Path) -> None:
 
 
 def _match_owner_fd(fd: int, like: Path) -> None:
+    """``_match_owner`` for a new file; no change when it has that owner already (each
+    change is an event in every inotify watch on the directory)."""
     if os.geteuid() == 0:
         info = like.stat()
-        os.fchown(fd, info.st_uid, info.st_gid)
+        if (info.st_uid, info.st_gid) != (0, os.getegid()):
+            os.fchown(fd, info.st_uid, info.st_gid)
 
 
 def _pid_alive(pid: int) -> bool:
