@@ -14,6 +14,7 @@ the Dataset, so both give the same answer.
 from __future__ import annotations
 
 import re
+from collections.abc import MutableSequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -137,7 +138,8 @@ def _is_empty(dataset: Attributes, tag: BaseTag) -> bool:
         return not value.strip(" \0")
     if isinstance(value, bytes):
         return not value.strip(b" \0")
-    return value is None or value == "" or (isinstance(value, list) and not value)
+    # pydicom's Sequence is no list: a sequence without items is empty too
+    return value is None or value == "" or (isinstance(value, MutableSequence) and not value)
 
 
 def text(dataset: Attributes, tag: int) -> str:
