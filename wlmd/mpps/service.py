@@ -32,6 +32,7 @@ from wlmd.dicom.types import (
     STATUS_SUCCESS,
     AssociationInfo,
     NResponse,
+    ReceivedDataSet,
 )
 from wlmd.mpps.encoded import EncodedLevel, NotRaw, encoded_level
 from wlmd.mpps.forward import OP_CREATE, OP_SET, ForwardAgent, Forwarder, ForwardQueue
@@ -87,18 +88,18 @@ class MppsService:
     # --- N-CREATE ---------------------------------------------------------------------------
 
     def create(self, assoc: AssociationInfo, sop_instance_uid: str,
-               attributes: Dataset, encoded: bytes | None = None) -> NResponse:
+               attributes: ReceivedDataSet) -> NResponse:
         uid = sop_instance_uid or generate_uid()
         return self._guarded(assoc, "N-CREATE", uid,
-                             lambda: self._create(assoc, uid, attributes, encoded))
+                             lambda: self._create(assoc, uid, attributes))
 
-    def _create(self, assoc: AssociationInfo, uid: str, attributes: Dataset,
-                encoded: bytes | None) -> NResponse:
+    def _create(self, assoc: AssociationInfo, uid: str,
+                attributes: ReceivedDataSet) -> NResponse:
         if not is_uid(uid):
             return self._refuse(assoc, "N-CREATE", "", NResponse(
                 STATUS_INVALID_OBJECT_INSTANCE, error_comment="invalid SOP Instance UID"),
                 "invalid SOP Instance UID")
-        refusal, instance = _checked_create(attributes, encoded)
+        refusal, instance = _checked_create(attributes)
         if refusal is not None:
             return self._refuse(assoc, "N-CREATE", uid, NResponse(
                 refusal.status, uid, refusal.tags, refusal.comment), refusal.comment)
@@ -119,13 +120,13 @@ class MppsService:
     # --- N-SET ------------------------------------------------------------------------------
 
     def set(self, assoc: AssociationInfo, sop_instance_uid: str,
-            modifications: Dataset, encoded: bytes | None = None) -> NResponse:
+            modifications: ReceivedDataSet) -> NResponse:
         uid = sop_instance_uid
         return self._guarded(assoc, "N-SET", uid,
-                             lambda: self._set(assoc, uid, modifications, encoded))
+                             lambda: self._set(assoc, uid, modifications))
 
-    def _set(self, assoc: AssociationInfo, uid: str, modifications: Dataset,
-             encoded: bytes | None) -> NResponse:
+    def _set(self, assoc: AssociationInfo, uid: str,
+             modifications: ReceivedDataSet) -> NResponse:
         if not is_uid(uid):
             return self._refuse(assoc, "N-SET", "", NResponse(
                 STATUS_INVALID_OBJECT_INSTANCE, error_comment="invalid SOP Instance UID"),
@@ -138,7 +139,7 @@ class MppsService:
                 return self._refuse(assoc, "N-SET", uid, NResponse(
                     STATUS_NO_SUCH_INSTANCE, uid, error_comment="no such instance"),
                     "no such SOP instance")
-            outcome = _set_outcome(data, modifications, encoded)
+            outcome = _set_outcome(data, modifications)
             if outcome.merged is None and outcome.refusal is None:
                 return self._refuse(assoc, "N-SET", uid, NResponse(
                     STATUS_PROCESSING_FAILURE, uid, error_comment=COMMENT_FINAL,
@@ -162,9 +163,10 @@ class MppsService:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _forward(self, policy: AePolicy, op: str, uid: str, dataset: Dataset) -> None:
-        for destination in policy.forward:
-            self.queue.enqueue(destination, op, uid, dataset)
+    def _forward(self, policy: AePolicy, op: str, uid: str,
+                 received: ReceivedDataSet) -> None:
+        for destination in policy.forward:  # decoded only for a destination
+            self.queue.enqueue(destination, op, uid, received.dataset)
 
     def _guarded(self, assoc: AssociationInfo, operation: str, uid: str,
                  handle: Callable[[], NResponse]) -> NResponse:
@@ -225,14 +227,14 @@ def _received(encoded: bytes | None) -> EncodedLevel | None:
         return None
 
 
-def _checked_create(attributes: Dataset, encoded: bytes | None
+def _checked_create(attributes: ReceivedDataSet
                     ) -> tuple[Refusal | None, Dataset | EncodedLevel]:
     """The N-CREATE check, and what to store: the received bytes when they can be read raw."""
-    received = _received(encoded)
+    received = _received(attributes.explicit_little)
     if received is not None:
         with contextlib.suppress(NotRaw):
             return check_create(received), received
-    return check_create(attributes), attributes
+    return check_create(attributes.dataset), attributes.dataset
 
 
 @dataclass(frozen=True)
@@ -245,13 +247,13 @@ class _SetOutcome:
     merged: Dataset | EncodedLevel | None = None
 
 
-def _set_outcome(data: bytes, modifications: Dataset, encoded: bytes | None) -> _SetOutcome:
+def _set_outcome(data: bytes, modifications: ReceivedDataSet) -> _SetOutcome:
     """The N-SET on the stored and received bytes when both read raw, else on Datasets."""
-    received = _received(encoded)
+    received = _received(modifications.explicit_little)
     if received is not None:
         with contextlib.suppress(NotRaw):
             return _outcome(instance_level(data), received)
-    return _outcome(decode_instance(data), modifications)
+    return _outcome(decode_instance(data), modifications.dataset)
 
 
 def _outcome(current: Dataset | EncodedLevel,
