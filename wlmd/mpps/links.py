@@ -9,7 +9,9 @@ encoded elements (never a parse) and kept current by its own inotify watch: a st
 names changed since the last one. A changed name is read again and its old values replaced, a
 name that is gone is dropped, so the index stays the size of the directory and is rebuilt only
 after lost events (an index that only grew had to be rebuilt from the whole directory after
-every thousand changes: half the files each worker read in the MPPS benchmark). The values are
+every thousand changes: half the files each worker read in the MPPS benchmark). A worker the
+pool forks inherits the supervisor's index with a queue armed before it was brought up to date
+(``forking``), so it never reads the whole directory on its first step. The values are
 a superset of the real elements (``element_values``) and the caller checks every candidate
 against the file on disk: a candidate may be wrong, a linked entry is never missed.
 
