@@ -7,13 +7,16 @@ the other workers would; every lookup must see them without asking the store.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from tests.support.mpps import write_entry
 from wlmd.config.settings import RefreshMode
+from wlmd.mpps import links
 from wlmd.mpps.links import LinkCandidates, Wanted
 from wlmd.worklist.store import WorklistStore
 from wlmd.worklist.writer import WorklistWriter, encode_entry
@@ -105,3 +108,29 @@ def test_where_inotify_is_not_used_the_store_is_asked(tmp_path: Path) -> None:
     write_entry(directory, "ACC4", "1.2.3.4")
     assert candidates.names("AE", directory, study("1.2.3.4")) == ["ACC4.wl"]
     assert LinkCandidates(None, RefreshMode.STAT).names("AE", directory, study("1.2.3.2")) is None
+
+
+def test_a_worker_forked_in_forking_starts_from_the_index_and_sees_later_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = ae_directory(tmp_path)
+    candidates = LinkCandidates(None)
+    read, write = os.pipe()
+    with candidates.forking([directory]):
+        write_entry(directory, "ACC5", "1.2.3.5")  # after the queue was armed, before the fork
+        pid = os.fork()
+        if pid == 0:  # the worker: never rebuilds, finds entries written before and after
+            os.close(read)
+            code = 1
+            try:
+                monkeypatch.setattr(links, "_build", lambda path: pytest.fail("rebuilt"))
+                write_entry(directory, "ACC6", "1.2.3.6")
+                found = [candidates.names("AE", directory, study(f"1.2.3.{n}")) for n in (1, 5, 6)]
+                os.write(write, repr(found).encode())
+                code = 0
+            finally:
+                os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as result:
+        answer = result.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    assert answer == repr([["ACC1.wl"], ["ACC5.wl"], ["ACC6.wl"]])

@@ -30,6 +30,7 @@ from wlmd.dicom.dimse import (
     DimseError,
     Pdv,
 )
+from wlmd.dicom.rawfile import ElementReader, NotRaw
 from wlmd.dicom.types import (
     STATUS_CANCEL,
     STATUS_NO_SUCH_INSTANCE,
@@ -43,6 +44,7 @@ from wlmd.dicom.types import (
     NResponse,
     Outcome,
     ProcedureStepApplication,
+    ReceivedDataSet,
     UndecodableIdentifier,
     WorklistApplication,
 )
@@ -329,15 +331,37 @@ class _Association:
     def _receive_dataset(self, ts_uid: str, what: str) -> tuple[bytes, Dataset]:
         """The data set that follows a command (DIMSE timeout), as received and decoded;
         undecodable ones abort."""
+        data = self._receive_bytes(what)
+        return data, self._decode(data, ts_uid, what)
+
+    def _receive_bytes(self, what: str) -> bytes:
+        """The bytes of the data set that follows a command (DIMSE timeout)."""
         try:
-            _, data = self._reassemble(
+            return self._reassemble(
                 False, self.settings.dimse_timeout, self.settings.max_identifier_bytes
-            )
+            )[1]
         except TimeoutError as exc:
             detail = f"DIMSE timeout receiving the {what}"
             raise _Stop(Outcome.TIMEOUT, detail, _abort_bytes()) from exc
+
+    def _receive_step(self, ts_uid: str, what: str) -> ReceivedDataSet:
+        """An N-CREATE/N-SET data set. One in explicit VR little endian that reads strictly
+        (so pydicom reads it too) is decoded only if the application asks; any other now,
+        and an undecodable one aborts."""
+        data = self._receive_bytes(what)
+        if ts_uid == EXPLICIT_LITTLE:
+            try:
+                ElementReader(data, implicit=False, strict=True).level(0, len(data), top=True)
+            except NotRaw:
+                pass
+            else:
+                limit = self.settings.max_identifier_bytes
+                return ReceivedDataSet(lambda: dimse.decode_dataset(data, ts_uid, limit), data)
+        return ReceivedDataSet.of(self._decode(data, ts_uid, what))
+
+    def _decode(self, data: bytes, ts_uid: str, what: str) -> Dataset:
         try:
-            return data, dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
+            return dimse.decode_dataset(data, ts_uid, self.settings.max_identifier_bytes)
         except DimseError as exc:
             LOG.debug("undecodable data set: %s", exc)  # may quote patient data
             raise _abort(f"undecodable {what}") from exc
@@ -360,20 +384,18 @@ class _Association:
         )
         sop_class = dimse.command_ui(command, class_tag)
         instance = dimse.command_ui(command, instance_tag)
-        dataset = (
-            self._receive_dataset(self.contexts[context_id], f"{name} data set")[1]
-            if has_dataset else Dataset()
-        )
+        received = (self._receive_step(self.contexts[context_id], f"{name} data set")
+                    if has_dataset else ReceivedDataSet.of(Dataset()))
         self.report.queries += 1
         LOG.debug("%s-RQ message %d on context %d", name, message_id, context_id)
         if sop_class != steps.sop_class_uid or self.abstract_syntaxes[context_id] != sop_class:
             response = NResponse(STATUS_SOP_CLASS_NOT_SUPPORTED, instance)
         elif creating:
-            response = steps.create(self.info, instance, dataset)
+            response = steps.create(self.info, instance, received)
         elif not instance:
             response = NResponse(STATUS_NO_SUCH_INSTANCE, error_comment="no SOP instance UID")
         else:
-            response = steps.set(self.info, instance, dataset)
+            response = steps.set(self.info, instance, received)
         (self.report.n_create_statuses if creating else self.report.n_set_statuses).append(
             response.status)
         rsp = dimse.n_response_command(

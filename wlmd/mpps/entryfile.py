@@ -10,6 +10,7 @@ byte of the file stays as it was. Files in another layout, or with values that a
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_left
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ SPS_STATUS = 0x00400020
 STEP_SEQUENCE = 0x00400270  # Scheduled Step Attributes Sequence of an MPPS instance
 
 __all__ = ["EntryLinkValues", "NotRaw", "instance_link_values", "link_values",
-           "with_sps_status"]
+           "step_link_values", "with_sps_status"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,12 @@ def instance_link_values(data: bytes) -> list[tuple[str, str, str, str]]:
     """Study Instance UID, Accession Number, Requested Procedure ID and SPS ID of each item of
     an MPPS instance's Scheduled Step Attributes Sequence, as ``rules.text`` reads them;
     NotRaw where pydicom might read the values otherwise (multiple values, escapes)."""
-    top = ElementReader(data, implicit=False).level(body_start(data), len(data), top=True)[0]
+    return step_link_values(
+        ElementReader(data, implicit=False).level(body_start(data), len(data), top=True)[0])
+
+
+def step_link_values(top: RawLevel) -> list[tuple[str, str, str, str]]:
+    """``instance_link_values`` of an instance's top level as read already."""
     sequence = top.get(STEP_SEQUENCE)
     if sequence is None:
         return []
@@ -111,8 +117,11 @@ def with_sps_status(data: bytes, status: str, sps_ids: set[str]) -> bytes:
             + data[sequence.end:])
 
 
+@functools.lru_cache(maxsize=4)
 def _top_level(data: bytes) -> RawLevel:
-    """The entry's dataset, strictly read (tags ascend, so each appears once)."""
+    """The entry's dataset, strictly read (tags ascend, so each appears once); kept for the
+    few latest entries, since a status mark changes the entry its link was just read from.
+    Shared: read only."""
     top = ElementReader(data, implicit=False, strict=True).level(body_start(data), len(data),
                                                                  top=True)[0]
     _refuse_group_lengths(top)

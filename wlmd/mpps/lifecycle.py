@@ -20,11 +20,13 @@ from typing import Protocol
 from pydicom import Dataset, dcmread
 
 from wlmd.config.settings import RefreshMode
+from wlmd.dicom.rawfile import RawLevel
 from wlmd.mpps.entryfile import (
     EntryLinkValues,
     NotRaw,
     instance_link_values,
     link_values,
+    step_link_values,
     with_sps_status,
 )
 from wlmd.mpps.links import EntrySource, LinkCandidates, Wanted
@@ -36,6 +38,7 @@ from wlmd.mpps.policy import (
 )
 from wlmd.mpps.rules import COMPLETED, STEP_SEQUENCE_TAG, text
 from wlmd.mpps.storage import decode_instance
+from wlmd.worklist.store import is_safe_ae
 from wlmd.worklist.writer import (
     EntryRead,
     WorklistWriter,
@@ -83,11 +86,13 @@ def link_keys(mpps: Dataset) -> list[LinkKey]:
     return [key for key in keys if key.usable()]
 
 
-def instance_link_keys(data: bytes) -> list[LinkKey]:
+def instance_link_keys(data: bytes, elements: RawLevel | None = None) -> list[LinkKey]:
     """``link_keys`` of a stored instance's Part 10 bytes: walked raw (a tenth of the time of
-    converting the sequence with pydicom), or decoded when they must be."""
+    converting the sequence with pydicom), or decoded when they must be. ``elements``: the
+    instance's top level as the caller read it already (``wlmd.mpps.encoded``)."""
     try:
-        keys = [LinkKey(*values) for values in instance_link_values(data)]
+        values = instance_link_values(data) if elements is None else step_link_values(elements)
+        keys = [LinkKey(*value) for value in values]
     except NotRaw:
         return link_keys(decode_instance(data))
     return [key for key in keys if key.usable()]
@@ -127,6 +132,10 @@ class WorklistLifecycle:
         self.writer = WorklistWriter(data_path)
         self.mpps_root = mpps_root
         self.candidates = LinkCandidates(entries, refresh)
+
+    def forking(self) -> contextlib.AbstractContextManager[None]:
+        """Around the fork of one worker: it inherits the link index of every AE directory."""
+        return self.candidates.forking(_ae_directories(self.writer.root))
 
     def started(self, ae: str, keys: list[LinkKey], policy: AePolicy) -> list[str]:
         """IN PROGRESS: mark STARTED or hide the entries ``keys`` (the MPPS's links) name;
@@ -257,6 +266,16 @@ class WorklistLifecycle:
         with self.writer.transaction(ae) as tx:
             if tx.exists(found.name):
                 tx.remove(found.name)
+
+
+def _ae_directories(root: Path) -> list[Path]:
+    """The worklist's AE directories (none if the root cannot be listed)."""
+    try:
+        with os.scandir(root) as entries:
+            return [root / e.name for e in entries
+                    if e.is_dir() and is_safe_ae(e.name)]
+    except OSError:
+        return []
 
 
 def with_status(data: bytes, status: str, sps_ids: set[str]) -> bytes:

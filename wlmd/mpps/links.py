@@ -9,7 +9,9 @@ encoded elements (never a parse) and kept current by its own inotify watch: a st
 names changed since the last one. A changed name is read again and its old values replaced, a
 name that is gone is dropped, so the index stays the size of the directory and is rebuilt only
 after lost events (an index that only grew had to be rebuilt from the whole directory after
-every thousand changes: half the files each worker read in the MPPS benchmark). The values are
+every thousand changes: half the files each worker read in the MPPS benchmark). A worker the
+pool forks inherits the supervisor's index with a queue armed before it was brought up to date
+(``forking``), so it never reads the whole directory on its first step. The values are
 a superset of the real elements (``element_values``) and the caller checks every candidate
 against the file on disk: a candidate may be wrong, a linked entry is never missed.
 
@@ -23,7 +25,7 @@ import contextlib
 import logging
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -138,19 +140,43 @@ class LinkCandidates:
 
     def names(self, ae: str, directory: Path, wanted: list[Wanted]) -> list[str] | None:
         """Names of the entries that may hold one of ``wanted``; None: read every entry."""
-        path = str(directory)
+        index = self._current(str(directory))
+        if index is None:  # not watched: the store
+            return self._from_store(ae, wanted)
+        return index.lookup(wanted)
+
+    def _current(self, path: str) -> _Index | None:
+        """The index of ``path`` brought up to date; None when the directory is not watched."""
         changed = self._inotify.changes(path)
         index = self._indexes.get(path)
         if index is not None and changed is not None:
             for name in changed:
                 if is_worklist_name(name):
                     index.put(name, _read(f"{path}/{name}"))
-            return index.lookup(wanted)
-        if changed is None and self._inotify.changes(path) is None:  # not watched: the store
+            return index
+        if changed is None and self._inotify.changes(path) is None:
             self._indexes.pop(path, None)
-            return self._from_store(ae, wanted)
+            return None
         index = self._indexes[path] = _build(path)  # after the watch is armed
-        return index.lookup(wanted)
+        return index
+
+    @contextlib.contextmanager
+    def forking(self, directories: Iterable[Path]) -> Iterator[None]:
+        """Around the fork of one worker: it inherits each directory's index, brought up to
+        date now, and an inotify queue armed just before that, so that its first step reads
+        the entries changed since, not every entry (a worker the pool forks under load would
+        otherwise read the whole worklist in its first MPPS step)."""
+        paths = [str(directory) for directory in directories]
+        handover = Inotify.handover(paths, self._inotify.refresh)
+        for path in paths:
+            if self._current(path) is None:
+                handover.invalidate(path)
+        own, self._inotify = self._inotify, handover
+        try:
+            yield
+        finally:
+            self._inotify = own
+            handover.close()
 
     def _from_store(self, ae: str, wanted: list[Wanted]) -> list[str] | None:
         if self.entries is None:

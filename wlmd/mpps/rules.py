@@ -4,22 +4,31 @@ From Table F.7.2-1 (Modality Performed Procedure Step SOP Class N-CREATE, N-SET 
 attributes). Type 1 = present with a value, type 2 = present (may be empty), 3 = optional,
 "not allowed" in N-SET = fixed at creation. Attributes the table does not list are accepted
 and stored as sent (the table allows Standard Extended SOP Classes).
+
+The checks read a pydicom Dataset or the raw elements of a received data set
+(``wlmd.mpps.encoded``); on raw elements, whatever pydicom might read otherwise (a value that
+is not plain ASCII, a sequence sent with another VR) raises ``NotRaw`` and the caller checks
+the Dataset, so both give the same answer.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import MutableSequence
 from dataclasses import dataclass
+from typing import overload
 
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag, Tag
 
+from wlmd.dicom.rawfile import NotRaw, RawLevel, RawSequence
 from wlmd.dicom.types import (
     STATUS_INVALID_ATTRIBUTE_VALUE,
     STATUS_MISSING_ATTRIBUTE,
     STATUS_MISSING_ATTRIBUTE_VALUE,
 )
+from wlmd.mpps.encoded import EncodedLevel
 
 IN_PROGRESS = "IN PROGRESS"
 COMPLETED = "COMPLETED"
@@ -32,6 +41,7 @@ SERIES_SEQUENCE_TAG = Tag(0x0040, 0x0340)  # Performed Series Sequence
 # checked on the bytes, since converting a value costs more than the whole check.
 _RAW_TEXT_VRS = frozenset(("AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC",
                            "UI", "UR", "UT"))
+_RAW_UNSURE = (b"\\", b"\x1b")  # several values, or escapes: pydicom's reading decides
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 # N-CREATE: (tag, type) of the top-level attributes with type 1 or 2.
@@ -91,6 +101,9 @@ SET_NOT_ALLOWED = frozenset(Tag(t) for t in (
 FINAL_REQUIRED = (Tag(0x00400250), Tag(0x00400251))  # End Date, End Time
 
 
+Attributes = Dataset | RawLevel  # decoded, or the raw elements of a received data set
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a request is refused: the DIMSE status, the offending attributes and a comment."""
@@ -100,7 +113,7 @@ class Refusal:
     comment: str
 
 
-def _missing(dataset: Dataset, required: tuple[tuple[int, int], ...],
+def _missing(dataset: Attributes, required: tuple[tuple[int, int], ...],
              where: str) -> Refusal | None:
     absent = tuple(Tag(t) for t, _ in required if Tag(t) not in dataset)
     if absent:
@@ -111,21 +124,28 @@ def _missing(dataset: Dataset, required: tuple[tuple[int, int], ...],
     return None
 
 
-def _is_empty(dataset: Dataset, tag: BaseTag) -> bool:
+def _is_empty(dataset: Attributes, tag: BaseTag) -> bool:
     raw = dataset.get_item(tag)
     if (isinstance(raw, RawDataElement) and raw.VR in _RAW_TEXT_VRS
             and (raw.value is None or b"\x1b" not in raw.value)):
         return not raw.value or not raw.value.strip(b" \0")  # as decoded: no conversion
+    if isinstance(dataset, RawLevel):
+        if isinstance(raw, RawSequence):
+            return not raw.value
+        raise NotRaw("a value pydicom converts before it is read")
     value = dataset[tag].value
     if isinstance(value, str):
         return not value.strip(" \0")
     if isinstance(value, bytes):
         return not value.strip(b" \0")
-    return value is None or value == "" or (isinstance(value, list) and not value)
+    # pydicom's Sequence is no list: a sequence without items is empty too
+    return value is None or value == "" or (isinstance(value, MutableSequence) and not value)
 
 
-def text(dataset: Dataset, tag: int) -> str:
+def text(dataset: Attributes, tag: int) -> str:
     """A string value without padding ('' when absent or empty)."""
+    if isinstance(dataset, RawLevel):
+        return _raw_text(dataset.get(tag))
     element = dataset.get(Tag(tag))
     if element is None or element.value is None:
         return ""
@@ -135,17 +155,40 @@ def text(dataset: Dataset, tag: int) -> str:
     return str(value).strip(" \0")
 
 
+def _raw_text(element: RawDataElement | RawSequence | None) -> str:
+    """``text`` of a raw element, as pydicom would decode it; NotRaw where it might not."""
+    if element is None:
+        return ""
+    if not isinstance(element, RawDataElement) or element.VR not in _RAW_TEXT_VRS:
+        raise NotRaw("not a text value")
+    value = element.value or b""
+    if not value.isascii() or any(mark in value for mark in _RAW_UNSURE):
+        raise NotRaw("a value pydicom may read otherwise")
+    return value.decode("ascii").strip(" \0")
+
+
+def _sequence_vr(dataset: Attributes, tag: BaseTag) -> str:
+    """The VR of a present element that should be a sequence, as pydicom reads it."""
+    element = dataset.get_item(tag)
+    if isinstance(dataset, RawLevel):
+        if not isinstance(element, RawSequence):
+            raise NotRaw("pydicom may read this element as a sequence")
+        return "SQ"
+    return str(dataset[tag].VR)
+
+
 def is_uid(value: str) -> bool:
     """A syntactically valid UID (PS3.5 §9.1): safe to use as a file name."""
     return 0 < len(value) <= 64 and _UID.match(value) is not None
 
 
-def check_create(dataset: Dataset) -> Refusal | None:
+def check_create(dataset: Attributes) -> Refusal | None:
     """The N-CREATE rules: required attributes present, status IN PROGRESS."""
-    dataset = shallow_copy(dataset)
+    if isinstance(dataset, Dataset):
+        dataset = shallow_copy(dataset)
     if (refusal := _missing(dataset, CREATE_REQUIRED, "")) is not None:
         return refusal
-    if dataset[STEP_SEQUENCE_TAG].VR != "SQ":
+    if _sequence_vr(dataset, STEP_SEQUENCE_TAG) != "SQ":
         return Refusal(STATUS_INVALID_ATTRIBUTE_VALUE, (STEP_SEQUENCE_TAG,),
                        "Scheduled Step Attributes Sequence is not a sequence")
     for item in dataset[STEP_SEQUENCE_TAG].value:
@@ -162,11 +205,11 @@ def check_create(dataset: Dataset) -> Refusal | None:
     return None
 
 
-def _check_series(dataset: Dataset) -> Refusal | None:
+def _check_series(dataset: Attributes) -> Refusal | None:
     element = dataset.get(SERIES_SEQUENCE_TAG)
     if element is None or not element.value:
         return None
-    if element.VR != "SQ":
+    if _sequence_vr(dataset, SERIES_SEQUENCE_TAG) != "SQ":
         return Refusal(STATUS_INVALID_ATTRIBUTE_VALUE, (SERIES_SEQUENCE_TAG,),
                        "Performed Series Sequence is not a sequence")
     for item in element.value:
@@ -175,10 +218,12 @@ def _check_series(dataset: Dataset) -> Refusal | None:
     return None
 
 
-def check_set(current: Dataset, modifications: Dataset) -> Refusal | None:
-    """The N-SET rules against the stored instance ``current`` (not yet final)."""
-    modifications = shallow_copy(modifications)
-    fixed = tuple(sorted(set(modifications.keys()) & SET_NOT_ALLOWED))
+def check_set(current: Attributes, modifications: Attributes) -> Refusal | None:
+    """The N-SET rules against the stored instance ``current`` (not yet final); both decoded
+    or both raw."""
+    if isinstance(modifications, Dataset):
+        modifications = shallow_copy(modifications)
+    fixed = tuple(Tag(t) for t in sorted(set(modifications.keys()) & SET_NOT_ALLOWED))
     if fixed:
         return Refusal(STATUS_INVALID_ATTRIBUTE_VALUE, fixed, "attribute may not be changed")
     if (refusal := _check_series(modifications)) is not None:
@@ -188,7 +233,7 @@ def check_set(current: Dataset, modifications: Dataset) -> Refusal | None:
         return Refusal(STATUS_INVALID_ATTRIBUTE_VALUE, (STATUS_TAG,),
                        "status must be IN PROGRESS, COMPLETED or DISCONTINUED")
     if status in FINAL_STATES:
-        merged = merge(current, modifications)
+        merged = _merged_view(current, modifications)
         empty = tuple(tag for tag in FINAL_REQUIRED
                       if tag not in merged or _is_empty(merged, tag))
         if empty:
@@ -202,11 +247,39 @@ def check_set(current: Dataset, modifications: Dataset) -> Refusal | None:
     return None
 
 
-def merge(current: Dataset, modifications: Dataset) -> Dataset:
-    """The instance after the N-SET: each modified attribute replaces the stored one whole."""
+@overload
+def merge(current: Dataset, modifications: Dataset) -> Dataset: ...
+
+
+@overload
+def merge(current: EncodedLevel, modifications: EncodedLevel) -> EncodedLevel: ...
+
+
+@overload
+def merge(current: Dataset | EncodedLevel,
+          modifications: Dataset | EncodedLevel) -> Dataset | EncodedLevel: ...
+
+
+def merge(current: Dataset | EncodedLevel,
+          modifications: Dataset | EncodedLevel) -> Dataset | EncodedLevel:
+    """The instance after the N-SET: each modified attribute replaces the stored one whole
+    (both decoded, or both raw)."""
+    if isinstance(current, EncodedLevel) and isinstance(modifications, EncodedLevel):
+        return current.merged(modifications)
+    if not (isinstance(current, Dataset) and isinstance(modifications, Dataset)):
+        raise TypeError("a decoded and a raw data set")
     merged = dict(current.items())
     merged.update(modifications.items())
     return Dataset(merged)
+
+
+def _merged_view(current: Attributes, modifications: Attributes) -> Attributes:
+    """``merge`` for reading: raw levels merge as dicts do."""
+    if isinstance(current, RawLevel) and isinstance(modifications, RawLevel):
+        return RawLevel({**current, **modifications})
+    if isinstance(current, Dataset) and isinstance(modifications, Dataset):
+        return merge(current, modifications)
+    raise TypeError("a decoded and a raw data set")
 
 
 def shallow_copy(dataset: Dataset) -> Dataset:

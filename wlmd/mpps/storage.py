@@ -19,6 +19,7 @@ from pydicom import Dataset, dcmread
 
 from wlmd.dicom.dimse import EXPLICIT_LITTLE, decode_dataset, encode_dataset
 from wlmd.dicom.rawfile import NotRaw, body_start, part10
+from wlmd.mpps.encoded import EncodedLevel, encoded_level, instance_file
 from wlmd.mpps.rules import is_uid, shallow_copy
 from wlmd.worklist.store import LOCKFILE
 from wlmd.worklist.writer import Transaction, WorklistWriter, WriterError
@@ -39,12 +40,15 @@ def file_name(sop_instance_uid: str) -> str:
     return sop_instance_uid + SUFFIX
 
 
-def encode_instance(dataset: Dataset, sop_instance_uid: str) -> bytes:
+def encode_instance(dataset: Dataset | EncodedLevel, sop_instance_uid: str) -> bytes:
     """The Part 10 bytes of an MPPS instance (explicit VR little endian; dcmdump reads it).
 
-    Encoded by the association engine's writer, which copies the elements still raw from the
-    wire as they are: a tenth of the time of pydicom's ``save_as``.
+    Raw elements (``EncodedLevel``) are copied; a Dataset is encoded by the association
+    engine's writer, which copies the elements still raw from the wire as they are: a tenth of
+    the time of pydicom's ``save_as``.
     """
+    if isinstance(dataset, EncodedLevel):
+        return instance_file(dataset, MPPS_SOP_CLASS, sop_instance_uid)
     ds = shallow_copy(dataset)
     ds.SOPClassUID = MPPS_SOP_CLASS
     ds.SOPInstanceUID = sop_instance_uid
@@ -58,6 +62,11 @@ def decode_instance(data: bytes) -> Dataset:
     except NotRaw:
         return dcmread(io.BytesIO(data), force=True)
     return decode_dataset(data[start:], EXPLICIT_LITTLE, len(data))
+
+
+def instance_level(data: bytes) -> EncodedLevel:
+    """A stored instance's raw elements (``wlmd.mpps.encoded``); NotRaw for another layout."""
+    return encoded_level(data, body_start(data))
 
 
 @dataclass(frozen=True)
@@ -98,13 +107,24 @@ class MppsStorage:
     @staticmethod
     def read(transaction: Transaction, sop_instance_uid: str) -> Dataset | None:
         """The stored instance, or None if there is none."""
+        data = MppsStorage.read_bytes(transaction, sop_instance_uid)
+        return None if data is None else decode_instance(data)
+
+    @staticmethod
+    def read_bytes(transaction: Transaction, sop_instance_uid: str) -> bytes | None:
+        """The stored instance's file, or None if there is none."""
         try:
-            return decode_instance((transaction.path / file_name(sop_instance_uid)).read_bytes())
+            return (transaction.path / file_name(sop_instance_uid)).read_bytes()
         except FileNotFoundError:
             return None
 
     @staticmethod
-    def write(transaction: Transaction, dataset: Dataset, sop_instance_uid: str) -> bytes:
+    def exists(transaction: Transaction, sop_instance_uid: str) -> bool:
+        return (transaction.path / file_name(sop_instance_uid)).exists()
+
+    @staticmethod
+    def write(transaction: Transaction, dataset: Dataset | EncodedLevel,
+              sop_instance_uid: str) -> bytes:
         """Create or replace the instance durably (returns, once it is on disk, its bytes)."""
         data = encode_instance(dataset, sop_instance_uid)
         transaction.write(file_name(sop_instance_uid), data, replace=True)

@@ -26,6 +26,7 @@ from wlmd.dicom.types import (
     STATUS_SUCCESS,
     AssociationInfo,
     NResponse,
+    ReceivedDataSet,
 )
 from wlmd.mpps.service import MppsService
 from wlmd.mpps.storage import InvalidInstanceUid
@@ -107,8 +108,8 @@ class MppsApi:
             except InvalidInstanceUid:
                 exists = False  # N-CREATE refuses it with the standard's status
             if exists:
-                return self.service.set(assoc, uid, dataset), False
-            return self.service.create(assoc, uid, dataset), True
+                return self.service.set(assoc, uid, ReceivedDataSet.of(dataset)), False
+            return self.service.create(assoc, uid, ReceivedDataSet.of(dataset)), True
 
     def _read(self, ae: str, uid: str) -> Dataset | None:
         assert self.service is not None

@@ -92,9 +92,15 @@ class WorklistService:
         """
         preload(self._store, children, self._settings.index_file)
 
-    def forking(self) -> contextlib.AbstractContextManager[None]:
-        """Wrap the fork of one worker, so that it starts from an up-to-date worklist."""
-        return self._store.forking()
+    @contextlib.contextmanager
+    def forking(self) -> Iterator[None]:
+        """Wrap the fork of one worker, so that it starts from an up-to-date worklist (and the
+        MPPS service's link indexes)."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._store.forking())
+            if self._procedure_steps is not None:
+                stack.enter_context(self._procedure_steps.forking())
+            yield
 
     def procedure_steps(self) -> ProcedureStepApplication | None:
         """The MPPS service answered on the same associations (None: MPPS is off)."""

@@ -53,6 +53,7 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 _LOCK_POLL = 0.005  # a longer sleep leaves a freed lock idle: MPPS status marks queue on it
 _LOCK_POLL_FIRST = 0.0005
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 FILE_MODE = 0o600  # worklist entries hold patient data
 FAULT_ENV = "WLMD_WRITER_FAULT"
 # Where a writer can die, in the order a write passes them.
@@ -430,7 +431,7 @@ def _has_suffix(name: str, suffix: str) -> bool:
 def is_entry_name(name: str, suffix: str = WORKLIST_SUFFIX) -> bool:
     """A plain file name in the directory: no path, not hidden, no control characters."""
     return ("/" not in name and not name.startswith(".") and _has_suffix(name, suffix)
-            and all(ch >= " " and ch != "\x7f" for ch in name))
+            and _CONTROL.search(name) is None)
 
 
 def _check_name(name: str, suffix: str = WORKLIST_SUFFIX) -> None:
@@ -516,9 +517,12 @@ def _match_owner(path: Path, like: Path) -> None:
 
 
 def _match_owner_fd(fd: int, like: Path) -> None:
+    """``_match_owner`` for a new file; no change when it has that owner already (each
+    change is an event in every inotify watch on the directory)."""
     if os.geteuid() == 0:
         info = like.stat()
-        os.fchown(fd, info.st_uid, info.st_gid)
+        if (info.st_uid, info.st_gid) != (0, os.getegid()):
+            os.fchown(fd, info.st_uid, info.st_gid)
 
 
 def _pid_alive(pid: int) -> bool:
