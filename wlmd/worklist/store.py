@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 from pydicom import config
@@ -44,6 +45,7 @@ from wlmd.worklist.records import (
     Entry,
     FileLoader,
     SortKey,
+    StatKey,
     WorklistRecord,
     inside,
     stat_key,
@@ -62,6 +64,10 @@ PARALLEL_MIN_FILES = 2000  # fewer files to parse than this: a process pool is n
 PARALLEL_BATCH = 500  # files per task handed to a pool process
 
 LoadTask = tuple[str, str, os.stat_result, bool, str]  # FileLoader.load's arguments
+# A listed file to load unless unchanged: path, name, is a symbolic link, -dfp resolved, and
+# the stat key saved for it (None: none saved). Small to pickle: no stat result in it.
+ListedFile = tuple[str, str, bool, str, StatKey | None]
+Task = TypeVar("Task")
 Loaded = tuple[Entry | None, bool]  # what FileLoader.load gives: the entry, and "parsed"
 # Runs FileLoader.load_many on each batch of tasks (in other processes); results in order.
 BatchMap = Callable[[Callable[[list[LoadTask]], list[Loaded]], list[list[LoadTask]]],
@@ -190,13 +196,13 @@ class WorklistStore:
         })
 
     @contextlib.contextmanager
-    def changed_files(self, ae: str, saved: dict[str, Entry]) -> Iterator[list[LoadTask]]:
-        """What loading ``ae``'s files whose stat key is not the one in ``saved`` takes.
+    def changed_files(self, ae: str, saved: dict[str, Entry]) -> Iterator[list[ListedFile]]:
+        """``ae``'s files, each with its stat key in ``saved``, for ``load_changed``.
 
         Listed under the shared read lock, which is held until the caller is done loading
-        them (elsewhere: the lock covers the processes it forks meanwhile); LockfileError as
-        for ``query``. A directory that cannot be listed gives no task: the refresh that
-        follows says so.
+        them (elsewhere: the lock covers the processes it forks meanwhile, which stat the
+        files themselves); LockfileError as for ``query``. A directory that cannot be listed
+        gives no file: the refresh that follows says so.
         """
         with self._lockfile(ae) as (ae_dir, fd, lock_path):
             self._lock(fd, lock_path, _AeCache())
@@ -204,9 +210,10 @@ class WorklistStore:
                 names = _list_worklist_files(ae_dir)
             except OSError:
                 names = {}
-            known, real_root = _AeCache(entries=saved), self._real_root()
-            yield [task for name, is_link in names.items()
-                   if (task := self._load_task(known, ae_dir, name, is_link, real_root))]
+            real_root = self._real_root()
+            yield [(f"{ae_dir}/{name}", name, is_link, real_root,
+                    None if (old := saved.get(name)) is None else old.key)
+                   for name, is_link in names.items()]
 
     @contextlib.contextmanager
     def _lockfile(self, ae: str) -> Iterator[tuple[str, int, str]]:
@@ -478,14 +485,8 @@ class WorklistStore:
         """What to load for ``name``; None if its stat key is unchanged or it cannot be
         stat'ed now (then it is retried at the next refresh)."""
         path = f"{ae_dir}/{name}"  # os.path.join's result for a listed name, a tenth the cost
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if not is_link:  # removed since the listing: the next refresh drops it
-                cache.retry.add(name)
-                return None
-            st = os.lstat(path)  # a dangling link: judge (and log) it by the link itself
-        except OSError:
+        st = _stat_to_load(path, is_link)
+        if st is None:
             cache.retry.add(name)
             return None
         old = cache.entries.get(name)
@@ -515,9 +516,34 @@ def _filed(saved: dict[str, Entry]) -> Iterator[tuple[str, RecordKeys, bytes]]:
             yield name, entry.record.keys, entry.matching
 
 
-def batched(tasks: list[LoadTask]) -> list[list[LoadTask]]:
+def batched(tasks: list[Task]) -> list[list[Task]]:
     """``tasks`` in batches of ``PARALLEL_BATCH``, one per pool process task."""
     return [tasks[at:at + PARALLEL_BATCH] for at in range(0, len(tasks), PARALLEL_BATCH)]
+
+
+def load_changed(loader: FileLoader, listed: ListedFile) -> Loaded | None:
+    """``loader.load`` of one file ``changed_files`` listed, unless its stat key is still
+    the saved one; None then, or if it cannot be stat'ed now (the refresh looks again)."""
+    path, name, is_link, real_root, saved_key = listed
+    st = _stat_to_load(path, is_link)
+    if st is None or stat_key(st) == saved_key:
+        return None
+    return loader.load(path, name, st, is_link, real_root)
+
+
+def _stat_to_load(path: str, is_link: bool) -> os.stat_result | None:
+    """The stat result to load a listed file by: a dangling link is judged (and logged) by
+    the link itself; None if the file is gone or cannot be stat'ed now."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        if not is_link:  # removed since the listing: the next refresh drops it
+            return None
+        with contextlib.suppress(OSError):
+            return os.lstat(path)
+    except OSError:
+        pass
+    return None
 
 
 def _list_worklist_files(ae_dir: str) -> dict[str, bool]:
