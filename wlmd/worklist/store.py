@@ -102,6 +102,9 @@ class _AeCache:
     stale: bool = False  # the last refresh found the lockfile write-locked: snapshot served
     lock_warned: bool = False  # a "writer holds the lock" warning was logged this episode
     scan_warned: bool = False  # a "cannot list the directory" warning was logged this episode
+    # The listing the first start's parsing took with the watch armed (name -> is a symbolic
+    # link): the first refresh then asks the watch what changed since, instead of a full scan.
+    listed: dict[str, bool] | None = None
 
 
 def is_safe_ae(ae: str) -> bool:
@@ -205,11 +208,17 @@ class WorklistStore:
         gives no file: the refresh that follows says so.
         """
         with self._lockfile(ae) as (ae_dir, fd, lock_path):
-            self._lock(fd, lock_path, _AeCache())
+            cache = self._caches.setdefault(ae, _AeCache())
+            self._lock(fd, lock_path, cache)
+            first = cache.snapshot is None
+            if first:
+                self._inotify.changes(ae_dir)  # arm the watch before listing: nothing slips by
             try:
                 names = _list_worklist_files(ae_dir)
             except OSError:
                 names = {}
+            if first and names:
+                cache.listed = names
             real_root = self._real_root()
             yield [(f"{ae_dir}/{name}", name, is_link, real_root,
                     None if (old := saved.get(name)) is None else old.key)
@@ -367,14 +376,19 @@ class WorklistStore:
 
     def _refresh(self, cache: _AeCache, ae_dir: str) -> None:
         """Bring ``cache`` in step with the directory, then apply the changes to the snapshot."""
-        names = None if cache.snapshot is None else self._inotify.changes(ae_dir)
+        listed, cache.listed = cache.listed, None
+        first = cache.snapshot is None and listed is None
+        names = None if first else self._inotify.changes(ae_dir)
         if names is None:
             self._scan(cache, ae_dir)
-        elif names := {n for n in names | cache.links | cache.retry if is_worklist_name(n)}:
-            real_root = self._real_root()  # not for the lockfile that every query opens
-            cache.retry = set()
-            for name in names:
-                self._recheck(cache, ae_dir, name, real_root)
+        else:
+            if listed is not None:
+                names |= self._since_listing(cache, listed)
+            if names := {n for n in names | cache.links | cache.retry if is_worklist_name(n)}:
+                real_root = self._real_root()  # not for the lockfile that every query opens
+                cache.retry = set()
+                for name in names:
+                    self._recheck(cache, ae_dir, name, real_root)
         self._apply(cache)
 
     def _scan(self, cache: _AeCache, ae_dir: str) -> None:
@@ -402,6 +416,15 @@ class WorklistStore:
                  if (task := self._load_task(cache, ae_dir, name, is_link, real_root))]
         for task, (entry, parsed) in zip(tasks, self._load_each(tasks), strict=True):
             self._settle(cache, task[1], entry, parsed)
+
+    def _since_listing(self, cache: _AeCache, listed: dict[str, bool]) -> set[str]:
+        """After ``adopt``, what the first refresh must look at besides what the watch
+        reports: the listed files that gave no entry (the watch reports removed and changed
+        ones). Drops entries of files that were not listed, and notes the symbolic links."""
+        self._forget_removed(cache, listed)
+        cache.links = {name for name, is_link in listed.items() if is_link}
+        entries = cache.entries
+        return {name for name in listed if name not in entries}
 
     def _load_each(self, tasks: list[LoadTask]) -> Iterator[Loaded]:
         """``FileLoader.load`` of every task, in order; in batches elsewhere when that pays."""
