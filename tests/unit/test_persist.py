@@ -93,6 +93,23 @@ def test_a_first_start_sees_what_changed_while_it_parsed_without_listing_again(
     assert served == ["ADDED", "NEW", "S"]
 
 
+def test_a_first_start_whose_parsed_rows_were_lost_lists_the_directory_again(
+        root: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many listed files without an entry (their part could not be merged): the first refresh
+    scans the whole directory, which parses in the pool, instead of re-checking each name."""
+    add(root, "a.wl", accession="A")
+    add(root, "b.wl", accession="B")
+    monkeypatch.setattr(store_module, "PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(persist.IndexFile, "merge", lambda self, parts: None)  # rows lost
+    listings: list[str] = []
+    list_files = store_module._list_worklist_files
+    monkeypatch.setattr(store_module, "_list_worklist_files",
+                        lambda ae_dir: listings.append(ae_dir) or list_files(ae_dir))
+    store = loaded(root, index)
+    assert len(listings) == 2
+    assert [str(record.dataset.AccessionNumber) for record in store.served(AE)] == ["A", "B"]
+
+
 def test_other_options_mean_a_full_parse(root: Path, index: Path) -> None:
     """A record saved under -dfr (incomplete files served) must not be served under +dfr."""
     add(root, "a.wl", accession="A")

@@ -379,16 +379,15 @@ class WorklistStore:
         listed, cache.listed = cache.listed, None
         first = cache.snapshot is None and listed is None
         names = None if first else self._inotify.changes(ae_dir)
+        if names is not None and listed is not None:
+            names = self._since_listing(cache, listed, names)
         if names is None:
             self._scan(cache, ae_dir)
-        else:
-            if listed is not None:
-                names |= self._since_listing(cache, listed)
-            if names := {n for n in names | cache.links | cache.retry if is_worklist_name(n)}:
-                real_root = self._real_root()  # not for the lockfile that every query opens
-                cache.retry = set()
-                for name in names:
-                    self._recheck(cache, ae_dir, name, real_root)
+        elif names := {n for n in names | cache.links | cache.retry if is_worklist_name(n)}:
+            real_root = self._real_root()  # not for the lockfile that every query opens
+            cache.retry = set()
+            for name in names:
+                self._recheck(cache, ae_dir, name, real_root)
         self._apply(cache)
 
     def _scan(self, cache: _AeCache, ae_dir: str) -> None:
@@ -417,14 +416,20 @@ class WorklistStore:
         for task, (entry, parsed) in zip(tasks, self._load_each(tasks), strict=True):
             self._settle(cache, task[1], entry, parsed)
 
-    def _since_listing(self, cache: _AeCache, listed: dict[str, bool]) -> set[str]:
-        """After ``adopt``, what the first refresh must look at besides what the watch
-        reports: the listed files that gave no entry (the watch reports removed and changed
-        ones). Drops entries of files that were not listed, and notes the symbolic links."""
+    def _since_listing(self, cache: _AeCache, listed: dict[str, bool], changed: set[str]
+                       ) -> set[str] | None:
+        """After ``adopt``, what the first refresh looks at: the names the watch reports
+        ``changed`` since the listing, and the listed files that gave no entry. Drops entries
+        of files that were not listed and notes the symbolic links. None: so many listed
+        files gave no entry (rows that could not be saved) that a full scan, which parses in
+        the pool, costs less."""
+        entries = cache.entries
+        missing = {name for name in listed if name not in entries}
+        if len(missing) >= PARALLEL_MIN_FILES:
+            return None
         self._forget_removed(cache, listed)
         cache.links = {name for name, is_link in listed.items() if is_link}
-        entries = cache.entries
-        return {name for name in listed if name not in entries}
+        return changed | missing
 
     def _load_each(self, tasks: list[LoadTask]) -> Iterator[Loaded]:
         """``FileLoader.load`` of every task, in order; in batches elsewhere when that pays."""
