@@ -14,11 +14,13 @@ from tests.support.datasets import dataset, raw, sequence
 from tests.support.worklists import AE, accessions, add, make_case
 from wlmd.daemon.pool import ChildProcesses
 from wlmd.worklist import persist
+from wlmd.worklist import preload as preload_module
 from wlmd.worklist import store as store_module
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.preload import preload
 from wlmd.worklist.query import PreparedQuery
-from wlmd.worklist.store import WorklistStore
+from wlmd.worklist.records import FileLoader
+from wlmd.worklist.store import ListedFile, Loaded, WorklistStore
 
 
 def loaded(root: Path, index: Path | None, *, file_reject: bool = True,
@@ -63,6 +65,49 @@ def test_files_changed_while_stopped_are_parsed_again(root: Path, index: Path) -
     assert restarted.parse_count == 2
     assert sorted(accessions(restarted)) == ["ADDED", "NEW", "S"]
     assert loaded(root, index).parse_count == 0  # and the index file caught up
+
+
+def test_a_first_start_sees_what_changed_while_it_parsed_without_listing_again(
+        root: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parsing processes get a listing taken with the watch armed; the first refresh then
+    looks only at what the watch reports (and at listed files that gave no entry)."""
+    for name in ("same.wl", "changed.wl", "removed.wl"):
+        add(root, name, accession=name[0].upper())
+    load_changed = store_module.load_changed
+
+    def change_meanwhile(loader: FileLoader, listed: ListedFile) -> Loaded | None:
+        if listed[1] == "removed.wl":  # in a parsing process, after the listing
+            add(root, "changed.wl", accession="NEW")
+            (root / AE / "removed.wl").unlink()
+            add(root, "added.wl", accession="ADDED")
+        return load_changed(loader, listed)
+
+    listings: list[str] = []
+    list_files = store_module._list_worklist_files
+    monkeypatch.setattr(preload_module, "load_changed", change_meanwhile)
+    monkeypatch.setattr(store_module, "_list_worklist_files",
+                        lambda ae_dir: listings.append(ae_dir) or list_files(ae_dir))
+    first = loaded(root, index)
+    assert len(listings) == 1  # the parsing's; the refresh after it asked the watch
+    served = sorted(str(record.dataset.AccessionNumber) for record in first.served(AE))
+    assert served == ["ADDED", "NEW", "S"]
+
+
+def test_a_first_start_whose_parsed_rows_were_lost_lists_the_directory_again(
+        root: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many listed files without an entry (their part could not be merged): the first refresh
+    scans the whole directory, which parses in the pool, instead of re-checking each name."""
+    add(root, "a.wl", accession="A")
+    add(root, "b.wl", accession="B")
+    monkeypatch.setattr(store_module, "PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(persist.IndexFile, "merge", lambda self, parts: None)  # rows lost
+    listings: list[str] = []
+    list_files = store_module._list_worklist_files
+    monkeypatch.setattr(store_module, "_list_worklist_files",
+                        lambda ae_dir: listings.append(ae_dir) or list_files(ae_dir))
+    store = loaded(root, index)
+    assert len(listings) == 2
+    assert [str(record.dataset.AccessionNumber) for record in store.served(AE)] == ["A", "B"]
 
 
 def test_other_options_mean_a_full_parse(root: Path, index: Path) -> None:

@@ -5,7 +5,7 @@ converted sequences); hot paths need only the elements as it gives them raw. The
 ``ElementReader`` walks element headers here -- tags, explicit or implicit VR, lengths, sequences
 and items of defined or undefined length, their delimiters -- and whatever pydicom might read
 otherwise raises ``NotRaw``, so the caller lets pydicom decide. Its users: the first-start
-parser (``worklist.walker``, strict, into pydicom Datasets), answers read from a record's bytes
+parser (``worklist.walker``, strict), answers read from a record's bytes
 (``worklist.fileview``), MPPS link values and status marks on an entry file's bytes
 (``mpps.entryfile``, with ``span``), and stored MPPS instances (``body_start``). The writing side
 (``encode_element``, ``part10``) builds wlmd's explicit VR little endian Part 10 files.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, cast
 
 from pydicom.datadict import dictionary_VR
@@ -141,7 +141,7 @@ class ElementReader:
                 else:
                     raise NotRaw("unknown VR")
                 vr = _VR_TEXT[code]
-            if vr == "SQ" or (vr is None and _dictionary_sequence(tag)):
+            if vr == "SQ" or (vr is None and dictionary_sequence(tag)):
                 inner = None if keep is None else keep.get(tag, _NOTHING)
                 if inner is _NOTHING and length != UNDEFINED:  # as pydicom, not looked into
                     if value_at + length > bound:
@@ -218,18 +218,20 @@ def _tag(value: int) -> BaseTag:
 
 
 def tag_key(value: int) -> BaseTag:
-    """The BaseTag object the reader keys elements of tag ``value`` with (see ``shared_tag``),
+    """The BaseTag object the reader keys elements of tag ``value`` with (see ``share_tags``),
     made now if it has none yet."""
     return _tag(int(value))  # a plain int key: _TAGS.get(int) would call BaseTag.__eq__
 
 
-def shared_tag(value: int) -> BaseTag | None:
-    """The BaseTag object the reader keys elements of tag ``value`` with, if it has one.
+def share_tags(tags: Iterable[BaseTag]) -> None:
+    """Key the elements of these tags with these very objects from now on.
 
-    A dict finds a key given as that very object without calling ``BaseTag.__eq__`` (a
-    Python function, which every other lookup of a BaseTag key calls, ints included).
+    Callers pass the constants they look elements up with: a dict then finds each by
+    identity, without calling ``BaseTag.__eq__`` (a Python function, which every other
+    lookup of a BaseTag key calls, ints included).
     """
-    return _TAGS.get(int(value))  # a plain int: a BaseTag key would call __eq__ here too
+    for tag in tags:
+        _TAGS[int(tag)] = tag
 
 
 def _empty(vr: str | None) -> bytes | None:
@@ -238,7 +240,7 @@ def _empty(vr: str | None) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _dictionary_sequence(tag: int) -> bool:
+def dictionary_sequence(tag: int) -> bool:
     """True if the data dictionary gives ``tag`` the VR SQ (as pydicom reads implicit VR)."""
     try:
         return bool(dictionary_VR(tag) == "SQ")

@@ -55,12 +55,12 @@ def _slots(keys: MatchingKeys) -> Slots:
 ROOT_SLOTS = _slots(ROOT_MATCHING_KEYS)
 
 
-def pack(dataset: Dataset) -> bytes:
+def pack(dataset: Dataset | Elements) -> bytes:
     """The matching-key values of ``dataset`` (a parsed worklist file) in compact form."""
     return _pack_level(dataset, ROOT_SLOTS)
 
 
-def _pack_level(dataset: Dataset, slots: Slots) -> bytes:
+def _pack_level(dataset: Dataset | Elements, slots: Slots) -> bytes:
     offsets: list[int] = []
     body = bytearray()
     table_size = 4 * len(slots.tags)

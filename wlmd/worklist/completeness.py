@@ -10,6 +10,7 @@ only spaces is not empty, except for the descriptions, which are compared after 
 from __future__ import annotations
 
 import logging
+from typing import overload
 
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -17,6 +18,8 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
+
+from wlmd.dicom.rawfile import RawLevel, RawSequence
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,13 +42,17 @@ RP_DESCRIPTION, RP_CODES = Tag(0x00321060), Tag(0x00321064)
 CODE_VALUE, CODING_SCHEME = Tag(0x00080100), Tag(0x00080102)
 REFERENCED_SEQUENCES = (Tag(0x00081110), Tag(0x00081120))  # ReferencedStudy/PatientSequence
 REFERENCED_UIDS = (Tag(0x00081150), Tag(0x00081155))  # ReferencedSOPClass/InstanceUID
+# A dataset as pydicom reads it, or one level of a file as the first start's walker reads it
+# (``wlmd.worklist.walker``: every element raw, sequences as ``RawSequence``).
+Level = Dataset | RawLevel
 
 
-def is_complete(dataset: Dataset) -> bool:
+def is_complete(dataset: Level) -> bool:
     """True if wlmscpfs would serve ``dataset``; logs the first failing rule at DEBUG.
 
-    Like DCMTK, a missing (0008,1110) or (0008,1120) is inserted as an empty sequence (in
-    memory only) when the checks get that far, so the record answers for it.
+    Like DCMTK, a missing (0008,1110) or (0008,1120) is inserted into a Dataset as an empty
+    sequence (in memory only) when the checks get that far, so the record answers for it (a
+    walked level is dropped after the checks: its record notes ``add_references``).
     """
     LOGGER.debug("Checking whether dataset is complete ...")
     steps = sequence_of(dataset, SPS)
@@ -62,18 +69,28 @@ def is_complete(dataset: Dataset) -> bool:
     )
 
 
-def sequence_of(dataset: Dataset, tag: BaseTag) -> Sequence | None:
+@overload
+def sequence_of(dataset: Dataset, tag: BaseTag) -> Sequence | None: ...
+
+
+@overload
+def sequence_of(dataset: Level, tag: BaseTag) -> Sequence | list[RawLevel] | None: ...
+
+
+def sequence_of(dataset: Level, tag: BaseTag) -> Sequence | list[RawLevel] | None:
     """The items of sequence ``tag``, or None if it is absent or not a sequence."""
     element = dataset.get_item(tag)
     if element is None:
         return None
+    if isinstance(element, RawSequence):
+        return element.value
     if isinstance(element, RawDataElement) and (element.VR or dictionary_vr(tag)) != "SQ":
         return None
     value = dataset[tag].value
     return value if isinstance(value, Sequence) else None
 
 
-def raw_value(dataset: Dataset, tag: int) -> bytes | None:
+def raw_value(dataset: Level, tag: int) -> bytes | None:
     """The value of ``tag`` as stored in the file (padding kept), or None if it is absent.
 
     Elements pydicom has already converted (such as (0008,0005), which it decodes while
@@ -102,7 +119,7 @@ def dictionary_vr(tag: BaseTag) -> str | None:
         return None
 
 
-def _absent_or_empty(dataset: Dataset, tag: BaseTag) -> bool:
+def _absent_or_empty(dataset: Level, tag: BaseTag) -> bool:
     """DCMTK ``AttributeIsAbsentOrEmpty``: missing, or a raw length of zero."""
     if raw_value(dataset, tag):
         return False
@@ -110,7 +127,7 @@ def _absent_or_empty(dataset: Dataset, tag: BaseTag) -> bool:
     return True
 
 
-def _description_and_codes_incomplete(dataset: Dataset, description: BaseTag,
+def _description_and_codes_incomplete(dataset: Level, description: BaseTag,
                                       codes: BaseTag) -> bool:
     """DCMTK ``DescriptionAndCodeSequenceAttributesAreIncomplete`` for one pair."""
     items = sequence_of(dataset, codes)
@@ -147,11 +164,12 @@ def _add_empty_sequence(dataset: Dataset, tag: BaseTag) -> None:
     dataset.add(DataElement(tag, "SQ", Sequence()))
 
 
-def _reference_incomplete(dataset: Dataset, tag: BaseTag) -> bool:
+def _reference_incomplete(dataset: Level, tag: BaseTag) -> bool:
     """DCMTK ``ReferencedStudyOrPatientSequenceIsAbsentOrExistentButNonEmptyAndIncomplete``."""
     if dataset.get_item(tag) is None:
         LOGGER.debug("- %s is missing", _named(tag))
-        _add_empty_sequence(dataset, tag)
+        if isinstance(dataset, Dataset):
+            _add_empty_sequence(dataset, tag)
         LOGGER.warning("Added missing type 2 sequence attribute %s to the current record",
                        _tag_text(tag))
         return False

@@ -37,7 +37,7 @@ from wlmd.worklist.keys import (
     SPS_START_TIME,
 )
 from wlmd.worklist.matching import parse_date, rule_for
-from wlmd.worklist.query import PreparedQuery, element_vr, value_of
+from wlmd.worklist.query import Elements, PreparedQuery, element_vr, value_of
 
 Date = tuple[int, int, int]
 DateRange = tuple[Date | None, Date | None]  # inclusive; None: open end
@@ -164,7 +164,7 @@ def _date_range(key: bytes) -> DateRange | None:
     return first, second
 
 
-def record_keys(dataset: Dataset) -> RecordKeys:
+def record_keys(dataset: Dataset | Elements) -> RecordKeys:
     """Every value of ``dataset`` the index files it under."""
     found: dict[str, set[bytes]] = {"patient": set(), "station": set(), "modality": set()}
     _collect(dataset, found, ("patient",))
@@ -179,7 +179,8 @@ def record_keys(dataset: Dataset) -> RecordKeys:
                       tuple(sorted(found["modality"])), tuple(sorted(dates)))
 
 
-def _collect(dataset: Dataset, found: dict[str, set[bytes]], kinds: Iterable[str]) -> None:
+def _collect(dataset: Dataset | Elements, found: dict[str, set[bytes]],
+             kinds: Iterable[str]) -> None:
     """Add the normalised values of the literal keys ``kinds`` that ``dataset`` holds."""
     for kind, tag, vr in _LITERAL_KEYS:
         if kind not in kinds:
@@ -189,7 +190,7 @@ def _collect(dataset: Dataset, found: dict[str, set[bytes]], kinds: Iterable[str
             found[kind].update(rule_for(vr).values(value[1]))
 
 
-def _sps_items(dataset: Dataset) -> list[Dataset]:
+def _sps_items(dataset: Dataset | Elements) -> list[Dataset | Elements]:
     """The record's SPS items, as the matcher sees them."""
     element = dataset.get_item(SCHEDULED_PROCEDURE_STEP_SEQUENCE)
     if element is None or element_vr(element) != "SQ":

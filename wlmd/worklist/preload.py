@@ -32,10 +32,11 @@ from wlmd.worklist.records import (
 )
 from wlmd.worklist.store import (
     RESORT_FRACTION,
-    LoadTask,
+    ListedFile,
     LockfileError,
     WorklistStore,
     batched,
+    load_changed,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -117,8 +118,8 @@ def _parse_into(store: WorklistStore, children: ChildProcesses, index: IndexFile
             os.unlink(stale)
     save = functools.partial(_parse_and_save, store.loader, ae, index_path)
     try:
-        with store.changed_files(ae, saved) as tasks:
-            batches = batched(tasks)
+        with store.changed_files(ae, saved) as listed:
+            batches = batched(listed)
             results = children.map_batches(save, batches) if batches else []
     except LockfileError:
         return  # the caller meets it too, and says so
@@ -126,14 +127,14 @@ def _parse_into(store: WorklistStore, children: ChildProcesses, index: IndexFile
     store.parse_count += sum(count for count, _ in results)
 
 
-def _parse_and_save(loader: FileLoader, ae: str, index_path: Path, tasks: list[LoadTask]
+def _parse_and_save(loader: FileLoader, ae: str, index_path: Path, listed: list[ListedFile]
                     ) -> tuple[int, Path | None]:
-    """Load one batch of ``ae``'s files into this process's part of the index file: how many
-    files were parsed, and the part (None if it could not be saved)."""
-    loaded = loader.load_many(tasks)
-    entries = {task[1]: entry for task, (entry, _) in zip(tasks, loaded, strict=True)
-               if entry is not None}
-    parsed = sum(parsed for _, parsed in loaded)
+    """Load one batch of ``ae``'s changed files into this process's part of the index file:
+    how many files were parsed, and the part (None if it could not be saved)."""
+    loaded = [(item[1], found) for item in listed
+              if (found := load_changed(loader, item)) is not None]
+    entries = {name: entry for name, (entry, _) in loaded if entry is not None}
+    parsed = sum(parsed for _, (_, parsed) in loaded)
     try:
         part = IndexPart.of_this_process(index_path)
         part.save(ae, entries)

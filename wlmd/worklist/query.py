@@ -174,7 +174,7 @@ def value_of(dataset: Dataset | Elements, tag: int) -> tuple[str, bytes] | None:
     return vr, _encode_value(element.value, vr, dataset)
 
 
-def present_value(dataset: Dataset, tag: int) -> tuple[str, bytes]:
+def present_value(dataset: Dataset | Elements, tag: int) -> tuple[str, bytes]:
     """``value_of`` an element the caller found in ``dataset`` (KeyError if it is not)."""
     found = value_of(dataset, tag)
     if found is None:

@@ -36,6 +36,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from wlmd.worklist.compact import pack
 from wlmd.worklist.completeness import (
     SPS,
+    Level,
     add_missing_references,
     dictionary_vr,
     is_complete,
@@ -241,7 +242,7 @@ class FileLoader:
                            path, error)
             return Entry(key, None), True
         # keys(), not iter(dataset): iterating a Dataset converts every raw element
-        if not any(tag.group > 0x0002 for tag in dataset.keys()):  # noqa: SIM118
+        if not any(tag >> 16 > 0x0002 for tag in dataset.keys()):  # noqa: SIM118
             LOGGER.warning('Worklist file "%s" is empty, file will be ignored', path)
             return Entry(key, None), True
         if self.file_reject:
@@ -433,13 +434,13 @@ def inside(real_path: str, real_root: str) -> bool:
     return real_path.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
-def sort_key_of(dataset: Dataset, name: str) -> SortKey:
+def sort_key_of(dataset: Level, name: str) -> SortKey:
     """wlmd's stable response order: SPS start date, SPS start time, then file name."""
     steps = sequence_of(dataset, SPS)
-    step = steps[0] if steps else Dataset()
+    step: Level = steps[0] if steps else Dataset()
     return (_text(step, SPS_START_DATE), _text(step, SPS_START_TIME), name)
 
 
-def _text(dataset: Dataset, tag: int) -> str:
+def _text(dataset: Level, tag: int) -> str:
     """A short string value as plain text without padding, "" if absent."""
     return (raw_value(dataset, tag) or b"").decode("latin-1").strip(" \0")

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 from pydicom import config
@@ -44,6 +45,7 @@ from wlmd.worklist.records import (
     Entry,
     FileLoader,
     SortKey,
+    StatKey,
     WorklistRecord,
     inside,
     stat_key,
@@ -62,6 +64,10 @@ PARALLEL_MIN_FILES = 2000  # fewer files to parse than this: a process pool is n
 PARALLEL_BATCH = 500  # files per task handed to a pool process
 
 LoadTask = tuple[str, str, os.stat_result, bool, str]  # FileLoader.load's arguments
+# A listed file to load unless unchanged: path, name, is a symbolic link, -dfp resolved, and
+# the stat key saved for it (None: none saved). Small to pickle: no stat result in it.
+ListedFile = tuple[str, str, bool, str, StatKey | None]
+Task = TypeVar("Task")
 Loaded = tuple[Entry | None, bool]  # what FileLoader.load gives: the entry, and "parsed"
 # Runs FileLoader.load_many on each batch of tasks (in other processes); results in order.
 BatchMap = Callable[[Callable[[list[LoadTask]], list[Loaded]], list[list[LoadTask]]],
@@ -96,6 +102,9 @@ class _AeCache:
     stale: bool = False  # the last refresh found the lockfile write-locked: snapshot served
     lock_warned: bool = False  # a "writer holds the lock" warning was logged this episode
     scan_warned: bool = False  # a "cannot list the directory" warning was logged this episode
+    # The listing the first start's parsing took with the watch armed (name -> is a symbolic
+    # link): the first refresh then asks the watch what changed since, instead of a full scan.
+    listed: dict[str, bool] | None = None
 
 
 def is_safe_ae(ae: str) -> bool:
@@ -190,23 +199,30 @@ class WorklistStore:
         })
 
     @contextlib.contextmanager
-    def changed_files(self, ae: str, saved: dict[str, Entry]) -> Iterator[list[LoadTask]]:
-        """What loading ``ae``'s files whose stat key is not the one in ``saved`` takes.
+    def changed_files(self, ae: str, saved: dict[str, Entry]) -> Iterator[list[ListedFile]]:
+        """``ae``'s files, each with its stat key in ``saved``, for ``load_changed``.
 
         Listed under the shared read lock, which is held until the caller is done loading
-        them (elsewhere: the lock covers the processes it forks meanwhile); LockfileError as
-        for ``query``. A directory that cannot be listed gives no task: the refresh that
-        follows says so.
+        them (elsewhere: the lock covers the processes it forks meanwhile, which stat the
+        files themselves); LockfileError as for ``query``. A directory that cannot be listed
+        gives no file: the refresh that follows says so.
         """
         with self._lockfile(ae) as (ae_dir, fd, lock_path):
-            self._lock(fd, lock_path, _AeCache())
+            cache = self._caches.setdefault(ae, _AeCache())
+            self._lock(fd, lock_path, cache)
+            first = cache.snapshot is None
+            if first:
+                self._inotify.changes(ae_dir)  # arm the watch before listing: nothing slips by
             try:
                 names = _list_worklist_files(ae_dir)
             except OSError:
                 names = {}
-            known, real_root = _AeCache(entries=saved), self._real_root()
-            yield [task for name, is_link in names.items()
-                   if (task := self._load_task(known, ae_dir, name, is_link, real_root))]
+            if first and names:
+                cache.listed = names
+            real_root = self._real_root()
+            yield [(f"{ae_dir}/{name}", name, is_link, real_root,
+                    None if (old := saved.get(name)) is None else old.key)
+                   for name, is_link in names.items()]
 
     @contextlib.contextmanager
     def _lockfile(self, ae: str) -> Iterator[tuple[str, int, str]]:
@@ -360,7 +376,11 @@ class WorklistStore:
 
     def _refresh(self, cache: _AeCache, ae_dir: str) -> None:
         """Bring ``cache`` in step with the directory, then apply the changes to the snapshot."""
-        names = None if cache.snapshot is None else self._inotify.changes(ae_dir)
+        listed, cache.listed = cache.listed, None
+        first = cache.snapshot is None and listed is None
+        names = None if first else self._inotify.changes(ae_dir)
+        if names is not None and listed is not None:
+            names = self._since_listing(cache, listed, names)
         if names is None:
             self._scan(cache, ae_dir)
         elif names := {n for n in names | cache.links | cache.retry if is_worklist_name(n)}:
@@ -395,6 +415,21 @@ class WorklistStore:
                  if (task := self._load_task(cache, ae_dir, name, is_link, real_root))]
         for task, (entry, parsed) in zip(tasks, self._load_each(tasks), strict=True):
             self._settle(cache, task[1], entry, parsed)
+
+    def _since_listing(self, cache: _AeCache, listed: dict[str, bool], changed: set[str]
+                       ) -> set[str] | None:
+        """After ``adopt``, what the first refresh looks at: the names the watch reports
+        ``changed`` since the listing, and the listed files that gave no entry. Drops entries
+        of files that were not listed and notes the symbolic links. None: so many listed
+        files gave no entry (rows that could not be saved) that a full scan, which parses in
+        the pool, costs less."""
+        entries = cache.entries
+        missing = {name for name in listed if name not in entries}
+        if len(missing) >= PARALLEL_MIN_FILES:
+            return None
+        self._forget_removed(cache, listed)
+        cache.links = {name for name, is_link in listed.items() if is_link}
+        return changed | missing
 
     def _load_each(self, tasks: list[LoadTask]) -> Iterator[Loaded]:
         """``FileLoader.load`` of every task, in order; in batches elsewhere when that pays."""
@@ -478,14 +513,8 @@ class WorklistStore:
         """What to load for ``name``; None if its stat key is unchanged or it cannot be
         stat'ed now (then it is retried at the next refresh)."""
         path = f"{ae_dir}/{name}"  # os.path.join's result for a listed name, a tenth the cost
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if not is_link:  # removed since the listing: the next refresh drops it
-                cache.retry.add(name)
-                return None
-            st = os.lstat(path)  # a dangling link: judge (and log) it by the link itself
-        except OSError:
+        st = _stat_to_load(path, is_link)
+        if st is None:
             cache.retry.add(name)
             return None
         old = cache.entries.get(name)
@@ -515,9 +544,34 @@ def _filed(saved: dict[str, Entry]) -> Iterator[tuple[str, RecordKeys, bytes]]:
             yield name, entry.record.keys, entry.matching
 
 
-def batched(tasks: list[LoadTask]) -> list[list[LoadTask]]:
+def batched(tasks: list[Task]) -> list[list[Task]]:
     """``tasks`` in batches of ``PARALLEL_BATCH``, one per pool process task."""
     return [tasks[at:at + PARALLEL_BATCH] for at in range(0, len(tasks), PARALLEL_BATCH)]
+
+
+def load_changed(loader: FileLoader, listed: ListedFile) -> Loaded | None:
+    """``loader.load`` of one file ``changed_files`` listed, unless its stat key is still
+    the saved one; None then, or if it cannot be stat'ed now (the refresh looks again)."""
+    path, name, is_link, real_root, saved_key = listed
+    st = _stat_to_load(path, is_link)
+    if st is None or stat_key(st) == saved_key:
+        return None
+    return loader.load(path, name, st, is_link, real_root)
+
+
+def _stat_to_load(path: str, is_link: bool) -> os.stat_result | None:
+    """The stat result to load a listed file by: a dangling link is judged (and logged) by
+    the link itself; None if the file is gone or cannot be stat'ed now."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        if not is_link:  # removed since the listing: the next refresh drops it
+            return None
+        with contextlib.suppress(OSError):
+            return os.lstat(path)
+    except OSError:
+        pass
+    return None
 
 
 def _list_worklist_files(ae_dir: str) -> dict[str, bool]:
