@@ -238,6 +238,22 @@ def test_per_host_limit_counts_each_peer_address(server, scu):
     assert other_host.is_established and echo_ok(other_host)
 
 
+def test_a_connection_goes_to_the_worker_freed_last(server, scu):
+    """Work stays on as few workers as the load needs (warm caches; fewer workers catching up
+    on each worklist change): not the oldest idle worker, the one that finished last."""
+    srv = server(max_associations=4, min_spare_workers=3, max_spare_workers=3)
+    wait_until(lambda: len(srv.children()) >= 3)
+    first, second = scu(srv.port), scu(srv.port)
+    first_worker, second_worker = srv.worker_serving(first), srv.worker_serving(second)
+    assert first_worker.pid != second_worker.pid
+    first.release()
+    wait_until(lambda: srv.count("outcome=released") == 1)
+    second.release()
+    wait_until(lambda: srv.count("outcome=released") == 2)
+    third = scu(srv.port)
+    assert echo_ok(third) and srv.worker_serving(third).pid == second_worker.pid
+
+
 def test_pool_does_not_fork_for_every_association(server, scu):
     """With min = max spare workers, a busy worker makes one spare short and its release one
     too many; the pool gives back at most one worker a second instead of forking each time."""

@@ -118,6 +118,7 @@ class WorkerSlot:
     retire_when_free: bool = False  # over the memory limit while busy
     killed: bool = False  # SIGKILL sent; waiting to be reaped
     started: float = field(default_factory=time.monotonic)
+    freed: float = 0.0  # when it last finished an association (0: it has served none)
 
     def close(self) -> None:
         """Close the supervisor's end of the channel and its copy of the heartbeat."""
@@ -165,19 +166,19 @@ class WorkerPool:
         return sum(1 for s in self.slots.values() if s.state is SlotState.BUSY)
 
     def spares(self, generation: int) -> list[WorkerSlot]:
-        """Idle or booting workers that may still be handed a connection, oldest first."""
+        """Idle or booting workers that may still be handed a connection, warmest first."""
         return sorted((s for s in self.slots.values()
                        if s.state is not SlotState.BUSY and s.generation == generation
-                       and not s.retiring and not s.killed), key=_started)
+                       and not s.retiring and not s.killed), key=_warmth, reverse=True)
 
     def idle_slot(self, generation: int) -> WorkerSlot | None:
-        """An idle worker of the current generation (the oldest: it is surely warm).
+        """An idle worker of the current generation: the one freed last (see ``_warmth``).
 
         Asked for every accepted connection: one pass, no sorting.
         """
-        return min((s for s in self.slots.values()
+        return max((s for s in self.slots.values()
                     if s.state is SlotState.IDLE and s.generation == generation
-                    and not s.retiring and not s.killed), key=_started, default=None)
+                    and not s.retiring and not s.killed), key=_warmth, default=None)
 
     def spawn(self, settings: Settings, generation: int) -> WorkerSlot:
         """Fork one worker running ``worker_main`` with ``settings``."""
@@ -304,8 +305,15 @@ def spawn_plan(settings: Settings, idle: int, busy: int, wanted_extra: int) -> i
     return 0
 
 
-def _started(slot: WorkerSlot) -> float:
-    return slot.started
+def _warmth(slot: WorkerSlot) -> tuple[float, float]:
+    """Workers freed last are warmest, then those never used, oldest first.
+
+    Handing each connection to the worker freed last keeps the work on as few workers as the
+    load needs: their caches stay warm, the others stay small and are the first the pool
+    gives back, and a change to the worklist is caught up by fewer workers (each one re-reads
+    what changed since it last served: with MPPS, every status mark).
+    """
+    return slot.freed, -slot.started
 
 
 def _signal(pid: int, signum: int) -> None:

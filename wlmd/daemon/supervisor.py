@@ -430,7 +430,7 @@ class Supervisor:
         self._least_surplus = min(self._least_surplus, max(0, -delta))
         if now >= self._next_shrink:
             # Half the surplus that lasted the whole interval (at least one) a second, the
-            # youngest (coldest) first: a pool that followed every swing of its load would
+            # coldest (used least recently, or never) first: a pool that followed every swing of its load would
             # fork a worker per association (and clients that connect again at once leave a
             # spare over for a moment each time), and one that shrank by one a second would
             # keep a flood's workers for a minute.
@@ -467,6 +467,7 @@ class Supervisor:
             self._events.association(report, time.monotonic() - started)
         slot.state, slot.peer, slot.busy_since = SlotState.IDLE, None, None
         slot.served += 1
+        slot.freed = time.monotonic()
         if (slot.retire_when_free or slot.generation != self._generation
                 or 0 < slot.max_uses <= slot.served):
             self._pool.retire(slot)
