@@ -430,10 +430,10 @@ class Supervisor:
         self._least_surplus = min(self._least_surplus, max(0, -delta))
         if now >= self._next_shrink:
             # Half the surplus that lasted the whole interval (at least one) a second, the
-            # coldest (used least recently, or never) first: a pool that followed every swing of its load would
-            # fork a worker per association (and clients that connect again at once leave a
-            # spare over for a moment each time), and one that shrank by one a second would
-            # keep a flood's workers for a minute.
+            # coldest (used least recently, or never) first: a pool that followed every swing
+            # of its load would fork a worker per association (and clients that connect again
+            # at once leave a spare over for a moment each time), and one that shrank by one a
+            # second would keep a flood's workers for a minute.
             surplus, self._least_surplus = self._least_surplus, sys.maxsize
             self._next_shrink = now + SHRINK_INTERVAL
             if surplus:

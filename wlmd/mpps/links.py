@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from wlmd.config.settings import RefreshMode
-from wlmd.worklist.inotify import Inotify
+from wlmd.worklist.inotify import Inotify, handover_for_fork
 from wlmd.worklist.store import is_worklist_name
 
 LOGGER = logging.getLogger("wlmd.mpps")
@@ -167,16 +167,13 @@ class LinkCandidates:
         the entries changed since, not every entry (a worker the pool forks under load would
         otherwise read the whole worklist in its first MPPS step)."""
         paths = [str(directory) for directory in directories]
-        handover = Inotify.handover(paths, self._inotify.refresh)
-        for path in paths:
-            if self._current(path) is None:
-                handover.invalidate(path)
-        own, self._inotify = self._inotify, handover
-        try:
-            yield
-        finally:
-            self._inotify = own
-            handover.close()
+        with handover_for_fork(paths, self._inotify.refresh,
+                               lambda path: self._current(path) is not None) as handover:
+            own, self._inotify = self._inotify, handover
+            try:
+                yield
+            finally:
+                self._inotify = own
 
     def _from_store(self, ae: str, wanted: list[Wanted]) -> list[str] | None:
         if self.entries is None:

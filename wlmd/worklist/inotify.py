@@ -20,12 +20,13 @@ before the fork (``Inotify.handover``), after which the parent brought its recor
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from wlmd.config.settings import RefreshMode
@@ -239,3 +240,22 @@ class Inotify:
     def _lose_all(self) -> None:
         for watch in self._watches.values():
             watch.lost = True
+
+
+@contextlib.contextmanager
+def handover_for_fork(paths: Collection[str], refresh: RefreshMode,
+                      bring_up_to_date: Callable[[str], bool]) -> Iterator[Inotify]:
+    """A queue on ``paths`` for the child forked inside this block (``Inotify.handover``).
+
+    It is armed before ``bring_up_to_date(path)`` makes the parent's view of each path current,
+    so the child's first ``changes()`` are those since; a False from it makes the child scan
+    that path itself. The parent's copy is closed after the block.
+    """
+    handover = Inotify.handover(paths, refresh)
+    try:
+        for path in paths:
+            if not bring_up_to_date(path):
+                handover.invalidate(path)
+        yield handover
+    finally:
+        handover.close()

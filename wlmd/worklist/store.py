@@ -39,7 +39,7 @@ import wlmd
 from wlmd.config.settings import RefreshMode
 from wlmd.worklist.compact import MatchView
 from wlmd.worklist.index import Prefilter, RecordKeys, WorklistIndex
-from wlmd.worklist.inotify import Inotify
+from wlmd.worklist.inotify import Inotify, handover_for_fork
 from wlmd.worklist.persist import IndexFile
 from wlmd.worklist.records import (
     Entry,
@@ -293,22 +293,22 @@ class WorklistStore:
         """
         # An AE without a snapshot (its lockfile failed at start) is left to the child, which
         # scans it on its first query: here a write lock on it could hold the supervisor up.
-        ae_dirs = {ae: ae_dir for ae, cache in self._caches.items()
-                   if cache.snapshot is not None and (ae_dir := self._ae_dir(ae))}
-        handover = Inotify.handover(ae_dirs.values(), self._inotify.refresh)
-        for ae, ae_dir in ae_dirs.items():
+        aes = {ae_dir: ae for ae, cache in self._caches.items()
+               if cache.snapshot is not None and (ae_dir := self._ae_dir(ae))}
+
+        def bring_up_to_date(ae_dir: str) -> bool:  # False: the child must look itself
             try:
-                cache = self._refreshed(ae)
+                cache = self._refreshed(aes[ae_dir])
             except LockfileError:
-                cache = None
-            if cache is None or cache.stale or cache.scan_warned:  # the child must look itself
-                handover.invalidate(ae_dir)
-        own, self._inotify = self._inotify, handover
-        try:
-            yield
-        finally:
-            self._inotify = own
-            handover.close()
+                return False
+            return cache is not None and not cache.stale and not cache.scan_warned
+
+        with handover_for_fork(list(aes), self._inotify.refresh, bring_up_to_date) as handover:
+            own, self._inotify = self._inotify, handover
+            try:
+                yield
+            finally:
+                self._inotify = own
 
     def query(self, ae: str, prefilter: Prefilter | None) -> list[WorklistRecord]:
         """The records of ``ae`` that can match ``prefilter``, in ``sort_key`` order.
