@@ -58,6 +58,7 @@ class FloodReport:
     seconds: float
     peak_established: int
     killed_ports: set[int] = field(default_factory=set)
+    starved: set[int] = field(default_factory=set)  # workers the watchdog killed unsignalled
     limit_closed_ports: set[int] = field(default_factory=set)
 
     def counts(self) -> Counter[str]:
@@ -217,6 +218,9 @@ def _time_reaping(event: ChaosEvent, timeout: float) -> None:
 
 
 _DIED = re.compile(r"worker (\d+) serving [^ ]+:(\d+) died")
+# A worker the watchdog killed: a stopped one, or one starved of CPU for the whole worker
+# timeout on a loaded 2-core machine (its association is lost the same way).
+_SILENT = re.compile(r"killing worker (\d+) serving [^ ]+:\d+: no heartbeat")
 _LIMIT_CLOSED = re.compile(r"refusals pending: closing [^ ]+:(\d+)$", re.M)
 
 
@@ -248,6 +252,8 @@ def run_flood(server: Wlmd, called: str, *, attempts: int, concurrency: int, hol
     killed = {e.pid for e in monkey.events}
     log = server.log()
     report = FloodReport(results, monkey.events, seconds, gauge.peak)
+    report.starved = {int(m[1]) for m in _SILENT.finditer(log)} - killed
+    killed |= report.starved
     report.killed_ports = {int(m[2]) for m in _DIED.finditer(log) if int(m[1]) in killed}
     report.limit_closed_ports = {int(m[1]) for m in _LIMIT_CLOSED.finditer(log)}
     return report

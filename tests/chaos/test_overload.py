@@ -62,14 +62,16 @@ def test_flood_with_killed_and_stopped_workers_loses_only_their_associations(
     print("flood:", summary)
     counts = report.counts()
     assert sum(counts.values()) == 300
-    assert report.unexplained() == []
+    unexplained = report.unexplained()
+    assert unexplained == [], [line for attempt in unexplained for line in server.log().splitlines()
+                               if f":{attempt.local_port}" in line]
     assert counts[flood.WRONG] == 0
     assert counts[flood.SERVED] >= 75
     assert counts[flood.REJECTED_LIMIT] + len(report.limit_closed_ports) > 0, "never over limit"
     assert report.peak_established <= MAX_ASSOCIATIONS
     assert len(report.events) == 5
     lost = summary["lost with killed workers"]
-    assert isinstance(lost, int) and lost <= len(report.events)
+    assert isinstance(lost, int) and lost <= len(report.events) + len(report.starved)
     assert all(e.reaped_after is not None for e in report.events), "a worker was not reaped"
     assert all(e.reaped_after < 1.0 for e in report.events if e.signum == signal.SIGKILL)
 
