@@ -308,17 +308,18 @@ def part10(body: bytes, sop_class_uid: str, sop_instance_uid: str) -> bytes:
     """An explicit VR little endian data set as a Part 10 file with wlmd's meta header."""
     meta = b"".join((
         encode_element(0x00020001, b"OB", b"\0\1"),
-        encode_element(0x00020002, b"UI", _uid(sop_class_uid)),
-        encode_element(0x00020003, b"UI", _uid(sop_instance_uid)),
-        encode_element(0x00020010, b"UI", _uid(EXPLICIT_LITTLE)),
-        encode_element(0x00020012, b"UI", _uid(IMPLEMENTATION_CLASS_UID)),
+        encode_element(0x00020002, b"UI", uid_value(sop_class_uid)),
+        encode_element(0x00020003, b"UI", uid_value(sop_instance_uid)),
+        encode_element(0x00020010, b"UI", uid_value(EXPLICIT_LITTLE)),
+        encode_element(0x00020012, b"UI", uid_value(IMPLEMENTATION_CLASS_UID)),
         encode_element(0x00020013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
     ))
     group_length = encode_element(0x00020000, b"UL", struct.pack("<L", len(meta)))
     return bytes(PREAMBLE) + DATASET_MAGIC + group_length + meta + body
 
 
-def _uid(value: str) -> bytes:
+def uid_value(value: str) -> bytes:
+    """A UI value as encoded: ASCII, padded with NUL to an even length."""
     return _padded(value, b"\0")
 
 

@@ -21,6 +21,7 @@ from wlmd.dicom.rawfile import (
     encode_element,
     part10,
     span,
+    uid_value,
 )
 
 SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
@@ -66,12 +67,7 @@ def _refuse_unstorable(level: RawLevel) -> None:
 def instance_file(level: EncodedLevel, sop_class_uid: str, sop_instance_uid: str) -> bytes:
     """The Part 10 bytes of the instance: ``level`` with its SOP Class and Instance UIDs."""
     pieces = dict(level.pieces)
-    pieces[SOP_CLASS_UID] = encode_element(SOP_CLASS_UID, b"UI", _uid(sop_class_uid))
-    pieces[SOP_INSTANCE_UID] = encode_element(SOP_INSTANCE_UID, b"UI", _uid(sop_instance_uid))
+    pieces[SOP_CLASS_UID] = encode_element(SOP_CLASS_UID, b"UI", uid_value(sop_class_uid))
+    pieces[SOP_INSTANCE_UID] = encode_element(SOP_INSTANCE_UID, b"UI", uid_value(sop_instance_uid))
     body = b"".join(pieces[tag] for tag in sorted(pieces))
     return part10(body, sop_class_uid, sop_instance_uid)
-
-
-def _uid(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b"\0" * (len(raw) % 2)
