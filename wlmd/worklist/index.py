@@ -286,6 +286,11 @@ class WorklistIndex:
                 target[value] = numbers[0] if len(numbers) == 1 else array("I", numbers)
         self._dates = sorted(self._by_date)
 
+    @property
+    def packed_keys(self) -> PackedKeys:
+        """Where the packed matching keys are kept (the preload may map them: ``mapped.py``)."""
+        return self._packed
+
     def packed(self, name: str) -> bytes:
         """The packed matching keys filed for record ``name`` (KeyError if it is not filed)."""
         return self._packed.get(self._number[name])
@@ -432,14 +437,16 @@ class PackedKeys:
     record by record un-shared some 50 MB (13,000 page faults, most of a fresh worker's first
     query). Here records are packed ``CHUNK`` at a time into one immutable ``bytes``, so a
     screen touches a few objects; a chunk is never rewritten (a worker never copies it) until
-    half of its segments are dead. The latest additions wait in ``_recent``.
+    half of its segments are dead. The latest additions wait in ``_recent``. The preload may
+    move the chunks into a shared file mapping (``mapped.py``); a chunk rebuilt later is made
+    in the heap again.
     """
 
     CHUNK = 2048
     NOWHERE = -1  # in ``_place``: the record has no sealed segment
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []  # memoryview: moved into a mapping
         self._starts: list[array[int]] = []  # per chunk: where each segment starts, and the end
         self._numbers: list[array[int]] = []  # per chunk: the record of each segment
         # by record number: its live segment (chunk * CHUNK + segment) or NOWHERE
@@ -466,7 +473,17 @@ class PackedKeys:
             raise KeyError(number)
         chunk, segment = divmod(place, self.CHUNK)
         starts = self._starts[chunk]
-        return self._chunks[chunk][starts[segment]:starts[segment + 1]]
+        return bytes(self._chunks[chunk][starts[segment]:starts[segment + 1]])
+
+    def sealed(self) -> list[bytes]:
+        """The chunks still in the heap (``mapped.Sealed``): every chunk is sealed."""
+        return [chunk for chunk in self._chunks if isinstance(chunk, bytes)]
+
+    def moved(self, views: list[memoryview]) -> None:
+        """Read the chunks ``sealed`` gave from ``views`` instead (``mapped.Sealed``)."""
+        replacing = iter(views)
+        self._chunks = [next(replacing) if isinstance(chunk, bytes) else chunk
+                        for chunk in self._chunks]
 
     def remove(self, number: int) -> None:
         """Forget the keys of record ``number``."""

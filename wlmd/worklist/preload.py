@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import sqlite3
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from wlmd.worklist.index import WorklistIndex
+from wlmd.worklist.mapped import map_out
 from wlmd.worklist.persist import IndexFile, IndexPart, stale_parts
 from wlmd.worklist.records import (
     Entry,
@@ -91,6 +93,19 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
                 index.save(ae, entries, saved, store.packed_keys(ae))
             if (store.parse_count - parsed) * RESORT_FRACTION > len(entries):
                 compact(store, ae)  # records made from the index file are compact already
+    if index_path is not None:
+        _map_out(store, names, index_path.parent)
+
+
+def _map_out(store: WorklistStore, names: list[str], directory: Path) -> None:
+    """Move the preloaded records' immutable bytes out of the heap, into a file mapping that
+    the workers share as page cache (``mapped.py``)."""
+    started = time.monotonic()
+    size = map_out(itertools.chain.from_iterable(store.sealed_stores(ae) for ae in names),
+                   directory)
+    if size:
+        LOGGER.info("Mapped %.1f MB of worklist records from an unnamed file in %s in %.2f s",
+                    size / 2**20, directory, time.monotonic() - started)
 
 
 def _mostly_unsaved(store: WorklistStore, ae: str, saved: dict[str, Entry]) -> bool:

@@ -84,18 +84,28 @@ class Shelf:
     reference count, which un-shares from the supervisor the memory page it sits on: some
     3.5 MB in every busy worker at 100,000 entries (a query's candidates are spread over a
     day's records). A shelf is one object for 256 records, and saves each a bytes header.
+    A full shelf is sealed (``bytes``), and the preload may move it into a shared file mapping
+    (``mapped.py``; then ``data`` views the mapping).
     """
 
     __slots__ = ("data", "ends")
 
     def __init__(self) -> None:
-        self.data: bytes | bytearray = bytearray()
+        self.data: bytes | bytearray | memoryview = bytearray()
         self.ends = array("L")  # where the bytes of each slot end
 
     def get(self, slot: int) -> bytes:
         """The bytes put in ``slot``."""
         ends = self.ends
         return bytes(self.data[ends[slot - 1] if slot else 0:ends[slot]])
+
+    def sealed(self) -> list[bytes]:
+        """The shelf's bytes if it is full and still in the heap (``mapped.Sealed``)."""
+        return [self.data] if isinstance(self.data, bytes) else []
+
+    def moved(self, views: list[memoryview]) -> None:
+        """Read the shelf's bytes from the one view of them given (``mapped.Sealed``)."""
+        (self.data,) = views
 
 
 class Shelves:

@@ -40,10 +40,12 @@ from wlmd.config.settings import RefreshMode
 from wlmd.worklist.compact import MatchView
 from wlmd.worklist.index import Prefilter, RecordKeys, WorklistIndex
 from wlmd.worklist.inotify import Inotify, handover_for_fork
+from wlmd.worklist.mapped import Sealed
 from wlmd.worklist.persist import IndexFile
 from wlmd.worklist.records import (
     Entry,
     FileLoader,
+    Shelf,
     SortKey,
     StatKey,
     WorklistRecord,
@@ -276,6 +278,16 @@ class WorklistStore:
     def packed_keys(self, ae: str) -> Callable[[str], bytes]:
         """The packed matching keys of ``ae``'s records by name, as last refreshed."""
         return self._caches[ae].index.packed
+
+    def sealed_stores(self, ae: str) -> list[Sealed]:
+        """What keeps ``ae``'s immutable buffers: the index's packed keys, then the records'
+        shelves in response order (for ``mapped.map_out``)."""
+        cache = self._caches.get(ae)
+        if cache is None:
+            return []
+        shelves = dict.fromkeys(record.shelf for record in cache.snapshot or ()
+                                if isinstance(record.shelf, Shelf))
+        return [cache.index.packed_keys, *shelves]
 
     def install(self, ae: str, entries: dict[str, Entry], index: WorklistIndex,
                 snapshot: list[WorklistRecord]) -> None:
