@@ -13,8 +13,8 @@ query. A process is charged only for the pages it reads, and the kernel may drop
 memory pressure and read them again. The supervisor writes them with ``os.write`` and never
 reads them back through the mapping, so its own memory holds none of them; forked workers
 inherit the mapping. The mapping lives as long as some buffer still views it (a reload's new
-preload makes a new one; the old one goes when the last worker that used it is gone), and
-no descriptor stays open.
+preload makes a new one; the old one goes when the last worker that used it is gone), and so
+does the one descriptor Python's ``mmap`` keeps of the file (a duplicate, closed with it).
 
 Without ``--index-file`` nothing is written anywhere: the buffers stay in the heap, as a file
 of patient data must not appear in a directory the admin did not choose. A file that cannot be
@@ -88,7 +88,7 @@ def _mapped_copy(buffers: list[bytes], size: int, directory: Path) -> mmap.mmap:
                 written += os.write(fd, buffer[written:] if written else buffer)
         return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     finally:
-        os.close(fd)  # the mapping keeps the file; no descriptor stays open
+        os.close(fd)  # the mapping keeps its own duplicate
 
 
 def _unnamed_file(directory: Path) -> int:
