@@ -3,26 +3,30 @@ was stopped, and answers C-FINDs from the directory as it is."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from pydicom import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from tests.support.server import ANY_AE, SMALL_POOL, Wlmd, start_configured
+from tests.support.processes import wait_until
+from tests.support.server import ANY_AE, SMALL_POOL, Wlmd, start_configured, toml
 from tests.support.worklists import worklist_dataset, write_worklist
 
 PENDING = (0xFF00, 0xFF01)
 
 
-def accession_numbers(port: int) -> list[str]:
-    """The AccessionNumber of every C-FIND response to a universal query."""
+def accession_numbers(port: int, key: str = "") -> list[str]:
+    """The AccessionNumber of every C-FIND response to a query of that key alone (universal
+    by default)."""
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(ModalityWorklistInformationFind)
     assoc = ae.associate("127.0.0.1", port, ae_title=ANY_AE)
     assert assoc.is_established
     query = Dataset()
-    query.AccessionNumber = ""
+    query.AccessionNumber = key
     try:
         return sorted(str(identifier.AccessionNumber)
                       for status, identifier in assoc.send_c_find(
@@ -66,3 +70,51 @@ def test_a_restart_parses_only_the_files_changed_while_stopped(tmp_path: Path) -
         assert accession_numbers(second.port) == ["A0", "ADDED", "CHANGED"]
     finally:
         second.stop()
+
+
+def mappings(pid: int, directory: Path) -> list[str]:
+    """Mappings of process ``pid`` of files in ``directory``."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return [line for line in maps if f" {directory}/" in line]
+
+
+def descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_preloaded_records_are_served_from_one_private_nameless_mapping_across_reloads(
+        tmp_path: Path) -> None:
+    ae_dir = tmp_path / "db" / ANY_AE
+    ae_dir.mkdir(parents=True)
+    (ae_dir / "lockfile").touch()
+    count = 2100  # a full chunk of packed keys (2,048) and full shelves of records (256)
+    for number in range(count):
+        write_worklist(ae_dir / f"{number:04d}.wl", worklist_dataset(f"A{number:04d}"))
+    index = tmp_path / "cache" / "index.sqlite"
+    index.parent.mkdir()
+    options = {**SMALL_POOL, "index_file": str(index)}
+    server = start_configured(tmp_path, options)
+    try:
+        assert accession_numbers(server.port) == [f"A{n:04d}" for n in range(count)]
+        some = [f"A{n:04d}" for n in range(1200, 1300)]
+        assert accession_numbers(server.port, "A12*") == some  # searched in the packed keys
+        assert "Mapped " in server.log()
+        open_before = descriptors(server.pid)
+        for generation in (1, 2):
+            for pid in (server.pid, *server.workers()):
+                (line,) = mappings(pid, index.parent)
+                assert line.split()[1] == "r--s" and line.rstrip().endswith(" (deleted)")
+            assert sorted(os.listdir(index.parent)) == ["index.sqlite"]  # no name leads to it
+            (kept,) = [fd for fd in os.listdir(f"/proc/{server.pid}/fd")  # mmap's duplicate
+                       if os.readlink(f"/proc/{server.pid}/fd/{fd}").startswith(f"{index.parent}/")]
+            assert stat.S_IMODE(os.stat(f"/proc/{server.pid}/fd/{kept}").st_mode) == 0o600
+            # a reload preloads again into a new mapping; the old one goes with its readers
+            server.reconfigure(toml({**options, "max_associations": 2 + generation}))
+            wait_until(lambda: f"worker generation {generation}" in server.log(),  # noqa: B023
+                       what=f"worker generation {generation}")
+            assert accession_numbers(server.port, "A12*") == some
+        wait_until(lambda: len(mappings(server.pid, index.parent)) == 1,
+                   what="the supervisor's old mappings unmapped")
+        assert descriptors(server.pid) == open_before
+    finally:
+        server.stop()
