@@ -65,7 +65,8 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
 
     Parses in ``children.jobs`` processes (forked here, so call this before any thread
     starts). With ``index_path``, a file whose stat key is the one saved there is taken from
-    the index file instead of parsed, and the index file is brought up to date.
+    the index file instead of parsed, and the index file is brought up to date; the records'
+    immutable bytes then move into a file mapping in its directory (``mapped.py``).
     """
     try:
         names = store.called_aes()
