@@ -18,23 +18,27 @@ from tests.support.worklists import worklist_dataset, write_worklist
 PENDING = (0xFF00, 0xFF01)
 
 
-def accession_numbers(port: int, key: str = "") -> list[str]:
-    """The AccessionNumber of every C-FIND response to a query of that key alone (universal
-    by default)."""
+def answers(port: int, query: Dataset) -> list[Dataset]:
+    """The identifier of every pending C-FIND response to ``query``, in the order served."""
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(ModalityWorklistInformationFind)
     assoc = ae.associate("127.0.0.1", port, ae_title=ANY_AE)
     assert assoc.is_established
-    query = Dataset()
-    query.AccessionNumber = key
     try:
-        return sorted(str(identifier.AccessionNumber)
-                      for status, identifier in assoc.send_c_find(
-                          query, ModalityWorklistInformationFind)
-                      if status and status.Status in PENDING)
+        return [identifier for status, identifier in assoc.send_c_find(
+                    query, ModalityWorklistInformationFind)
+                if status and status.Status in PENDING]
     finally:
         assoc.release()
         ae.shutdown()
+
+
+def accession_numbers(port: int, key: str = "") -> list[str]:
+    """The AccessionNumber of every C-FIND response to a query of that key alone (universal
+    by default), sorted."""
+    query = Dataset()
+    query.AccessionNumber = key
+    return sorted(str(identifier.AccessionNumber) for identifier in answers(port, query))
 
 
 def started(tmp_path: Path, index: Path) -> Wlmd:
@@ -78,6 +82,20 @@ def mappings(pid: int, directory: Path) -> list[str]:
         return [line for line in maps if f" {directory}/" in line]
 
 
+def wide_query(patient_name: str) -> Dataset:
+    """A query returning the common keys, matching on the patient name."""
+    step = Dataset()
+    step.Modality = step.ScheduledStationAETitle = step.ScheduledProcedureStepStartDate = ""
+    step.ScheduledProcedureStepStartTime = step.ScheduledPerformingPhysicianName = ""
+    step.ScheduledProcedureStepDescription = step.ScheduledProcedureStepID = ""
+    query = Dataset()
+    query.PatientName = patient_name
+    query.PatientID = query.AccessionNumber = query.StudyInstanceUID = ""
+    query.RequestedProcedureID = query.RequestedProcedureDescription = ""
+    query.ScheduledProcedureStepSequence = [step]
+    return query
+
+
 def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -87,9 +105,13 @@ def test_preloaded_records_are_served_from_one_private_nameless_mapping_across_r
     ae_dir = tmp_path / "db" / ANY_AE
     ae_dir.mkdir(parents=True)
     (ae_dir / "lockfile").touch()
+    (tmp_path / "heap").mkdir()
+    (tmp_path / "heap" / "db").symlink_to(tmp_path / "db")
     count = 2100  # a full chunk of packed keys (2,048) and full shelves of records (256)
     for number in range(count):
-        write_worklist(ae_dir / f"{number:04d}.wl", worklist_dataset(f"A{number:04d}"))
+        entry = worklist_dataset(f"A{number:04d}")
+        entry.PatientName = f"DOE{number % 7}^N{number}"
+        write_worklist(ae_dir / f"{number:04d}.wl", entry)
     index = tmp_path / "cache" / "index.sqlite"
     index.parent.mkdir()
     options = {**SMALL_POOL, "index_file": str(index)}
@@ -99,6 +121,14 @@ def test_preloaded_records_are_served_from_one_private_nameless_mapping_across_r
         some = [f"A{n:04d}" for n in range(1200, 1300)]
         assert accession_numbers(server.port, "A12*") == some  # searched in the packed keys
         assert "Mapped " in server.log()
+        heap = start_configured(tmp_path / "heap", SMALL_POOL)  # the same files, no index file
+        try:
+            for name in ("DOE3*", "*^N12*"):  # searched in the packed keys
+                query = wide_query(name)
+                assert [a.to_json_dict() for a in answers(server.port, query)] == \
+                    [a.to_json_dict() for a in answers(heap.port, query)], name
+        finally:
+            heap.stop()
         open_before = descriptors(server.pid)
         for generation in (1, 2):
             for pid in (server.pid, *server.workers()):
