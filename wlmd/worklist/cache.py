@@ -3,9 +3,16 @@
 Modalities poll the worklist with the same query every few minutes, and several scanners send
 identical queries. Matching a record against a query and building and encoding its response
 depend only on the cleaned query, the transfer syntax and the record's contents, so the
-outcome is kept per (query, transfer syntax) and per record object. The store replaces a
-record object whenever its file changes; the cache holds records weakly, so a changed, added
-or removed file can never be answered from a stale entry.
+outcome is kept per (query, transfer syntax) and per record version: the index's serial of
+the record (``Candidates.serials``), which a changed, added or removed file never shares, so
+it can never be answered from a stale entry. A serial is a plain number: keeping it writes
+nothing to the record (a weak reference to each would write to every record's memory page,
+which a forked worker shares with its supervisor until then).
+
+A worker keeps what it answered, so the answers kept are bounded: a query's answers are kept
+from its second arrival on (one served once leaves nothing behind), and all of them together
+in ``max_bytes`` (the least recently asked queries go first; a query that alone would exceed
+it keeps what fitted).
 
 Before that, the same identifier bytes are the same query: ``PreparedQueries`` keeps what
 validating and cleaning them gave, so a modality polling with its one query (most associations
@@ -14,63 +21,89 @@ of a busy server) costs a dictionary lookup there.
 
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
 from wlmd.worklist.answerplan import AnswerPlan
 from wlmd.worklist.query import PreparedQuery
-from wlmd.worklist.records import WorklistRecord
 
-Answers = weakref.WeakKeyDictionary[WorklistRecord, bytes]
 NO_MATCH: Final = b""  # cached outcome of a record that does not match (responses are never empty)
+DEFAULT_MAX_BYTES: Final = 4 << 20
+# What one kept outcome costs besides its answer's bytes: a dict slot, the serial's int object
+# and the bytes object's header (measured: about 100 bytes).
+OUTCOME_OVERHEAD: Final = 100
 
 
-class _QueryShape:
-    """What one query in one transfer syntax gave: per-record answers, and its answer plan
-    (worked out on the first answer to build; None: its answers are built the old way)."""
+class QueryShape:
+    """What one query in one transfer syntax gave: per-record outcomes by serial, and its
+    answer plan (worked out on the first answer to build; None: built the old way)."""
 
-    __slots__ = ("answers", "plan", "planned")
+    __slots__ = ("answers", "keep", "plan", "planned", "size")
 
     def __init__(self) -> None:
-        self.answers: Answers = weakref.WeakKeyDictionary()
+        self.answers: dict[int, bytes] = {}
+        self.keep = False  # False until the query arrives a second time
         self.plan: AnswerPlan | None = None
         self.planned = False
+        self.size = 0  # bytes the kept outcomes cost (OUTCOME_OVERHEAD each, plus answers)
 
 
 class ResponseCache:
-    """A bounded LRU of query shapes, each mapping a record to its encoded answer."""
+    """A bounded LRU of query shapes, each mapping a record serial to its encoded answer."""
 
-    def __init__(self, max_queries: int = 32) -> None:
+    def __init__(self, max_queries: int = 32, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._max_queries = max_queries
-        self._queries: OrderedDict[tuple[bytes, str], _QueryShape] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._queries: OrderedDict[tuple[bytes, str], QueryShape] = OrderedDict()
 
-    def answers(self, query_key: bytes, transfer_syntax: str) -> Answers:
-        """The per-record answers of one query in one transfer syntax (created empty if new).
+    @property
+    def size(self) -> int:
+        """What the kept outcomes cost now, in bytes (at most ``max_bytes``)."""
+        return self._bytes
 
-        Values are the encoded response identifier, or ``NO_MATCH``.
+    def shape(self, query_key: bytes, transfer_syntax: str) -> QueryShape:
+        """The shape of one query in one transfer syntax, now the most recently asked one.
+
+        Its ``answers`` hold the encoded response identifier, or ``NO_MATCH``, by serial;
+        ``keep`` puts more there.
         """
-        return self._shape(query_key, transfer_syntax).answers
+        key = (query_key, transfer_syntax)
+        shape = self._queries.get(key)
+        if shape is None:
+            shape = self._queries[key] = QueryShape()
+            if len(self._queries) > self._max_queries:
+                self._drop(self._queries.popitem(last=False)[1])
+        else:
+            self._queries.move_to_end(key)
+            shape.keep = True
+        return shape
 
-    def plan(self, query_key: bytes, transfer_syntax: str,
-             make: Callable[[], AnswerPlan | None]) -> AnswerPlan | None:
-        """The answer plan of one query in one transfer syntax, made once by ``make``."""
-        shape = self._shape(query_key, transfer_syntax)
+    def keep(self, shape: QueryShape, serial: int, answer: bytes) -> None:
+        """Keep ``answer`` in ``shape`` (the most recently asked) if the bounds let it."""
+        if not shape.keep:
+            return
+        cost = OUTCOME_OVERHEAD + len(answer)
+        while self._bytes + cost > self._max_bytes:
+            oldest = next(iter(self._queries.values()))
+            if oldest is shape:
+                return  # alone, this query's answers do not fit: it keeps what did
+            self._drop(self._queries.popitem(last=False)[1])
+        shape.answers[serial] = answer
+        shape.size += cost
+        self._bytes += cost
+
+    def plan(self, shape: QueryShape, make: Callable[[], AnswerPlan | None]
+             ) -> AnswerPlan | None:
+        """The answer plan of ``shape``, made once by ``make``."""
         if not shape.planned:
             shape.plan, shape.planned = make(), True
         return shape.plan
 
-    def _shape(self, query_key: bytes, transfer_syntax: str) -> _QueryShape:
-        key = (query_key, transfer_syntax)
-        shape = self._queries.get(key)
-        if shape is None:
-            shape = self._queries[key] = _QueryShape()
-            if len(self._queries) > self._max_queries:
-                self._queries.popitem(last=False)
-        else:
-            self._queries.move_to_end(key)
-        return shape
+    def _drop(self, shape: QueryShape) -> None:
+        self._bytes -= shape.size
+        shape.answers, shape.size = {}, 0
 
 
 class PreparedQueries:

@@ -45,6 +45,9 @@ PATIENT_ID = 0x00100020
 # The numbers of the records filed under one value: a lone number is kept as itself, not as an
 # array of one (most patient IDs have one record).
 Numbers: TypeAlias = "int | array[int]"
+# Serial numbers of filed records, process-wide: one is never given twice, so a cache keyed
+# by it (``cache.py``) cannot answer a replaced record, nor a record of another AE's index.
+_SERIALS = itertools.count(1)
 _LITERAL_KEYS = (  # (tag, VR the query and the record must both use)
     ("patient", PATIENT_ID, "LO"),
     ("station", SCHEDULED_STATION_AE_TITLE, "AE"),
@@ -217,23 +220,26 @@ class WorklistIndex:
         self._number: dict[str, int] = {}  # filed record name -> its number
         self._names: list[str | None] = []  # by number; None: free
         self._keys: list[RecordKeys | None] = []  # by number: what it is filed under
+        self._serials = array("Q")  # by number: the serial of the record filed there
         self._free: list[int] = []
         self._packed = PackedKeys()
 
     def __len__(self) -> int:
         return len(self._number)
 
-    def add(self, name: str, keys: RecordKeys, packed: bytes) -> None:
+    def add(self, name: str, keys: RecordKeys, packed: bytes) -> int:
         """File record ``name`` under ``keys`` and its packed matching keys (``compact.pack``),
-        replacing what was filed under that name."""
+        replacing what was filed under that name; its number."""
         self.remove(name)
         if self._free:
             number = self._free.pop()
             self._names[number], self._keys[number] = name, keys
+            self._serials[number] = next(_SERIALS)
         else:
             number = len(self._names)
             self._names.append(name)
             self._keys.append(keys)
+            self._serials.append(next(_SERIALS))
         self._number[name] = number
         self._packed.add(number, packed)
         for kind, values in (("patient", keys.patient_ids), ("station", keys.stations),
@@ -246,6 +252,7 @@ class WorklistIndex:
         for date in keys.dates:
             if _file(self._by_date, date, number):
                 bisect.insort(self._dates, date)
+        return number
 
     def add_all(self, records: Iterable[tuple[str, RecordKeys, bytes]]) -> None:
         """``add`` of each of ``records`` (distinct names), into an index that is empty.
@@ -261,11 +268,12 @@ class WorklistIndex:
         patients, stations, modalities, dates = gathered
         names, filed, number_of, packed_keys = self._names, self._keys, self._number, \
             self._packed
-        undated = self._undated
+        undated, serials = self._undated, self._serials
         for name, keys, packed in records:
             number = len(names)
             names.append(name)
             filed.append(keys)
+            serials.append(next(_SERIALS))
             number_of[name] = number
             packed_keys.add(number, packed)
             for table, values in ((patients, keys.patient_ids), (stations, keys.stations),
@@ -295,6 +303,19 @@ class WorklistIndex:
         """The packed matching keys filed for record ``name`` (KeyError if it is not filed)."""
         return self._packed.get(self._number[name])
 
+    def number(self, name: str) -> int:
+        """The number record ``name`` is filed under (KeyError if it is not filed)."""
+        return self._number[name]
+
+    def packed_at(self, number: int) -> bytes:
+        """The packed matching keys of the record filed under ``number``."""
+        return self._packed.get(number)
+
+    def serials(self) -> array[int]:
+        """By number, the serial of the record filed there: unique in this process, a new
+        one whenever a record is filed (read only; the array itself)."""
+        return self._serials
+
     def remove(self, name: str) -> None:
         """Forget record ``name`` if it is filed."""
         number = self._number.pop(name, None)
@@ -319,10 +340,12 @@ class WorklistIndex:
     def candidates(self, prefilter: Prefilter) -> set[str]:
         """Names of every record that can match ``prefilter`` (a superset of the matches)."""
         names = self._names
-        return {name for number in self._candidates(prefilter)
+        return {name for number in self.candidate_numbers(prefilter)
                 if (name := names[number]) is not None}
 
-    def _candidates(self, prefilter: Prefilter) -> set[int]:
+    def candidate_numbers(self, prefilter: Prefilter) -> set[int]:
+        """``candidates`` as the records' numbers: reading them writes to no record, name
+        or entry, which a forked worker shares with its supervisor."""
         groups = []
         if prefilter.patient_ids is not None:
             groups.append(self._values("patient", prefilter.patient_ids))

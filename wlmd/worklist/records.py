@@ -199,7 +199,7 @@ class Entry:
     key: StatKey
     record: WorklistRecord | None  # None: rejected, and already logged for this key
     # The record's matching-key values, packed (``compact.pack``), until the store files them
-    # in its index, which then keeps the only copy (``WorklistStore.match_view``).
+    # in its index, which then keeps the only copy (``store.Candidates.match_view``).
     matching: bytes | None = None
 
 

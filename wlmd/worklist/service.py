@@ -43,7 +43,7 @@ from wlmd.policy.apply import (
 from wlmd.policy.model import NO_POLICY, Fallback, LimitAction, PeerPolicy
 from wlmd.worklist import findlog
 from wlmd.worklist.answerplan import AnswerPlan, NotDirect
-from wlmd.worklist.cache import NO_MATCH, PreparedQueries, ResponseCache
+from wlmd.worklist.cache import NO_MATCH, PreparedQueries, QueryShape, ResponseCache
 from wlmd.worklist.fileview import raw_elements
 from wlmd.worklist.index import prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
@@ -52,7 +52,7 @@ from wlmd.worklist.preload import ChildProcesses, preload
 from wlmd.worklist.query import Elements, InvalidQuery, PreparedQuery, prepare_query
 from wlmd.worklist.records import WorklistRecord
 from wlmd.worklist.response import build_response
-from wlmd.worklist.store import LockfileError, WorklistStore
+from wlmd.worklist.store import Candidates, LockfileError, WorklistStore
 
 LOGGER = logging.getLogger(__name__)
 # What pydicom raises converting a value it cannot read: unknown VR, impossible length, bytes.
@@ -182,17 +182,17 @@ class WorklistService:
             return
         try:  # logged: every record is a candidate, so each gets its lines, as in wlmscpfs
             prefilter = None if log is not None else prefilter_of(query)
-            records = self._store.query(assoc.called_ae, prefilter)
+            candidates = self._store.candidates(assoc.called_ae, prefilter)
         except LockfileError as error:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)
             return
-        responses = self._answers(assoc.called_ae, query, records, transfer_syntax_uid)
+        responses = self._answers(query, candidates, transfer_syntax_uid)
         if log is not None:
             log.candidates(os.path.join(settings.data_files_path, assoc.called_ae), query,
-                           records, len(responses))
+                           candidates.records(), len(responses))
         LOGGER.debug("%d of %d candidate worklist records in %s match", len(responses),
-                     len(records), assoc.called_ae)
+                     len(candidates), assoc.called_ae)
         if 0 < settings.max_responses < len(responses):
             yield self._too_many(assoc, len(responses))
             return
@@ -219,17 +219,17 @@ class WorklistService:
         applied = self._applied.get(policy, query, query_charset(identifier), assoc.calling_ae)
         try:
             prefilter = None if log is not None else applied.prefilter
-            records = self._store.query(assoc.called_ae, prefilter)
+            candidates = self._store.candidates(assoc.called_ae, prefilter)
         except LockfileError as error:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)
             return
-        responses = self._policy_answers(assoc, applied, records, transfer_syntax_uid)
+        responses = self._policy_answers(assoc, applied, candidates, transfer_syntax_uid)
         if log is not None:
             log.candidates(os.path.join(self._settings.data_files_path, assoc.called_ae),
-                           applied.match, records, len(responses))
+                           applied.match, candidates.records(), len(responses))
         LOGGER.debug("%d of %d candidate worklist records in %s match under policy %s",
-                     len(responses), len(records), assoc.called_ae, policy.name)
+                     len(responses), len(candidates), assoc.called_ae, policy.name)
         if 0 < self._settings.max_responses < len(responses):
             yield self._too_many(assoc, len(responses))
             return
@@ -258,11 +258,12 @@ class WorklistService:
         return responses[:limit], FindResponse(STATUS_SUCCESS)
 
     def _policy_answers(self, assoc: AssociationInfo, applied: PolicyQuery,
-                        records: list[WorklistRecord], transfer_syntax_uid: str) -> list[bytes]:
+                        candidates: Candidates, transfer_syntax_uid: str) -> list[bytes]:
         """``_answers`` under a policy: the cache is keyed by everything the policy changed."""
         settings = self._settings
 
-        def answer_of(record: WorklistRecord) -> bytes:
+        def answer_of(number: int) -> bytes:
+            record = candidates.record(number)
             dataset = record.dataset
             if not (matches(applied.match, dataset) and applied.matches_text(dataset)):
                 return NO_MATCH
@@ -271,7 +272,8 @@ class WorklistService:
                 return NO_MATCH
             return self._encode(response, transfer_syntax_uid)
 
-        return self._cached(applied.cache_key, transfer_syntax_uid, records, answer_of)
+        shape = self._cache.shape(applied.cache_key, transfer_syntax_uid)
+        return self._cached(shape, candidates, answer_of)
 
     def _in_peer_charset(self, assoc: AssociationInfo, applied: PolicyQuery,
                          record: WorklistRecord, dataset: Dataset, response: Dataset) -> bool:
@@ -297,17 +299,17 @@ class WorklistService:
                                else fallback.value + "d")
         return not outcome.omitted
 
-    def _answers(self, ae: str, query: PreparedQuery, records: list[WorklistRecord],
+    def _answers(self, query: PreparedQuery, candidates: Candidates,
                  transfer_syntax_uid: str) -> list[bytes]:
         """The encoded response of every matching candidate, in the store's (stable) order.
 
-        Outcomes come from the response cache where this query was seen before for the same
-        record object; the store replaces the object whenever its file changes. An answer is
-        encoded straight from the file's raw elements by the query's ``AnswerPlan``; what a
-        plan does not model is built as a Dataset and encoded, to the same bytes.
+        Outcomes come from the response cache where this query was answered before for the
+        same record version. An answer is encoded straight from the file's raw elements by
+        the query's ``AnswerPlan``; what a plan does not model is built as a Dataset and
+        encoded, to the same bytes.
         """
         settings = self._settings
-        key = query.key()
+        shape = self._cache.shape(query.key(), transfer_syntax_uid)
 
         def plan() -> AnswerPlan | None:
             try:
@@ -317,11 +319,12 @@ class WorklistService:
             except NotDirect:
                 return None
 
-        def answer_of(record: WorklistRecord) -> bytes:
+        def answer_of(number: int) -> bytes:
             # only an answer reads the file
-            if not matches(query, self._store.match_view(ae, record)):
+            if not matches(query, candidates.match_view(number)):
                 return NO_MATCH
-            direct = self._cache.plan(key, transfer_syntax_uid, plan)
+            record = candidates.record(number)
+            direct = self._cache.plan(shape, plan)
             elements = raw_elements(record, None if direct is None else direct.wanted)
             if elements is None:  # bytes pydicom might read otherwise: it decodes them
                 return built(record.dataset)
@@ -336,18 +339,20 @@ class WorklistService:
             response = build_response(query, elements, settings.return_charset)
             return self._encode(response, transfer_syntax_uid)
 
-        return self._cached(key, transfer_syntax_uid, records, answer_of)
+        return self._cached(shape, candidates, answer_of)
 
-    def _cached(self, key: bytes, transfer_syntax_uid: str, records: list[WorklistRecord],
-                answer_of: Callable[[WorklistRecord], bytes]) -> list[bytes]:
-        """The answers of ``records`` (NO_MATCH left out) for the query cached under ``key``,
-        each worked out by ``answer_of`` only where the cache has none for that record."""
-        answers = self._cache.answers(key, transfer_syntax_uid)
+    def _cached(self, shape: QueryShape, candidates: Candidates,
+                answer_of: Callable[[int], bytes]) -> list[bytes]:
+        """The answers of ``candidates`` (NO_MATCH left out) for the query of ``shape``, each
+        worked out by ``answer_of`` (given the record's number) where the cache has none."""
+        known, serials, keep = shape.answers, candidates.serials, self._cache.keep
         encoded: list[bytes] = []
-        for record in records:
-            answer = answers.get(record)
+        for number in candidates.numbers:
+            serial = serials[number]
+            answer = known.get(serial)
             if answer is None:
-                answer = answers[record] = answer_of(record)
+                answer = answer_of(number)
+                keep(shape, serial, answer)
             if answer is not NO_MATCH:
                 encoded.append(answer)
         return encoded

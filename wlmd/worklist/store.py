@@ -27,7 +27,8 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -89,12 +90,17 @@ class _AeCache:
     """Per called AE: the entries by file name and the last consistent snapshot.
 
     ``snapshot`` is kept in ``sort_key`` order and ``index`` files the same records; both
-    change only in ``_apply``.
+    change only in ``_apply``. A query works with the index's record numbers (``Candidates``):
+    ``records`` finds a record by its number, ``order`` holds the snapshot's numbers, and
+    ``rank`` (made when a query needs it) each number's place in it.
     """
 
     entries: dict[str, Entry] = field(default_factory=dict)
     snapshot: list[WorklistRecord] | None = None
     index: WorklistIndex = field(default_factory=WorklistIndex)
+    records: list[WorklistRecord | None] = field(default_factory=list)
+    order: array[int] = field(default_factory=lambda: array("I"))
+    rank: array[int] | None = None
     links: set[str] = field(default_factory=set)  # symbolic links: re-checked every refresh
     retry: set[str] = field(default_factory=set)  # names whose last check was inconclusive
     # (old, new, the new one's packed matching keys): served records changed by the running
@@ -129,6 +135,39 @@ def is_safe_ae(ae: str) -> bool:
 def is_worklist_name(name: str) -> bool:
     """DCMTK ``OFpath::extension() == ".wl"``: the last dot, and not a leading dot."""
     return len(name) > len(WORKLIST_SUFFIX) and name.endswith(WORKLIST_SUFFIX)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The records one query looks at, in ``sort_key`` order, as their index numbers.
+
+    Valid until the next refresh of their AE. Reading numbers and serials writes to no
+    record, entry or name, which a forked worker shares with its supervisor until it writes
+    to their memory pages; only what a query must read (a record's keys to match, its bytes
+    to answer) touches a record.
+    """
+
+    numbers: Sequence[int]
+    serials: array[int]  # by number: unique in this process per record version (cache key)
+    _records: list[WorklistRecord | None]
+    _index: WorklistIndex
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def record(self, number: int) -> WorklistRecord:
+        """The record of ``number``."""
+        record = self._records[number]
+        assert record is not None  # numbers come from the index, which files served records
+        return record
+
+    def match_view(self, number: int) -> MatchView:
+        """What the matcher reads of the record of ``number``."""
+        return MatchView.of(self._index.packed_at(number))
+
+    def records(self) -> list[WorklistRecord]:
+        """The candidate records themselves, in order."""
+        return [self.record(number) for number in self.numbers]
 
 
 class WorklistStore:
@@ -271,10 +310,6 @@ class WorklistStore:
             return []
         return cache.snapshot
 
-    def match_view(self, ae: str, record: WorklistRecord) -> MatchView:
-        """What the matcher reads of ``record``, one of ``ae``'s records as last refreshed."""
-        return MatchView.of(self._caches[ae].index.packed(record.name))
-
     def packed_keys(self, ae: str) -> Callable[[str], bytes]:
         """The packed matching keys of ``ae``'s records by name, as last refreshed."""
         return self._caches[ae].index.packed
@@ -294,6 +329,7 @@ class WorklistStore:
         """Serve a copy of ``ae``'s entries, index and sorted records (made by compaction)."""
         cache = self._caches[ae]
         cache.entries, cache.index, cache.snapshot = entries, index, snapshot
+        _renumber(cache)
 
     @contextlib.contextmanager
     def forking(self) -> Iterator[None]:
@@ -313,6 +349,7 @@ class WorklistStore:
                 cache = self._refreshed(aes[ae_dir])
             except LockfileError:
                 return False
+            _ranked(cache)  # made here, the rank is shared with the child
             return cache is not None and not cache.stale and not cache.scan_warned
 
         with handover_for_fork(list(aes), self._inotify.refresh, bring_up_to_date) as handover:
@@ -323,6 +360,11 @@ class WorklistStore:
                 self._inotify = own
 
     def query(self, ae: str, prefilter: Prefilter | None) -> list[WorklistRecord]:
+        """The records of ``ae`` that can match ``prefilter``, in ``sort_key`` order
+        (``candidates``' records)."""
+        return self.candidates(ae, prefilter).records()
+
+    def candidates(self, ae: str, prefilter: Prefilter | None) -> Candidates:
         """The records of ``ae`` that can match ``prefilter``, in ``sort_key`` order.
 
         A superset of the matches (None: every record served), refreshed under the read lock;
@@ -331,14 +373,17 @@ class WorklistStore:
         longer than ``lock_wait`` before any snapshot of this AE exists.
         """
         cache = self._refreshed(ae)
-        snapshot = cache.snapshot or []
+        order = cache.order
+        numbers: Sequence[int]
         if prefilter is None:
-            return list(snapshot)
-        names = cache.index.candidates(prefilter)
-        if len(names) * RESORT_FRACTION > len(snapshot):
-            return [record for record in snapshot if record.name in names]
-        found = [cache.entries[name].record for name in names]
-        return sorted((r for r in found if r is not None), key=_sort_key)
+            numbers = array("I", order)
+        else:
+            found = cache.index.candidate_numbers(prefilter)
+            if len(found) * RESORT_FRACTION > len(order):
+                numbers = [number for number in order if number in found]
+            else:
+                numbers = sorted(found, key=_ranked(cache).__getitem__)
+        return Candidates(numbers, cache.index.serials(), cache.records, cache.index)
 
     def _refreshed(self, ae: str) -> _AeCache:
         """The cache of ``ae`` brought in step with its directory under the read lock."""
@@ -473,24 +518,37 @@ class WorklistStore:
     def _apply(self, cache: _AeCache) -> None:
         """Carry the refresh's record changes into the sorted snapshot and the index."""
         pending, cache.pending = cache.pending, []
+        if not pending and cache.snapshot is not None:
+            return
+        index, records = cache.index, cache.records
         for old, new, matching in pending:
             if old is not None:
-                cache.index.remove(old.name)
+                records[index.number(old.name)] = None
+                index.remove(old.name)
             if new is not None:
                 assert matching is not None  # a loaded record comes with its keys
-                cache.index.add(new.name, new.keys, matching)
+                number = index.add(new.name, new.keys, matching)
+                records.extend([None] * (number + 1 - len(records)))
+                records[number] = new
+        cache.rank = None
         snapshot = cache.snapshot
         if snapshot is None or len(pending) * RESORT_FRACTION > len(snapshot):
             cache.snapshot = sorted(
                 (e.record for e in cache.entries.values() if e.record is not None),
                 key=_sort_key,
             )
+            _renumber(cache)
             return
+        order = cache.order
         for old, new, _ in pending:
             if old is not None:
-                del snapshot[_position(snapshot, old)]
+                at = _position(snapshot, old)
+                del snapshot[at]
+                del order[at]
             if new is not None:
-                snapshot.insert(bisect.bisect_left(snapshot, new.sort_key, key=_sort_key), new)
+                at = bisect.bisect_left(snapshot, new.sort_key, key=_sort_key)
+                snapshot.insert(at, new)
+                order.insert(at, index.number(new.name))
 
     def _forget_removed(self, cache: _AeCache, names: dict[str, bool]) -> None:
         """Drop entries whose file is gone.
@@ -546,6 +604,32 @@ class WorklistStore:
         if entry.record is not None or old_record is not None:
             cache.pending.append((old_record, entry.record, entry.matching))
         entry.matching = None  # the index keeps them once _apply has filed the record
+
+
+def _renumber(cache: _AeCache) -> None:
+    """Make ``records`` and ``order`` anew from the snapshot and the index's numbers."""
+    index, snapshot = cache.index, cache.snapshot or []
+    records: list[WorklistRecord | None] = [None] * len(index.serials())
+    order = array("I")
+    for record in snapshot:
+        number = index.number(record.name)
+        records[number] = record
+        order.append(number)
+    cache.records, cache.order, cache.rank = records, order, None
+
+
+def _ranked(cache: _AeCache) -> array[int]:
+    """By record number, its place in the snapshot (made again after the snapshot changed).
+
+    Sorting a query's candidates by it reads no record (a sort key would read each one's
+    date, time and name, and write to the memory pages a worker shares).
+    """
+    if cache.rank is None:
+        rank = array("I", [0]) * len(cache.records)
+        for place, number in enumerate(cache.order):
+            rank[number] = place
+        cache.rank = rank
+    return cache.rank
 
 
 def _filed(saved: dict[str, Entry]) -> Iterator[tuple[str, RecordKeys, bytes]]:
