@@ -386,6 +386,44 @@ def test_random_changes_match_a_fresh_store(root: Path, monkeypatch: pytest.Monk
         assert [r.name for r in store.query(AE, prefilter)] == expected
 
 
+def test_few_candidates_keep_response_order_through_changes(root: Path) -> None:
+    """A query with few candidates (sorted by their rank, not read from the snapshot) gives
+    them in response order while files are added, changed and removed around them."""
+    rng = random.Random(7)
+    for number in range(80):
+        add(root, f"f{number:02}.wl", accession=f"F{number}", date=f"1995{rng.randint(1, 9):02}01")
+    store = WorklistStore(root, file_reject=True)
+    prefilter = prefilter_of(PreparedQuery(station_query(b"RARE"), False))
+    rare = {"F3", "F17", "F30"}
+    for name in rare:
+        _rare(root, f"f{name[1:]:0>2}.wl", name, f"1995{rng.randint(1, 9):02}01")
+    for step in range(20):
+        names = sorted(p.name for p in (root / AE).glob("*.wl"))
+        action = rng.choice(["add", "change", "remove", "rare"])
+        if action == "add":
+            add(root, f"n{step}.wl", accession=f"N{step}", date=f"1995{rng.randint(1, 9):02}01")
+        elif action == "change":
+            add(root, rng.choice(names), accession=f"C{step}", date=f"1995{rng.randint(1, 9):02}01")
+        elif action == "remove":
+            (root / AE / rng.choice(names)).unlink()
+        else:
+            _rare(root, f"r{step}.wl", f"R{step}", f"1995{rng.randint(1, 9):02}01")
+        expected = [r.name for r in WorklistStore(root, file_reject=True).query(AE, None)
+                    if r.dataset.ScheduledProcedureStepSequence[0].ScheduledStationAETitle
+                    == "RARE"]
+        candidates = store.candidates(AE, prefilter)
+        assert len(candidates) * store_module.RESORT_FRACTION <= len(store.served(AE))  # ranked
+        assert [r.name for r in candidates.records()] == expected
+
+
+def _rare(root: Path, name: str, accession: str, date: str) -> None:
+    """A worklist file scheduled on station RARE."""
+    dataset = worklist_dataset(accession)
+    dataset.ScheduledProcedureStepSequence[0].ScheduledStationAETitle = "RARE"
+    dataset.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStartDate = date
+    write_worklist(root / AE / name, dataset)
+
+
 def station_query(station: bytes) -> Dataset:
     """A search mask asking for one scheduled station AE title (every test record has AA33)."""
     item = Dataset()
