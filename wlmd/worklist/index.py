@@ -351,7 +351,7 @@ class WorklistIndex:
             groups.append(self._values("patient", prefilter.patient_ids))
         if prefilter.screens:
             groups.append([self._packed.passing(prefilter.screens)])
-        result = _narrow(groups)
+        result = _narrow(groups, len(self._names))
         if prefilter.items is None:
             assert result is not None  # prefilter_of never builds an empty Prefilter
             return result
@@ -371,7 +371,7 @@ class WorklistIndex:
             groups.append(self._values("modality", item.modalities))
         if item.dates is not None:
             groups.append(self._date_groups(item.dates))
-        result = _narrow(groups)
+        result = _narrow(groups, len(self._names))
         assert result is not None  # an ItemFilter that narrows nothing is never built
         return result
 
@@ -394,21 +394,33 @@ class WorklistIndex:
         return groups
 
 
-def _narrow(groups: list[list[Collection[int]]]) -> set[int] | None:
-    """The intersection of unions (each group: collections of which a number must be in one).
+def _narrow(groups: list[list[Collection[int]]], size: int) -> set[int] | None:
+    """The intersection of unions (each group: collections of which a number must be in one;
+    numbers below ``size``). None if there is no group.
 
-    Starts from the smallest group and intersects in C, so the work follows the size of the
-    groups a query names, never of the worklist. None if there is no group.
+    The work follows the size of the groups a query names, never of the worklist. Several
+    groups are intersected by counting, in one byte per number, the groups each number was
+    found in, smallest group first: a set of a whole group's numbers (a day's records) would
+    place thousands of int objects on memory pages that a fresh worker shares with its
+    supervisor, and un-share a megabyte of them.
     """
     if not groups:
         return None
     groups.sort(key=lambda parts: sum(map(len, parts)))
-    result: set[int] = set().union(*groups[0])
-    for parts in groups[1:]:
-        if not result:
-            break
-        result = result.intersection(itertools.chain.from_iterable(parts))
-    return result
+    if len(groups) == 1:
+        return set(itertools.chain.from_iterable(groups[0]))
+    counts = bytearray(size)
+    last = len(groups) - 1
+    for level, parts in enumerate(groups[:last]):
+        found = False
+        for number in itertools.chain.from_iterable(parts):
+            if counts[number] == level:
+                counts[number] = level + 1
+                found = True
+        if not found:
+            return set()
+    return {number for number in itertools.chain.from_iterable(groups[last])
+            if counts[number] == last}
 
 
 def _file(table: dict[Any, Numbers], key: object, number: int) -> bool:

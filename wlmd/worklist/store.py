@@ -523,7 +523,9 @@ class WorklistStore:
         index, records = cache.index, cache.records
         for old, new, matching in pending:
             if old is not None:
-                records[index.number(old.name)] = None
+                number = index.number(old.name)
+                if number < len(records):  # else adopted, and not numbered here yet
+                    records[number] = None
                 index.remove(old.name)
             if new is not None:
                 assert matching is not None  # a loaded record comes with its keys
