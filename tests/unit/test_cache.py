@@ -1,5 +1,5 @@
-"""The response cache: outcomes by record serial, kept from a query's second arrival, bounded
-in bytes."""
+"""The response cache: outcomes by record serial, bounded in bytes, and tighter for a query
+asked once."""
 
 from __future__ import annotations
 
@@ -12,22 +12,25 @@ from wlmd.worklist.store import WorklistStore
 TS = "1.2.840.10008.1.2"
 
 
-def test_a_query_served_once_keeps_no_answers() -> None:
-    cache = ResponseCache()
+def test_a_query_asked_once_keeps_only_a_few_answers() -> None:
+    cost = OUTCOME_OVERHEAD + 100
+    cache = ResponseCache(max_bytes=10 * cost, max_first_bytes=2 * cost)
     shape = cache.shape(b"q", TS)
-    cache.keep(shape, 1, b"answer")
-    assert shape.answers == {} and cache.size == 0
+    for serial in range(4):
+        cache.keep(shape, serial, bytes(100))
+    assert sorted(shape.answers) == [0, 1] and cache.size == 2 * cost
     again = cache.shape(b"q", TS)
     assert again is shape
-    cache.keep(again, 1, b"answer")
-    cache.keep(again, 2, NO_MATCH)
-    assert again.answers == {1: b"answer", 2: NO_MATCH}
-    assert cache.size == 2 * OUTCOME_OVERHEAD + len(b"answer")
+    for serial in range(2, 4):
+        cache.keep(again, serial, bytes(100))
+    cache.keep(again, 4, NO_MATCH)
+    assert sorted(again.answers) == [0, 1, 2, 3, 4] and again.answers[4] is NO_MATCH
+    assert cache.size == 5 * cost - 100
 
 
 def test_the_byte_bound_drops_the_least_recently_asked_queries_first() -> None:
     cost = OUTCOME_OVERHEAD + 100
-    cache = ResponseCache(max_bytes=5 * cost)
+    cache = ResponseCache(max_bytes=5 * cost, max_first_bytes=0)
     shapes = []
     for key in (b"a", b"b"):
         cache.shape(key, TS)
@@ -44,7 +47,7 @@ def test_the_byte_bound_drops_the_least_recently_asked_queries_first() -> None:
 
 def test_a_query_whose_answers_do_not_fit_keeps_what_fitted() -> None:
     cost = OUTCOME_OVERHEAD + 100
-    cache = ResponseCache(max_bytes=3 * cost)
+    cache = ResponseCache(max_bytes=3 * cost, max_first_bytes=0)
     cache.shape(b"big", TS)
     shape = cache.shape(b"big", TS)
     for serial in range(10):

@@ -9,10 +9,11 @@ it can never be answered from a stale entry. A serial is a plain number: keeping
 nothing to the record (a weak reference to each would write to every record's memory page,
 which a forked worker shares with its supervisor until then).
 
-A worker keeps what it answered, so the answers kept are bounded: a query's answers are kept
-from its second arrival on (one served once leaves nothing behind), and all of them together
-in ``max_bytes`` (the least recently asked queries go first; a query that alone would exceed
-it keeps what fitted).
+A worker keeps what it answered, so the answers kept are bounded: a query asked once keeps at
+most ``max_first_bytes`` of them (a modality's usual query fits; a one-off query of thousands
+of answers leaves no megabytes behind), a query asked again up to ``max_bytes``, all of them
+together (the least recently asked queries go first; a query that alone would exceed it keeps
+what fitted).
 
 Before that, the same identifier bytes are the same query: ``PreparedQueries`` keeps what
 validating and cleaning them gave, so a modality polling with its one query (most associations
@@ -30,6 +31,7 @@ from wlmd.worklist.query import PreparedQuery
 
 NO_MATCH: Final = b""  # cached outcome of a record that does not match (responses are never empty)
 DEFAULT_MAX_BYTES: Final = 4 << 20
+DEFAULT_MAX_FIRST_BYTES: Final = 256 << 10  # about 1,500 answers of the usual return keys
 # What one kept outcome costs besides its answer's bytes: a dict slot, the serial's int object
 # and the bytes object's header (measured: about 100 bytes).
 OUTCOME_OVERHEAD: Final = 100
@@ -39,11 +41,11 @@ class QueryShape:
     """What one query in one transfer syntax gave: per-record outcomes by serial, and its
     answer plan (worked out on the first answer to build; None: built the old way)."""
 
-    __slots__ = ("answers", "keep", "plan", "planned", "size")
+    __slots__ = ("answers", "plan", "planned", "repeated", "size")
 
     def __init__(self) -> None:
         self.answers: dict[int, bytes] = {}
-        self.keep = False  # False until the query arrives a second time
+        self.repeated = False  # the query arrived more than once
         self.plan: AnswerPlan | None = None
         self.planned = False
         self.size = 0  # bytes the kept outcomes cost (OUTCOME_OVERHEAD each, plus answers)
@@ -52,9 +54,11 @@ class QueryShape:
 class ResponseCache:
     """A bounded LRU of query shapes, each mapping a record serial to its encoded answer."""
 
-    def __init__(self, max_queries: int = 32, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, max_queries: int = 32, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_first_bytes: int = DEFAULT_MAX_FIRST_BYTES) -> None:
         self._max_queries = max_queries
         self._max_bytes = max_bytes
+        self._max_first_bytes = max_first_bytes
         self._bytes = 0
         self._queries: OrderedDict[tuple[bytes, str], QueryShape] = OrderedDict()
 
@@ -77,14 +81,14 @@ class ResponseCache:
                 self._drop(self._queries.popitem(last=False)[1])
         else:
             self._queries.move_to_end(key)
-            shape.keep = True
+            shape.repeated = True
         return shape
 
     def keep(self, shape: QueryShape, serial: int, answer: bytes) -> None:
         """Keep ``answer`` in ``shape`` (the most recently asked) if the bounds let it."""
-        if not shape.keep:
-            return
         cost = OUTCOME_OVERHEAD + len(answer)
+        if not shape.repeated and shape.size + cost > self._max_first_bytes:
+            return
         while self._bytes + cost > self._max_bytes:
             oldest = next(iter(self._queries.values()))
             if oldest is shape:
