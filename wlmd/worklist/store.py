@@ -92,7 +92,7 @@ class _AeCache:
     ``snapshot`` is kept in ``sort_key`` order and ``index`` files the same records; both
     change only in ``_apply``. A query works with the index's record numbers (``Candidates``):
     ``records`` finds a record by its number, ``order`` holds the snapshot's numbers, and
-    ``rank`` (made when a query needs it) each number's place in it.
+    ``rank`` each number's place in it (made before a fork, dropped by any change).
     """
 
     entries: dict[str, Entry] = field(default_factory=dict)
@@ -157,9 +157,7 @@ class Candidates:
 
     def record(self, number: int) -> WorklistRecord:
         """The record of ``number``."""
-        record = self._records[number]
-        assert record is not None  # numbers come from the index, which files served records
-        return record
+        return _filed_record(self._records, number)
 
     def match_view(self, number: int) -> MatchView:
         """What the matcher reads of the record of ``number``."""
@@ -349,7 +347,7 @@ class WorklistStore:
                 cache = self._refreshed(aes[ae_dir])
             except LockfileError:
                 return False
-            _ranked(cache)  # made here, the rank is shared with the child
+            _rank(cache)  # made here, it is shared with the child
             return cache is not None and not cache.stale and not cache.scan_warned
 
         with handover_for_fork(list(aes), self._inotify.refresh, bring_up_to_date) as handover:
@@ -381,8 +379,12 @@ class WorklistStore:
             found = cache.index.candidate_numbers(prefilter)
             if len(found) * RESORT_FRACTION > len(order):
                 numbers = [number for number in order if number in found]
-            else:
-                numbers = sorted(found, key=_ranked(cache).__getitem__)
+            elif cache.rank is not None:
+                numbers = sorted(found, key=cache.rank.__getitem__)
+            else:  # changed since the last fork: not worth ranking every record again
+                records = cache.records
+                numbers = sorted(found, key=lambda number: _sort_key(_filed_record(records,
+                                                                                   number)))
         return Candidates(numbers, cache.index.serials(), cache.records, cache.index)
 
     def _refreshed(self, ae: str) -> _AeCache:
@@ -620,18 +622,26 @@ def _renumber(cache: _AeCache) -> None:
     cache.records, cache.order, cache.rank = records, order, None
 
 
-def _ranked(cache: _AeCache) -> array[int]:
-    """By record number, its place in the snapshot (made again after the snapshot changed).
+def _rank(cache: _AeCache) -> None:
+    """Make ``rank``, by record number its place in the snapshot, unless it is current.
 
-    Sorting a query's candidates by it reads no record (a sort key would read each one's
-    date, time and name, and write to the memory pages a worker shares).
+    Made before each fork: a forked worker sorts a query's candidates by it without reading
+    a record (a sort key reads each one's date, time and name, and writes to the memory
+    pages the worker shares). After a change, a worker sorts by the records' keys instead
+    of ranking 100,000 records again.
     """
     if cache.rank is None:
         rank = array("I", [0]) * len(cache.records)
         for place, number in enumerate(cache.order):
             rank[number] = place
         cache.rank = rank
-    return cache.rank
+
+
+def _filed_record(records: list[WorklistRecord | None], number: int) -> WorklistRecord:
+    """The record of ``number``, one the index files (so it has one)."""
+    record = records[number]
+    assert record is not None
+    return record
 
 
 def _filed(saved: dict[str, Entry]) -> Iterator[tuple[str, RecordKeys, bytes]]:
