@@ -27,7 +27,9 @@ from typing import NamedTuple
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
+from pydicom.valuerep import STANDARD_VR
 
+from wlmd.dicom.rawfile import RawLevel, RawSequence
 from wlmd.worklist.keys import ROOT_MATCHING_KEYS, MatchingKeys
 from wlmd.worklist.matching import required_fragments
 from wlmd.worklist.query import Elements, PreparedQuery, element_vr, present_value
@@ -57,7 +59,41 @@ ROOT_SLOTS = _slots(ROOT_MATCHING_KEYS)
 
 def pack(dataset: Dataset | Elements) -> bytes:
     """The matching-key values of ``dataset`` (a parsed worklist file) in compact form."""
+    if type(dataset) is RawLevel:
+        return _pack_walked(dataset, ROOT_SLOTS)
     return _pack_level(dataset, ROOT_SLOTS)
+
+
+# What a present key's entry starts with, by VR: its marker, the VR's length and the VR.
+_HEADS = {vr: bytes((VALUE, len(vr))) + vr.encode("latin-1") for vr in STANDARD_VR}
+
+
+def _pack_walked(level: RawLevel, slots: Slots) -> bytes:
+    """``_pack_level`` of a level the first start's walker read: the same bytes, copied
+    straight from its raw elements. A level holding anything else is left to
+    ``_pack_level``."""
+    offsets: list[int] = []
+    parts: list[bytes] = []
+    size = 4 * len(slots.tags)
+    for tag in slots.tags:
+        element = level.get(tag)
+        if element is None:
+            offsets.append(ABSENT)
+            continue
+        offsets.append(size)
+        kind = type(element)
+        if kind is RawDataElement and element.VR and element.VR != "SQ":
+            raw = element.value or b""
+            part = _HEADS[element.VR] + _U32.pack(len(raw)) + raw
+        elif kind is RawSequence and (nested := slots.nested.get(tag)) is not None:
+            packed_items = [_pack_walked(item, nested) for item in element.value]
+            part = bytes((ITEMS,)) + _U32.pack(len(packed_items)) + b"".join(
+                _U32.pack(len(packed)) + packed for packed in packed_items)
+        else:
+            return _pack_level(level, slots)
+        parts.append(part)
+        size += len(part)
+    return struct.pack(f"<{len(offsets)}I", *offsets) + b"".join(parts)
 
 
 def _pack_level(dataset: Dataset | Elements, slots: Slots) -> bytes:

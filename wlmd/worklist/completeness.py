@@ -17,31 +17,26 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import BaseTag
 
 from wlmd.dicom.rawfile import RawLevel, RawSequence
+from wlmd.worklist import keys
 
 LOGGER = logging.getLogger(__name__)
 
-SPS = Tag(0x0040, 0x0100)  # ScheduledProcedureStepSequence
-SPS_REQUIRED = tuple(Tag(t) for t in (
-    0x00400001,  # ScheduledStationAETitle
-    0x00400002,  # ScheduledProcedureStepStartDate
-    0x00400003,  # ScheduledProcedureStepStartTime
-    0x00080060,  # Modality
-    0x00400009,  # ScheduledProcedureStepID
-))
-TOP_REQUIRED = tuple(Tag(t) for t in (
-    0x00401001,  # RequestedProcedureID
-    0x0020000D,  # StudyInstanceUID
-    0x00100010,  # PatientName
-    0x00100020,  # PatientID
-))
-SPS_DESCRIPTION, SPS_CODES = Tag(0x00400007), Tag(0x00400008)
-RP_DESCRIPTION, RP_CODES = Tag(0x00321060), Tag(0x00321064)
-CODE_VALUE, CODING_SCHEME = Tag(0x00080100), Tag(0x00080102)
-REFERENCED_SEQUENCES = (Tag(0x00081110), Tag(0x00081120))  # ReferencedStudy/PatientSequence
-REFERENCED_UIDS = (Tag(0x00081150), Tag(0x00081155))  # ReferencedSOPClass/InstanceUID
+# The keys module's tag objects: the first start's walker keys elements with these very
+# objects, so a lookup finds them by identity (``rawfile.share_tags``).
+SPS = keys.SCHEDULED_PROCEDURE_STEP_SEQUENCE
+SPS_REQUIRED = (keys.SCHEDULED_STATION_AE_TITLE, keys.SPS_START_DATE, keys.SPS_START_TIME,
+                keys.MODALITY, keys.SPS_ID)
+TOP_REQUIRED = (keys.REQUESTED_PROCEDURE_ID, keys.STUDY_INSTANCE_UID, keys.PATIENT_NAME,
+                keys.PATIENT_ID)
+SPS_DESCRIPTION, SPS_CODES = keys.SPS_DESCRIPTION, keys.SCHEDULED_PROTOCOL_CODE_SEQUENCE
+RP_DESCRIPTION, RP_CODES = (keys.REQUESTED_PROCEDURE_DESCRIPTION,
+                            keys.REQUESTED_PROCEDURE_CODE_SEQUENCE)
+CODE_VALUE, CODING_SCHEME = keys.CODE_VALUE, keys.CODING_SCHEME_DESIGNATOR
+REFERENCED_SEQUENCES = (keys.REFERENCED_STUDY_SEQUENCE, keys.REFERENCED_PATIENT_SEQUENCE)
+REFERENCED_UIDS = (keys.REFERENCED_SOP_CLASS_UID, keys.REFERENCED_SOP_INSTANCE_UID)
 # A dataset as pydicom reads it, or one level of a file as the first start's walker reads it
 # (``wlmd.worklist.walker``: every element raw, sequences as ``RawSequence``).
 Level = Dataset | RawLevel
@@ -55,6 +50,8 @@ def is_complete(dataset: Level) -> bool:
     walked level is dropped after the checks: its record notes ``add_references``).
     """
     LOGGER.debug("Checking whether dataset is complete ...")
+    if type(dataset) is RawLevel and _walked_and_complete(dataset):
+        return True
     steps = sequence_of(dataset, SPS)
     if steps is None or len(steps) != 1:
         LOGGER.debug("- %s is missing or does not have exactly one item", _named(SPS))
@@ -67,6 +64,48 @@ def is_complete(dataset: Level) -> bool:
         or _description_and_codes_incomplete(dataset, RP_DESCRIPTION, RP_CODES)
         or any(_reference_incomplete(dataset, tag) for tag in REFERENCED_SEQUENCES)
     )
+
+
+def _walked_and_complete(level: RawLevel) -> bool:
+    """True if ``level`` (as the first start's walker reads a file) passes every rule with
+    nothing to log or add: the common case, judged straight from its raw elements. False
+    leaves the judgement, and its log lines, to the rules above."""
+    steps = level.get(SPS)
+    if type(steps) is not RawSequence or len(steps.value) != 1:
+        return False
+    step = steps.value[0]
+    return (all(_filled(step, tag) for tag in SPS_REQUIRED)
+            and all(_filled(level, tag) for tag in TOP_REQUIRED)
+            and _described(step, SPS_DESCRIPTION, SPS_CODES)
+            and _described(level, RP_DESCRIPTION, RP_CODES)
+            and all(_referenced(level, tag) for tag in REFERENCED_SEQUENCES))
+
+
+def _filled(level: RawLevel, tag: BaseTag) -> bool:
+    element = level.get(tag)
+    return type(element) is RawDataElement and bool(element.value)
+
+
+def _described(level: RawLevel, description: BaseTag, codes: BaseTag) -> bool:
+    """``_description_and_codes_incomplete`` is False, read from raw elements only."""
+    items = level.get(codes)
+    if items is not None and (type(items) is not RawSequence or not items.value or not all(
+            _filled(item, CODE_VALUE) and _filled(item, CODING_SCHEME) for item in items.value)):
+        return False
+    text = level.get(description)
+    if text is None:
+        return items is not None
+    if type(text) is not RawDataElement:
+        return False
+    value = text.value or b""
+    return b"\\" in value or bool(value.strip(b" "))
+
+
+def _referenced(level: RawLevel, tag: BaseTag) -> bool:
+    """Present, and each item holds both referenced UIDs."""
+    items = level.get(tag)
+    return type(items) is RawSequence and all(
+        _filled(item, uid) for item in items.value for uid in REFERENCED_UIDS)
 
 
 @overload

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 
+from wlmd.dicom.rawfile import RawLevel, RawSequence, tag_key
 from wlmd.worklist.compact import screens
 from wlmd.worklist.keys import (
     MODALITY,
@@ -169,6 +171,10 @@ def _date_range(key: bytes) -> DateRange | None:
 
 def record_keys(dataset: Dataset | Elements) -> RecordKeys:
     """Every value of ``dataset`` the index files it under."""
+    if type(dataset) is RawLevel:
+        walked = _walked_record_keys(dataset)
+        if walked is not None:
+            return walked
     found: dict[str, set[bytes]] = {"patient": set(), "station": set(), "modality": set()}
     _collect(dataset, found, ("patient",))
     dates: set[Date] = set()
@@ -180,6 +186,43 @@ def record_keys(dataset: Dataset | Elements) -> RecordKeys:
                          if (d := parse_date(v)) is not None)
     return RecordKeys(tuple(sorted(found["patient"])), tuple(sorted(found["station"])),
                       tuple(sorted(found["modality"])), tuple(sorted(dates)))
+
+
+_PATIENT_ID_KEY = tag_key(PATIENT_ID)  # the walker's own tag objects: found by identity
+_SPS_KEY = tag_key(SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+# what each SPS item gives: stations, modalities, start dates (in that order), read by VR rule
+_ITEM_KEYS = tuple((place, tag_key(tag), vr, rule_for(vr)) for place, (tag, vr) in enumerate(
+    ((SCHEDULED_STATION_AE_TITLE, "AE"), (MODALITY, "CS"), (SPS_START_DATE, "DA"))))
+_PATIENT_ID_RULE = rule_for("LO")
+
+
+def _walked_record_keys(level: RawLevel) -> RecordKeys | None:
+    """``record_keys`` of a level the first start's walker read (raw elements with their VR,
+    sequences as ``RawSequence``), read straight from them; None for anything else."""
+    patients: set[bytes] = set()
+    found: tuple[set[bytes], set[bytes], set[bytes]] = (set(), set(), set())
+    element = level.get(_PATIENT_ID_KEY)
+    if element is not None:
+        if type(element) is not RawDataElement or not element.VR:
+            return None
+        if element.VR == "LO":
+            patients.update(_PATIENT_ID_RULE.values(element.value or b""))
+    steps = level.get(_SPS_KEY)
+    if steps is not None:
+        if type(steps) is not RawSequence:
+            return None
+        for item in steps.value:
+            for place, key, vr, rule in _ITEM_KEYS:
+                element = item.get(key)
+                if element is None:
+                    continue
+                if type(element) is not RawDataElement or not element.VR:
+                    return None
+                if vr == element.VR:
+                    found[place].update(rule.values(element.value or b""))
+    dates = {date for value in found[2] if (date := parse_date(value)) is not None}
+    return RecordKeys(tuple(sorted(patients)), tuple(sorted(found[0])),
+                      tuple(sorted(found[1])), tuple(sorted(dates)))
 
 
 def _collect(dataset: Dataset | Elements, found: dict[str, set[bytes]],

@@ -44,6 +44,10 @@ SCHEDULED_PROCEDURE_STEP_SEQUENCE = Tag(0x0040, 0x0100)
 SPS_COMMENTS = Tag(0x0040, 0x0400)
 STUDY_DATE = Tag(0x0008, 0x0020)
 STUDY_TIME = Tag(0x0008, 0x0030)
+PATIENT_NAME = Tag(0x0010, 0x0010)
+PATIENT_ID = Tag(0x0010, 0x0020)
+STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
+REQUESTED_PROCEDURE_ID = Tag(0x0040, 0x1001)
 
 
 @dataclass(frozen=True)
@@ -66,12 +70,12 @@ SPS_MATCHING_KEYS = MatchingKeys(
 
 ROOT_MATCHING_KEYS = MatchingKeys(
     keys=(
-        (Tag(0x0010, 0x0010), True),  # PatientName
+        (PATIENT_NAME, True),
         (Tag(0x0010, 0x2297), True),  # ResponsiblePerson
         (Tag(0x0010, 0x2298), True),  # ResponsiblePersonRole
-        (Tag(0x0010, 0x0020), False),  # PatientID: no wildcards
+        (PATIENT_ID, False),  # no wildcards
         (Tag(0x0008, 0x0050), True),  # AccessionNumber
-        (Tag(0x0040, 0x1001), True),  # RequestedProcedureID
+        (REQUESTED_PROCEDURE_ID, True),
         (Tag(0x0008, 0x0090), True),  # ReferringPhysicianName
         (Tag(0x0010, 0x0040), True),  # PatientSex
         (Tag(0x0032, 0x1032), True),  # RequestingPhysician

@@ -30,7 +30,7 @@ LOGGER = logging.getLogger(__name__)
 
 # bump whenever the tables or what a row means change; a new compression dictionary changes it too
 FORMAT = f"6-{DICTIONARY_ID}"
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL,
@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS records (
     matching BLOB,  -- the matching-key values, packed (wlmd.worklist.compact)
     UNIQUE (ae, name)
 );
+"""
+# the order loads read records in; parts (``IndexPart``) go without it: only a merge reads them
+_SCHEMA = _TABLES + """
 CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_time, name);
 """
 _INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -157,7 +160,7 @@ class IndexPart:
         _create_private(path)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
-                               + _SCHEMA)
+                               + _TABLES)
 
     @classmethod
     def of_this_process(cls, index_path: Path) -> IndexPart:

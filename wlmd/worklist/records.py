@@ -30,7 +30,6 @@ from typing import Any, Literal
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_dataset
-from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from wlmd.worklist.compact import pack
@@ -45,6 +44,7 @@ from wlmd.worklist.completeness import (
 )
 from wlmd.worklist.compression import compressed, decompressed
 from wlmd.worklist.index import RecordKeys, record_keys
+from wlmd.worklist.keys import SPS_START_DATE, SPS_START_TIME
 from wlmd.worklist.walker import Body, walk
 
 LOGGER = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ LOGGER = logging.getLogger(__name__)
 FILE_VERSION: contextvars.ContextVar[str] = contextvars.ContextVar("FILE_VERSION", default="")
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
-SPS_START_DATE, SPS_START_TIME = Tag(0x00400002), Tag(0x00400003)
 # The error texts DCMTK's loadFile gives for the same conditions, so logs read alike.
 END_OF_STREAM = "End of stream"
 PREMATURE_END = "I/O suspension or premature end of stream"
