@@ -55,6 +55,21 @@ def test_a_query_whose_answers_do_not_fit_keeps_what_fitted() -> None:
     assert sorted(shape.answers) == [0, 1, 2] and cache.size == 3 * cost
 
 
+def test_retain_forgets_the_answers_of_records_no_longer_candidates() -> None:
+    cost = OUTCOME_OVERHEAD + 100
+    cache = ResponseCache(max_bytes=4 * cost, max_first_bytes=0)
+    cache.shape(b"q", TS)
+    shape = cache.shape(b"q", TS)
+    for serial in range(4):
+        cache.keep(shape, serial, bytes(100))
+    cache.keep(shape, 4, bytes(100))  # full: a current answer finds no room
+    assert 4 not in shape.answers
+    cache.retain(shape, {1, 3, 4})  # records 0 and 2 changed (new serials) or went
+    assert sorted(shape.answers) == [1, 3] and cache.size == 2 * cost
+    cache.keep(shape, 4, bytes(100))
+    assert sorted(shape.answers) == [1, 3, 4] and cache.size == 3 * cost
+
+
 def test_a_changed_record_gets_a_new_serial(root: Path) -> None:
     """What the cache keys outcomes by: the same for an unchanged file, new for a changed one,
     and never the serial of another record."""

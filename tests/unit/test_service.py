@@ -224,6 +224,22 @@ def test_repeated_query_sees_a_changed_file(root: Path) -> None:
     assert not any(b"CHANGED^NAME" in (r.identifier or b"") for r in first)  # type: ignore[operator]
 
 
+def test_a_repeated_query_keeps_no_answers_of_changed_files(root: Path) -> None:
+    """A file rewritten again and again leaves no trail of stale answers in the cache."""
+    service = WorklistService(Settings(port=0, data_files_path=root))
+    for _ in range(2):  # asked twice: the query keeps all its answers
+        list(service.find(ASSOC, query(), ILE))
+    kept = service._cache.size  # what the worker keeps is the point here
+    path = sorted((root / "CT01").glob("*.wl"))[0]
+    dataset = dcmread(path)
+    for round_number in range(1, 6):
+        dataset.PatientName = f"CHANGED^{round_number}"
+        dataset.save_as(path)
+        os.utime(path, ns=(round_number, round_number))
+        list(service.find(ASSOC, query(), ILE))
+        assert service._cache.size < kept + 250  # at most the one changed answer twice
+
+
 def received(identifier: Dataset, ts_uid: str = ILE) -> tuple[bytes, Dataset]:
     """``identifier`` as the engine hands it over: the bytes received and their decoding."""
     encoded = encode_dataset(identifier, ts_uid)

@@ -13,7 +13,8 @@ A worker keeps what it answered, so the answers kept are bounded: a query asked 
 most ``max_first_bytes`` of them (a modality's usual query fits; a one-off query of thousands
 of answers leaves no megabytes behind), a query asked again up to ``max_bytes``, all of them
 together (the least recently asked queries go first; a query that alone would exceed it keeps
-what fitted).
+what fitted). Answers of records changed or gone since are dropped as soon as a query holds
+more answers than it has candidates (``retain``), so they never crowd out current ones.
 
 Before that, the same identifier bytes are the same query: ``PreparedQueries`` keeps what
 validating and cleaning them gave, so a modality polling with its one query (most associations
@@ -23,7 +24,7 @@ of a busy server) costs a dictionary lookup there.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Final
 
 from wlmd.worklist.answerplan import AnswerPlan
@@ -97,6 +98,20 @@ class ResponseCache:
         shape.answers[serial] = answer
         shape.size += cost
         self._bytes += cost
+
+    def retain(self, shape: QueryShape, serials: Container[int]) -> None:
+        """Forget the answers ``shape`` keeps of records other than ``serials`` (the current
+        candidates: the others changed or went since)."""
+        kept: dict[int, bytes] = {}
+        freed = 0
+        for serial, answer in shape.answers.items():
+            if serial in serials:
+                kept[serial] = answer
+            else:
+                freed += OUTCOME_OVERHEAD + len(answer)
+        shape.answers = kept
+        shape.size -= freed
+        self._bytes -= freed
 
     def plan(self, shape: QueryShape, make: Callable[[], AnswerPlan | None]
              ) -> AnswerPlan | None:

@@ -345,7 +345,10 @@ class WorklistService:
                 answer_of: Callable[[int], bytes]) -> list[bytes]:
         """The answers of ``candidates`` (NO_MATCH left out) for the query of ``shape``, each
         worked out by ``answer_of`` (given the record's number) where the cache has none."""
-        known, serials, keep = shape.answers, candidates.serials, self._cache.keep
+        serials, keep = candidates.serials, self._cache.keep
+        if len(shape.answers) > len(candidates.numbers):  # some of records changed or gone
+            self._cache.retain(shape, {serials[number] for number in candidates.numbers})
+        known = shape.answers
         encoded: list[bytes] = []
         for number in candidates.numbers:
             serial = serials[number]
