@@ -95,12 +95,12 @@ def test_a_first_start_sees_what_changed_while_it_parsed_without_listing_again(
 
 def test_a_first_start_whose_parsed_rows_were_lost_lists_the_directory_again(
         root: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many listed files without an entry (their part could not be merged): the first refresh
+    """Many listed files without an entry (their part could not be read): the first refresh
     scans the whole directory, which parses in the pool, instead of re-checking each name."""
     add(root, "a.wl", accession="A")
     add(root, "b.wl", accession="B")
     monkeypatch.setattr(store_module, "PARALLEL_MIN_FILES", 2)
-    monkeypatch.setattr(persist.IndexFile, "merge", lambda self, parts: None)  # rows lost
+    monkeypatch.setattr(preload_module, "load_parts", lambda ae, parts: {})  # rows lost
     listings: list[str] = []
     list_files = store_module._list_worklist_files
     monkeypatch.setattr(store_module, "_list_worklist_files",
@@ -207,23 +207,27 @@ def test_parsing_processes_save_parts_that_are_merged_and_removed(
     assert accessions(restarted) == accessions(first) == [f"A{n}" for n in range(7)]
 
 
-def test_a_part_that_cannot_be_merged_only_costs_parsing(
+def test_a_part_that_cannot_be_read_only_costs_parsing(
         root: Path, index: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged part is neither served nor merged: its files are parsed again, and the
+    index file stays as it was until the refresh saves them."""
     add(root, "a.wl", accession="A")
     add(root, "b.wl", accession="B")
-    real_merge = persist.IndexFile.merge
+    real_save = persist.IndexPart.save
 
-    def merge_damaged(self: persist.IndexFile, parts: list[Path]) -> None:
-        for part in parts:
-            part.write_bytes(b"not an SQLite file" * 100)
-        real_merge(self, parts)
+    def save_damaged(self: persist.IndexPart, ae: str, entries: object) -> None:
+        real_save(self, ae, entries)  # type: ignore[arg-type]
+        self.path.write_bytes(b"not an SQLite file" * 100)
 
-    monkeypatch.setattr(persist.IndexFile, "merge", merge_damaged)
+    monkeypatch.setattr(persist.IndexPart, "save", save_damaged)  # in the parsing process
     with caplog.at_level(logging.WARNING, logger="wlmd.worklist"):
         store = loaded(root, index)
     assert accessions(store) == ["A", "B"]
     assert store.parse_count == 4  # parsed for the part, then again from the directory
-    assert any("Cannot update index file" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("Cannot read index file" in m and f"parsing {AE} afresh" in m
+               for m in messages)
+    assert any("Cannot update index file" in m for m in messages)  # the merge's
     assert index.exists() and not list(index.parent.glob(f"{index.name}.part-*"))
     assert loaded(root, index).parse_count == 0  # the refresh saved them after all

@@ -17,7 +17,8 @@ import logging
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,8 +58,9 @@ _COLUMNS = ("name, stat, compressed, start_date, start_time, add_references, "
 class IndexFile:
     """An open index file whose saved records fit ``signature`` (what they were parsed under)."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
+        self._path = path
 
     @classmethod
     @contextmanager
@@ -73,30 +75,13 @@ class IndexFile:
             yield None
             return
         with closing(connection):
-            yield cls(connection)
+            yield cls(connection, path)
 
     def load(self, ae: str) -> dict[str, Entry]:
-        """The records saved for ``ae``, by file name ({} if it cannot be read).
-
-        Made in response order, row by row, with one object for equal values (dates,
-        stations…): the records of one day end up side by side in memory, and nothing is
-        left behind to fragment it (see ``preload.compact``). The packed matching keys are
-        read afterwards, all together: the store's index copies them into its own blocks and
-        drops these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes
-        among the records.
-        """
-        ae_key = os.fsencode(ae)
+        """The records saved for ``ae``, by file name ({} if it cannot be read), made as
+        ``_read`` makes them."""
         try:
-            with _reading(self._db):
-                rows = self._db.execute(f"SELECT {_COLUMNS} FROM records WHERE ae = ? AND "
-                                        "(compressed IS NULL OR matching IS NOT NULL) "
-                                        "ORDER BY start_date, start_time, name", (ae_key,))
-                entries = _entries(rows)
-                for name, matching in self._db.execute(
-                        "SELECT name, matching FROM records WHERE ae = ? AND compressed IS NOT "
-                        "NULL AND matching IS NOT NULL", (ae_key,)):
-                    entries[name.decode(_FS_ENCODING, _FS_ERRORS)].matching = matching
-            return entries
+            return _read(self._db, ["records"], ae)
         except sqlite3.Error as error:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
             return {}
@@ -123,26 +108,72 @@ class IndexFile:
             LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
 
 
-    def merge(self, parts: Iterable[Path]) -> None:
-        """Take in the rows of each part (``IndexPart``), one transaction each, and delete it.
+    def merge(self, parts: Sequence[Path]) -> None:
+        """Take in the rows of each part (``IndexPart``), one transaction each, and delete it."""
+        with self.merging(parts):
+            pass
 
-        The copy runs inside SQLite; a part that cannot be read only costs parsing later.
+    @contextmanager
+    def merging(self, parts: Sequence[Path]) -> Iterator[None]:
+        """Take in the rows of each part while the block runs, then delete the parts.
+
+        The copy runs inside SQLite, in a thread of its own with a connection of its own:
+        SQLite does it without Python's lock, on another CPU, while the block makes records
+        (of the same parts: ``load_parts``). Joined before the block's caller goes on, so no
+        thread outlives it (the preload forks). One transaction per part, its rows in
+        response order (a later ``load`` then reads the file front to back); a part that
+        cannot be read only costs parsing later.
         """
-        for part in parts:
-            try:
-                self._db.execute("ATTACH DATABASE ? AS part", (os.fspath(part),))
-                try:
-                    with _transaction(self._db):
-                        self._db.execute("INSERT OR REPLACE INTO records "
-                                         "SELECT * FROM part.records")
-                finally:
-                    self._db.execute("DETACH DATABASE part")
-            except sqlite3.Error as error:
-                LOGGER.warning("Cannot update index file (%s); the next start parses more",
-                               error)
-            finally:
+        merger = threading.Thread(target=self._merge_parts, args=(list(parts),),
+                                  name="wlmd-index-merge")
+        merger.start()
+        try:
+            yield
+        finally:
+            merger.join()
+            for part in parts:
                 with suppress(OSError):
                     os.unlink(part)
+
+    def _merge_parts(self, parts: list[Path]) -> None:
+        try:
+            db = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
+        except sqlite3.Error as error:
+            LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
+            return
+        with closing(db):
+            for part in parts:
+                try:
+                    db.execute("ATTACH DATABASE ? AS part", (os.fspath(part),))
+                    try:
+                        with _transaction(db):
+                            db.execute("INSERT OR REPLACE INTO records SELECT * FROM "
+                                       "part.records ORDER BY ae, start_date, start_time, name")
+                    finally:
+                        db.execute("DETACH DATABASE part")
+                except sqlite3.Error as error:
+                    LOGGER.warning("Cannot update index file (%s); the next start parses more",
+                                   error)
+
+
+def load_parts(ae: str, parts: Sequence[Path]) -> dict[str, Entry]:
+    """The records of ``ae`` that ``parts`` (``IndexPart``) hold, by file name, made as
+    ``IndexFile.load`` makes them ({} if some part cannot be read).
+
+    A first start reads its records from here while the index file takes them in
+    (``IndexFile.merging``): nobody waits for the merge.
+    """
+    if not parts:
+        return {}
+    try:
+        with closing(sqlite3.connect(parts[0], isolation_level=None)) as db:
+            for number, part in enumerate(parts[1:], 1):
+                db.execute(f"ATTACH DATABASE ? AS part{number}", (os.fspath(part),))
+            return _read(db, ["main.records", *(f"part{number}.records"
+                                                for number in range(1, len(parts)))], ae)
+    except sqlite3.Error as error:
+        LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
+        return {}
 
 
 class IndexPart:
@@ -270,6 +301,30 @@ def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
             None if record.body is None else
             record.body[0] << 2 | record.body[1] << 1 | record.body[2], packed_keys(name))
+
+
+def _read(db: sqlite3.Connection, tables: list[str], ae: str) -> dict[str, Entry]:
+    """The records of ``ae`` that ``tables`` hold, by file name.
+
+    Made in response order, row by row, with one object for equal values (dates,
+    stations…): the records of one day end up side by side in memory, and nothing is
+    left behind to fragment it (see ``preload.compact``). The packed matching keys are
+    read afterwards, all together: the store's index copies them into its own blocks and
+    drops these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes
+    among the records.
+    """
+    ae_key = os.fsencode(ae)
+    with _reading(db):
+        rows = db.execute(" UNION ALL ".join(
+            f"SELECT {_COLUMNS} FROM {table} WHERE ae = ?1 AND "
+            "(compressed IS NULL OR matching IS NOT NULL)" for table in tables)
+            + " ORDER BY start_date, start_time, name", (ae_key,))
+        entries = _entries(rows)
+        for name, matching in db.execute(" UNION ALL ".join(
+                f"SELECT name, matching FROM {table} WHERE ae = ?1 AND compressed IS NOT "
+                "NULL AND matching IS NOT NULL" for table in tables), (ae_key,)):
+            entries[name.decode(_FS_ENCODING, _FS_ERRORS)].matching = matching
+    return entries
 
 
 def _entries(rows: Iterable[tuple[Any, ...]]) -> dict[str, Entry]:

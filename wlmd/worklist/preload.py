@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from wlmd.worklist.index import WorklistIndex
 from wlmd.worklist.mapped import map_out
-from wlmd.worklist.persist import IndexFile, IndexPart, stale_parts
+from wlmd.worklist.persist import IndexFile, IndexPart, load_parts, stale_parts
 from wlmd.worklist.records import (
     Entry,
     FileLoader,
@@ -78,10 +78,10 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
             started, first_count = time.monotonic(), store.parse_count
             saved = {} if index is None else index.load(ae)
             if index is not None and index_path and _mostly_unsaved(store, ae, saved):
-                _parse_into(store, children, index, index_path, ae, saved)
-                saved = index.load(ae)
+                saved = _parse_and_adopt(store, children, index, index_path, ae, saved)
+            else:
+                store.adopt(ae, saved)
             parsed = store.parse_count
-            store.adopt(ae, saved)
             try:
                 entries = store.refreshed_entries(ae)
             except LockfileError as error:
@@ -117,17 +117,21 @@ def _mostly_unsaved(store: WorklistStore, ae: str, saved: dict[str, Entry]) -> b
     return count is not None and (count - len(saved)) * RESORT_FRACTION > count
 
 
-def _parse_into(store: WorklistStore, children: ChildProcesses, index: IndexFile,
-                index_path: Path, ae: str, saved: dict[str, Entry]) -> None:
-    """Parse ``ae``'s files that ``saved`` lacks in ``children``'s processes into the index
-    file: each process saves its rows into a part of its own, merged here at the end.
+def _parse_and_adopt(store: WorklistStore, children: ChildProcesses, index: IndexFile,
+                     index_path: Path, ae: str, saved: dict[str, Entry]) -> dict[str, Entry]:
+    """Parse ``ae``'s files that ``saved`` lacks in ``children``'s processes, each of which
+    saves its rows into a part of the index file of its own; adopt the records of all of
+    ``ae``'s files, and merge the parts into the index file. What was adopted, by name.
 
-    The caller then makes its records from the index file, compact and in response order.
-    Parsed records never pass through this process (nothing is pickled back but a count and
-    a path), and what parsing leaves behind -- freed memory scattered among the records,
-    about as much as the records themselves, which every worker would share and count --
-    goes away with the children. A file that changed while it was read, or rows that could
-    not be saved, are missing from the index file: the caller's refresh parses them.
+    The records are made from the rows, compact and in response order. Parsed records never
+    pass through this process (nothing is pickled back but a count and a path), and what
+    parsing leaves behind -- freed memory scattered among the records, about as much as the
+    records themselves, which every worker would share and count -- goes away with the
+    children. On a first start (nothing saved) the records are made straight from the parts
+    while the index file takes them in, in a thread that SQLite runs on another CPU
+    (``IndexFile.merging``): the merge costs the start nothing, and the index file only
+    matters at the next start. A file that changed while it was read, or rows that could not
+    be saved or read, are missing: the caller's refresh parses them.
     """
     for stale in stale_parts(index_path):
         with contextlib.suppress(OSError):
@@ -138,9 +142,19 @@ def _parse_into(store: WorklistStore, children: ChildProcesses, index: IndexFile
             batches = batched(listed)
             results = children.map_batches(save, batches) if batches else []
     except LockfileError:
-        return  # the caller meets it too, and says so
-    index.merge(sorted({part for _, part in results if part is not None}))
+        store.adopt(ae, saved)
+        return saved  # the caller meets it too, and says so
+    parts = sorted({part for _, part in results if part is not None})
     store.parse_count += sum(count for count, _ in results)
+    if saved:  # records of other files are saved too: all are made from the index file, in order
+        index.merge(parts)
+        saved = index.load(ae)
+        store.adopt(ae, saved)
+        return saved
+    with index.merging(parts):
+        saved = load_parts(ae, parts)
+        store.adopt(ae, saved)
+    return saved
 
 
 def _parse_and_save(loader: FileLoader, ae: str, index_path: Path, listed: list[ListedFile]
