@@ -44,6 +44,7 @@ def filled() -> tuple[PackedKeys, list[tuple[Shelf, int]], dict[int, bytes]]:
     for number, value in kept.items():
         keys.add(number, value)
         places.append(shelves.put(value * 3))
+    shelves.finish()
     return keys, places, kept
 
 

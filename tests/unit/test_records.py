@@ -69,6 +69,7 @@ def test_shelves_give_back_the_bytes_of_every_slot_across_shelves() -> None:
     shelves = Shelves()
     blobs = [bytes([number % 251]) * (number % 7) for number in range(2 * SHELF_RECORDS + 3)]
     placed = [shelves.put(blob) for blob in blobs]  # empty ones too
+    shelves.finish()
     assert [shelf.get(slot) for shelf, slot in placed] == blobs
     shelves_used = list({id(shelf): shelf for shelf, _ in placed}.values())
     assert len(shelves_used) == 3

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from wlmd.worklist.compression import DICTIONARY_ID
 from wlmd.worklist.index import Date, RecordKeys
 from wlmd.worklist.records import Entry, Shelves, WorklistRecord
+from wlmd.worklist.walker import Body
 
 LOGGER = logging.getLogger(__name__)
 
@@ -336,32 +337,39 @@ def _entries(rows: Iterable[tuple[Any, ...]]) -> dict[str, Entry]:
     """
     shared: dict[Any, Any] = {}
     one = shared.setdefault  # called 300,000 times at 100,000 records: no wrapper
-    parsed: dict[Any, Any] = {}  # index-key columns as parsed, by (column, value)
+    # index-key columns as parsed, by column value
+    stations_of: dict[bytes | None, tuple[bytes, ...]] = {}
+    modalities_of: dict[bytes | None, tuple[bytes, ...]] = {}
+    dates_of: dict[str | None, tuple[Date, ...]] = {}
+    bodies: dict[int, Body] = {}
     entries: dict[str, Entry] = {}
-    put = Shelves().put
+    shelves = Shelves()
+    put = shelves.put
     for (name, stat, compressed, date, time, add_references, patient_ids, stations, modalities,
          dates, body) in rows:
         name = name.decode(_FS_ENCODING, _FS_ERRORS)
         if compressed is None:
             entries[name] = Entry(stat, None)
             continue
-        station_keys = parsed.get((1, stations))
+        station_keys = stations_of.get(stations)
         if station_keys is None:
-            station_keys = parsed[1, stations] = _split(stations)
-        modality_keys = parsed.get((2, modalities))
+            station_keys = stations_of[stations] = _split(stations)
+        modality_keys = modalities_of.get(modalities)
         if modality_keys is None:
-            modality_keys = parsed[2, modalities] = _split(modalities)
-        date_keys = parsed.get((3, dates))
+            modality_keys = modalities_of[modalities] = _split(modalities)
+        date_keys = dates_of.get(dates)
         if date_keys is None:
-            date_keys = parsed[3, dates] = _dates(dates)
+            date_keys = dates_of[dates] = _dates(dates)
         if body is not None:
-            body = parsed.setdefault((4, body), (body >> 2, bool(body & 2), bool(body & 1)))
-        patient_keys = _split(patient_ids)
+            body = bodies.get(body) or bodies.setdefault(
+                body, (body >> 2, bool(body & 2), bool(body & 1)))
+        patient_keys = () if patient_ids is None else tuple(patient_ids.split(b"\\"))
         keys = RecordKeys(one(patient_keys, patient_keys), station_keys, modality_keys,
                           date_keys)
         record = WorklistRecord(*put(compressed), one(date, date), one(time, time), name, keys,
                                 bool(add_references), body)
-        entries[name] = Entry(stat, record)  # the packed matching keys come next (``load``)
+        entries[name] = Entry(stat, record)  # the packed matching keys come next (``_read``)
+    shelves.finish()
     return entries
 
 

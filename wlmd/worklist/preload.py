@@ -198,6 +198,7 @@ def compact(store: WorklistStore, ae: str) -> None:
         entries[name] = Entry(_copy_key(old_entries[name].key), record)
         index.add(name, record.keys, packed_keys(old.name))
         snapshot.append(record)
+    shelves.finish()
     for name, entry in old_entries.items():  # rejected files: no record
         if entry.record is None:
             entries[_copy(name)] = Entry(_copy_key(entry.key), None)
