@@ -44,11 +44,13 @@ CREATE TABLE IF NOT EXISTS records (
     UNIQUE (ae, name)
 );
 """
-# the order loads read records in; parts (``IndexPart``) go without it: only a merge reads them
-_SCHEMA = _TABLES + """
-CREATE INDEX IF NOT EXISTS records_in_order ON records (ae, start_date, start_time, name);
-"""
+# the order loads read records in; parts (``IndexPart``) go without it (a load from parts
+# sorts), and a merge makes it anew (``IndexFile.merging``)
+_IN_ORDER = ("CREATE INDEX IF NOT EXISTS records_in_order "
+             "ON records (ae, start_date, start_time, name)")
+_SCHEMA = _TABLES + _IN_ORDER + ";"
 _INSERT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ATTACH_AT_ONCE = 8  # parts merged in one transaction (SQLite attaches up to 10 files)
 PART_SUFFIX = ".part-"  # <index file>.part-<pid>: the rows one parsing process made
 # how os.fsdecode decodes a file name, taken once: a load decodes one per row
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
@@ -82,7 +84,7 @@ class IndexFile:
         """The records saved for ``ae``, by file name ({} if it cannot be read), made as
         ``_read`` makes them."""
         try:
-            return _read(self._db, ["records"], ae)
+            return _read(self._db, ["records"], ae, in_order=True)
         except sqlite3.Error as error:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
             return {}
@@ -119,11 +121,13 @@ class IndexFile:
         """Take in the rows of each part while the block runs, then delete the parts.
 
         The copy runs inside SQLite, in a thread of its own with a connection of its own:
-        SQLite does it without Python's lock, on another CPU, while the block makes records
-        (of the same parts: ``load_parts``). Joined before the block's caller goes on, so no
-        thread outlives it (the preload forks). One transaction per part, its rows in
-        response order (a later ``load`` then reads the file front to back); a part that
-        cannot be read only costs parsing later.
+        SQLite does it without Python's lock, on another CPU, and syncs the disk, while the
+        block makes records (of the same parts: ``load_parts``). Joined before the block's
+        caller goes on, so no thread outlives it (the preload forks). One transaction for
+        all parts (one sync; up to ``_ATTACH_AT_ONCE`` parts), in which the ordering index
+        is dropped and made anew once the rows are in: that costs a third of keeping it up
+        to date row by row. A part that cannot be read only costs parsing later; a crash
+        leaves the index file as it was.
         """
         merger = threading.Thread(target=self._merge_parts, args=(list(parts),),
                                   name="wlmd-index-merge")
@@ -143,18 +147,36 @@ class IndexFile:
             LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
             return
         with closing(db):
-            for part in parts:
+            for at in range(0, len(parts), _ATTACH_AT_ONCE):
+                _merge_attached(db, parts[at:at + _ATTACH_AT_ONCE])
+
+
+def _merge_attached(db: sqlite3.Connection, parts: list[Path]) -> None:
+    """The rows of ``parts`` into ``db``'s records in one transaction (one sync), without
+    those of a part that cannot be read."""
+    attached = []
+    try:
+        for number, part in enumerate(parts):
+            db.execute(f"ATTACH DATABASE ? AS part{number}", (os.fspath(part),))
+            attached.append(f"part{number}")
+        with _transaction(db):
+            db.execute("DROP INDEX IF EXISTS records_in_order")
+            for name in attached:
+                db.execute("SAVEPOINT part")
                 try:
-                    db.execute("ATTACH DATABASE ? AS part", (os.fspath(part),))
-                    try:
-                        with _transaction(db):
-                            db.execute("INSERT OR REPLACE INTO records SELECT * FROM "
-                                       "part.records ORDER BY ae, start_date, start_time, name")
-                    finally:
-                        db.execute("DETACH DATABASE part")
+                    db.execute(f"INSERT OR REPLACE INTO records SELECT * FROM {name}.records")
                 except sqlite3.Error as error:
-                    LOGGER.warning("Cannot update index file (%s); the next start parses more",
-                                   error)
+                    db.execute("ROLLBACK TO part")
+                    LOGGER.warning("Cannot update index file (%s); the next start parses "
+                                   "more", error)
+                db.execute("RELEASE part")
+            db.execute(_IN_ORDER)
+    except sqlite3.Error as error:
+        LOGGER.warning("Cannot update index file (%s); the next start parses more", error)
+    finally:
+        for name in attached:
+            with suppress(sqlite3.Error):
+                db.execute(f"DETACH DATABASE {name}")
 
 
 def load_parts(ae: str, parts: Sequence[Path]) -> dict[str, Entry]:
@@ -171,7 +193,8 @@ def load_parts(ae: str, parts: Sequence[Path]) -> dict[str, Entry]:
             for number, part in enumerate(parts[1:], 1):
                 db.execute(f"ATTACH DATABASE ? AS part{number}", (os.fspath(part),))
             return _read(db, ["main.records", *(f"part{number}.records"
-                                                for number in range(1, len(parts)))], ae)
+                                                for number in range(1, len(parts)))], ae,
+                         in_order=False)
     except sqlite3.Error as error:
         LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
         return {}
@@ -304,26 +327,31 @@ def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
             record.body[0] << 2 | record.body[1] << 1 | record.body[2], packed_keys(name))
 
 
-def _read(db: sqlite3.Connection, tables: list[str], ae: str) -> dict[str, Entry]:
-    """The records of ``ae`` that ``tables`` hold, by file name.
+def _read(db: sqlite3.Connection, tables: list[str], ae: str, *, in_order: bool
+          ) -> dict[str, Entry]:
+    """The records of ``ae`` that ``tables`` hold, by file name; ``in_order``: they have the
+    ordering index (else SQLite sorts them).
 
     Made in response order, row by row, with one object for equal values (dates,
     stations…): the records of one day end up side by side in memory, and nothing is
     left behind to fragment it (see ``preload.compact``). The packed matching keys are
-    read afterwards, all together: the store's index copies them into its own blocks and
-    drops these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes
-    among the records.
+    read afterwards, all together, front to back (an index would read the rows in another
+    order than they lie in): the store's index copies them into its own blocks and drops
+    these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes among
+    the records.
     """
     ae_key = os.fsencode(ae)
+    scanned = "" if in_order else " NOT INDEXED"
     with _reading(db):
         rows = db.execute(" UNION ALL ".join(
-            f"SELECT {_COLUMNS} FROM {table} WHERE ae = ?1 AND "
+            f"SELECT {_COLUMNS} FROM {table}{scanned} WHERE ae = ?1 AND "
             "(compressed IS NULL OR matching IS NOT NULL)" for table in tables)
             + " ORDER BY start_date, start_time, name", (ae_key,))
         entries = _entries(rows)
         for name, matching in db.execute(" UNION ALL ".join(
-                f"SELECT name, matching FROM {table} WHERE ae = ?1 AND compressed IS NOT "
-                "NULL AND matching IS NOT NULL" for table in tables), (ae_key,)):
+                f"SELECT name, matching FROM {table} NOT INDEXED WHERE ae = ?1 AND "
+                "compressed IS NOT NULL AND matching IS NOT NULL" for table in tables),
+                (ae_key,)):
             entries[name.decode(_FS_ENCODING, _FS_ERRORS)].matching = matching
     return entries
 
