@@ -62,6 +62,7 @@ def test_a_restart_parses_only_the_files_changed_while_stopped(tmp_path: Path) -
     finally:
         first.stop()
     assert index.stat().st_mode & 0o077 == 0  # patient data: the owner's only
+    assert not list(index.parent.glob("index.sqlite.part-*"))  # merged, then removed
 
     write_worklist(ae_dir / "1.wl", worklist_dataset("CHANGED"))
     (ae_dir / "2.wl").unlink()

@@ -4,8 +4,10 @@ anything the directory does not hold."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import stat
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -202,6 +204,10 @@ def test_parsing_processes_save_parts_that_are_merged_and_removed(
     first = loaded(root, index, jobs=2)
     assert first.parse_count == 7
     assert index.exists() and not list(index.parent.glob(f"{index.name}.part-*"))
+    with closing(sqlite3.connect(index)) as db:  # made anew after the merge
+        assert db.execute("SELECT count(*) FROM records").fetchone() == (7,)
+        assert db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                          "name = 'records_in_order'").fetchone() == ("records_in_order",)
     restarted = loaded(root, index)
     assert restarted.parse_count == 0
     assert accessions(restarted) == accessions(first) == [f"A{n}" for n in range(7)]
