@@ -112,7 +112,7 @@ class IndexFile:
 
 
     def merge(self, parts: Sequence[Path]) -> None:
-        """Take in the rows of each part (``IndexPart``), one transaction each, and delete it."""
+        """Take in the rows of each part (``IndexPart``) now, and delete it (``merging``)."""
         with self.merging(parts):
             pass
 
@@ -184,7 +184,7 @@ def load_parts(ae: str, parts: Sequence[Path]) -> dict[str, Entry]:
     ``IndexFile.load`` makes them ({} if some part cannot be read).
 
     A first start reads its records from here while the index file takes them in
-    (``IndexFile.merging``): nobody waits for the merge.
+    (``IndexFile.merging``): the load does not wait for the merge.
     """
     if not parts:
         return {}

@@ -129,9 +129,9 @@ def _parse_and_adopt(store: WorklistStore, children: ChildProcesses, index: Inde
     records themselves, which every worker would share and count -- goes away with the
     children. On a first start (nothing saved) the records are made straight from the parts
     while the index file takes them in, in a thread that SQLite runs on another CPU
-    (``IndexFile.merging``): the merge costs the start nothing, and the index file only
-    matters at the next start. A file that changed while it was read, or rows that could not
-    be saved or read, are missing: the caller's refresh parses them.
+    (``IndexFile.merging``): the merge runs beside the load instead of before it (the index
+    file only matters at the next start). A file that changed while it was read, or rows
+    that could not be saved or read, are missing: the caller's refresh parses them.
     """
     for stale in stale_parts(index_path):
         with contextlib.suppress(OSError):

@@ -191,7 +191,7 @@ def shared_record(compressed_data: bytes, sort_key: SortKey, keys: RecordKeys,
                   add_references: bool, body: Body | None,
                   shared: dict[Any, Any], shelves: Shelves) -> WorklistRecord:
     """A record whose keys, date, time and body are the equal objects already in ``shared``,
-    and whose bytes go on ``shelves``.
+    and whose bytes go on ``shelves`` (readable once the caller has called ``finish``).
 
     The same few values (days, stations, modalities) recur across 100,000 records: kept
     once, they cost a reference each instead of an object each.
