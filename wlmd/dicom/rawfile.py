@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, cast
 
 from pydicom.datadict import dictionary_VR
@@ -173,38 +173,49 @@ class ElementReader:
               keep: Wanted | None = None) -> tuple[list[RawLevel], int]:
         """The items of a sequence from ``at`` to ``end`` (None: to its delimiter), within
         ``bound``, and where the sequence ends; ``keep`` as for ``level``."""
-        data, strict, tag_length = self.data, self.strict, self.tag_length
-        if depth > MAX_DEPTH:
-            raise NotRaw("sequences nested too deep")
-        if end is not None and end > bound:
-            raise NotRaw("a sequence runs past its level")
-        stop = bound if end is None else end
-        items: list[RawLevel] = []
-        while end is None or at < end:
-            if at + 8 > stop:
-                raise NotRaw("an item runs past its sequence")
-            group, number, length = tag_length.unpack_from(data, at)
-            tag = group << 16 | number
-            at += 8
-            if tag == SEQUENCE_END:
-                if strict and (end is not None or length):
-                    raise NotRaw("a sequence delimiter out of place")
-                break
-            if tag != ITEM:
-                raise NotRaw("not an item")
-            if length != UNDEFINED and at + length > stop:
-                raise NotRaw("an item runs past its sequence")
-            item, at = self.level(at, None if length == UNDEFINED else at + length,
-                                  depth=depth, keep=keep)
-            items.append(item)
-        if end is not None and at != end:
-            raise NotRaw("the sequence's items overrun it")
-        return items, at
+        return read_items(self.data, at, end, bound, depth, self.tag_length, self.strict,
+                          lambda item_at, item_end: self.level(item_at, item_end,
+                                                               depth=depth, keep=keep))
 
     def sequence_element(self, tag: BaseTag, items: list[RawLevel], start: int, value_tell: int,
                          end: int, undefined: bool, level: RawLevel) -> Any:
         """What a level holds for a sequence read in ``level`` (read so far)."""
         return RawSequence("SQ", items, start, value_tell, end, undefined)
+
+
+def read_items(data: bytes, at: int, end: int | None, bound: int, depth: int,
+               tag_length: struct.Struct, strict: bool,
+               read_level: Callable[[int, int | None], tuple[RawLevel, int]]
+               ) -> tuple[list[RawLevel], int]:
+    """The items of a sequence from ``at`` to ``end`` (None: to its delimiter) within
+    ``bound``, each read by ``read_level(start, end)`` (end None: to its delimiter), and where
+    the sequence ends: the one item walk of every raw reader (``ElementReader`` and the
+    first start's quick reader)."""
+    if depth > MAX_DEPTH:
+        raise NotRaw("sequences nested too deep")
+    if end is not None and end > bound:
+        raise NotRaw("a sequence runs past its level")
+    stop = bound if end is None else end
+    items: list[RawLevel] = []
+    while end is None or at < end:
+        if at + 8 > stop:
+            raise NotRaw("an item runs past its sequence")
+        group, number, length = tag_length.unpack_from(data, at)
+        tag = group << 16 | number
+        at += 8
+        if tag == SEQUENCE_END:
+            if strict and (end is not None or length):
+                raise NotRaw("a sequence delimiter out of place")
+            break
+        if tag != ITEM:
+            raise NotRaw("not an item")
+        if length != UNDEFINED and at + length > stop:
+            raise NotRaw("an item runs past its sequence")
+        item, at = read_level(at, None if length == UNDEFINED else at + length)
+        items.append(item)
+    if end is not None and at != end:
+        raise NotRaw("the sequence's items overrun it")
+    return items, at
 
 
 def _tag(value: int) -> BaseTag:

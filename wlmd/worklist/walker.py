@@ -34,13 +34,10 @@ from pydicom.values import convert_string
 
 from wlmd.dicom.rawfile import (
     DATASET_MAGIC,
-    ITEM,
     ITEM_END,
     LONG_VRS,
-    MAX_DEPTH,
     MAX_SHARED_TAGS,
     PREAMBLE,
-    SEQUENCE_END,
     UNDEFINED,
     ElementReader,
     NotRaw,
@@ -48,6 +45,7 @@ from wlmd.dicom.rawfile import (
     RawSequence,
     dictionary_sequence,
     meta_header,
+    read_items,
     share_tags,
     tag_key,
     transfer_syntax,
@@ -220,33 +218,9 @@ def _explicit_level(data: bytes, at: int, end: int | None, depth: int
 def _explicit_items(data: bytes, at: int, end: int | None, bound: int, depth: int
                     ) -> tuple[list[RawLevel], int]:
     """The items of a sequence from ``at`` to ``end`` (None: to its delimiter) within
-    ``bound``, and where the sequence ends."""
-    if depth > MAX_DEPTH:
-        raise NotRaw("sequences nested too deep")
-    if end is not None and end > bound:
-        raise NotRaw("a sequence runs past its level")
-    stop = bound if end is None else end
-    items: list[RawLevel] = []
-    while end is None or at < end:
-        if at + 8 > stop:
-            raise NotRaw("an item runs past its sequence")
-        group, number, length = _TAG_LENGTH.unpack_from(data, at)
-        tag = group << 16 | number
-        at += 8
-        if tag == SEQUENCE_END:
-            if end is not None or length:
-                raise NotRaw("a sequence delimiter out of place")
-            break
-        if tag != ITEM:
-            raise NotRaw("not an item")
-        if length != UNDEFINED and at + length > stop:
-            raise NotRaw("an item runs past its sequence")
-        item, at = _explicit_level(data, at, None if length == UNDEFINED else at + length,
-                                   depth)
-        items.append(item)
-    if end is not None and at != end:
-        raise NotRaw("the sequence's items overrun it")
-    return items, at
+    ``bound``, each read by the quick reader, and where the sequence ends."""
+    return read_items(data, at, end, bound, depth, _TAG_LENGTH, True,
+                      lambda item_at, item_end: _explicit_level(data, item_at, item_end, depth))
 
 
 def _key(tag: int) -> BaseTag:
