@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,9 +14,20 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from wlmd.worklist.compact import pack
-from wlmd.worklist.index import PackedKeys, RecordKeys, WorklistIndex, prefilter_of, record_keys
+from wlmd.worklist.index import (
+    PackedKeys,
+    RecordKeys,
+    WorklistIndex,
+    keys_of,
+    prefilter_of,
+    record_keys,
+)
 from wlmd.worklist.matching import matches
 from wlmd.worklist.query import PreparedQuery
+from wlmd.worklist.records import parse_worklist_file
+from wlmd.worklist.walker import walk
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "worklists").rglob("*.wl"))
 
 
 def raw(keyword: str, vr: str, value: bytes) -> RawDataElement:
@@ -142,6 +154,64 @@ def test_filing_all_at_once_gives_the_candidates_of_filing_one_by_one(
 
 def _filed(ds: Dataset) -> tuple[RecordKeys, bytes]:
     return record_keys(ds), pack(ds)
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=RECORD)
+def test_index_keys_derived_from_the_packed_keys_are_the_datasets(record: Dataset) -> None:
+    """``remove`` un-files a record under the keys ``keys_of`` derives: exactly those filed."""
+    assert keys_of(pack(record)) == record_keys(record)
+
+
+def test_index_keys_derived_from_the_packed_keys_of_the_examples_are_theirs() -> None:
+    assert len(EXAMPLES) > 20
+    for path in EXAMPLES:
+        data = path.read_bytes()
+        walked = walk(data)
+        assert walked is not None, path  # the examples take the first start's fast path
+        parsed = parse_worklist_file(data)[0]
+        keys = record_keys(parsed)
+        assert keys.patient_ids and keys.stations and keys.dates, path  # something to compare
+        assert keys_of(pack(walked[0])) == keys_of(pack(parsed)) == record_keys(walked[0]) \
+            == keys, path
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(RECORD, min_size=1, max_size=8), masks=st.lists(QUERY, min_size=1,
+                                                                        max_size=4),
+       data=st.data())
+def test_a_renumbered_index_files_the_same_records_in_the_order_given(
+        records: list[Dataset], masks: list[Dataset], data: st.DataObject) -> None:
+    """Compaction's renumbering: same candidates and packed keys, numbers in the new order,
+    new serials, and records still removable and addable afterwards."""
+    index = WorklistIndex()
+    for number, record in enumerate(records):
+        index.add(str(number), *_filed(record))
+    gone = data.draw(st.sets(st.sampled_from([str(n) for n in range(len(records))])))
+    for name in gone:
+        index.remove(name)
+    order = data.draw(st.permutations([str(n) for n in range(len(records)) if str(n) not in gone]))
+    renumbered = index.renumbered(list(order))
+    assert [renumbered.number(name) for name in order] == list(range(len(order)))
+    assert {name: renumbered.packed(name) for name in order} == \
+        {name: index.packed(name) for name in order}
+    assert not set(renumbered.serials()) & set(index.serials())
+    for mask in masks:
+        prefilter = prefilter_of(PreparedQuery(mask, unsupported_removed=False))
+        if prefilter is not None:
+            assert renumbered.candidates(prefilter) == index.candidates(prefilter)
+    for changed in (renumbered, index):
+        for name in order[:2]:
+            changed.remove(name)
+        changed.add("new", *_filed(records[0]))
+    for mask in masks:
+        prefilter = prefilter_of(PreparedQuery(mask, unsupported_removed=False))
+        if prefilter is not None:
+            assert renumbered.candidates(prefilter) == index.candidates(prefilter)
+    with pytest.raises(ValueError, match="filed names"):
+        index.renumbered([])
+    with pytest.raises(ValueError, match="filed names"):
+        index.renumbered(["new", "new", *(name for name in order[2:])])
 
 
 def record(patient: bytes, station: bytes, modality: bytes, date: bytes) -> Dataset:

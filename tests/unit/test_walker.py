@@ -53,8 +53,8 @@ def load(path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.Monke
                                     os.path.realpath(path.parent))
     assert entry is not None
     record = entry.record
-    found = None if record is None else (record.data, record.sort_key, record.keys,
-                                         record.add_references, record.body, entry.matching)
+    found = None if record is None else (record.data, record.sort_key,
+                                         record.add_references, record.body, entry.filing)
     return found, parsed, [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
 
 

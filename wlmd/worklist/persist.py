@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from wlmd.worklist.compression import DICTIONARY_ID
-from wlmd.worklist.index import Date, RecordKeys
+from wlmd.worklist.index import Date, Filing, RecordKeys
 from wlmd.worklist.records import Entry, Shelves, WorklistRecord
 from wlmd.worklist.walker import Body
 
@@ -54,8 +54,9 @@ _ATTACH_AT_ONCE = 8  # parts merged in one transaction (SQLite attaches up to 10
 PART_SUFFIX = ".part-"  # <index file>.part-<pid>: the rows one parsing process made
 # how os.fsdecode decodes a file name, taken once: a load decodes one per row
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-_COLUMNS = ("name, stat, compressed, start_date, start_time, add_references, "
-            "patient_ids, stations, modalities, dates, body")
+_COLUMNS = "name, stat, compressed, start_date, start_time, add_references, body"
+# what the index files a record under, read after the records (``_read``)
+_FILING_COLUMNS = "name, patient_ids, stations, modalities, dates, matching"
 
 
 class IndexFile:
@@ -90,16 +91,17 @@ class IndexFile:
             return {}
 
     def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry],
-             packed_keys: Callable[[str], bytes]) -> None:
+             filing: Callable[[str], Filing]) -> None:
         """Bring the rows of ``ae`` from ``saved`` (as loaded) to ``entries``, whose records'
-        packed matching keys the store's index gives (``WorklistStore.packed_keys``).
+        index keys and packed matching keys the store's index gives
+        (``WorklistStore.filing``).
 
         A rejected file is saved too (without a record), so that a restart neither parses
         nor logs it again until it changes.
         """
         ae_key = os.fsencode(ae)
         gone = [(ae_key, os.fsencode(name)) for name in saved if name not in entries]
-        changed = [_row(ae_key, name, entry, packed_keys) for name, entry in entries.items()
+        changed = [_row(ae_key, name, entry, filing) for name, entry in entries.items()
                    if (old := saved.get(name)) is None or old.key != entry.key]
         if not gone and not changed:
             return
@@ -230,19 +232,19 @@ class IndexPart:
 
     def save(self, ae: str, entries: Mapping[str, Entry]) -> None:
         """Add the rows of ``entries`` (one transaction)."""
-        ae_key, packed_keys = os.fsencode(ae), _own_packed_keys(entries)
+        ae_key, filing = os.fsencode(ae), _own_filing(entries)
         with _transaction(self._db):
-            self._db.executemany(_INSERT, [_row(ae_key, name, entry, packed_keys)
+            self._db.executemany(_INSERT, [_row(ae_key, name, entry, filing)
                                            for name, entry in entries.items()])
 
 
-def _own_packed_keys(entries: Mapping[str, Entry]) -> Callable[[str], bytes]:
-    """The packed matching keys freshly parsed entries still carry (no index filed them yet)."""
-    def packed_keys(name: str) -> bytes:
-        matching = entries[name].matching
-        assert matching is not None, "a parsed record carries its packed keys"
-        return matching
-    return packed_keys
+def _own_filing(entries: Mapping[str, Entry]) -> Callable[[str], Filing]:
+    """What freshly parsed entries still carry to be filed under (no index filed them yet)."""
+    def filing(name: str) -> Filing:
+        carried = entries[name].filing
+        assert carried is not None, "a parsed record carries its keys"
+        return carried
+    return filing
 
 
 def stale_parts(index_path: Path) -> list[Path]:
@@ -312,19 +314,19 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _row(ae: bytes, name: str, entry: Entry, packed_keys: Callable[[str], bytes]
+def _row(ae: bytes, name: str, entry: Entry, filing: Callable[[str], Filing]
          ) -> tuple[object, ...]:
     record = entry.record
     if record is None:
         return (ae, os.fsencode(name), entry.key, None, "", "", 0, None, None, None, None,
                 None, None)
-    keys = record.keys
+    keys, packed = filing(name)
     return (ae, os.fsencode(name), entry.key, record.compressed, record.date,
             record.time, int(record.add_references), _join(keys.patient_ids),
             _join(keys.stations), _join(keys.modalities),
             "\\".join(f"{y:04d}{m:02d}{d:02d}" for y, m, d in keys.dates) or None,
             None if record.body is None else
-            record.body[0] << 2 | record.body[1] << 1 | record.body[2], packed_keys(name))
+            record.body[0] << 2 | record.body[1] << 1 | record.body[2], packed)
 
 
 def _read(db: sqlite3.Connection, tables: list[str], ae: str, *, in_order: bool
@@ -333,12 +335,12 @@ def _read(db: sqlite3.Connection, tables: list[str], ae: str, *, in_order: bool
     ordering index (else SQLite sorts them).
 
     Made in response order, row by row, with one object for equal values (dates,
-    stations…): the records of one day end up side by side in memory, and nothing is
-    left behind to fragment it (see ``preload.compact``). The packed matching keys are
-    read afterwards, all together, front to back (an index would read the rows in another
-    order than they lie in): the store's index copies them into its own blocks and drops
-    these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes among
-    the records.
+    times…): the records of one day end up side by side in memory, and nothing is left
+    behind to fragment it (see ``preload.compact``). What each is filed under (index keys,
+    packed matching keys) is read afterwards, all together, front to back (an index would
+    read the rows in another order than they lie in): the store's index copies it into its
+    own tables and blocks and drops it (``WorklistStore.adopt``), which then leaves whole
+    arenas free, not holes among the records.
     """
     ae_key = os.fsencode(ae)
     scanned = "" if in_order else " NOT INDEXED"
@@ -348,37 +350,51 @@ def _read(db: sqlite3.Connection, tables: list[str], ae: str, *, in_order: bool
             "(compressed IS NULL OR matching IS NOT NULL)" for table in tables)
             + " ORDER BY start_date, start_time, name", (ae_key,))
         entries = _entries(rows)
-        for name, matching in db.execute(" UNION ALL ".join(
-                f"SELECT name, matching FROM {table} NOT INDEXED WHERE ae = ?1 AND "
-                "compressed IS NOT NULL AND matching IS NOT NULL" for table in tables),
-                (ae_key,)):
-            entries[name.decode(_FS_ENCODING, _FS_ERRORS)].matching = matching
+        _add_filings(entries, db.execute(" UNION ALL ".join(
+            f"SELECT {_FILING_COLUMNS} FROM {table} NOT INDEXED WHERE ae = ?1 AND "
+            "compressed IS NOT NULL AND matching IS NOT NULL" for table in tables), (ae_key,)))
     return entries
 
 
 def _entries(rows: Iterable[tuple[Any, ...]]) -> dict[str, Entry]:
     """The entries ``rows`` (``_COLUMNS``) hold, by file name, made in one loop.
 
-    One object for equal values (days, times, stations, modalities, parsed once each): they
-    recur across 100,000 records and cost a reference each instead of an object each. The
-    records' bytes go on shelves, in response order.
+    One object for equal values (days, times, parsed once each): they recur across 100,000
+    records and cost a reference each instead of an object each. The records' bytes go on
+    shelves, in response order.
     """
     shared: dict[Any, Any] = {}
-    one = shared.setdefault  # called 300,000 times at 100,000 records: no wrapper
-    # index-key columns as parsed, by column value
-    stations_of: dict[bytes | None, tuple[bytes, ...]] = {}
-    modalities_of: dict[bytes | None, tuple[bytes, ...]] = {}
-    dates_of: dict[str | None, tuple[Date, ...]] = {}
+    one = shared.setdefault  # called 200,000 times at 100,000 records: no wrapper
     bodies: dict[int, Body] = {}
     entries: dict[str, Entry] = {}
     shelves = Shelves()
     put = shelves.put
-    for (name, stat, compressed, date, time, add_references, patient_ids, stations, modalities,
-         dates, body) in rows:
+    for name, stat, compressed, date, time, add_references, body in rows:
         name = name.decode(_FS_ENCODING, _FS_ERRORS)
         if compressed is None:
             entries[name] = Entry(stat, None)
             continue
+        if body is not None:
+            body = bodies.get(body) or bodies.setdefault(
+                body, (body >> 2, bool(body & 2), bool(body & 1)))
+        record = WorklistRecord(*put(compressed), one(date, date), one(time, time), name,
+                                bool(add_references), body)
+        entries[name] = Entry(stat, record)  # what to file it under comes next (``_read``)
+    shelves.finish()
+    return entries
+
+
+def _add_filings(entries: dict[str, Entry], rows: Iterable[tuple[Any, ...]]) -> None:
+    """Give each entry what ``rows`` (``_FILING_COLUMNS``) say to file its record under.
+
+    The index-key columns recur (stations, modalities, days): each distinct column value is
+    parsed once, and equal patient IDs are one object.
+    """
+    patients: dict[bytes | None, tuple[bytes, ...]] = {}
+    stations_of: dict[bytes | None, tuple[bytes, ...]] = {}
+    modalities_of: dict[bytes | None, tuple[bytes, ...]] = {}
+    dates_of: dict[str | None, tuple[Date, ...]] = {}
+    for name, patient_ids, stations, modalities, dates, matching in rows:
         station_keys = stations_of.get(stations)
         if station_keys is None:
             station_keys = stations_of[stations] = _split(stations)
@@ -388,17 +404,11 @@ def _entries(rows: Iterable[tuple[Any, ...]]) -> dict[str, Entry]:
         date_keys = dates_of.get(dates)
         if date_keys is None:
             date_keys = dates_of[dates] = _dates(dates)
-        if body is not None:
-            body = bodies.get(body) or bodies.setdefault(
-                body, (body >> 2, bool(body & 2), bool(body & 1)))
-        patient_keys = () if patient_ids is None else tuple(patient_ids.split(b"\\"))
-        keys = RecordKeys(one(patient_keys, patient_keys), station_keys, modality_keys,
-                          date_keys)
-        record = WorklistRecord(*put(compressed), one(date, date), one(time, time), name, keys,
-                                bool(add_references), body)
-        entries[name] = Entry(stat, record)  # the packed matching keys come next (``_read``)
-    shelves.finish()
-    return entries
+        patient_keys = patients.get(patient_ids)
+        if patient_keys is None:
+            patient_keys = patients[patient_ids] = _split(patient_ids)
+        entries[name.decode(_FS_ENCODING, _FS_ERRORS)].filing = Filing(
+            RecordKeys(patient_keys, station_keys, modality_keys, date_keys), matching)
 
 
 def _join(values: tuple[bytes, ...]) -> bytes | None:

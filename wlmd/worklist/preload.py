@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from wlmd.worklist.index import WorklistIndex
 from wlmd.worklist.mapped import map_out
 from wlmd.worklist.persist import IndexFile, IndexPart, load_parts, stale_parts
 from wlmd.worklist.records import (
@@ -91,7 +90,7 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
                         len(store.served(ae)), ae, time.monotonic() - started,
                         store.parse_count - first_count)
             if index is not None:
-                index.save(ae, entries, saved, store.packed_keys(ae))
+                index.save(ae, entries, saved, store.filing(ae))
             if (store.parse_count - parsed) * RESORT_FRACTION > len(entries):
                 compact(store, ae)  # records made from the index file are compact already
     if index_path is not None:
@@ -182,27 +181,25 @@ def compact(store: WorklistStore, ae: str) -> None:
     time, a record's name, entry and sort key sit among unrelated objects, and a query's
     candidates (records of one day, mostly) are spread over the whole heap. Re-created here
     in response order, the candidates of one day share a few pages, and a full scan's writes
-    (names, entries, stat keys) stay on pages of their own.
+    (names, entries, stat keys) stay on pages of their own. The index is renumbered in the
+    same order (``WorklistStore.install``).
     """
     old_entries = store.entries(ae)
-    packed_keys = store.packed_keys(ae)
     entries: dict[str, Entry] = {}
-    index = WorklistIndex()
     snapshot: list[WorklistRecord] = []
-    shared: dict[Any, Any] = {}  # one object for equal values: dates, stations, …
+    shared: dict[Any, Any] = {}  # one object for equal values: dates, times, bodies
     shelves = Shelves()
     for old in store.served(ae):
         name = _copy(old.name)
-        record = shared_record(old.compressed, (*old.sort_key[:2], name), old.keys,
-                               old.add_references, old.body, shared, shelves)
+        record = shared_record(old.compressed, (*old.sort_key[:2], name), old.add_references,
+                               old.body, shared, shelves)
         entries[name] = Entry(_copy_key(old_entries[name].key), record)
-        index.add(name, record.keys, packed_keys(old.name))
         snapshot.append(record)
     shelves.finish()
     for name, entry in old_entries.items():  # rejected files: no record
         if entry.record is None:
             entries[_copy(name)] = Entry(_copy_key(entry.key), None)
-    store.install(ae, entries, index, snapshot)
+    store.install(ae, entries, snapshot)
 
 
 def _copy_key(key: StatKey) -> StatKey:

@@ -1,12 +1,12 @@
 """One worklist file: read it safely, parse and check it once, keep it compact.
 
 A served record keeps the file's bytes (compressed, ``compression.py``, on a ``Shelf`` shared
-with other records), its sort key and its index keys; the index (``index.py``) keeps its packed
-matching-key values (``compact.py``), the only copy of them. Nothing keeps the parsed dataset: a
-pydicom dataset costs about sixteen times the file it came from, and 100,000 of them would not
-fit the memory a worklist server may take. Matching reads the packed values; the dataset is decoded
-again only to build an answer (``WorklistRecord.dataset``); the response cache (``cache.py``)
-keeps what a repeated query would decode again.
+with other records) and its sort key; the index (``index.py``) keeps its packed matching-key
+values (``compact.py``), the only copy of them, and derives its index keys from them. Nothing
+keeps the parsed dataset: a pydicom dataset costs about sixteen times the file it came from,
+and 100,000 of them would not fit the memory a worklist server may take. Matching reads the
+packed values; the dataset is decoded again only to build an answer (``WorklistRecord.dataset``);
+the response cache (``cache.py``) keeps what a repeated query would decode again.
 
 Everything that can go wrong with one file (unreadable, truncated, not DICOM, incomplete, a
 symbolic link leading out of ``-dfp``) is logged once per version of that file, and the file
@@ -44,7 +44,7 @@ from wlmd.worklist.completeness import (
     sequence_of,
 )
 from wlmd.worklist.compression import compressed, decompressed
-from wlmd.worklist.index import RecordKeys, record_keys
+from wlmd.worklist.index import Filing, record_keys
 from wlmd.worklist.keys import SPS_START_DATE, SPS_START_TIME
 from wlmd.worklist.walker import Body, walk
 
@@ -153,7 +153,6 @@ class WorklistRecord:
     date: str  # the first SPS start date and time, as written ("" if absent)
     time: str
     name: str  # the file's name in its AE directory
-    keys: RecordKeys  # what the index files it under
     add_references: bool  # the file-reject check added (0008,1110)/(0008,1120) if missing
     body: Body | None  # where the dataset starts and how it is encoded; None: read the file
 
@@ -187,22 +186,19 @@ class WorklistRecord:
         return dataset
 
 
-def shared_record(compressed_data: bytes, sort_key: SortKey, keys: RecordKeys,
-                  add_references: bool, body: Body | None,
-                  shared: dict[Any, Any], shelves: Shelves) -> WorklistRecord:
-    """A record whose keys, date, time and body are the equal objects already in ``shared``,
-    and whose bytes go on ``shelves`` (readable once the caller has called ``finish``).
+def shared_record(compressed_data: bytes, sort_key: SortKey, add_references: bool,
+                  body: Body | None, shared: dict[Any, Any], shelves: Shelves
+                  ) -> WorklistRecord:
+    """A record whose date, time and body are the equal objects already in ``shared``, and
+    whose bytes go on ``shelves`` (readable once the caller has called ``finish``).
 
-    The same few values (days, stations, modalities) recur across 100,000 records: kept
-    once, they cost a reference each instead of an object each.
+    The same few values (days, times) recur across 100,000 records: kept once, they cost a
+    reference each instead of an object each.
     """
-    one = shared.setdefault  # called 700,000 times at 100,000 records: no wrapper
+    one = shared.setdefault  # called 300,000 times at 100,000 records: no wrapper
     date, time, name = sort_key
-    shared_keys = RecordKeys(one(keys.patient_ids, keys.patient_ids),
-                             one(keys.stations, keys.stations),
-                             one(keys.modalities, keys.modalities), one(keys.dates, keys.dates))
     return WorklistRecord(*shelves.put(compressed_data), one(date, date), one(time, time), name,
-                          shared_keys, add_references, one(body, body))
+                          add_references, one(body, body))
 
 
 @dataclass(slots=True)
@@ -211,9 +207,10 @@ class Entry:
 
     key: StatKey
     record: WorklistRecord | None  # None: rejected, and already logged for this key
-    # The record's matching-key values, packed (``compact.pack``), until the store files them
-    # in its index, which then keeps the only copy (``store.Candidates.match_view``).
-    matching: bytes | None = None
+    # The record's index keys and packed matching keys, until the store files them in its
+    # index, which then keeps the only copy of the packed keys (``store.Candidates.match_view``)
+    # and derives the index keys from them again when it needs them (``index.keys_of``).
+    filing: Filing | None = None
 
 
 @dataclass(frozen=True)
@@ -274,8 +271,8 @@ class FileLoader:
                 LOGGER.warning('Worklist file "%s" is incomplete, file will be ignored', path)
                 return Entry(key, None), True
         record = WorklistRecord(compressed(data), 0, *sort_key_of(dataset, name),
-                                record_keys(dataset), self.file_reject, body)
-        return Entry(key, record, pack(dataset)), True
+                                self.file_reject, body)
+        return Entry(key, record, Filing(record_keys(dataset), pack(dataset))), True
 
     def _target(self, path: str, st: os.stat_result, is_link: bool, real_root: str) -> str:
         """The file to open for ``path``, refusing what wlmd must not read."""

@@ -39,7 +39,7 @@ from pydicom import config
 import wlmd
 from wlmd.config.settings import RefreshMode
 from wlmd.worklist.compact import MatchView
-from wlmd.worklist.index import Prefilter, RecordKeys, WorklistIndex
+from wlmd.worklist.index import Filing, Prefilter, RecordKeys, WorklistIndex
 from wlmd.worklist.inotify import Inotify, handover_for_fork
 from wlmd.worklist.mapped import Sealed
 from wlmd.worklist.persist import IndexFile
@@ -103,9 +103,9 @@ class _AeCache:
     rank: array[int] | None = None
     links: set[str] = field(default_factory=set)  # symbolic links: re-checked every refresh
     retry: set[str] = field(default_factory=set)  # names whose last check was inconclusive
-    # (old, new, the new one's packed matching keys): served records changed by the running
+    # (old, new, what to file the new one under): served records changed by the running
     # refresh
-    pending: list[tuple[WorklistRecord | None, WorklistRecord | None, bytes | None]] = field(
+    pending: list[tuple[WorklistRecord | None, WorklistRecord | None, Filing | None]] = field(
         default_factory=list)
     stale: bool = False  # the last refresh found the lockfile write-locked: snapshot served
     lock_warned: bool = False  # a "writer holds the lock" warning was logged this episode
@@ -290,7 +290,7 @@ class WorklistStore:
         # The index keeps them now. Dropped all at once, not as they are filed: the memory
         # they leave is then whole arenas, given back, instead of holes that filing fills.
         for entry in saved.values():
-            entry.matching = None
+            entry.filing = None
 
     def refreshed_entries(self, ae: str) -> dict[str, Entry]:
         """``ae``'s entries by file name, brought in step with its directory (LockfileError
@@ -308,9 +308,10 @@ class WorklistStore:
             return []
         return cache.snapshot
 
-    def packed_keys(self, ae: str) -> Callable[[str], bytes]:
-        """The packed matching keys of ``ae``'s records by name, as last refreshed."""
-        return self._caches[ae].index.packed
+    def filing(self, ae: str) -> Callable[[str], Filing]:
+        """What ``ae``'s records are filed under, by name, as last refreshed (the index keys
+        derived anew: for the few records an index file save finds changed)."""
+        return self._caches[ae].index.filing
 
     def sealed_stores(self, ae: str) -> list[Sealed]:
         """What keeps ``ae``'s immutable buffers: the index's packed keys, then the records'
@@ -322,11 +323,13 @@ class WorklistStore:
                                 if isinstance(record.shelf, Shelf))
         return [cache.index.packed_keys, *shelves]
 
-    def install(self, ae: str, entries: dict[str, Entry], index: WorklistIndex,
-                snapshot: list[WorklistRecord]) -> None:
-        """Serve a copy of ``ae``'s entries, index and sorted records (made by compaction)."""
+    def install(self, ae: str, entries: dict[str, Entry], snapshot: list[WorklistRecord]
+                ) -> None:
+        """Serve a copy of ``ae``'s entries and sorted records (made by compaction), and
+        renumber its index in their order."""
         cache = self._caches[ae]
-        cache.entries, cache.index, cache.snapshot = entries, index, snapshot
+        cache.index = cache.index.renumbered([record.name for record in snapshot])
+        cache.entries, cache.snapshot = entries, snapshot
         _renumber(cache)
 
     @contextlib.contextmanager
@@ -523,15 +526,15 @@ class WorklistStore:
         if not pending and cache.snapshot is not None:
             return
         index, records = cache.index, cache.records
-        for old, new, matching in pending:
+        for old, new, filing in pending:
             if old is not None:
                 number = index.number(old.name)
                 if number < len(records):  # else adopted, and not numbered here yet
                     records[number] = None
                 index.remove(old.name)
             if new is not None:
-                assert matching is not None  # a loaded record comes with its keys
-                number = index.add(new.name, new.keys, matching)
+                assert filing is not None  # a loaded record comes with its keys
+                number = index.add(new.name, *filing)
                 records.extend([None] * (number + 1 - len(records)))
                 records[number] = new
         cache.rank = None
@@ -606,8 +609,8 @@ class WorklistStore:
         cache.entries[name] = entry
         old_record = None if old is None else old.record
         if entry.record is not None or old_record is not None:
-            cache.pending.append((old_record, entry.record, entry.matching))
-        entry.matching = None  # the index keeps them once _apply has filed the record
+            cache.pending.append((old_record, entry.record, entry.filing))
+        entry.filing = None  # the index keeps them once _apply has filed the record
 
 
 def _renumber(cache: _AeCache) -> None:
@@ -648,8 +651,8 @@ def _filed(saved: dict[str, Entry]) -> Iterator[tuple[str, RecordKeys, bytes]]:
     """What the index files of each saved record: name, index keys, packed matching keys."""
     for name, entry in saved.items():
         if entry.record is not None:
-            assert entry.matching is not None  # a saved record comes with its keys
-            yield name, entry.record.keys, entry.matching
+            assert entry.filing is not None  # a saved record comes with its keys
+            yield name, *entry.filing
 
 
 def batched(tasks: list[Task]) -> list[list[Task]]:
