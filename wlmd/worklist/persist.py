@@ -54,9 +54,55 @@ _ATTACH_AT_ONCE = 8  # parts merged in one transaction (SQLite attaches up to 10
 PART_SUFFIX = ".part-"  # <index file>.part-<pid>: the rows one parsing process made
 # how os.fsdecode decodes a file name, taken once: a load decodes one per row
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-_COLUMNS = "name, stat, compressed, start_date, start_time, add_references, body"
-# what the index files a record under, read after the records (``_read``)
-_FILING_COLUMNS = "name, patient_ids, stations, modalities, dates, matching"
+_COLUMNS = ("name, stat, compressed, start_date, start_time, add_references, "
+            "patient_ids, stations, modalities, dates, body")
+
+
+class Filings:
+    """The index keys of the records an index file held, column by column in response order,
+    until the store has filed them (``WorklistStore.adopt``); each entry carries its packed
+    matching keys meanwhile (``Entry.filing``). Iterated: (name, index keys, packed keys).
+
+    Columns of references to values that recur and are one object each, not an object per
+    record: 100,000 small objects made while loading would raise the supervisor's memory
+    for good, as the allocator keeps the memory arenas that the load's peak spread over.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+        self._patient_ids: list[tuple[bytes, ...]] = []
+        self._stations: list[tuple[bytes, ...]] = []
+        self._modalities: list[tuple[bytes, ...]] = []
+        self._dates: list[tuple[Date, ...]] = []
+
+    def add(self, entry: Entry, patient_ids: tuple[bytes, ...], stations: tuple[bytes, ...],
+            modalities: tuple[bytes, ...], dates: tuple[Date, ...]) -> None:
+        """Note the index keys of the record of ``entry``."""
+        self._entries.append(entry)
+        self._patient_ids.append(patient_ids)
+        self._stations.append(stations)
+        self._modalities.append(modalities)
+        self._dates.append(dates)
+
+    def __iter__(self) -> Iterator[tuple[str, RecordKeys, bytes]]:
+        for entry, patient_ids, stations, modalities, dates in zip(
+                self._entries, self._patient_ids, self._stations, self._modalities,
+                self._dates, strict=True):
+            record, packed = entry.record, entry.filing
+            if record is None or not isinstance(packed, bytes):
+                raise ValueError(f"no packed matching keys for {entry}")
+            yield record.name, RecordKeys(patient_ids, stations, modalities, dates), packed
+
+
+class Saved(dict[str, Entry]):
+    """The entries an index file held for one AE, by file name, and what to file their
+    records under (``filings``, which ``WorklistStore.adopt`` takes)."""
+
+    filings: Filings
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filings = Filings()
 
 
 class IndexFile:
@@ -81,14 +127,14 @@ class IndexFile:
         with closing(connection):
             yield cls(connection, path)
 
-    def load(self, ae: str) -> dict[str, Entry]:
+    def load(self, ae: str) -> Saved:
         """The records saved for ``ae``, by file name ({} if it cannot be read), made as
         ``_read`` makes them."""
         try:
             return _read(self._db, ["records"], ae, in_order=True)
         except sqlite3.Error as error:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
-            return {}
+            return Saved()
 
     def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry],
              filing: Callable[[str], Filing]) -> None:
@@ -181,7 +227,7 @@ def _merge_attached(db: sqlite3.Connection, parts: list[Path]) -> None:
                 db.execute(f"DETACH DATABASE {name}")
 
 
-def load_parts(ae: str, parts: Sequence[Path]) -> dict[str, Entry]:
+def load_parts(ae: str, parts: Sequence[Path]) -> Saved:
     """The records of ``ae`` that ``parts`` (``IndexPart``) hold, by file name, made as
     ``IndexFile.load`` makes them ({} if some part cannot be read).
 
@@ -189,7 +235,7 @@ def load_parts(ae: str, parts: Sequence[Path]) -> dict[str, Entry]:
     (``IndexFile.merging``): the load does not wait for the merge.
     """
     if not parts:
-        return {}
+        return Saved()
     try:
         with closing(sqlite3.connect(parts[0], isolation_level=None)) as db:
             for number, part in enumerate(parts[1:], 1):
@@ -199,7 +245,7 @@ def load_parts(ae: str, parts: Sequence[Path]) -> dict[str, Entry]:
                          in_order=False)
     except sqlite3.Error as error:
         LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
-        return {}
+        return Saved()
 
 
 class IndexPart:
@@ -242,7 +288,7 @@ def _own_filing(entries: Mapping[str, Entry]) -> Callable[[str], Filing]:
     """What freshly parsed entries still carry to be filed under (no index filed them yet)."""
     def filing(name: str) -> Filing:
         carried = entries[name].filing
-        assert carried is not None, "a parsed record carries its keys"
+        assert isinstance(carried, Filing), "a parsed record carries its keys"
         return carried
     return filing
 
@@ -330,17 +376,17 @@ def _row(ae: bytes, name: str, entry: Entry, filing: Callable[[str], Filing]
 
 
 def _read(db: sqlite3.Connection, tables: list[str], ae: str, *, in_order: bool
-          ) -> dict[str, Entry]:
+          ) -> Saved:
     """The records of ``ae`` that ``tables`` hold, by file name; ``in_order``: they have the
     ordering index (else SQLite sorts them).
 
     Made in response order, row by row, with one object for equal values (dates,
-    times…): the records of one day end up side by side in memory, and nothing is left
-    behind to fragment it (see ``preload.compact``). What each is filed under (index keys,
-    packed matching keys) is read afterwards, all together, front to back (an index would
-    read the rows in another order than they lie in): the store's index copies it into its
-    own tables and blocks and drops it (``WorklistStore.adopt``), which then leaves whole
-    arenas free, not holes among the records.
+    stations…): the records of one day end up side by side in memory, and nothing is
+    left behind to fragment it (see ``preload.compact``). The packed matching keys are
+    read afterwards, all together, front to back (an index would read the rows in another
+    order than they lie in): the store's index copies them into its own blocks and drops
+    these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes among
+    the records.
     """
     ae_key = os.fsencode(ae)
     scanned = "" if in_order else " NOT INDEXED"
@@ -350,51 +396,43 @@ def _read(db: sqlite3.Connection, tables: list[str], ae: str, *, in_order: bool
             "(compressed IS NULL OR matching IS NOT NULL)" for table in tables)
             + " ORDER BY start_date, start_time, name", (ae_key,))
         entries = _entries(rows)
-        _add_filings(entries, db.execute(" UNION ALL ".join(
-            f"SELECT {_FILING_COLUMNS} FROM {table} NOT INDEXED WHERE ae = ?1 AND "
-            "compressed IS NOT NULL AND matching IS NOT NULL" for table in tables), (ae_key,)))
+        for name, matching in db.execute(" UNION ALL ".join(
+                f"SELECT name, matching FROM {table} NOT INDEXED WHERE ae = ?1 AND "
+                "compressed IS NOT NULL AND matching IS NOT NULL" for table in tables),
+                (ae_key,)):
+            entries[name.decode(_FS_ENCODING, _FS_ERRORS)].filing = matching
     return entries
 
 
-def _entries(rows: Iterable[tuple[Any, ...]]) -> dict[str, Entry]:
-    """The entries ``rows`` (``_COLUMNS``) hold, by file name, made in one loop.
+def _entries(rows: Iterable[tuple[Any, ...]]) -> Saved:
+    """The entries ``rows`` (``_COLUMNS``) hold, by file name, made in one loop, and their
+    records' index keys (``Saved.filings``).
 
-    One object for equal values (days, times, parsed once each): they recur across 100,000
-    records and cost a reference each instead of an object each. The records' bytes go on
-    shelves, in response order.
+    One object for equal values (days, times, stations, modalities, patient IDs, parsed
+    once each): they recur across 100,000 records and cost a reference each instead of an
+    object each. The records' bytes go on shelves, in response order.
     """
     shared: dict[Any, Any] = {}
-    one = shared.setdefault  # called 200,000 times at 100,000 records: no wrapper
+    one = shared.setdefault  # called 300,000 times at 100,000 records: no wrapper
+    # index-key columns as parsed, by column value
+    patients_of: dict[bytes | None, tuple[bytes, ...]] = {}
+    stations_of: dict[bytes | None, tuple[bytes, ...]] = {}
+    modalities_of: dict[bytes | None, tuple[bytes, ...]] = {}
+    dates_of: dict[str | None, tuple[Date, ...]] = {}
     bodies: dict[int, Body] = {}
-    entries: dict[str, Entry] = {}
+    entries = Saved()
+    filings = entries.filings
     shelves = Shelves()
     put = shelves.put
-    for name, stat, compressed, date, time, add_references, body in rows:
+    for (name, stat, compressed, date, time, add_references, patient_ids, stations, modalities,
+         dates, body) in rows:
         name = name.decode(_FS_ENCODING, _FS_ERRORS)
         if compressed is None:
             entries[name] = Entry(stat, None)
             continue
-        if body is not None:
-            body = bodies.get(body) or bodies.setdefault(
-                body, (body >> 2, bool(body & 2), bool(body & 1)))
-        record = WorklistRecord(*put(compressed), one(date, date), one(time, time), name,
-                                bool(add_references), body)
-        entries[name] = Entry(stat, record)  # what to file it under comes next (``_read``)
-    shelves.finish()
-    return entries
-
-
-def _add_filings(entries: dict[str, Entry], rows: Iterable[tuple[Any, ...]]) -> None:
-    """Give each entry what ``rows`` (``_FILING_COLUMNS``) say to file its record under.
-
-    The index-key columns recur (stations, modalities, days): each distinct column value is
-    parsed once, and equal patient IDs are one object.
-    """
-    patients: dict[bytes | None, tuple[bytes, ...]] = {}
-    stations_of: dict[bytes | None, tuple[bytes, ...]] = {}
-    modalities_of: dict[bytes | None, tuple[bytes, ...]] = {}
-    dates_of: dict[str | None, tuple[Date, ...]] = {}
-    for name, patient_ids, stations, modalities, dates, matching in rows:
+        patient_keys = patients_of.get(patient_ids)
+        if patient_keys is None:
+            patient_keys = patients_of[patient_ids] = _split(patient_ids)
         station_keys = stations_of.get(stations)
         if station_keys is None:
             station_keys = stations_of[stations] = _split(stations)
@@ -404,11 +442,15 @@ def _add_filings(entries: dict[str, Entry], rows: Iterable[tuple[Any, ...]]) -> 
         date_keys = dates_of.get(dates)
         if date_keys is None:
             date_keys = dates_of[dates] = _dates(dates)
-        patient_keys = patients.get(patient_ids)
-        if patient_keys is None:
-            patient_keys = patients[patient_ids] = _split(patient_ids)
-        entries[name.decode(_FS_ENCODING, _FS_ERRORS)].filing = Filing(
-            RecordKeys(patient_keys, station_keys, modality_keys, date_keys), matching)
+        if body is not None:
+            body = bodies.get(body) or bodies.setdefault(
+                body, (body >> 2, bool(body & 2), bool(body & 1)))
+        record = WorklistRecord(*put(compressed), one(date, date), one(time, time), name,
+                                bool(add_references), body)
+        entry = entries[name] = Entry(stat, record)  # its packed matching keys come next
+        filings.add(entry, patient_keys, station_keys, modality_keys, date_keys)
+    shelves.finish()
+    return entries
 
 
 def _join(values: tuple[bytes, ...]) -> bytes | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from wlmd.worklist.mapped import map_out
-from wlmd.worklist.persist import IndexFile, IndexPart, load_parts, stale_parts
+from wlmd.worklist.persist import IndexFile, IndexPart, Saved, load_parts, stale_parts
 from wlmd.worklist.records import (
     Entry,
     FileLoader,
@@ -75,7 +75,7 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
           store.open_index_file(index_path) as index):
         for ae in names:
             started, first_count = time.monotonic(), store.parse_count
-            saved = {} if index is None else index.load(ae)
+            saved = Saved() if index is None else index.load(ae)
             if index is not None and index_path and _mostly_unsaved(store, ae, saved):
                 saved = _parse_and_adopt(store, children, index, index_path, ae, saved)
             else:
@@ -117,7 +117,7 @@ def _mostly_unsaved(store: WorklistStore, ae: str, saved: dict[str, Entry]) -> b
 
 
 def _parse_and_adopt(store: WorklistStore, children: ChildProcesses, index: IndexFile,
-                     index_path: Path, ae: str, saved: dict[str, Entry]) -> dict[str, Entry]:
+                     index_path: Path, ae: str, saved: Saved) -> Saved:
     """Parse ``ae``'s files that ``saved`` lacks in ``children``'s processes, each of which
     saves its rows into a part of the index file of its own; adopt the records of all of
     ``ae``'s files, and merge the parts into the index file. What was adopted, by name.

@@ -207,10 +207,12 @@ class Entry:
 
     key: StatKey
     record: WorklistRecord | None  # None: rejected, and already logged for this key
-    # The record's index keys and packed matching keys, until the store files them in its
-    # index, which then keeps the only copy of the packed keys (``store.Candidates.match_view``)
-    # and derives the index keys from them again when it needs them (``index.keys_of``).
-    filing: Filing | None = None
+    # What the store files the record under in its index, until it has (None then): the index
+    # keeps the only copy of the packed matching keys (``store.Candidates.match_view``) and
+    # derives the index keys from them again when it needs them (``index.keys_of``). A parsed
+    # file's entry carries both; an index file's only its packed keys (bytes), its index keys
+    # wait in columns (``persist.Filings``).
+    filing: Filing | bytes | None = None
 
 
 @dataclass(frozen=True)

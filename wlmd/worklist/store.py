@@ -39,10 +39,10 @@ from pydicom import config
 import wlmd
 from wlmd.config.settings import RefreshMode
 from wlmd.worklist.compact import MatchView
-from wlmd.worklist.index import Filing, Prefilter, RecordKeys, WorklistIndex
+from wlmd.worklist.index import Filing, Prefilter, WorklistIndex
 from wlmd.worklist.inotify import Inotify, handover_for_fork
 from wlmd.worklist.mapped import Sealed
-from wlmd.worklist.persist import IndexFile
+from wlmd.worklist.persist import Filings, IndexFile, Saved
 from wlmd.worklist.records import (
     Entry,
     FileLoader,
@@ -280,17 +280,18 @@ class WorklistStore:
         finally:
             os.close(fd)  # closing the descriptor releases the fcntl lock
 
-    def adopt(self, ae: str, saved: dict[str, Entry]) -> None:
+    def adopt(self, ae: str, saved: Saved) -> None:
         """Start ``ae``'s cache from records saved by an earlier run (checked by the refresh)."""
         if not saved:
             return
         cache = self._caches.setdefault(ae, _AeCache())
         cache.entries = dict(saved)
-        cache.index.add_all(_filed(saved))
+        cache.index.add_all(saved.filings)
         # The index keeps them now. Dropped all at once, not as they are filed: the memory
         # they leave is then whole arenas, given back, instead of holes that filing fills.
         for entry in saved.values():
             entry.filing = None
+        saved.filings = Filings()
 
     def refreshed_entries(self, ae: str) -> dict[str, Entry]:
         """``ae``'s entries by file name, brought in step with its directory (LockfileError
@@ -608,8 +609,10 @@ class WorklistStore:
         old = cache.entries.get(name)
         cache.entries[name] = entry
         old_record = None if old is None else old.record
+        filing = entry.filing
+        assert not isinstance(filing, bytes)  # a parsed file's entry carries all of it
         if entry.record is not None or old_record is not None:
-            cache.pending.append((old_record, entry.record, entry.filing))
+            cache.pending.append((old_record, entry.record, filing))
         entry.filing = None  # the index keeps them once _apply has filed the record
 
 
@@ -645,14 +648,6 @@ def _filed_record(records: list[WorklistRecord | None], number: int) -> Worklist
     record = records[number]
     assert record is not None
     return record
-
-
-def _filed(saved: dict[str, Entry]) -> Iterator[tuple[str, RecordKeys, bytes]]:
-    """What the index files of each saved record: name, index keys, packed matching keys."""
-    for name, entry in saved.items():
-        if entry.record is not None:
-            assert entry.filing is not None  # a saved record comes with its keys
-            yield name, *entry.filing
 
 
 def batched(tasks: list[Task]) -> list[list[Task]]:
