@@ -13,11 +13,13 @@ The file holds patient data: it is created readable by its owner only.
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import sqlite3
 import sys
 import threading
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
@@ -55,43 +57,53 @@ PART_SUFFIX = ".part-"  # <index file>.part-<pid>: the rows one parsing process 
 # how os.fsdecode decodes a file name, taken once: a load decodes one per row
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _COLUMNS = ("name, stat, compressed, start_date, start_time, add_references, "
-            "patient_ids, stations, modalities, dates, body")
+            "patient_ids, stations, modalities, dates, body, matching")
 
 
 class Filings:
-    """The index keys of the records an index file held, column by column in response order,
-    until the store has filed them (``WorklistStore.adopt``); each entry carries its packed
-    matching keys meanwhile (``Entry.filing``). Iterated: (name, index keys, packed keys).
+    """What to file the records an index file held under, in response order, until the
+    store's index has filed them (``WorklistStore.adopt``). Iterated: (name, index keys,
+    packed matching keys), each made as it is taken.
 
-    Columns of references to values that recur and are one object each, not an object per
-    record: 100,000 small objects made while loading would raise the supervisor's memory
-    for good, as the allocator keeps the memory arenas that the load's peak spread over.
+    Columns: references to the names and to index-key values (which recur, one object each),
+    and the packed matching keys side by side in one buffer. Not an object per record:
+    100,000 small objects made while loading (the packed keys alone are 36 MB of them) would
+    raise the supervisor's memory for good, as Python's allocator keeps every memory arena
+    that the load's peak spread over; the buffer is one block of the C heap, given back
+    whole.
     """
 
     def __init__(self) -> None:
-        self._entries: list[Entry] = []
+        self._names: list[str] = []
         self._patient_ids: list[tuple[bytes, ...]] = []
         self._stations: list[tuple[bytes, ...]] = []
         self._modalities: list[tuple[bytes, ...]] = []
         self._dates: list[tuple[Date, ...]] = []
+        self._packed = bytearray()
+        self._ends = array("L")  # where each record's packed keys end in ``_packed``
 
-    def add(self, entry: Entry, patient_ids: tuple[bytes, ...], stations: tuple[bytes, ...],
-            modalities: tuple[bytes, ...], dates: tuple[Date, ...]) -> None:
-        """Note the index keys of the record of ``entry``."""
-        self._entries.append(entry)
+    def add(self, name: str, patient_ids: tuple[bytes, ...], stations: tuple[bytes, ...],
+            modalities: tuple[bytes, ...], dates: tuple[Date, ...], packed: bytes) -> None:
+        """Note what record ``name`` is filed under."""
+        self._names.append(name)
         self._patient_ids.append(patient_ids)
         self._stations.append(stations)
         self._modalities.append(modalities)
         self._dates.append(dates)
+        self._packed += packed
+        self._ends.append(len(self._packed))
 
     def __iter__(self) -> Iterator[tuple[str, RecordKeys, bytes]]:
-        for entry, patient_ids, stations, modalities, dates in zip(
-                self._entries, self._patient_ids, self._stations, self._modalities,
-                self._dates, strict=True):
-            record, packed = entry.record, entry.filing
-            if record is None or not isinstance(packed, bytes):
-                raise ValueError(f"no packed matching keys for {entry}")
-            yield record.name, RecordKeys(patient_ids, stations, modalities, dates), packed
+        packed = memoryview(self._packed)
+        try:
+            for name, patient_ids, stations, modalities, dates, (start, end) in zip(
+                    self._names, self._patient_ids, self._stations, self._modalities,
+                    self._dates, itertools.pairwise(itertools.chain((0,), self._ends)),
+                    strict=True):
+                yield (name, RecordKeys(patient_ids, stations, modalities, dates),
+                       packed[start:end].tobytes())
+        finally:
+            packed.release()  # else the buffer cannot be dropped (or grown) while it lives
 
 
 class Saved(dict[str, Entry]):
@@ -382,38 +394,29 @@ def _read(db: sqlite3.Connection, tables: list[str], ae: str, *, in_order: bool
 
     Made in response order, row by row, with one object for equal values (dates,
     stations…): the records of one day end up side by side in memory, and nothing is
-    left behind to fragment it (see ``preload.compact``). The packed matching keys are
-    read afterwards, all together, front to back (an index would read the rows in another
-    order than they lie in): the store's index copies them into its own blocks and drops
-    these (``WorklistStore.adopt``), which then leaves whole arenas free, not holes among
-    the records.
+    left behind to fragment it (see ``preload.compact``). What to file each record under
+    waits in ``Saved.filings`` (which holds no object per record) until the store's index
+    has filed it (``WorklistStore.adopt``).
     """
     ae_key = os.fsencode(ae)
     scanned = "" if in_order else " NOT INDEXED"
     with _reading(db):
-        rows = db.execute(" UNION ALL ".join(
+        return _entries(db.execute(" UNION ALL ".join(
             f"SELECT {_COLUMNS} FROM {table}{scanned} WHERE ae = ?1 AND "
             "(compressed IS NULL OR matching IS NOT NULL)" for table in tables)
-            + " ORDER BY start_date, start_time, name", (ae_key,))
-        entries = _entries(rows)
-        for name, matching in db.execute(" UNION ALL ".join(
-                f"SELECT name, matching FROM {table} NOT INDEXED WHERE ae = ?1 AND "
-                "compressed IS NOT NULL AND matching IS NOT NULL" for table in tables),
-                (ae_key,)):
-            entries[name.decode(_FS_ENCODING, _FS_ERRORS)].filing = matching
-    return entries
+            + " ORDER BY start_date, start_time, name", (ae_key,)))
 
 
 def _entries(rows: Iterable[tuple[Any, ...]]) -> Saved:
-    """The entries ``rows`` (``_COLUMNS``) hold, by file name, made in one loop, and their
-    records' index keys (``Saved.filings``).
+    """The entries ``rows`` (``_COLUMNS``) hold, by file name, made in one loop, and what to
+    file their records under (``Saved.filings``).
 
     One object for equal values (days, times, stations, modalities, patient IDs, parsed
     once each): they recur across 100,000 records and cost a reference each instead of an
     object each. The records' bytes go on shelves, in response order.
     """
     shared: dict[Any, Any] = {}
-    one = shared.setdefault  # called 300,000 times at 100,000 records: no wrapper
+    one = shared.setdefault  # called 200,000 times at 100,000 records: no wrapper
     # index-key columns as parsed, by column value
     patients_of: dict[bytes | None, tuple[bytes, ...]] = {}
     stations_of: dict[bytes | None, tuple[bytes, ...]] = {}
@@ -425,7 +428,7 @@ def _entries(rows: Iterable[tuple[Any, ...]]) -> Saved:
     shelves = Shelves()
     put = shelves.put
     for (name, stat, compressed, date, time, add_references, patient_ids, stations, modalities,
-         dates, body) in rows:
+         dates, body, matching) in rows:
         name = name.decode(_FS_ENCODING, _FS_ERRORS)
         if compressed is None:
             entries[name] = Entry(stat, None)
@@ -447,8 +450,8 @@ def _entries(rows: Iterable[tuple[Any, ...]]) -> Saved:
                 body, (body >> 2, bool(body & 2), bool(body & 1)))
         record = WorklistRecord(*put(compressed), one(date, date), one(time, time), name,
                                 bool(add_references), body)
-        entry = entries[name] = Entry(stat, record)  # its packed matching keys come next
-        filings.add(entry, patient_keys, station_keys, modality_keys, date_keys)
+        entries[name] = Entry(stat, record)
+        filings.add(name, patient_keys, station_keys, modality_keys, date_keys, matching)
     shelves.finish()
     return entries
 

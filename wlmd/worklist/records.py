@@ -207,12 +207,12 @@ class Entry:
 
     key: StatKey
     record: WorklistRecord | None  # None: rejected, and already logged for this key
-    # What the store files the record under in its index, until it has (None then): the index
-    # keeps the only copy of the packed matching keys (``store.Candidates.match_view``) and
-    # derives the index keys from them again when it needs them (``index.keys_of``). A parsed
-    # file's entry carries both; an index file's only its packed keys (bytes), its index keys
-    # wait in columns (``persist.Filings``).
-    filing: Filing | bytes | None = None
+    # What a parsed file's record is filed under in the store's index, until it is (None
+    # then): the index keeps the only copy of the packed matching keys
+    # (``store.Candidates.match_view``) and derives the index keys from them again when it
+    # needs them (``index.keys_of``). Records from an index file have theirs in
+    # ``persist.Filings``.
+    filing: Filing | None = None
 
 
 @dataclass(frozen=True)

@@ -287,11 +287,7 @@ class WorklistStore:
         cache = self._caches.setdefault(ae, _AeCache())
         cache.entries = dict(saved)
         cache.index.add_all(saved.filings)
-        # The index keeps them now. Dropped all at once, not as they are filed: the memory
-        # they leave is then whole arenas, given back, instead of holes that filing fills.
-        for entry in saved.values():
-            entry.filing = None
-        saved.filings = Filings()
+        saved.filings = Filings()  # the index keeps them now
 
     def refreshed_entries(self, ae: str) -> dict[str, Entry]:
         """``ae``'s entries by file name, brought in step with its directory (LockfileError
@@ -609,10 +605,8 @@ class WorklistStore:
         old = cache.entries.get(name)
         cache.entries[name] = entry
         old_record = None if old is None else old.record
-        filing = entry.filing
-        assert not isinstance(filing, bytes)  # a parsed file's entry carries all of it
         if entry.record is not None or old_record is not None:
-            cache.pending.append((old_record, entry.record, filing))
+            cache.pending.append((old_record, entry.record, entry.filing))
         entry.filing = None  # the index keeps them once _apply has filed the record
 
 
