@@ -56,6 +56,61 @@ def test_a_restart_parses_nothing_and_serves_the_same(root: Path, index: Path) -
     assert [r.name for r in second.query(AE, prefilter)] == ["2.wl", "3.wl"]
 
 
+def test_an_index_file_gives_each_record_what_parsing_files_it_under_in_response_order(
+        root: Path, index: Path) -> None:
+    """``Saved.filings``: name, index keys and packed matching keys, as parsing gives them,
+    with each recurring index-key value one object; gone once the store has adopted them."""
+    for number in range(4):
+        add(root, f"{number}.wl", accession=f"A{number}", date=f"2024010{4 - number}")
+    (root / AE / "rejected.wl").write_bytes(b"not DICOM")
+    store = loaded(root, index)
+    loader = store.loader
+    parsed = {}
+    for path in sorted((root / AE).glob("[0-9].wl")):
+        entry, _ = loader.load(str(path), path.name, path.stat(), False, str(root))
+        assert entry is not None and entry.filing is not None
+        parsed[path.name] = entry.filing
+    with store.open_index_file(index) as index_file:
+        assert index_file is not None
+        saved = index_file.load(AE)
+    assert saved["rejected.wl"].record is None
+    filings = list(saved.filings)
+    assert [(name, keys, packed) for name, keys, packed in filings] == \
+        [(name, *parsed[name]) for name in ("3.wl", "2.wl", "1.wl", "0.wl")]  # by date
+    for name, _, _ in filings:
+        record = saved[name].record
+        assert record is not None and record.name is name  # the entry's own name object
+    assert len({id(keys.stations) for _, keys, _ in filings}) == 1
+    fresh = WorklistStore(root, file_reject=True)
+    fresh.adopt(AE, saved)
+    assert list(saved.filings) == []
+    assert fresh.refreshed_entries(AE).keys() == saved.keys()
+
+
+def test_a_record_changed_after_a_restart_leaves_the_index_under_its_old_keys(
+        root: Path, index: Path) -> None:
+    """The index derives a record's old keys from its packed keys to remove it: a query by
+    the old date finds it no more, one by the new date does."""
+    add(root, "moved.wl", accession="M", date="20240101")
+    add(root, "other.wl", accession="O", date="20240101")
+    loaded(root, index)
+    restarted = loaded(root, index)
+    assert restarted.parse_count == 0
+    add(root, "moved.wl", accession="M", date="20240202")
+
+    def on(date: bytes) -> list[str]:
+        mask = dataset(sequence("ScheduledProcedureStepSequence", dataset(
+            raw("ScheduledProcedureStepStartDate", "DA", date))))
+        prefilter = prefilter_of(PreparedQuery(mask, unsupported_removed=False))
+        assert prefilter is not None
+        return [record.name for record in restarted.query(AE, prefilter)]
+
+    assert on(b"20240101") == ["other.wl"]
+    assert on(b"20240202") == ["moved.wl"]
+    (root / AE / "moved.wl").unlink()
+    assert on(b"20240202") == []
+
+
 def test_files_changed_while_stopped_are_parsed_again(root: Path, index: Path) -> None:
     for name in ("same.wl", "changed.wl", "removed.wl"):
         add(root, name, accession=name[0].upper())
