@@ -162,7 +162,10 @@ class MatchView:
         return cls(packed)
 
     def get_item(self, tag: int) -> RawDataElement | SequenceElement | None:
-        """The element of ``tag``, or None if the record has none (or it is no matching key)."""
+        """The element of ``tag``, or None if the record has none (or it is no matching key).
+
+        What the matcher calls for every key of every candidate: all inline.
+        """
         place = self._slots.position.get(tag)
         if place is None:
             return None
@@ -179,6 +182,34 @@ class MatchView:
         length = _U32.unpack_from(packed, at)[0]
         return RawDataElement(BaseTag(tag), vr, length, packed[at + 4:at + 4 + length], 0,
                               False, True)
+
+    def value(self, tag: int) -> tuple[str, bytes] | None:
+        """``query.value_of`` this view, without making an element: (VR, raw value), or None
+        if the record has no such element (or it is no matching key, or a sequence)."""
+        at = self._entry(tag)
+        packed = self._packed
+        if at is None or packed[at] == ITEMS:
+            return None
+        size = packed[at + 1]
+        vr = packed[at + 2:at + 2 + size].decode("latin-1")
+        at += 2 + size
+        length = _U32.unpack_from(packed, at)[0]
+        return vr, packed[at + 4:at + 4 + length]
+
+    def items(self, tag: int) -> list[MatchView]:
+        """The items of sequence ``tag`` (none if absent, or not a sequence)."""
+        at = self._entry(tag)
+        if at is None or self._packed[at] != ITEMS:
+            return []
+        return self._items(at + 1, self._slots.nested[BaseTag(tag)])
+
+    def _entry(self, tag: int) -> int | None:
+        """Where the entry of ``tag`` starts in the packed bytes; None if absent."""
+        place = self._slots.position.get(tag)
+        if place is None:
+            return None
+        offset = _U32.unpack_from(self._packed, self._start + 4 * place)[0]
+        return None if offset == ABSENT else self._start + offset
 
     def __getitem__(self, tag: int) -> RawDataElement | SequenceElement:
         element = self.get_item(tag)

@@ -102,8 +102,21 @@ class Filing(NamedTuple):
 def keys_of(packed: bytes) -> RecordKeys:
     """The index keys of a record, from its packed matching keys: the same as ``record_keys``
     of its dataset, as the packed keys hold every value the index keys are made of, read as
-    the matcher reads the dataset (``MatchView``). Some 30 µs: for one removal, not a start."""
-    return record_keys(MatchView.of(packed))
+    the matcher reads the dataset (``MatchView``). Some 20 µs: for a removal, not a start."""
+    view = MatchView.of(packed)
+    patients: set[bytes] = set()
+    found: tuple[set[bytes], set[bytes], set[bytes]] = (set(), set(), set())
+    patient = view.value(PATIENT_ID)
+    if patient is not None and patient[0] == "LO":
+        patients.update(_PATIENT_ID_RULE.values(patient[1]))
+    for item in view.items(SCHEDULED_PROCEDURE_STEP_SEQUENCE):
+        for place, tag, vr, rule in _ITEM_KEYS:
+            value = item.value(tag)
+            if value is not None and value[0] == vr:
+                found[place].update(rule.values(value[1]))
+    dates = {date for value in found[2] if (date := parse_date(value)) is not None}
+    return RecordKeys(tuple(sorted(patients)), tuple(sorted(found[0])),
+                      tuple(sorted(found[1])), tuple(sorted(dates)))
 
 
 def prefilter_of(query: PreparedQuery) -> Prefilter | None:
