@@ -87,6 +87,20 @@ def test_an_index_file_gives_each_record_what_parsing_files_it_under_in_response
     assert fresh.refreshed_entries(AE).keys() == saved.keys()
 
 
+def test_a_file_in_two_parts_is_made_and_filed_once(root: Path, tmp_path: Path) -> None:
+    add(root, "one.wl", accession="A")
+    path = root / AE / "one.wl"
+    entry, _ = WorklistStore(root, file_reject=True).loader.load(
+        str(path), path.name, path.stat(), False, str(root))
+    assert entry is not None
+    parts = [tmp_path / "first.part", tmp_path / "second.part"]
+    for part in parts:
+        persist.IndexPart(part).save(AE, {"one.wl": entry})
+    saved = persist.load_parts(AE, parts)
+    assert list(saved) == ["one.wl"]
+    assert [name for name, _, _ in saved.filings] == ["one.wl"]
+
+
 def test_a_record_changed_after_a_restart_leaves_the_index_under_its_old_keys(
         root: Path, index: Path) -> None:
     """The index derives a record's old keys from its packed keys to remove it: a query by

@@ -430,6 +430,8 @@ def _entries(rows: Iterable[tuple[Any, ...]]) -> Saved:
     for (name, stat, compressed, date, time, add_references, patient_ids, stations, modalities,
          dates, body, matching) in rows:
         name = name.decode(_FS_ENCODING, _FS_ERRORS)
+        if name in entries:  # in two parts (never so far): the first, filed once
+            continue
         if compressed is None:
             entries[name] = Entry(stat, None)
             continue
