@@ -179,7 +179,10 @@ class PreloadedService:
         return self._mpps
 
     def __call__(self, settings: Settings) -> WorklistService:
-        if self._service is None or settings != self._settings:
+        # ``is`` first: a worker is handed the very settings it was forked with, and comparing
+        # every field would write to each value's memory page, shared with the supervisor
+        if self._service is None or (settings is not self._settings
+                                     and settings != self._settings):
             store = WorklistStore(settings.data_files_path, file_reject=settings.file_reject)
             self._mpps = MppsService(settings, entries=store) if settings.mpps else None
             self._service = WorklistService(settings, store, procedure_steps=self._mpps)
