@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -43,6 +44,16 @@ def hungry(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> 
         return ready_then_wait(channel, heartbeat, settings)
     finally:
         del ballast
+
+
+def beats_unregistered(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
+    """Start the heartbeat, then exit 0 on stop if the threading module counts no new thread
+    (its bookkeeping would un-share the supervisor's pages: see ``start_heartbeat``)."""
+    threads = threading.active_count()
+    start_heartbeat(heartbeat, 0.2)
+    handoff.send_message(channel, handoff.OP_READY)
+    handoff.receive(channel)
+    return 0 if threading.active_count() == threads else 4
 
 
 def cannot_boot(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
@@ -132,6 +143,17 @@ def test_stopped_worker_goes_silent_and_is_killed(make_pool):
     assert (exit_.pid, exit_.signal) == (stopped.pid, signal.SIGKILL)
     assert not healthy.killed
     assert healthy.heartbeat.silence() < 0.6
+
+
+def test_heartbeat_beats_while_the_worker_waits_and_adds_no_threading_thread(make_pool):
+    pool = make_pool(beats_unregistered)
+    slot = pool.spawn(SETTINGS, 0)
+    ready(slot)
+    time.sleep(0.3)  # the main thread waits in receive meanwhile
+    assert slot.heartbeat.silence() < 0.2
+    pool.retire(slot)
+    (exit_,) = wait_for_exits(pool, 1)
+    assert (exit_.pid, exit_.exit_code) == (slot.pid, 0)
 
 
 def test_recycling_limit_is_jittered_within_a_tenth(make_pool):

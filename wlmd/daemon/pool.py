@@ -11,6 +11,7 @@ one fork elsewhere is ``--daemon``'s detaching, which python-daemon does before 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import gc
 import logging
@@ -343,3 +344,15 @@ def private_memory(pid: int) -> int:
                    for key in (b"Private_Clean", b"Private_Dirty"))
     except (OSError, KeyError, ValueError):
         return resident_memory(pid)
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the kernel (glibc's ``malloc_trim``; elsewhere a no-op).
+
+    After the preload (parser and SQLite temporaries), and in a worker gone quiet after an
+    association (its temporaries: decompressed files, PDUs, response lists): pages freed but
+    kept by malloc would otherwise stay counted, in the supervisor's share of every worker or
+    in the worker's own memory.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)

@@ -8,6 +8,7 @@ told ``stop``, when its channel reaches EOF (the supervisor died) or on SIGKILL.
 from __future__ import annotations
 
 import logging
+import select
 import signal
 import socket
 import ssl
@@ -20,7 +21,7 @@ from wlmd.config.settings import Settings
 from wlmd.daemon import handoff
 from wlmd.daemon.connection import refused, serve_connection
 from wlmd.daemon.hooks import AppFactory
-from wlmd.daemon.pool import WORKER_BOOT_ERROR, Heartbeat
+from wlmd.daemon.pool import WORKER_BOOT_ERROR, Heartbeat, release_free_memory
 from wlmd.dicom.types import AssociationInfo, AssociationReport, Outcome
 from wlmd.security.access import AccessPolicy
 from wlmd.worklist import completeness, records
@@ -32,6 +33,9 @@ IDLE_TITLE = "wlmd: worker idle"
 STARTING_TITLE = "wlmd: worker starting"  # until its application is built
 IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEFAULT_SIGNALS = (signal.SIGQUIT, signal.SIGCHLD)
+# Seconds without a new connection after an association before the worker gives back the
+# heap pages its temporaries left free: off the path of a busy worker's next association.
+QUIET_RELEASE_DELAY = 1.0
 
 
 def reset_signals() -> None:
@@ -67,6 +71,14 @@ class ForwardFileProblems(logging.Filter):
 def show_association(info: AssociationInfo) -> None:
     """``ps`` shows which modality a busy worker serves: ``wlmd: worker CT01 <- 10.0.0.5``."""
     setproctitle(f"wlmd: worker {info.called_ae} <- {info.peer_address}")
+
+
+def next_message(channel: socket.socket, quiet_release_delay: float) -> handoff.Message:
+    """The supervisor's next message; once the channel has been quiet for
+    ``quiet_release_delay`` seconds, the heap's free pages are given back first."""
+    if not select.select([channel], [], [], quiet_release_delay)[0]:
+        release_free_memory()
+    return handoff.receive(channel)
 
 
 def start_heartbeat(heartbeat: Heartbeat, timeout: float) -> None:
@@ -108,9 +120,11 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
         return WORKER_BOOT_ERROR
     setproctitle(IDLE_TITLE)
     handoff.send_message(channel, handoff.OP_READY)
+    served = False  # until then the heap is the supervisor's, trimmed before the fork
     while True:
         try:
-            message = handoff.receive(channel)
+            message = (next_message(channel, QUIET_RELEASE_DELAY) if served
+                       else handoff.receive(channel))
         except handoff.ChannelClosed:
             LOGGER.warning("supervisor gone, worker exiting")
             return 0
@@ -124,4 +138,5 @@ def run_worker(channel: socket.socket, heartbeat: Heartbeat, settings: Settings,
             report = serve_connection(message.conn, peer, settings, app, tls_context,
                                       on_request=show_association)
         handoff.send_report(channel, report)
+        served = True
         setproctitle(IDLE_TITLE)
