@@ -187,6 +187,9 @@ class WorkerPool:
         heartbeat = Heartbeat()
 
         def worker() -> int:
+            # Whatever the worker inherited is never collected here: a collection writes to
+            # every object it visits, un-sharing their pages from the supervisor's.
+            gc.freeze()
             parent_end.close()  # first close what belongs to the supervisor
             self.close()
             self._after_fork()
