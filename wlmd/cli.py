@@ -8,7 +8,6 @@ drop) fail the same way, before any association is accepted.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import grp
 import logging
@@ -32,7 +31,7 @@ from wlmd.daemon.listeners import (
     bind_endpoint,
     bind_listeners,
 )
-from wlmd.daemon.pool import ChildProcesses
+from wlmd.daemon.pool import ChildProcesses, release_free_memory
 from wlmd.daemon.preflight import preflight
 from wlmd.daemon.services import Service
 from wlmd.daemon.single import SingleProcessServer
@@ -179,7 +178,10 @@ class PreloadedService:
         return self._mpps
 
     def __call__(self, settings: Settings) -> WorklistService:
-        if self._service is None or settings != self._settings:
+        # ``is`` first: a worker is handed the very settings it was forked with, and comparing
+        # every field would write to each value's memory page, shared with the supervisor
+        if self._service is None or (settings is not self._settings
+                                     and settings != self._settings):
             store = WorklistStore(settings.data_files_path, file_reject=settings.file_reject)
             self._mpps = MppsService(settings, entries=store) if settings.mpps else None
             self._service = WorklistService(settings, store, procedure_steps=self._mpps)
@@ -191,20 +193,10 @@ class PreloadedService:
             finally:
                 gc.freeze()  # before enable: the records never pass through a collection
                 gc.enable()
-            _release_free_memory()
+            release_free_memory()
         if self._mpps is not None and (settings.single_process or os.getpid() != self._built_in):
             self._mpps.start_agent()  # in the serving process: a worker, or the single process
         return self._service
-
-
-def _release_free_memory() -> None:
-    """Give the heap's free pages back to the kernel (glibc's ``malloc_trim``).
-
-    Loading leaves freed memory behind (parser and SQLite temporaries); returned, it is not
-    counted in every worker's share of the supervisor's memory.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 class RunningConfiguration:

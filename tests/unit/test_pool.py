@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -43,6 +45,25 @@ def hungry(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> 
         return ready_then_wait(channel, heartbeat, settings)
     finally:
         del ballast
+
+
+def beats_unregistered(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
+    """Start the heartbeat, then exit 0 on stop if the threading module counts no new thread
+    (its bookkeeping would un-share the supervisor's pages: see ``start_heartbeat``)."""
+    threads = threading.active_count()
+    start_heartbeat(heartbeat, 0.2)
+    handoff.send_message(channel, handoff.OP_READY)
+    handoff.receive(channel)
+    return 0 if threading.active_count() == threads else 4
+
+
+INHERITED = [["made by the parent before every fork"]]  # a container: the collector tracks it
+
+
+def inherited_is_frozen(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
+    """Exit 0 if the collector still tracks what the worker inherited but never visits it."""
+    visited = any(o is INHERITED for o in gc.get_objects())  # the permanent generation is not
+    return 0 if gc.is_tracked(INHERITED) and not visited else 5
 
 
 def cannot_boot(channel: socket.socket, heartbeat: Heartbeat, settings: Settings) -> int:
@@ -132,6 +153,26 @@ def test_stopped_worker_goes_silent_and_is_killed(make_pool):
     assert (exit_.pid, exit_.signal) == (stopped.pid, signal.SIGKILL)
     assert not healthy.killed
     assert healthy.heartbeat.silence() < 0.6
+
+
+def test_heartbeat_beats_while_the_worker_waits_and_adds_no_threading_thread(make_pool):
+    pool = make_pool(beats_unregistered)
+    slot = pool.spawn(SETTINGS, 0)
+    ready(slot)
+    time.sleep(0.3)  # the main thread waits in receive meanwhile
+    assert slot.heartbeat.silence() < 0.2
+    pool.retire(slot)
+    (exit_,) = wait_for_exits(pool, 1)
+    assert (exit_.pid, exit_.exit_code) == (slot.pid, 0)
+
+
+def test_worker_never_collects_what_it_inherited(make_pool):
+    """A collection writes to each object it visits: inherited ones would stop being shared."""
+    pool = make_pool(inherited_is_frozen)
+    slot = pool.spawn(SETTINGS, 0)
+    (exit_,) = wait_for_exits(pool, 1)
+    assert (exit_.pid, exit_.exit_code) == (slot.pid, 0)
+    assert any(o is INHERITED for o in gc.get_objects())  # the parent's own collector does
 
 
 def test_recycling_limit_is_jittered_within_a_tenth(make_pool):

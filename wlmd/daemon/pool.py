@@ -11,6 +11,7 @@ one fork elsewhere is ``--daemon``'s detaching, which python-daemon does before 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import gc
 import logging
@@ -186,6 +187,9 @@ class WorkerPool:
         heartbeat = Heartbeat()
 
         def worker() -> int:
+            # Whatever the worker inherited is never collected here: a collection writes to
+            # every object it visits, un-sharing their pages from the supervisor's.
+            gc.freeze()
             parent_end.close()  # first close what belongs to the supervisor
             self.close()
             self._after_fork()
@@ -343,3 +347,15 @@ def private_memory(pid: int) -> int:
                    for key in (b"Private_Clean", b"Private_Dirty"))
     except (OSError, KeyError, ValueError):
         return resident_memory(pid)
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the kernel (glibc's ``malloc_trim``; elsewhere a no-op).
+
+    After the preload (parser and SQLite temporaries), and in a worker gone quiet after an
+    association (its temporaries: decompressed files, PDUs, response lists): pages freed but
+    kept by malloc would otherwise stay counted, in the supervisor's share of every worker or
+    in the worker's own memory.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
