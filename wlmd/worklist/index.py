@@ -29,7 +29,7 @@ from typing import Any, TypeAlias
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 
-from wlmd.dicom.rawfile import RawLevel, RawSequence, tag_key
+from wlmd.dicom.rawfile import RawLevel, RawSequence
 from wlmd.worklist.compact import screens
 from wlmd.worklist.keys import (
     MODALITY,
@@ -38,6 +38,7 @@ from wlmd.worklist.keys import (
     SPS_START_DATE,
     SPS_START_TIME,
 )
+from wlmd.worklist.keys import PATIENT_ID as PATIENT_ID_TAG
 from wlmd.worklist.matching import parse_date, rule_for
 from wlmd.worklist.query import Elements, PreparedQuery, element_vr, value_of
 
@@ -188,10 +189,13 @@ def record_keys(dataset: Dataset | Elements) -> RecordKeys:
                       tuple(sorted(found["modality"])), tuple(sorted(dates)))
 
 
-_PATIENT_ID_KEY = tag_key(PATIENT_ID)  # the walker's own tag objects: found by identity
-_SPS_KEY = tag_key(SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+# The keys module's tag objects, which the walker keys elements with (``rawfile.share_tags``):
+# a dict finds them by identity. ``tag_key`` here would run before the walker shares them, and
+# give objects that every lookup compares with ``BaseTag.__eq__`` (4 calls a file).
+_PATIENT_ID_KEY = PATIENT_ID_TAG
+_SPS_KEY = SCHEDULED_PROCEDURE_STEP_SEQUENCE
 # what each SPS item gives: stations, modalities, start dates (in that order), read by VR rule
-_ITEM_KEYS = tuple((place, tag_key(tag), vr, rule_for(vr)) for place, (tag, vr) in enumerate(
+_ITEM_KEYS = tuple((place, tag, vr, rule_for(vr)) for place, (tag, vr) in enumerate(
     ((SCHEDULED_STATION_AE_TITLE, "AE"), (MODALITY, "CS"), (SPS_START_DATE, "DA"))))
 _PATIENT_ID_RULE = rule_for("LO")
 
