@@ -302,37 +302,55 @@ class WorklistIndex:
         return number
 
     def add_all(self, records: Iterable[tuple[str, RecordKeys, bytes]]) -> None:
-        """``add`` of each of ``records`` (distinct names), into an index that is empty.
+        """``add`` of each of ``records`` (distinct names), into an index that never
+        filed any.
 
         A restart files 100,000 records here: each value's numbers are gathered in a list
-        and made an array once, which costs half of filing them one by one.
+        and made an array once, which costs half of filing them one by one; the loop is
+        unrolled (no tuple of tables per record), the serials are taken at once, and the
+        packed keys are sealed a chunk at a time.
         """
-        if self._number:
+        if self._names:
             for record in records:
                 self.add(*record)
             return
         gathered: tuple[dict[Any, list[int]], ...] = ({}, {}, {}, {})
         patients, stations, modalities, dates = gathered
-        names, filed, number_of, packed_keys = self._names, self._keys, self._number, \
-            self._packed
-        undated, serials = self._undated, self._serials
-        for name, keys, packed in records:
-            number = len(names)
+        names, filed, number_of = self._names, self._keys, self._number
+        undated, packs = self._undated, list[bytes]()
+        for number, (name, keys, packed) in enumerate(records):
             names.append(name)
             filed.append(keys)
-            serials.append(next(_SERIALS))
             number_of[name] = number
-            packed_keys.add(number, packed)
-            for table, values in ((patients, keys.patient_ids), (stations, keys.stations),
-                                  (modalities, keys.modalities), (dates, keys.dates)):
-                for value in values:
-                    numbers = table.get(value)
-                    if numbers is None:
-                        table[value] = [number]
-                    else:
-                        numbers.append(number)
+            packs.append(packed)
+            for value in keys.patient_ids:
+                numbers = patients.get(value)
+                if numbers is None:
+                    patients[value] = [number]
+                else:
+                    numbers.append(number)
+            for value in keys.stations:
+                numbers = stations.get(value)
+                if numbers is None:
+                    stations[value] = [number]
+                else:
+                    numbers.append(number)
+            for value in keys.modalities:
+                numbers = modalities.get(value)
+                if numbers is None:
+                    modalities[value] = [number]
+                else:
+                    numbers.append(number)
             if not keys.dates:
                 undated.append(number)
+            for date in keys.dates:
+                numbers = dates.get(date)
+                if numbers is None:
+                    dates[date] = [number]
+                else:
+                    numbers.append(number)
+        self._serials.extend(itertools.islice(_SERIALS, len(names)))
+        self._packed.extend(packs)
         tables: tuple[dict[Any, Numbers], ...] = (
             self._by_kind["patient"], self._by_kind["station"], self._by_kind["modality"],
             self._by_date)
@@ -544,6 +562,16 @@ class PackedKeys:
         if len(self._recent) >= self.CHUNK:
             self._seal(list(self._recent.items()))
             self._recent.clear()
+
+    def extend(self, packs: list[bytes]) -> None:
+        """``add`` of each of ``packs`` as the keys of records 0, 1, … into an empty store,
+        sealed a chunk at a time."""
+        assert not self._chunks and not self._recent, "only into an empty store"
+        whole = len(packs) - len(packs) % self.CHUNK
+        for first in range(0, whole, self.CHUNK):
+            self._seal(list(zip(range(first, first + self.CHUNK),
+                                packs[first:first + self.CHUNK], strict=True)))
+        self._recent.update(zip(range(whole, len(packs)), packs[whole:], strict=True))
 
     def get(self, number: int) -> bytes:
         """The keys of record ``number`` (KeyError if none are kept); a copy of its segment."""
