@@ -24,7 +24,7 @@ import re
 from array import array
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
@@ -43,6 +43,7 @@ from wlmd.worklist.matching import parse_date, rule_for
 from wlmd.worklist.query import Elements, PreparedQuery, element_vr, value_of
 
 Date = tuple[int, int, int]
+Value = TypeVar("Value", bytes, Date)
 DateRange = tuple[Date | None, Date | None]  # inclusive; None: open end
 PATIENT_ID = 0x00100020
 # The numbers of the records filed under one value: a lone number is kept as itself, not as an
@@ -202,15 +203,18 @@ _PATIENT_ID_RULE = rule_for("LO")
 
 def _walked_record_keys(level: RawLevel) -> RecordKeys | None:
     """``record_keys`` of a level the first start's walker read (raw elements with their VR,
-    sequences as ``RawSequence``), read straight from them; None for anything else."""
-    patients: set[bytes] = set()
-    found: tuple[set[bytes], set[bytes], set[bytes]] = (set(), set(), set())
+    sequences as ``RawSequence``), read straight from them; None for anything else.
+
+    Values are gathered in lists, made sets only where there are several (nearly every
+    record has one value of each key: run for every file of a first start)."""
+    patients: list[bytes] = []
+    found: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
     element = level.get(_PATIENT_ID_KEY)
     if element is not None:
-        if type(element) is not RawDataElement or not element.VR:
+        if type(element) is not RawDataElement or not element[1]:
             return None
-        if element.VR == "LO":
-            patients.update(_PATIENT_ID_RULE.values(element.value or b""))
+        if element[1] == "LO":
+            patients = _PATIENT_ID_RULE.values(element[3] or b"")
     steps = level.get(_SPS_KEY)
     if steps is not None:
         if type(steps) is not RawSequence:
@@ -220,13 +224,18 @@ def _walked_record_keys(level: RawLevel) -> RecordKeys | None:
                 element = item.get(key)
                 if element is None:
                     continue
-                if type(element) is not RawDataElement or not element.VR:
+                if type(element) is not RawDataElement or not element[1]:
                     return None
-                if vr == element.VR:
-                    found[place].update(rule.values(element.value or b""))
-    dates = {date for value in found[2] if (date := parse_date(value)) is not None}
-    return RecordKeys(tuple(sorted(patients)), tuple(sorted(found[0])),
-                      tuple(sorted(found[1])), tuple(sorted(dates)))
+                if vr == element[1]:
+                    found[place].extend(rule.values(element[3] or b""))
+    dates = [date for value in found[2] if (date := parse_date(value)) is not None]
+    return RecordKeys(_distinct(patients), _distinct(found[0]), _distinct(found[1]),
+                      _distinct(dates))
+
+
+def _distinct(values: list[Value]) -> tuple[Value, ...]:
+    """Each of ``values`` once, in order (the tuples ``record_keys`` gives)."""
+    return tuple(values) if len(values) < 2 else tuple(sorted(set(values)))
 
 
 def _collect(dataset: Dataset | Elements, found: dict[str, set[bytes]],
