@@ -131,12 +131,22 @@ def test_removed_records_leave_the_index(records: list[Dataset], mask: Dataset,
        dropped=st.data())
 def test_filing_all_at_once_gives_the_candidates_of_filing_one_by_one(
         records: list[Dataset], masks: list[Dataset], dropped: st.DataObject) -> None:
-    """``add_all`` (a restart's filing), then changes record by record, as ``add`` alone."""
+    """``add_all`` (a restart's filing), then changes record by record, as ``add`` alone;
+    chunks of 3 packed keys, so that both seal some."""
     filed = [(str(number), *_filed(record)) for number, record in enumerate(records)]
     one_by_one, all_at_once = WorklistIndex(), WorklistIndex()
-    for name, keys, packed in filed:
-        one_by_one.add(name, keys, packed)
-    all_at_once.add_all(filed)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PackedKeys, "CHUNK", 3)
+        for name, keys, packed in filed:
+            one_by_one.add(name, keys, packed)
+        all_at_once.add_all(filed)
+        _check_filing(filed, one_by_one, all_at_once, masks, dropped)
+
+
+def _check_filing(filed: list[tuple[str, RecordKeys, bytes]], one_by_one: WorklistIndex,
+                  all_at_once: WorklistIndex, masks: list[Dataset],
+                  dropped: st.DataObject) -> None:
+    assert len(set(all_at_once.serials())) == len(filed)
     gone = dropped.draw(st.sets(st.sampled_from([name for name, _, _ in filed])))
     for index in (one_by_one, all_at_once):
         for name in gone:

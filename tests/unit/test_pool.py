@@ -17,6 +17,7 @@ from wlmd.daemon import handoff
 from wlmd.daemon.pool import (
     WORKER_BOOT_ERROR,
     ChildExit,
+    ChildProcesses,
     Heartbeat,
     WorkerPool,
     private_memory,
@@ -218,3 +219,20 @@ def test_memory_limit_recycles_an_idle_worker_and_kills_a_runaway(make_pool):
     pool.slots[over.pid] = over
     exits = {e.pid: e for e in wait_for_exits(pool, 2)}
     assert (exits[over.pid].exit_code, exits[runaway.pid].signal) == (0, signal.SIGKILL)
+
+
+def _collection_state(batch: list[int]) -> tuple[int, bool, int, int]:
+    return os.getpid(), gc.isenabled(), gc.get_freeze_count(), sum(batch)
+
+
+def test_preload_helpers_collect_their_own_garbage_only() -> None:
+    """Each helper collects cyclic garbage though its parent holds collection off, and leaves
+    what it inherited out of every collection (frozen); results come back in order."""
+    gc.disable()
+    try:
+        found = ChildProcesses(2).map_batches(_collection_state, [[1, 2], [3], [4, 5, 6]])
+    finally:
+        gc.enable()
+    assert [total for _, _, _, total in found] == [3, 3, 15]
+    assert all(pid != os.getpid() and enabled and frozen > 0
+               for pid, enabled, frozen, _ in found)

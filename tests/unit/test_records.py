@@ -17,7 +17,15 @@ from pydicom.uid import (
 from tests.support.datasets import file_bytes
 from tests.support.worklists import worklist_dataset
 from wlmd.worklist.completeness import add_missing_references
-from wlmd.worklist.records import SHELF_RECORDS, FileLoader, Shelves, parse_worklist_file
+from wlmd.worklist.records import (
+    SHELF_RECORDS,
+    FileLoader,
+    Shelves,
+    Unreadable,
+    parse_worklist_file,
+    read_stable,
+    stat_key,
+)
 
 
 def elements(ds: Dataset) -> list[tuple[object, ...]]:
@@ -75,3 +83,17 @@ def test_shelves_give_back_the_bytes_of_every_slot_across_shelves() -> None:
     assert len(shelves_used) == 3
     # full shelves keep no room for growth; the one being filled does
     assert [type(shelf.data) for shelf in shelves_used] == [bytes, bytes, bytearray]
+
+
+@pytest.mark.parametrize("size", [0, 1, 1066, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20])
+def test_a_stable_read_gives_every_byte_and_the_version_it_read(tmp_path: Path,
+                                                                size: int) -> None:
+    """Read in chunks of 1 MiB; a read that ends at the file's size is taken as its end."""
+    path = tmp_path / "a.wl"
+    path.write_bytes(os.urandom(size))
+    data, key = read_stable(str(path), 4 << 20)
+    assert data == path.read_bytes()
+    assert key == stat_key(os.stat(path))
+    if size:
+        with pytest.raises(Unreadable, match="file too large"):
+            read_stable(str(path), size - 1)

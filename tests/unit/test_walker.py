@@ -17,13 +17,13 @@ import pytest
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.sequence import Sequence as PydicomSequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from tests.support.datasets import file_bytes
 from tests.support.worklists import worklist_dataset
 from wlmd.dicom.rawfile import NotRaw, RawLevel, RawSequence
-from wlmd.worklist import records, walker
+from wlmd.worklist import compact, completeness, index, records, walker
 from wlmd.worklist.walker import walk
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "worklists").rglob("*.wl"))
@@ -170,3 +170,28 @@ def test_a_sequence_under_a_tag_the_dictionary_gives_another_vr_is_left_to_pydic
     entry = worklist_dataset("A1")
     entry.add_new(Tag(0x00100010), "SQ", [Dataset()])  # PatientName as a sequence
     assert walk(file_bytes(entry, ExplicitVRLittleEndian)) is None
+
+
+def test_what_the_first_start_reads_of_a_walked_level_is_found_by_identity(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks, keys, packing and sort key look elements up with the very tag objects the
+    walker keys them with: no ``BaseTag.__eq__`` (a Python call per lookup) on the way."""
+    entry = worklist_dataset("A1")
+    entry.ReferencedStudySequence = entry.ReferencedPatientSequence = []  # nothing to add
+    walked = walk(file_bytes(entry, ExplicitVRLittleEndian))
+    assert walked is not None
+    level = walked[0]
+    compared: list[object] = []
+    original = BaseTag.__eq__
+
+    def counted(tag: BaseTag, other: object) -> bool:
+        compared.append(other)
+        return original(tag, other)
+
+    monkeypatch.setattr(BaseTag, "__eq__", counted)
+    monkeypatch.setattr(BaseTag, "__hash__", int.__hash__)  # setting __eq__ would drop it
+    assert completeness.is_complete(level)
+    index.record_keys(level)
+    compact.pack(level)
+    records.sort_key_of(level, "A1.wl")
+    assert compared == []

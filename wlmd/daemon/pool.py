@@ -67,10 +67,19 @@ class ChildProcesses:
                     batches: list[list[Task]]) -> list[Result]:
         """``work`` of each batch in a pool of up to ``jobs`` forked processes, results in
         order."""
-        # The parsers make cyclic garbage: collect it there (the caller may hold it off here).
         processes = max(1, min(self.jobs, len(batches)))
-        with multiprocessing.get_context("fork").Pool(processes, initializer=gc.enable) as pool:
+        with multiprocessing.get_context("fork").Pool(processes,
+                                                      initializer=_collecting_own) as pool:
             return list(pool.imap(work, batches))
+
+
+def _collecting_own() -> None:
+    """In a forked helper: collect the cyclic garbage the parsers make (the caller may hold
+    collection off), but only the helper's own objects. What it inherited (modules, and on a
+    restart the records loaded so far) is frozen out of every collection instead of scanned
+    again by each full one (3 % of a first start's parsing)."""
+    gc.freeze()
+    gc.enable()
 
 
 class SlotState(enum.Enum):

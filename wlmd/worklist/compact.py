@@ -19,6 +19,7 @@ query asks about, so matching a record costs about one key's unpacking.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Sequence
@@ -71,29 +72,46 @@ _HEADS = {vr: bytes((VALUE, len(vr))) + vr.encode("latin-1") for vr in STANDARD_
 def _pack_walked(level: RawLevel, slots: Slots) -> bytes:
     """``_pack_level`` of a level the first start's walker read: the same bytes, copied
     straight from its raw elements. A level holding anything else is left to
-    ``_pack_level``."""
+    ``_pack_level``.
+
+    Run for every file of a first start: the parts are gathered in one list and joined once,
+    and each value's length is the element's own (a walked value is never cut short)."""
+    tags = slots.tags
     offsets: list[int] = []
-    parts: list[bytes] = []
-    size = 4 * len(slots.tags)
-    for tag in slots.tags:
-        element = level.get(tag)
+    parts: list[bytes] = [b""]  # the offset table, once known
+    size = 4 * len(tags)
+    get = level.get
+    for tag in tags:
+        element = get(tag)
         if element is None:
             offsets.append(ABSENT)
             continue
         offsets.append(size)
         kind = type(element)
-        if kind is RawDataElement and element.VR and element.VR != "SQ":
-            raw = element.value or b""
-            part = _HEADS[element.VR] + _U32.pack(len(raw)) + raw
+        if kind is RawDataElement:
+            vr = element[1]
+            if vr and vr != "SQ":
+                head = _HEADS[vr]
+                length = element[2]
+                parts += (head, _U32.pack(length), element[3] or b"")
+                size += len(head) + 4 + length
+                continue
         elif kind is RawSequence and (nested := slots.nested.get(tag)) is not None:
             packed_items = [_pack_walked(item, nested) for item in element.value]
             part = bytes((ITEMS,)) + _U32.pack(len(packed_items)) + b"".join(
                 _U32.pack(len(packed)) + packed for packed in packed_items)
-        else:
-            return _pack_level(level, slots)
-        parts.append(part)
-        size += len(part)
-    return struct.pack(f"<{len(offsets)}I", *offsets) + b"".join(parts)
+            parts.append(part)
+            size += len(part)
+            continue
+        return _pack_level(level, slots)
+    parts[0] = _offset_table(len(offsets)).pack(*offsets)
+    return b"".join(parts)
+
+
+@functools.cache
+def _offset_table(count: int) -> struct.Struct:
+    """The layout of a level's table of ``count`` offsets."""
+    return struct.Struct(f"<{count}I")
 
 
 def _pack_level(dataset: Dataset | Elements, slots: Slots) -> bytes:

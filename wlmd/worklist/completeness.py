@@ -69,43 +69,53 @@ def is_complete(dataset: Level) -> bool:
 def _walked_and_complete(level: RawLevel) -> bool:
     """True if ``level`` (as the first start's walker reads a file) passes every rule with
     nothing to log or add: the common case, judged straight from its raw elements. False
-    leaves the judgement, and its log lines, to the rules above."""
+    leaves the judgement, and its log lines, to the rules above. Run for every file of a
+    first start: loops, not generators."""
     steps = level.get(SPS)
     if type(steps) is not RawSequence or len(steps.value) != 1:
         return False
     step = steps.value[0]
-    return (all(_filled(step, tag) for tag in SPS_REQUIRED)
-            and all(_filled(level, tag) for tag in TOP_REQUIRED)
-            and _described(step, SPS_DESCRIPTION, SPS_CODES)
-            and _described(level, RP_DESCRIPTION, RP_CODES)
-            and all(_referenced(level, tag) for tag in REFERENCED_SEQUENCES))
+    for tag in SPS_REQUIRED:
+        if not _filled(step, tag):
+            return False
+    for tag in TOP_REQUIRED:
+        if not _filled(level, tag):
+            return False
+    if not (_described(step, SPS_DESCRIPTION, SPS_CODES)
+            and _described(level, RP_DESCRIPTION, RP_CODES)):
+        return False
+    for tag in REFERENCED_SEQUENCES:
+        items = level.get(tag)
+        if type(items) is not RawSequence:
+            return False
+        for item in items.value:
+            for uid in REFERENCED_UIDS:
+                if not _filled(item, uid):
+                    return False
+    return True
 
 
 def _filled(level: RawLevel, tag: BaseTag) -> bool:
     element = level.get(tag)
-    return type(element) is RawDataElement and bool(element.value)
+    return type(element) is RawDataElement and bool(element[3])
 
 
 def _described(level: RawLevel, description: BaseTag, codes: BaseTag) -> bool:
     """``_description_and_codes_incomplete`` is False, read from raw elements only."""
     items = level.get(codes)
-    if items is not None and (type(items) is not RawSequence or not items.value or not all(
-            _filled(item, CODE_VALUE) and _filled(item, CODING_SCHEME) for item in items.value)):
-        return False
+    if items is not None:
+        if type(items) is not RawSequence or not items.value:
+            return False
+        for item in items.value:
+            if not (_filled(item, CODE_VALUE) and _filled(item, CODING_SCHEME)):
+                return False
     text = level.get(description)
     if text is None:
         return items is not None
     if type(text) is not RawDataElement:
         return False
-    value = text.value or b""
+    value = text[3] or b""
     return b"\\" in value or bool(value.strip(b" "))
-
-
-def _referenced(level: RawLevel, tag: BaseTag) -> bool:
-    """Present, and each item holds both referenced UIDs."""
-    items = level.get(tag)
-    return type(items) is RawSequence and all(
-        _filled(item, uid) for item in items.value for uid in REFERENCED_UIDS)
 
 
 @overload

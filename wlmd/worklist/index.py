@@ -24,12 +24,12 @@ import re
 from array import array
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 
-from wlmd.dicom.rawfile import RawLevel, RawSequence, tag_key
+from wlmd.dicom.rawfile import RawLevel, RawSequence
 from wlmd.worklist.compact import MatchView, screens
 from wlmd.worklist.keys import (
     MODALITY,
@@ -38,10 +38,12 @@ from wlmd.worklist.keys import (
     SPS_START_DATE,
     SPS_START_TIME,
 )
+from wlmd.worklist.keys import PATIENT_ID as PATIENT_ID_TAG
 from wlmd.worklist.matching import parse_date, rule_for
 from wlmd.worklist.query import Elements, PreparedQuery, element_vr, value_of
 
 Date = tuple[int, int, int]
+Value = TypeVar("Value", bytes, Date)
 DateRange = tuple[Date | None, Date | None]  # inclusive; None: open end
 PATIENT_ID = 0x00100020
 # The numbers of the records filed under one value: a lone number is kept as itself, not as an
@@ -218,25 +220,31 @@ def record_keys(dataset: Dataset | Elements) -> RecordKeys:
                       tuple(sorted(found["modality"])), tuple(sorted(dates)))
 
 
-_PATIENT_ID_KEY = tag_key(PATIENT_ID)  # the walker's own tag objects: found by identity
-_SPS_KEY = tag_key(SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+# The keys module's tag objects, which the walker keys elements with (``rawfile.share_tags``):
+# a dict finds them by identity. ``tag_key`` here would run before the walker shares them, and
+# give objects that every lookup compares with ``BaseTag.__eq__`` (4 calls a file).
+_PATIENT_ID_KEY = PATIENT_ID_TAG
+_SPS_KEY = SCHEDULED_PROCEDURE_STEP_SEQUENCE
 # what each SPS item gives: stations, modalities, start dates (in that order), read by VR rule
-_ITEM_KEYS = tuple((place, tag_key(tag), vr, rule_for(vr)) for place, (tag, vr) in enumerate(
+_ITEM_KEYS = tuple((place, tag, vr, rule_for(vr)) for place, (tag, vr) in enumerate(
     ((SCHEDULED_STATION_AE_TITLE, "AE"), (MODALITY, "CS"), (SPS_START_DATE, "DA"))))
 _PATIENT_ID_RULE = rule_for("LO")
 
 
 def _walked_record_keys(level: RawLevel) -> RecordKeys | None:
     """``record_keys`` of a level the first start's walker read (raw elements with their VR,
-    sequences as ``RawSequence``), read straight from them; None for anything else."""
-    patients: set[bytes] = set()
-    found: tuple[set[bytes], set[bytes], set[bytes]] = (set(), set(), set())
+    sequences as ``RawSequence``), read straight from them; None for anything else.
+
+    Values are gathered in lists, made sets only where there are several (nearly every
+    record has one value of each key: run for every file of a first start)."""
+    patients: list[bytes] = []
+    found: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
     element = level.get(_PATIENT_ID_KEY)
     if element is not None:
-        if type(element) is not RawDataElement or not element.VR:
+        if type(element) is not RawDataElement or not element[1]:
             return None
-        if element.VR == "LO":
-            patients.update(_PATIENT_ID_RULE.values(element.value or b""))
+        if element[1] == "LO":
+            patients = _PATIENT_ID_RULE.values(element[3] or b"")
     steps = level.get(_SPS_KEY)
     if steps is not None:
         if type(steps) is not RawSequence:
@@ -246,13 +254,18 @@ def _walked_record_keys(level: RawLevel) -> RecordKeys | None:
                 element = item.get(key)
                 if element is None:
                     continue
-                if type(element) is not RawDataElement or not element.VR:
+                if type(element) is not RawDataElement or not element[1]:
                     return None
-                if vr == element.VR:
-                    found[place].update(rule.values(element.value or b""))
-    dates = {date for value in found[2] if (date := parse_date(value)) is not None}
-    return RecordKeys(tuple(sorted(patients)), tuple(sorted(found[0])),
-                      tuple(sorted(found[1])), tuple(sorted(dates)))
+                if vr == element[1]:
+                    found[place].extend(rule.values(element[3] or b""))
+    dates = [date for value in found[2] if (date := parse_date(value)) is not None]
+    return RecordKeys(_distinct(patients), _distinct(found[0]), _distinct(found[1]),
+                      _distinct(dates))
+
+
+def _distinct(values: list[Value]) -> tuple[Value, ...]:
+    """Each of ``values`` once, in order (the tuples ``record_keys`` gives)."""
+    return tuple(values) if len(values) < 2 else tuple(sorted(set(values)))
 
 
 def _collect(dataset: Dataset | Elements, found: dict[str, set[bytes]],
@@ -326,35 +339,53 @@ class WorklistIndex:
         return number
 
     def add_all(self, records: Iterable[tuple[str, RecordKeys, bytes]]) -> None:
-        """``add`` of each of ``records`` (distinct names), into an index that is empty.
+        """``add`` of each of ``records`` (distinct names), into an index that never
+        filed any.
 
         A restart files 100,000 records here: each value's numbers are gathered in a list
-        and made an array once, which costs half of filing them one by one.
+        and made an array once, which costs half of filing them one by one; the loop is
+        unrolled (no tuple of tables per record), the serials are taken at once, and the
+        packed keys are sealed a chunk at a time.
         """
-        if self._number:
+        if self._names:
             for record in records:
                 self.add(*record)
             return
         gathered: tuple[dict[Any, list[int]], ...] = ({}, {}, {}, {})
         patients, stations, modalities, dates = gathered
         names, number_of, packed_keys = self._names, self._number, self._packed
-        undated, serials = self._undated, self._serials
-        for name, keys, packed in records:
-            number = len(names)
+        undated = self._undated
+        for number, (name, keys, packed) in enumerate(records):
             names.append(name)
-            serials.append(next(_SERIALS))
             number_of[name] = number
-            packed_keys.add(number, packed)
-            for table, values in ((patients, keys.patient_ids), (stations, keys.stations),
-                                  (modalities, keys.modalities), (dates, keys.dates)):
-                for value in values:
-                    numbers = table.get(value)
-                    if numbers is None:
-                        table[value] = [number]
-                    else:
-                        numbers.append(number)
+            packed_keys.add(number, packed)  # sealed as they come: no peak of 100,000 bytes
+            for value in keys.patient_ids:
+                numbers = patients.get(value)
+                if numbers is None:
+                    patients[value] = [number]
+                else:
+                    numbers.append(number)
+            for value in keys.stations:
+                numbers = stations.get(value)
+                if numbers is None:
+                    stations[value] = [number]
+                else:
+                    numbers.append(number)
+            for value in keys.modalities:
+                numbers = modalities.get(value)
+                if numbers is None:
+                    modalities[value] = [number]
+                else:
+                    numbers.append(number)
             if not keys.dates:
                 undated.append(number)
+            for date in keys.dates:
+                numbers = dates.get(date)
+                if numbers is None:
+                    dates[date] = [number]
+                else:
+                    numbers.append(number)
+        self._serials.extend(itertools.islice(_SERIALS, len(names)))
         tables: tuple[dict[Any, Numbers], ...] = (
             self._by_kind["patient"], self._by_kind["station"], self._by_kind["modality"],
             self._by_date)

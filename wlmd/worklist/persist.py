@@ -34,18 +34,20 @@ LOGGER = logging.getLogger(__name__)
 
 # bump whenever the tables or what a row means change; a new compression dictionary changes it too
 FORMAT = f"6-{DICTIONARY_ID}"
-_TABLES = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
+_RECORDS = """
     ae BLOB NOT NULL, name BLOB NOT NULL, stat BLOB NOT NULL,
     compressed BLOB,  -- the file's bytes (wlmd.worklist.compression); NULL: a rejected file
     start_date TEXT NOT NULL, start_time TEXT NOT NULL, add_references INTEGER NOT NULL,
     patient_ids BLOB, stations BLOB, modalities BLOB, dates TEXT,
     body INTEGER,  -- offset << 2 | implicit VR << 1 | little endian; NULL: no fast decoding
-    matching BLOB,  -- the matching-key values, packed (wlmd.worklist.compact)
-    UNIQUE (ae, name)
-);
+    matching BLOB  -- the matching-key values, packed (wlmd.worklist.compact)
 """
+_TABLES = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records ({_RECORDS}, UNIQUE (ae, name));
+"""
+# a part holds each file once (one parse per start): no unique index to keep up, row by row
+_PART_TABLES = f"CREATE TABLE records ({_RECORDS});"
 # the order loads read records in; parts (``IndexPart``) go without it (a load from parts
 # sorts), and a merge makes it anew (``IndexFile.merging``)
 _IN_ORDER = ("CREATE INDEX IF NOT EXISTS records_in_order "
@@ -275,7 +277,7 @@ class IndexPart:
         _create_private(path)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
-                               + _TABLES)
+                               + _PART_TABLES)
 
     @classmethod
     def of_this_process(cls, index_path: Path) -> IndexPart:

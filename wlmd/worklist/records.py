@@ -234,9 +234,10 @@ class FileLoader:
         While it runs, FILE_VERSION names the file and version, so that the supervisor can log
         once what several pre-forked workers each find about the same file.
         """
-        token = FILE_VERSION.set(f"{path} {stat_key(st).hex()}")
+        key = stat_key(st)
+        token = FILE_VERSION.set(f"{path} {key.hex()}")
         try:
-            return self._load_version(path, name, st, is_link, real_root)
+            return self._load_version(path, name, st, key, is_link, real_root)
         finally:
             FILE_VERSION.reset(token)
 
@@ -245,9 +246,8 @@ class FileLoader:
         """``load`` for each task in turn (one batch of a parallel load)."""
         return [self.load(*task) for task in tasks]
 
-    def _load_version(self, path: str, name: str, st: os.stat_result, is_link: bool,
-                      real_root: str) -> tuple[Entry | None, bool]:
-        key = stat_key(st)
+    def _load_version(self, path: str, name: str, st: os.stat_result, key: StatKey,
+                      is_link: bool, real_root: str) -> tuple[Entry | None, bool]:
         try:
             target = self._target(path, st, is_link, real_root)
             data, key = read_stable(target, self.max_file_bytes)
@@ -433,17 +433,20 @@ def read_stable(path: str, limit: int) -> tuple[bytes, StatKey]:
             raise Unreadable(f"file too large ({before.st_size} bytes, limit {limit})")
         chunks = []
         remaining = limit + 1
-        while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
+        while remaining > 0 and (chunk := os.read(fd, asked := min(remaining, 1 << 20))):
             chunks.append(chunk)
             remaining -= len(chunk)
+            if len(chunk) < asked and limit + 1 - remaining == before.st_size:
+                break  # the end as the file's size says: no read to find it (the check follows)
         after = os.fstat(fd)
     except OSError as error:
         raise Unreadable(error.strerror or str(error)) from error
     finally:
         os.close(fd)
-    if stat_key(before) != stat_key(after) or remaining <= 0:
+    key = stat_key(after)
+    if stat_key(before) != key or remaining <= 0:
         raise Unstable
-    return b"".join(chunks), stat_key(after)
+    return b"".join(chunks), key
 
 
 def stat_key(st: os.stat_result) -> StatKey:

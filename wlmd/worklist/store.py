@@ -654,7 +654,7 @@ def load_changed(loader: FileLoader, listed: ListedFile) -> Loaded | None:
     the saved one; None then, or if it cannot be stat'ed now (the refresh looks again)."""
     path, name, is_link, real_root, saved_key = listed
     st = _stat_to_load(path, is_link)
-    if st is None or stat_key(st) == saved_key:
+    if st is None or (saved_key is not None and stat_key(st) == saved_key):
         return None
     return loader.load(path, name, st, is_link, real_root)
 

@@ -116,6 +116,12 @@ _EXPLICIT_SYNTAX = str(ExplicitVRLittleEndian).encode()
 _LAST_META_TAG = 0x0002FFFF
 _raw_element = functools.partial(tuple.__new__, RawDataElement)  # without the Python __new__
 _KEYS: dict[int, BaseTag] = {}  # ``tag_key``'s objects, found without a call
+_TAG = struct.Struct("<HH")
+_NO_LENGTH = bytes(4)  # an item delimiter's VR bytes and length
+# An element header's tag and VR bytes -> its tag, ``tag_key``'s object, VR, 4-byte length:
+# one lookup instead of an unpack, the tag's arithmetic and two lookups per element.
+_Head = tuple[int, BaseTag, str, bool]
+_HEADS: dict[bytes, _Head] = {}
 
 
 def _walk_explicit(data: bytes) -> tuple[RawLevel, Body]:
@@ -165,45 +171,35 @@ def _explicit_level(data: bytes, at: int, end: int | None, depth: int
     bound = len(data) if end is None else end
     elements = RawLevel()
     previous = _LAST_META_TAG if top else -1
-    keys = _KEYS
+    heads = _HEADS
     while at < bound:
         if at + 8 > bound:
             raise NotRaw("an element runs past its level")
-        group, number, code, length = _ELEMENT.unpack_from(data, at)
-        tag = group << 16 | number
-        if tag >= 0xFFFE0000:
-            if tag == ITEM_END and not top and end is None and code == b"\0\0" and not length:
+        head = data[at:at + 6]
+        tag, key, vr, long = heads.get(head) or _head(head)
+        if tag <= previous or tag >= 0xFFFE0000:  # no delimiter is below the previous tag
+            if tag == ITEM_END and not top and end is None and data[at + 4:at + 8] == _NO_LENGTH:
                 return elements, at + 8
-            raise NotRaw("a delimiter the quick reader leaves to the general one")
-        if tag <= previous:
-            raise NotRaw("tags out of order")
+            raise NotRaw("tags out of order, or a delimiter the quick reader leaves to the "
+                         "general one")
         previous = tag
-        known = _VRS.get(code)
-        if known is None:
-            raise NotRaw("unknown VR")
-        vr, long = known
-        if long:
+        if long:  # a 4-byte length: SQ, or a value that can have an undefined length
             if at + 12 > bound:
                 raise NotRaw("an element header runs past its level")
             length = _U32.unpack_from(data, at + 8)[0]
             value_at = at + 12
+            if vr == "SQ":
+                at = _explicit_sequence(data, at, value_at, length, bound, depth, tag,
+                                        elements)
+                continue
+            if length == UNDEFINED:
+                raise NotRaw("an undefined length outside a sequence")
         else:
             value_at = at + 8
-        key = keys.get(tag) or _key(tag)
-        if vr == "SQ":
-            if not dictionary_sequence(tag):
-                raise NotRaw("a sequence where the data dictionary has none")
-            undefined = length == UNDEFINED
-            items, after = _explicit_items(data, value_at, None if undefined
-                                           else value_at + length, bound, depth + 1)
-            for item in items:
-                _check_charset(item)
-            elements[key] = RawSequence("SQ", items, at, value_at, after, undefined)
-            at = after
-            continue
+            length = data[at + 6] | data[at + 7] << 8
         at = value_at + length
-        if length == UNDEFINED or at > bound:
-            raise NotRaw("an undefined length outside a sequence, or past the end")
+        if at > bound:
+            raise NotRaw("a value runs past the end")
         elements[key] = _raw_element((key, vr, length, data[value_at:at] if length
                                       else empty_value_for_VR(vr, raw=True), value_at,
                                       False, True))
@@ -213,6 +209,37 @@ def _explicit_level(data: bytes, at: int, end: int | None, depth: int
     elif at != len(data):
         raise NotRaw("bytes after the last element")
     return elements, at
+
+
+def _head(head: bytes) -> _Head:
+    """What the 6 bytes of an element's tag and VR say, kept for the next file while there is
+    room; NotRaw for an unknown VR (a delimiter has none: its tag is all that is read)."""
+    group, number = _TAG.unpack_from(head)
+    tag = group << 16 | number
+    if tag >= 0xFFFE0000:
+        return tag, _key(tag), "", False
+    known = _VRS.get(head[4:])
+    if known is None:
+        raise NotRaw("unknown VR")
+    found = (tag, _key(tag), *known)
+    if len(_HEADS) < MAX_SHARED_TAGS:
+        _HEADS[head] = found
+    return found
+
+
+def _explicit_sequence(data: bytes, at: int, value_at: int, length: int, bound: int,
+                       depth: int, tag: int, elements: RawLevel) -> int:
+    """Read the sequence ``tag`` whose header is at ``at`` into ``elements``; where it ends."""
+    if not dictionary_sequence(tag):
+        raise NotRaw("a sequence where the data dictionary has none")
+    undefined = length == UNDEFINED
+    items, after = _explicit_items(data, value_at, None if undefined else value_at + length,
+                                   bound, depth + 1)
+    for item in items:
+        _check_charset(item)
+    key = _KEYS.get(tag) or _key(tag)
+    elements[key] = RawSequence("SQ", items, at, value_at, after, undefined)
+    return after
 
 
 def _explicit_items(data: bytes, at: int, end: int | None, bound: int, depth: int
