@@ -34,11 +34,12 @@ from tests.support.wlmctl import wlmctl
 from tests.support.worklist_entries import entry, write_entry
 from wlmd.policy.charsets import Charset
 
-TODAY = datetime.date.today()
-
 
 def day(offset: int) -> str:
-    return f"{TODAY + datetime.timedelta(days=offset):%Y%m%d}"
+    """The date ``offset`` days from today, taken when the entries are written, not when the
+    module is collected: a run that crosses midnight moved the server's window away from
+    dates of the day before."""
+    return f"{datetime.date.today() + datetime.timedelta(days=offset):%Y%m%d}"
 
 
 @dataclass(frozen=True)
