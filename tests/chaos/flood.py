@@ -224,6 +224,19 @@ _SILENT = re.compile(r"killing worker (\d+) serving [^ ]+:\d+: no heartbeat")
 _LIMIT_CLOSED = re.compile(r"refusals pending: closing [^ ]+:(\d+)$", re.M)
 
 
+def _settled_log(server: Wlmd) -> str:
+    """The server's log once every worker the watchdog killed has its "died" line: the
+    supervisor writes it when it reaps the worker, which may come after the flood's client
+    saw the connection reset (CI read the log in between once)."""
+    deadline = time.monotonic() + REAP_TIMEOUT
+    while True:
+        log = server.log()
+        silent = {int(m[1]) for m in _SILENT.finditer(log)}
+        if silent <= {int(m[1]) for m in _DIED.finditer(log)} or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
+
+
 def server_args(dfp: Path, max_associations: int) -> list[str]:
     """wlmd under load: the given limit, and a watchdog quick enough for a short run."""
     return ["-dfp", str(dfp), "--max-associations", str(max_associations),
@@ -250,7 +263,7 @@ def run_flood(server: Wlmd, called: str, *, attempts: int, concurrency: int, hol
     for watcher in monkey.watchers:
         watcher.join(REAP_TIMEOUT)
     killed = {e.pid for e in monkey.events}
-    log = server.log()
+    log = _settled_log(server)
     report = FloodReport(results, monkey.events, seconds, gauge.peak)
     report.starved = {int(m[1]) for m in _SILENT.finditer(log)} - killed
     killed |= report.starved
