@@ -343,9 +343,8 @@ class WorklistIndex:
         filed any.
 
         A restart files 100,000 records here: each value's numbers are gathered in a list
-        and made an array once, which costs half of filing them one by one; the loop is
-        unrolled (no tuple of tables per record), the serials are taken at once, and the
-        packed keys are sealed a chunk at a time.
+        and made an array once, which costs half of filing them one by one; the serials are
+        taken at once, and the packed keys are sealed a chunk at a time.
         """
         if self._names:
             for record in records:
@@ -359,32 +358,16 @@ class WorklistIndex:
             names.append(name)
             number_of[name] = number
             packed_keys.add(number, packed)  # sealed as they come: no peak of 100,000 bytes
-            for value in keys.patient_ids:
-                numbers = patients.get(value)
-                if numbers is None:
-                    patients[value] = [number]
-                else:
-                    numbers.append(number)
-            for value in keys.stations:
-                numbers = stations.get(value)
-                if numbers is None:
-                    stations[value] = [number]
-                else:
-                    numbers.append(number)
-            for value in keys.modalities:
-                numbers = modalities.get(value)
-                if numbers is None:
-                    modalities[value] = [number]
-                else:
-                    numbers.append(number)
+            for table, values in ((patients, keys.patient_ids), (stations, keys.stations),
+                                  (modalities, keys.modalities), (dates, keys.dates)):
+                for value in values:
+                    numbers = table.get(value)
+                    if numbers is None:
+                        table[value] = [number]
+                    else:
+                        numbers.append(number)
             if not keys.dates:
                 undated.append(number)
-            for date in keys.dates:
-                numbers = dates.get(date)
-                if numbers is None:
-                    dates[date] = [number]
-                else:
-                    numbers.append(number)
         self._serials.extend(itertools.islice(_SERIALS, len(names)))
         tables: tuple[dict[Any, Numbers], ...] = (
             self._by_kind["patient"], self._by_kind["station"], self._by_kind["modality"],
