@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from setproctitle import setproctitle
+
 from wlmd.cmdline.console import CommandLineExit
 from wlmd.config.commandline import ParsedCommandLine, parse_command_line
 from wlmd.config.logs import LogConfigError, configure_logging, log_always
@@ -31,6 +33,7 @@ from wlmd.daemon.listeners import (
     bind_endpoint,
     bind_listeners,
 )
+from wlmd.daemon.loading import BackgroundLoad
 from wlmd.daemon.pool import ChildProcesses, release_free_memory
 from wlmd.daemon.preflight import preflight
 from wlmd.daemon.services import Service
@@ -39,6 +42,8 @@ from wlmd.daemon.supervisor import Supervisor
 from wlmd.mpps.service import MppsService, mpps_directory_problem
 from wlmd.security.access import AccessPolicy, AccessRuleError, check_rules
 from wlmd.security.tls import TlsError, server_context
+from wlmd.worklist.preload import ChildProcesses as LoadProcesses
+from wlmd.worklist.preload import InThisProcess, parse_into_index_file
 from wlmd.worklist.service import WorklistService
 from wlmd.worklist.store import DataSourceError, WorklistStore
 
@@ -133,10 +138,12 @@ def serve(parsed: ParsedCommandLine, args: list[str]) -> int:
         detach(settings, [*listeners, *(s for sockets in service_sockets.values()
                                         for s in sockets)])
     running = RunningConfiguration(args, parsed, tls_context)
-    worklist(settings)
+    background_load = worklist.background_load(settings)
+    if background_load is None:
+        worklist(settings)
     hooks = ServerHooks(notify=systemd.notify, watchdog_interval=systemd.watchdog_interval(),
                         reload=running.reload, reopen_logs=running.reopen_logs,
-                        tls_context=running.tls_context)
+                        tls_context=running.tls_context, background_load=background_load)
     if settings.single_process:
         return SingleProcessServer(settings, listeners, worklist, policy, hooks,
                                    services).run()
@@ -163,12 +170,15 @@ class PreloadedService:
 
     Built in the supervisor before it forks, every worker inherits the parsed worklist
     copy-on-write instead of parsing its own; ``gc.freeze()`` keeps the collector from
-    touching (and so copying) those objects in the workers.
+    touching (and so copying) those objects in the workers. With a background load
+    (``background_load``), it gives a service that reads the files for each query
+    (``worklist/scan.py``) until the load is done.
     """
 
     def __init__(self) -> None:
         self._service: WorklistService | None = None
         self._settings: Settings | None = None
+        self._scanning: WorklistService | None = None  # served while the load runs
         self._mpps: MppsService | None = None
         self._built_in = os.getpid()
 
@@ -180,23 +190,70 @@ class PreloadedService:
     def __call__(self, settings: Settings) -> WorklistService:
         # ``is`` first: a worker is handed the very settings it was forked with, and comparing
         # every field would write to each value's memory page, shared with the supervisor
+        if self._scanning is not None and settings is self._settings:
+            return self._scanning
         if self._service is None or (settings is not self._settings
                                      and settings != self._settings):
-            store = WorklistStore(settings.data_files_path, file_reject=settings.file_reject)
-            self._mpps = MppsService(settings, entries=store) if settings.mpps else None
-            self._service = WorklistService(settings, store, procedure_steps=self._mpps)
-            self._settings = settings
-            self._built_in = os.getpid()
-            gc.disable()  # collections while 100,000 records are made cost more than the making
-            try:
-                self._service.preload(ChildProcesses())
-            finally:
-                gc.freeze()  # before enable: the records never pass through a collection
-                gc.enable()
-            release_free_memory()
+            self.load(settings, ChildProcesses())
+        assert self._service is not None
         if self._mpps is not None and (settings.single_process or os.getpid() != self._built_in):
             self._mpps.start_agent()  # in the serving process: a worker, or the single process
         return self._service
+
+    def background_load(self, settings: Settings) -> BackgroundLoad | None:
+        """The load of ``settings``' worklist for the supervisor to run while it serves, or
+        None if it must be loaded first (then the first call loads it).
+
+        Only with an index file, where a child can leave its parsing for the supervisor to
+        load, and without MPPS, whose links to worklist entries need the loaded records.
+        """
+        if settings.single_process or settings.mpps or settings.index_file is None:
+            return None
+        self._settings = settings
+        self._scanning = WorklistService(settings, worklist_store(settings), scanning=True)
+        return _WorklistLoad(self, settings)
+
+    def load(self, settings: Settings, children: LoadProcesses) -> None:
+        """Build the service of ``settings`` and preload its worklist, parsing in
+        ``children``'s processes."""
+        store = worklist_store(settings)
+        self._mpps = MppsService(settings, entries=store) if settings.mpps else None
+        service = WorklistService(settings, store, procedure_steps=self._mpps)
+        self._built_in = os.getpid()
+        gc.disable()  # collections while 100,000 records are made cost more than the making
+        try:
+            service.preload(children)
+        finally:
+            gc.freeze()  # before enable: the records never pass through a collection
+            gc.enable()
+        release_free_memory()
+        self._service, self._settings, self._scanning = service, settings, None
+
+
+
+def worklist_store(settings: Settings) -> WorklistStore:
+    """The worklist store of ``settings``."""
+    return WorklistStore(settings.data_files_path, file_reject=settings.file_reject)
+
+
+class _WorklistLoad:
+    """The worklist's ``BackgroundLoad``: the parsing into the index file in a child, then
+    the records loaded from it in the supervisor (as a restart loads them)."""
+
+    def __init__(self, factory: PreloadedService, settings: Settings) -> None:
+        self._factory = factory
+        self._settings = settings
+
+    def in_child(self) -> int:
+        setproctitle("wlmd: loading the worklist")
+        settings = self._settings
+        assert settings.index_file is not None
+        parse_into_index_file(worklist_store(settings), ChildProcesses(),
+                              settings.index_file)
+        return 0
+
+    def in_thread(self) -> None:
+        self._factory.load(self._settings, InThisProcess())
 
 
 class RunningConfiguration:
@@ -234,7 +291,7 @@ class RunningConfiguration:
 def check_data_sources(settings: Settings) -> None:
     """The checks wlmscpfs makes at start-up, with its messages."""
     try:
-        WorklistStore(settings.data_files_path, file_reject=settings.file_reject).check_root()
+        worklist_store(settings).check_root()
     except DataSourceError as exc:
         raise StartupError("Cannot connect to data source.") from exc
     if settings.mpps and (problem := mpps_directory_problem(settings.mpps_path)) is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wlmd.config.settings import Settings
+from wlmd.daemon.loading import BackgroundLoad
 from wlmd.dicom.types import WorklistApplication
 from wlmd.security.access import AccessPolicy
 
@@ -55,6 +56,8 @@ class ServerHooks:
     reload: ReloadHook | None = None  # SIGHUP: fresh settings and access rules, or raise
     reopen_logs: Callable[[], None] | None = None  # SIGUSR1, after log rotation
     tls_context: TlsContextGetter = _no_tls  # a getter: SIGHUP may replace the context
+    # what the application loads while the supervisor serves (None: loaded before it starts)
+    background_load: BackgroundLoad | None = None
     _next_watchdog: float = field(default=0.0, repr=False)
 
     def ping_watchdog(self, now: float) -> None:

@@ -31,8 +31,9 @@ from setproctitle import setproctitle
 
 from wlmd.config.settings import Settings
 from wlmd.daemon import handoff
-from wlmd.daemon.connection import log_association, log_listening, refused
+from wlmd.daemon.connection import LIFECYCLE_LOG, log_association, log_listening, refused
 from wlmd.daemon.hooks import AppFactory, ServerHooks
+from wlmd.daemon.loading import Loading
 from wlmd.daemon.pool import (
     WORKER_BOOT_ERROR,
     ChildExit,
@@ -129,6 +130,8 @@ class Supervisor:
         self._next_watch = 0.0
         self._child_exited = False  # SIGCHLD came: reap in this turn of the loop
         self._accept_paused_until = 0.0
+        self._loading: Loading | None = None  # the application loading while serving
+        self._reload_waiting = False  # SIGHUP came while loading: reload once loaded
 
     # ---- main loop -------------------------------------------------------------------------
 
@@ -140,7 +143,14 @@ class Supervisor:
             self._watch_listeners()
             self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
             self._manage_workers()
-            self._services.tend(time.monotonic())
+            if self._hooks.background_load is not None:
+                self._loading = Loading(self._hooks.background_load, self._pool.fork_service)
+                self._selector.register(self._loading.wakeup, selectors.EVENT_READ,
+                                        self._loading.on_wakeup)
+                LIFECYCLE_LOG.info("loading the worklist; meanwhile workers read the files "
+                                   "for each query")
+            else:
+                self._services.tend(time.monotonic())
             log_listening("supervisor", self._listeners)
             self._hooks.notify("READY=1\nSTATUS=accepting associations")
             while self._exit_code is None:
@@ -174,6 +184,8 @@ class Supervisor:
             self._child_exited = False
             for child in self._pool.reap():
                 self._on_exit(child)
+        if self._loading is not None and self._loading.done:
+            self._loaded(self._loading)
         if watch:
             self._next_watch = now + self._watch_interval()
             self._pool.murder_silent(self.settings.worker_timeout)
@@ -190,8 +202,23 @@ class Supervisor:
             self._watch_listeners()
         self._expire_pending(now)
         self._manage_workers()
-        self._services.tend(now)
+        if self._loading is None:  # services start with the loaded application
+            self._services.tend(now)
         self._dispatch_pending()
+
+    def _loaded(self, loading: Loading) -> None:
+        """The background load is over: the next generation of workers inherits it."""
+        self._loading = None
+        _unregister(self._selector, loading.wakeup)
+        loading.close()
+        if loading.failed:
+            return  # the workers go on reading the files
+        LIFECYCLE_LOG.info("worklist loaded in %.1f s; worker generation %d serves it",
+                           loading.seconds(), self._generation + 1)
+        self._start_generation("worklist loaded")
+        if self._reload_waiting:
+            self._reload_waiting = False
+            self.reload()
 
     def _report_health(self, now: float) -> None:
         """Ping the systemd watchdog and keep ``systemctl status`` showing the pool's load."""
@@ -251,6 +278,8 @@ class Supervisor:
         self._hooks.notify("STOPPING=1")
         self._begin_stop(time.monotonic() + self.settings.graceful_timeout)
         self._services.stop()
+        if self._loading is not None:
+            self._loading.stop()
         for slot in self._pool:
             self._pool.retire(slot)
 
@@ -258,6 +287,8 @@ class Supervisor:
         """Fast stop: end every association now."""
         LOGGER.info("stopping now")
         self._hooks.notify("STOPPING=1")
+        if self._loading is not None:
+            self._loading.stop()
         self._begin_stop(time.monotonic())
         self._kill_all()
 
@@ -302,6 +333,10 @@ class Supervisor:
         """
         if self._stopping:
             return
+        if self._loading is not None:  # the load in progress is of the running settings
+            LOGGER.info("reload: waiting for the worklist load to finish")
+            self._reload_waiting = True
+            return
         if (fresh := self._hooks.reload_settings()) is not None:
             self.settings, self._access = fresh
             self._refusals.settings = self.settings
@@ -315,7 +350,8 @@ class Supervisor:
         if self._stopping or self._hooks.reopen_logs is None:
             return
         self._hooks.reopen_logs()
-        self._start_generation("logs reopened")
+        if self._loading is None:  # else the loaded generation comes with the new logs
+            self._start_generation("logs reopened")
 
     def _start_generation(self, reason: str) -> None:
         """Replace every worker: idle ones now, busy ones after their association."""
@@ -414,7 +450,10 @@ class Supervisor:
     # ---- workers ---------------------------------------------------------------------------
 
     def _manage_workers(self) -> None:
-        """Keep between min and max spare workers, within the association limit."""
+        """Keep between min and max spare workers, within the association limit (none forked
+        while the background load's thread runs)."""
+        if self._loading is not None and not self._loading.forks_allowed:
+            return
         spares = self._pool.spares(self._generation)
         busy = self._pool.busy_count()
         if self._events:
@@ -473,6 +512,9 @@ class Supervisor:
             self._pool.retire(slot)
 
     def _on_exit(self, child: ChildExit) -> None:
+        if self._loading is not None and self._loading.child_exited(
+                child.pid, child.exit_code, child.describe(), start=not self._stopping):
+            return
         slot = child.slot
         if slot is None:  # a service child, or an unknown one (we may be PID 1)
             self._services.on_exit(child.pid, child.describe())
@@ -523,6 +565,8 @@ class Supervisor:
         while self._pending:
             self._pending.popleft().conn.close()
         self._refusals.drop()
+        if self._loading is not None:
+            self._loading.close()
 
     def _shutdown(self) -> None:
         """Leave nothing behind, whatever ended the loop."""

@@ -150,6 +150,16 @@ class IndexFile:
             LOGGER.warning("Cannot read index file (%s); parsing %s afresh", error, ae)
             return Saved()
 
+    def count(self, ae: str) -> int:
+        """How many files of ``ae`` have a row (0 if it cannot be read)."""
+        try:
+            with _reading(self._db):
+                (count,), = self._db.execute("SELECT count(*) FROM records WHERE ae = ?",
+                                             (os.fsencode(ae),))
+        except sqlite3.Error:
+            return 0
+        return int(count)
+
     def save(self, ae: str, entries: Mapping[str, Entry], saved: Mapping[str, Entry],
              filing: Callable[[str], Filing]) -> None:
         """Bring the rows of ``ae`` from ``saved`` (as loaded) to ``entries``, whose records'

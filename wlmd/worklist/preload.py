@@ -58,6 +58,17 @@ class ChildProcesses(Protocol):
         """``work`` of each batch in up to ``jobs`` forked processes, results in order."""
 
 
+class InThisProcess:
+    """``ChildProcesses`` without children: for a load in a thread, where nothing may fork."""
+
+    jobs = 1
+
+    def map_batches(self, work: Callable[[list[Task]], Result],
+                    batches: list[list[Task]]) -> list[Result]:
+        """``work`` of each batch here, one after another."""
+        return [work(batch) for batch in batches]
+
+
 def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | None = None
             ) -> None:
     """Refresh every called AE directory of ``store`` now, so forked workers inherit it.
@@ -76,7 +87,7 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
         for ae in names:
             started, first_count = time.monotonic(), store.parse_count
             saved = Saved() if index is None else index.load(ae)
-            if index is not None and index_path and _mostly_unsaved(store, ae, saved):
+            if index is not None and index_path and _mostly_unsaved(store, ae, len(saved)):
                 saved = _parse_and_adopt(store, children, index, index_path, ae, saved)
             else:
                 store.adopt(ae, saved)
@@ -108,12 +119,40 @@ def _map_out(store: WorklistStore, names: list[str], directory: Path) -> None:
                     size / 2**20, directory, time.monotonic() - started)
 
 
-def _mostly_unsaved(store: WorklistStore, ae: str, saved: dict[str, Entry]) -> bool:
-    """True if the index file lacks more than an eighth of ``ae``'s files."""
+def parse_into_index_file(store: WorklistStore, children: ChildProcesses, index_path: Path
+                          ) -> None:
+    """A first start's parsing alone, for a load from the index file that follows: each
+    called AE whose files the index file mostly lacks is parsed into it in ``children``'s
+    processes, and nothing is kept here.
+
+    Run in a child of a supervisor that serves meanwhile (``BackgroundLoad``), so that the
+    supervisor only loads rows, as a restart does.
+    """
+    try:
+        names = store.called_aes()
+    except OSError:
+        return
+    with (store.parsing_with(children.map_batches if children.jobs > 1 else None),
+          store.open_index_file(index_path) as index):
+        if index is None:
+            return
+        for ae in names:
+            if not _mostly_unsaved(store, ae, index.count(ae)):
+                continue
+            started, first_count = time.monotonic(), store.parse_count
+            saved = index.load(ae)
+            parts = _parse_into_parts(store, children, index_path, ae, saved)
+            index.merge(parts or [])
+            LOGGER.info("Parsed %d worklist files of %s into the index file in %.1f s",
+                        store.parse_count - first_count, ae, time.monotonic() - started)
+
+
+def _mostly_unsaved(store: WorklistStore, ae: str, saved: int) -> bool:
+    """True if the index file lacks more than an eighth of ``ae``'s files (``saved`` rows)."""
     if not saved:
         return True  # a first start: not worth listing 100,000 files to count them
     count = store.file_count(ae)
-    return count is not None and (count - len(saved)) * RESORT_FRACTION > count
+    return count is not None and (count - saved) * RESORT_FRACTION > count
 
 
 def _parse_and_adopt(store: WorklistStore, children: ChildProcesses, index: IndexFile,
@@ -132,19 +171,10 @@ def _parse_and_adopt(store: WorklistStore, children: ChildProcesses, index: Inde
     file only matters at the next start). A file that changed while it was read, or rows
     that could not be saved or read, are missing: the caller's refresh parses them.
     """
-    for stale in stale_parts(index_path):
-        with contextlib.suppress(OSError):
-            os.unlink(stale)
-    save = functools.partial(_parse_and_save, store.loader, ae, index_path)
-    try:
-        with store.changed_files(ae, saved) as listed:
-            batches = batched(listed)
-            results = children.map_batches(save, batches) if batches else []
-    except LockfileError:
+    parts = _parse_into_parts(store, children, index_path, ae, saved)
+    if parts is None:
         store.adopt(ae, saved)
         return saved  # the caller meets it too, and says so
-    parts = sorted({part for _, part in results if part is not None})
-    store.parse_count += sum(count for count, _ in results)
     if saved:  # records of other files are saved too: all are made from the index file, in order
         index.merge(parts)
         saved = index.load(ae)
@@ -154,6 +184,24 @@ def _parse_and_adopt(store: WorklistStore, children: ChildProcesses, index: Inde
         saved = load_parts(ae, parts)
         store.adopt(ae, saved)
     return saved
+
+
+def _parse_into_parts(store: WorklistStore, children: ChildProcesses, index_path: Path,
+                      ae: str, saved: Saved) -> list[Path] | None:
+    """Parse ``ae``'s files that ``saved`` lacks in ``children``'s processes, each saving its
+    rows into a part of the index file of its own; the parts (None: the lockfile failed)."""
+    for stale in stale_parts(index_path):
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
+    save = functools.partial(_parse_and_save, store.loader, ae, index_path)
+    try:
+        with store.changed_files(ae, saved) as listed:
+            batches = batched(listed)
+            results = children.map_batches(save, batches) if batches else []
+    except LockfileError:
+        return None
+    store.parse_count += sum(count for count, _ in results)
+    return sorted({part for _, part in results if part is not None})
 
 
 def _parse_and_save(loader: FileLoader, ae: str, index_path: Path, listed: list[ListedFile]

@@ -44,8 +44,9 @@ from wlmd.policy.model import NO_POLICY, Fallback, LimitAction, PeerPolicy
 from wlmd.worklist import findlog
 from wlmd.worklist.answerplan import AnswerPlan, NotDirect
 from wlmd.worklist.cache import NO_MATCH, PreparedQueries, QueryShape, ResponseCache
+from wlmd.worklist.compact import screens
 from wlmd.worklist.fileview import raw_elements
-from wlmd.worklist.index import prefilter_of
+from wlmd.worklist.index import Prefilter, prefilter_of
 from wlmd.worklist.limits import identifier_limit_error
 from wlmd.worklist.matching import matches
 from wlmd.worklist.preload import ChildProcesses, preload
@@ -65,8 +66,12 @@ class WorklistService:
     """Answers C-FIND requests from the worklist directory; one instance per process."""
 
     def __init__(self, settings: Settings, store: WorklistStore | None = None,
-                 procedure_steps: ProcedureStepApplication | None = None) -> None:
+                 procedure_steps: ProcedureStepApplication | None = None, *,
+                 scanning: bool = False) -> None:
+        """``scanning``: answer every query from a fresh read of the files (``scan.py``), for
+        the workers that serve while the supervisor loads the worklist."""
         self._settings = settings
+        self._scanning = scanning
         self._procedure_steps = procedure_steps
         self._store = store or WorklistStore(
             settings.data_files_path, file_reject=settings.file_reject,
@@ -181,8 +186,8 @@ class WorklistService:
                                                transfer_syntax_uid, log)
             return
         try:  # logged: every record is a candidate, so each gets its lines, as in wlmscpfs
-            prefilter = None if log is not None else prefilter_of(query)
-            candidates = self._store.candidates(assoc.called_ae, prefilter)
+            candidates = self._candidates(assoc.called_ae, query, log is not None,
+                                          lambda: prefilter_of(query))
         except LockfileError as error:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)
@@ -201,6 +206,14 @@ class WorklistService:
             yield FindResponse(status, response)
         yield FindResponse(STATUS_SUCCESS)
 
+    def _candidates(self, ae: str, query: PreparedQuery, every: bool,
+                    prefilter: Callable[[], Prefilter | None]) -> Candidates:
+        """The records of ``ae`` that may match ``query`` (``every``: all of them), from the
+        store's index, or read afresh while scanning; LockfileError as for the store's."""
+        if self._scanning:
+            return self._store.scanned(ae, () if every else screens(query))
+        return self._store.candidates(ae, None if every else prefilter())
+
     def _too_many(self, assoc: AssociationInfo, count: int) -> FindResponse:
         """The 0xA700 refusal of ``--max-responses``."""
         limit = self._settings.max_responses
@@ -218,8 +231,8 @@ class WorklistService:
         """``_find`` from the snapshot on, with the policy's masks, tests, charset and limit."""
         applied = self._applied.get(policy, query, query_charset(identifier), assoc.calling_ae)
         try:
-            prefilter = None if log is not None else applied.prefilter
-            candidates = self._store.candidates(assoc.called_ae, prefilter)
+            candidates = self._candidates(assoc.called_ae, applied.match, log is not None,
+                                          lambda: applied.prefilter)
         except LockfileError as error:
             LOGGER.error("%s", error)
             yield FindResponse(STATUS_OUT_OF_RESOURCES)

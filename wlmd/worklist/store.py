@@ -53,6 +53,7 @@ from wlmd.worklist.records import (
     inside,
     stat_key,
 )
+from wlmd.worklist.scan import Screens, in_order, screened_records
 
 LOGGER = logging.getLogger(__name__)
 
@@ -386,6 +387,36 @@ class WorklistStore:
                 numbers = sorted(found, key=lambda number: _sort_key(_filed_record(records,
                                                                                    number)))
         return Candidates(numbers, cache.index.serials(), cache.records, cache.index)
+
+    def scanned(self, ae: str, screens: Screens) -> Candidates:
+        """``ae``'s records read afresh from its files, those that pass every one of
+        ``screens`` only (``scan.py``: while the worklist is being loaded elsewhere), in
+        ``sort_key`` order.
+
+        Read under the shared read lock, as a refresh is; keeps nothing (the next query reads
+        the directory again), so it suits a worker that lives only until the load is done.
+        LockfileError as for ``candidates`` when there is no snapshot.
+        """
+        with self._lockfile(ae) as (ae_dir, fd, lock_path):
+            self._lock(fd, lock_path, _AeCache())
+            real_root = self._real_root()
+
+            def load(name: str, is_link: bool) -> Entry | None:
+                listed = (f"{ae_dir}/{name}", name, is_link, real_root, None)
+                for _ in range(2):  # once more if it changed while it was read
+                    loaded = load_changed(self._loader, listed)
+                    if loaded is None or loaded[0] is not None:
+                        return None if loaded is None else loaded[0]
+                return None
+
+            try:
+                records, index = screened_records(ae_dir, load, screens)
+            except OSError as error:
+                LOGGER.warning("Cannot list worklist directory %s (%s)", ae_dir,
+                               error.strerror)
+                records, index = [], WorklistIndex()
+        filed: list[WorklistRecord | None] = list(records)
+        return Candidates(in_order(records), index.serials(), filed, index)
 
     def _refreshed(self, ae: str) -> _AeCache:
         """The cache of ``ae`` brought in step with its directory under the read lock."""
