@@ -6,6 +6,8 @@ Run with ``python -m pytest benchmarks`` (the main suite's testpaths is ``tests`
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,3 +193,23 @@ def test_table_has_a_column_and_a_ratio_per_peer() -> None:
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[5:7]]
     assert cells[0][1:] == ["4 ms", "2 ms", "1 ms", "0.25×", "0.5×", "≤ 1.0×", "yes"]
     assert cells[1][2] == "— (keeps no index)" and cells[1][5] == "—"
+
+
+def test_settle_waits_for_a_server_that_serves_while_it_loads(tmp_path: Path) -> None:
+    server = run.wlmd_server([])
+    began, done = run.WLMD_LOADING_LINES
+    server.log_path = tmp_path / "wlmd.log"
+    server.log_path.write_text("I: supervisor 1 listening on 127.0.0.1:1\n")
+    assert server.settle(5) < 1  # it loaded before serving
+    server.log_path.write_text(f"I: {began}; meanwhile workers read the files\n")
+    with pytest.raises(TimeoutError):  # no process: it will never finish
+        server.settle(5)
+    server.proc = subprocess.Popen(["sleep", "5"])
+    try:
+        timer = threading.Timer(0.5, lambda: server.log_path.write_text(f"I: {done} in 1 s\n"))
+        timer.start()
+        assert 0.4 < server.settle(5) < 4
+        timer.join()
+    finally:
+        server.proc.kill()
+        server.proc.wait()

@@ -102,6 +102,8 @@ check "ExecStart as wlmd answers DCMTK findscu (matches: $matches)" \
 check "ExecStart runs as user wlmd" test "$(ps -o user= -p "$server_pid")" = wlmd
 check "the association is logged at the default level" \
     bash -c "sleep 0.5; grep -q 'association from 127.0.0.1' $work/server.log"
+check "the worklist loads while serving, into the index file" bash -c \
+    "for _ in \$(seq 1 100); do grep -q 'worklist loaded' $work/server.log && exit 0; sleep 0.1; done; exit 1"
 kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
 check "index file written owner-only" \
     test "$(stat -c '%U %a' /var/cache/wlmd/index.sqlite 2>/dev/null)" = "wlmd 600"

@@ -183,8 +183,9 @@ OPTIONS: tuple[Option, ...] = (
        "configuration and daemon:", field="pid_file", value=path("[f]ilename: string"),
        in_wlmscpfs=False),
     _O("--index-file", "keep the parsed worklist in file f, so that a\nrestart parses "
-       "changed files only (default: none)", WLMD, "configuration and daemon:",
-       field="index_file", value=path("[f]ilename: string"), in_wlmscpfs=False),
+       "changed files only; serve while it loads\n(default: none)", WLMD,
+       "configuration and daemon:", field="index_file", value=path("[f]ilename: string"),
+       in_wlmscpfs=False),
     _O("--user", "run as user u after binding the port", WLMD, "configuration and daemon:",
        field="user", value=text("[u]ser: string"), in_wlmscpfs=False),
     _O("--group", "run as group g after binding the port", WLMD, "configuration and daemon:",

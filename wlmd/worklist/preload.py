@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -78,12 +78,7 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
     the index file instead of parsed, and the index file is brought up to date; the records'
     immutable bytes then move into a file mapping in its directory (``mapped.py``).
     """
-    try:
-        names = store.called_aes()
-    except OSError:
-        return
-    with (store.parsing_with(children.map_batches if children.jobs > 1 else None),
-          store.open_index_file(index_path) as index):
+    with _opened(store, children, index_path) as (names, index):
         for ae in names:
             started, first_count = time.monotonic(), store.parse_count
             saved = Saved() if index is None else index.load(ae)
@@ -108,6 +103,20 @@ def preload(store: WorklistStore, children: ChildProcesses, index_path: Path | N
         _map_out(store, names, index_path.parent)
 
 
+@contextlib.contextmanager
+def _opened(store: WorklistStore, children: ChildProcesses, index_path: Path | None
+            ) -> Iterator[tuple[list[str], IndexFile | None]]:
+    """The called AEs to load (none if ``-dfp`` cannot be listed) and the index file at
+    ``index_path``, open, while full scans parse through ``children``."""
+    try:
+        names = store.called_aes()
+    except OSError:
+        names = []
+    with (store.parsing_with(children.map_batches if children.jobs > 1 else None),
+          store.open_index_file(index_path) as index):
+        yield names, index
+
+
 def _map_out(store: WorklistStore, names: list[str], directory: Path) -> None:
     """Move the preloaded records' immutable bytes out of the heap, into a file mapping that
     the workers share as page cache (``mapped.py``)."""
@@ -128,12 +137,7 @@ def parse_into_index_file(store: WorklistStore, children: ChildProcesses, index_
     Run in a child of a supervisor that serves meanwhile (``BackgroundLoad``), so that the
     supervisor only loads rows, as a restart does.
     """
-    try:
-        names = store.called_aes()
-    except OSError:
-        return
-    with (store.parsing_with(children.map_batches if children.jobs > 1 else None),
-          store.open_index_file(index_path) as index):
+    with _opened(store, children, index_path) as (names, index):
         if index is None:
             return
         for ae in names:
