@@ -47,7 +47,7 @@ def started(tmp_path: Path, index: Path) -> Wlmd:
 
 def loaded(server: Wlmd) -> Wlmd:
     """``server`` once it has loaded its worklist (it serves from the files until then)."""
-    wait_until(lambda: "worklist loaded" in server.log(), what="the worklist loaded")
+    wait_until(lambda: "worklist loaded" in server.log(), timeout=60, what="the worklist loaded")
     return server
 
 

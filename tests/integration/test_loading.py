@@ -107,6 +107,7 @@ def test_a_stop_while_loading_ends_the_loading_child(tmp_path: Path) -> None:
         server = start(tmp_path)
         try:
             (child,) = loading_children(server)
+            assert os.getpgid(child.pid) == child.pid  # its parsing processes go with it
             server.proc.send_signal(signal.SIGTERM)
             assert server.proc.wait(10) == 0
             wait_until(lambda: not alive(child), what="the loading child gone")

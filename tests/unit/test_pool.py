@@ -6,6 +6,8 @@ import gc
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -236,3 +238,33 @@ def test_preload_helpers_collect_their_own_garbage_only() -> None:
     assert [total for _, _, _, total in found] == [3, 3, 15]
     assert all(pid != os.getpid() and enabled and frozen > 0
                for pid, enabled, frozen, _ in found)
+
+
+HELPERS_UNDER_SIGTERM = """
+import signal, sys, time
+from wlmd.daemon.pool import ChildProcesses
+
+def sum_slowly(batch):
+    time.sleep(0.01)
+    return sum(batch)
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[1] == "ignored" else
+              lambda _signum, _frame: None)
+for _ in range(20):  # the hang came at some ends of a pool, not at all
+    assert ChildProcesses(2).map_batches(sum_slowly, [[1, 2]] * 10) == [3] * 10
+"""
+
+
+@pytest.mark.parametrize("disposition", ["ignored", "handled"])
+def test_preload_helpers_end_though_their_parent_keeps_sigterm(disposition: str) -> None:
+    """The pool ends its helpers with SIGTERM: inherited from a supervisor (which handles it)
+    or a worker (which ignores it), that hung ``Pool.__exit__`` for ever, and with it a reload
+    or the background load. Run in a process of its own, killed with its helpers if it hangs."""
+    proc = subprocess.Popen([sys.executable, "-c", HELPERS_UNDER_SIGTERM, disposition],
+                            start_new_session=True)
+    try:
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

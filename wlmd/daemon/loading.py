@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 LOGGER = logging.getLogger(__name__)
-LOAD_NICENESS = 10  # added to the load's child and thread: serving comes first
+LOAD_NICENESS = 5  # added to the load's child and thread: serving comes first
 
 
 class BackgroundLoad(Protocol):
@@ -54,8 +54,13 @@ class Loading:
         self.wakeup, self._wake_w = socket.socketpair()
         self.wakeup.setblocking(False)
         self.child_pid: int | None = fork(self._child)
+        with contextlib.suppress(OSError):  # here too: a stop may come before the child runs
+            os.setpgid(self.child_pid, self.child_pid)
 
     def _child(self) -> int:
+        # a process group of its own, which its parsing processes join: a stop ends them all
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
         os.nice(LOAD_NICENESS)  # the parsing yields the CPU to the workers that serve
         return self._load.in_child()
 
@@ -113,10 +118,14 @@ class Loading:
         return time.monotonic() - self._started
 
     def stop(self) -> None:
-        """The supervisor stops: end the child of step 1 (a thread ends with the process)."""
+        """The supervisor stops: end the child of step 1 and its parsing processes (a thread
+        ends with the process)."""
         if self.child_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.child_pid, signal.SIGKILL)
+            try:
+                os.killpg(self.child_pid, signal.SIGKILL)
+            except ProcessLookupError:  # it could not make its group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.child_pid, signal.SIGKILL)
 
     def close(self) -> None:
         """Close the wakeup sockets (the thread has ended)."""

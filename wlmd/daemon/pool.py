@@ -69,15 +69,25 @@ class ChildProcesses:
         order."""
         processes = max(1, min(self.jobs, len(batches)))
         with multiprocessing.get_context("fork").Pool(processes,
-                                                      initializer=_collecting_own) as pool:
+                                                      initializer=_helper_started) as pool:
             return list(pool.imap(work, batches))
 
 
-def _collecting_own() -> None:
-    """In a forked helper: collect the cyclic garbage the parsers make (the caller may hold
-    collection off), but only the helper's own objects. What it inherited (modules, and on a
-    restart the records loaded so far) is frozen out of every collection instead of scanned
-    again by each full one (3 % of a first start's parsing)."""
+def _helper_started() -> None:
+    """In a forked helper: the default signal dispositions, and collection of its own garbage.
+
+    The pool ends its helpers with SIGTERM, which the supervisor (and a worker or service
+    child) handles or ignores: inherited, that left ``Pool.__exit__`` waiting for ever. The
+    wakeup fd would send the helper's signals to the supervisor's loop. Then: collect the
+    cyclic garbage the parsers make (the caller may hold collection off), but only the
+    helper's own objects. What it inherited (modules, and on a restart the records loaded so
+    far) is frozen out of every collection instead of scanned again by each full one (3 % of
+    a first start's parsing).
+    """
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                   signal.SIGCHLD, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_DFL)
     gc.freeze()
     gc.enable()
 
