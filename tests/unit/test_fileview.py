@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -22,12 +23,13 @@ from pydicom.uid import (
 from tests.support.worklists import code_item, ref_item, worklist_dataset
 from wlmd.config.settings import CharsetMode
 from wlmd.dicom.dimse import encode_dataset
-from wlmd.dicom.rawfile import RawLevel
+from wlmd.dicom.rawfile import ElementReader, NotRaw, RawLevel
 from wlmd.worklist.compression import compressed
 from wlmd.worklist.fileview import raw_elements
 from wlmd.worklist.query import prepare_query
 from wlmd.worklist.records import FileLoader, WorklistRecord
 from wlmd.worklist.response import build_response
+from wlmd.worklist.walker import explicit_dataset
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 QUERIES = sorted((EXAMPLES / "queries").glob("*.dcm"))
@@ -121,3 +123,20 @@ def test_bytes_pydicom_may_read_otherwise_are_left_to_pydicom(tmp_path: Path, bo
     assert raw_elements(odd) is None
     # a read that keeps only PatientName (what an answer plan reads) still walks the rest
     assert raw_elements(odd, {0x00100010: {}}) is None
+
+
+def test_the_quick_reader_gives_the_general_readers_elements(tmp_path: Path) -> None:
+    """An explicit VR little endian file is read by the first start's quick reader, which
+    must give exactly the levels of the general one."""
+    quick = 0
+    for record in _records(tmp_path):
+        if record.body is None or record.body[1:] != (False, True):
+            continue
+        general = ElementReader(record.data, False).level(record.body[0], None, top=True)[0]
+        with contextlib.suppress(NotRaw):
+            assert explicit_dataset(record.data, record.body[0]) == general, record.name
+            quick += 1
+        read = raw_elements(record)  # with the reference sequences -dfr adds, if any
+        assert read is not None and all(read[key] == element
+                                        for key, element in general.items()), record.name
+    assert quick > 20
