@@ -230,7 +230,6 @@ class PreloadedService:
         self._service, self._settings, self._scanning = service, settings, None
 
 
-
 def worklist_store(settings: Settings) -> WorklistStore:
     """The worklist store of ``settings``."""
     return WorklistStore(settings.data_files_path, file_reject=settings.file_reject)

@@ -13,7 +13,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from tests.support.processes import wait_until
 from tests.support.server import ANY_AE, SMALL_POOL, Wlmd, start_configured, toml
-from tests.support.worklists import worklist_dataset, write_worklist
+from tests.support.worklists import worklist_dataset, write_ae_directory, write_worklist
 
 PENDING = (0xFF00, 0xFF01)
 
@@ -53,10 +53,7 @@ def loaded(server: Wlmd) -> Wlmd:
 
 def test_a_restart_parses_only_the_files_changed_while_stopped(tmp_path: Path) -> None:
     ae_dir = tmp_path / "db" / ANY_AE
-    ae_dir.mkdir(parents=True)
-    (ae_dir / "lockfile").touch()
-    for number in range(3):
-        write_worklist(ae_dir / f"{number}.wl", worklist_dataset(f"A{number}"))
+    write_ae_directory(ae_dir, ["A0", "A1", "A2"])
     index = tmp_path / "cache" / "index.sqlite"
     index.parent.mkdir()
 

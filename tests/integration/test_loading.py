@@ -19,7 +19,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from tests.support.processes import wait_until
 from tests.support.server import ANY_AE, SMALL_POOL, Wlmd, alive, start_configured
-from tests.support.worklists import worklist_dataset, write_worklist
+from tests.support.worklists import worklist_dataset, write_ae_directory, write_worklist
 
 LOCKED_AE = "AAHELD"  # sorts before ANY_AE: the load waits for its writer first
 LOADING_TITLE = "wlmd: loading the worklist"
@@ -58,11 +58,7 @@ def load_held(tmp_path: Path) -> Iterator[int]:
 
 
 def start(tmp_path: Path) -> Wlmd:
-    ae_dir = tmp_path / "db" / ANY_AE
-    ae_dir.mkdir(parents=True)
-    (ae_dir / "lockfile").touch()
-    for number in range(3):
-        write_worklist(ae_dir / f"{number}.wl", worklist_dataset(f"A{number}"))
+    write_ae_directory(tmp_path / "db" / ANY_AE, ["A0", "A1", "A2"])
     (tmp_path / "cache").mkdir()
     return start_configured(tmp_path, {**SMALL_POOL,
                                        "index_file": str(tmp_path / "cache" / "index")})

@@ -68,6 +68,15 @@ def write_worklist(path: Path, ds: Dataset, *, blank: bytes = b"") -> Path:
     return path
 
 
+def write_ae_directory(ae_dir: Path, accessions: list[str]) -> None:
+    """A called AE directory with its lockfile and one entry per accession number, written
+    as ``0.wl``, ``1.wl``…"""
+    ae_dir.mkdir(parents=True)
+    (ae_dir / "lockfile").touch()
+    for number, accession in enumerate(accessions):
+        write_worklist(ae_dir / f"{number}.wl", worklist_dataset(accession))
+
+
 def _step(ds: Dataset) -> Dataset:
     return ds.ScheduledProcedureStepSequence[0]
 

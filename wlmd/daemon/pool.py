@@ -34,6 +34,9 @@ LOGGER = logging.getLogger(__name__)
 
 WORKER_BOOT_ERROR = 3  # a worker exits with this when it cannot build the application
 MAX_REAP_PER_PASS = 1024  # bound on one waitpid(WNOHANG) loop
+# What the supervisor handles (through its wakeup fd); a preload helper restores their defaults
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+                   signal.SIGCHLD)
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
@@ -85,8 +88,7 @@ def _helper_started() -> None:
     a first start's parsing).
     """
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-                   signal.SIGCHLD, signal.SIGUSR1):
+    for signum in HANDLED_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     gc.freeze()
     gc.enable()

@@ -35,6 +35,7 @@ from wlmd.daemon.connection import LIFECYCLE_LOG, log_association, log_listening
 from wlmd.daemon.hooks import AppFactory, ServerHooks
 from wlmd.daemon.loading import Loading
 from wlmd.daemon.pool import (
+    HANDLED_SIGNALS,
     WORKER_BOOT_ERROR,
     ChildExit,
     Heartbeat,
@@ -59,8 +60,6 @@ MEMORY_CHECK_INTERVAL = 5.0
 ACCEPT_PAUSE = 0.5  # after EMFILE and friends, instead of spinning on a readable listener
 SHRINK_INTERVAL = 1.0  # the pool gives back half its surplus idle workers at most this often
 REAP_GRACE = 5.0  # after SIGKILL, how long to wait for the children to be reaped
-HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
-                   signal.SIGCHLD)
 
 # The reload hook re-reads configuration and access rules; it raises to keep the old ones.
 

@@ -398,15 +398,17 @@ class WorklistStore:
         LockfileError as for ``candidates`` when there is no snapshot.
         """
         with self._lockfile(ae) as (ae_dir, fd, lock_path):
-            self._lock(fd, lock_path, _AeCache())
+            self._lock(fd, lock_path, _AeCache())  # a cache without a snapshot: wait, or fail
             real_root = self._real_root()
 
             def load(name: str, is_link: bool) -> Entry | None:
                 listed = (f"{ae_dir}/{name}", name, is_link, real_root, None)
                 for _ in range(2):  # once more if it changed while it was read
                     loaded = load_changed(self._loader, listed)
-                    if loaded is None or loaded[0] is not None:
-                        return None if loaded is None else loaded[0]
+                    if loaded is None:  # gone since the listing
+                        return None
+                    if loaded[0] is not None:
+                        return loaded[0]
                 return None
 
             try:
